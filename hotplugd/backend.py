@@ -1,0 +1,132 @@
+"""The backend contract: how hotplugd reads a host and onlines its memory blocks.
+
+Plugins register backend factories through the ``hotplugd_register_backends``
+hook; the daemon builds the one the config names. All I/O is async and lives
+in the backend object: the core never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+from .model import Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
+
+
+class Backend(abc.ABC):
+    """One host (or fleet) whose memory blocks hotplugd onlines.
+
+    Life cycle, driven by the daemon: ``await start()`` (bind event sockets
+    first, so nothing is missed between the scan and the stream), ``scan()``,
+    then ``events()`` and ``online()`` concurrently, and ``await stop()``.
+    """
+
+    #: How many ``online()`` calls can truly run at once. Mainline sysfs
+    #: serialises every online under ``device_hotplug_lock``: 1. The daemon
+    #: never runs more workers than this, and measures what it really got.
+    concurrency: int = 1
+
+    async def start(self) -> None:
+        """Acquire resources (sockets, connections). Raise BackendError if impossible."""
+
+    async def stop(self) -> None:
+        """Release resources. Called once, also after a failed start."""
+
+    @abc.abstractmethod
+    async def scan(self) -> Scan:
+        """Every present block and the host topology."""
+
+    @abc.abstractmethod
+    async def topology(self) -> Topology:
+        """A fresh topology (MemAvailable changes); cheaper than a full scan."""
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        """Block events as they happen. Yield ``Rescan`` when events were lost.
+
+        The iterator ends when the source is exhausted (a finished simulation);
+        a real host's stream never ends.
+        """
+
+    @abc.abstractmethod
+    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
+        """Online one block into ``zone`` and report the outcome, read back from the host.
+
+        Never raise for an expected kernel error: map it to an ``Outcome``.
+        """
+
+    def census(self) -> Iterable[Block] | None:
+        """Every block as the host reports it right now, synchronously (for scrape-time metrics).
+
+        Called from the metrics server's thread; return None when not supported.
+        """
+        return None
+
+    def dropped_counts(self) -> dict[str, int]:
+        """Messages the event source dropped, by reason (``malformed``, ``not_kernel``, ...)."""
+        return {}
+
+    async def conflicts(self) -> list[str]:
+        """Other onliners on this host (kernel auto-online, udev rules), one message each."""
+        return []
+
+    def describe(self) -> str:
+        """One line for logs and ``hotplugd plugins``."""
+        return f"{type(self).__name__}(concurrency={self.concurrency})"
+
+
+#: Builds a backend from its plugin's config table (``[plugins.<name>]``).
+BackendFactory = Callable[[Mapping[str, Any]], Backend]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    name: str
+    factory: BackendFactory
+    plugin: str
+    summary: str
+
+
+class BackendRegistry:
+    """Where plugins register their backends: ``registry.add("name", Factory)``."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, BackendEntry] = {}
+        self._plugin = "?"
+
+    def _registering_for(self, plugin: str) -> None:
+        self._plugin = plugin
+
+    def add(self, name: str, factory: BackendFactory, *, summary: str = "") -> None:
+        """Register ``factory`` under ``name``. Two plugins claiming one name is an error."""
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise ConfigError(
+                f"backend {name!r} is registered twice (by {other} and {self._plugin})",
+                hint="disable one of the two plugins with disabled_plugins",
+            )
+        doc = summary or (factory.__doc__ or "").strip().splitlines()[0:1]
+        self._entries[name] = BackendEntry(
+            name, factory, self._plugin, doc if isinstance(doc, str) else "".join(doc)
+        )
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[BackendEntry]:
+        return [self._entries[n] for n in self.names()]
+
+    def build(self, name: str, options: Mapping[str, Any]) -> Backend:
+        """Build backend ``name``; an unknown name lists the installed ones."""
+        try:
+            entry = self._entries[name]
+        except KeyError:
+            installed = ", ".join(self.names()) or "none"
+            raise ConfigError(
+                f"unknown backend {name!r}; installed backends: {installed}",
+                hint="set `backend` in the config or pass --backend",
+            ) from None
+        return entry.factory(options)

@@ -1,0 +1,151 @@
+"""The command line: ``hotplugd run | simulate | plugins | check-config``.
+
+User errors (HotplugdError) print one message, no traceback, and exit with
+their code (78 for configuration errors, so systemd stops restarting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from . import __version__, logs
+from .config import DEFAULT_PATH, Config, load
+from .errors import EXIT_FAILURE, HotplugdError
+from .plugins import make_manager
+from .validation import check_plugin_config
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", type=Path, help=f"TOML config (default: {DEFAULT_PATH} if it exists)")
+    p.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set scheduler.settle=0.1 (repeatable)")
+    p.add_argument("--backend", help="backend name (overrides `backend`)")
+    p.add_argument("--ratio", type=float, help="parallel_hotplug_ratio (overrides scheduler.parallel_hotplug_ratio)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hotplugd", description="Online hot-added memory fast, safely and observably.")
+    parser.add_argument("--version", action="version", version=f"hotplugd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    _config_args(run)
+    run.add_argument("--ready-file", type=Path, help="write the pid here once ready (for scripts and tests)")
+
+    sim = sub.add_parser("simulate", help="play a hot-add scenario on the simulated backend, end to end")
+    _config_args(sim)
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sim.add_argument("--metrics", action="store_true", help="also serve metrics while it runs")
+
+    plugins = sub.add_parser("plugins", help="list plugins, their versions, hooks and backends")
+    plugins.add_argument("-c", "--config", type=Path, help="config (for disabled_plugins)")
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    _config_args(check)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, *, force_backend: str | None = None) -> Config:
+    path = args.config
+    if path is None and DEFAULT_PATH.exists():
+        path = DEFAULT_PATH
+    overrides = list(getattr(args, "overrides", []))
+    backend = force_backend or getattr(args, "backend", None)
+    if backend:
+        overrides.append(f"backend={_toml_string(backend)}")
+    if getattr(args, "ratio", None) is not None:
+        overrides.append(f"scheduler.parallel_hotplug_ratio={args.ratio}")
+    if getattr(args, "log_level", None):
+        overrides.append(f"log_level={_toml_string(args.log_level)}")
+    args.overrides = overrides
+    return load(path, overrides)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    config = config_from_args(args)
+    logs.configure(config.log_level, config.log_format)
+    pm = make_manager(config.disabled_plugins)
+    daemon = Daemon(config, pm, overrides=args.overrides, ready_file=args.ready_file)
+    anyio.run(daemon.run)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate
+
+    config = config_from_args(args, force_backend="simulated")
+    logs.configure("warning" if not args.log_level else config.log_level, config.log_format)
+    pm = make_manager(config.disabled_plugins)
+    return simulate(config, pm, progress=not args.no_progress, serve_metrics=args.metrics)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .plugins import backend_registry, describe_plugins
+
+    config = load(args.config) if args.config else Config()
+    pm = make_manager(config.disabled_plugins)
+    console = Console()
+    table = Table(title="plugins")
+    for column in ("name", "version", "module", "hooks"):
+        table.add_column(column)
+    for row in describe_plugins(pm):
+        table.add_row(row["name"], row["version"], row["module"], "\n".join(row["hooks"]))
+    console.print(table)
+    backends = Table(title="backends")
+    for column in ("backend", "plugin", "summary"):
+        backends.add_column(column)
+    for entry in backend_registry(pm).entries():
+        backends.add_row(entry.name, entry.plugin, entry.summary)
+    console.print(backends)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    pm = make_manager(config.disabled_plugins)
+    check_plugin_config(pm, config)
+    from .plugins import backend_registry
+
+    names = backend_registry(pm).names()
+    if config.backend not in names:
+        from .errors import ConfigError
+
+        raise ConfigError(f"unknown backend {config.backend!r}; installed backends: {', '.join(names)}")
+    print(f"{config.source or 'defaults'}: OK (backend {config.backend})")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "simulate": cmd_simulate, "plugins": cmd_plugins, "check-config": cmd_check_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HotplugdError as exc:
+        print(f"hotplugd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        print(f"hotplugd: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

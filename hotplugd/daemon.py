@@ -1,0 +1,175 @@
+"""The daemon: one anyio task group owning the intake, the scheduler, signals and the watchdog.
+
+Start-up order matters: the backend binds its event source first, the intake
+starts reading, the coldplug scan queues every offline block, and only then
+does the daemon report ready.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from . import __version__, logs
+from .backend import Backend
+from .config import Config, load
+from .errors import HotplugdError
+from .metrics import Metrics
+from .metrics_server import MetricsServer, serve, write_textfile
+from .notify import Notifier
+from .plugins import PluginManager, backend_registry, call_isolated
+from .scheduler import Scheduler
+from .validation import check_plugin_config
+
+log = structlog.get_logger("hotplugd.daemon")
+
+#: How often STATUS= and the textfile are refreshed.
+STATUS_INTERVAL = 1.0
+
+
+def build_backend(pm: PluginManager, config: Config) -> Backend:
+    registry = backend_registry(pm)
+    return registry.build(config.backend, config.plugins.get(config.backend, {}))
+
+
+class Daemon:
+    """Everything one running hotplugd owns. Tests build one with fresh parts and drive ``run()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        pm: PluginManager,
+        *,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
+        overrides: list[str] | tuple[str, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+        serve_metrics: bool = True,
+        ready_file: Path | None = None,
+    ) -> None:
+        check_plugin_config(pm, config)
+        self.config = config
+        self.pm = pm
+        self.overrides = list(overrides)
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self.backend = build_backend(pm, config)
+        self.scheduler = Scheduler(self.backend, pm, config, self.metrics, clock)
+        self.serve_metrics = serve_metrics
+        self.ready_file = ready_file
+        self.metrics_server: MetricsServer | None = None
+        self.conflicts: list[str] = []
+        self._signals = 0
+
+    def __repr__(self) -> str:
+        return f"<Daemon backend={self.config.backend} {self.scheduler!r}>"
+
+    async def run(self, *, until_idle: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until SIGTERM/SIGINT (or, with ``until_idle``, until the event source ended and all is onlined)."""
+        m = self.metrics
+        m.build_info.info({"version": __version__, "backend": self.config.backend})
+        m.backend_concurrency.set(self.backend.concurrency)
+        m.add_census(self.backend.census)
+        m.add_dropped(self.backend.dropped_counts)
+        call_isolated(self.pm.hook.hotplugd_register_collectors, registry=m.registry)
+        await self.backend.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._intake)
+                await self._report_conflicts()
+                await self.scheduler.rescan("start")
+                if self.serve_metrics:
+                    self.metrics_server = serve(m.registry, self.config.metrics)
+                self._announce_ready()
+                task_status.started()
+                tg.start_soon(self._signals_task, tg.cancel_scope)
+                tg.start_soon(self._heartbeat)
+                await self.scheduler.run(until_idle=until_idle)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                self.notifier.stopping()
+                await self.backend.stop()
+                self._write_textfile()
+                if self.metrics_server is not None:
+                    self.metrics_server.close()
+                log.info("stopped", status=self.scheduler.status())
+
+    async def _intake(self) -> None:
+        async for event in self.backend.events():
+            self.scheduler.handle(event)
+        self.scheduler.source_done = True
+        self.scheduler.wake()
+
+    async def _report_conflicts(self) -> None:
+        self.conflicts = await self.backend.conflicts()
+        self.metrics.conflicts.set(len(self.conflicts))
+        for message in self.conflicts:
+            log.warning("conflict", detail=message)
+
+    def _announce_ready(self) -> None:
+        address = self.metrics_server.address if self.metrics_server else None
+        log.info("ready", backend=self.backend.describe(), metrics=address, status=self.scheduler.status())
+        self.notifier.ready(self.scheduler.status())
+        if self.ready_file is not None:
+            self.ready_file.write_text(f"{os.getpid()}\n")
+
+    async def _heartbeat(self) -> None:
+        """From the event loop: WATCHDOG=1 (a stuck loop stops it), STATUS= and the textfile."""
+        interval = min(STATUS_INTERVAL, self.notifier.watchdog_interval or STATUS_INTERVAL)
+        while True:
+            self.notifier.watchdog()
+            self.notifier.status(self.scheduler.status())
+            await anyio.to_thread.run_sync(self._write_textfile)
+            await anyio.sleep(interval)
+
+    def _write_textfile(self) -> None:
+        try:
+            write_textfile(self.metrics.registry, self.config.metrics.textfile)
+        except OSError as exc:
+            log.warning("textfile_failed", path=self.config.metrics.textfile, error=str(exc))
+
+    async def _signals_task(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                    continue
+                self._signals += 1
+                if self._signals > 1:
+                    log.warning("exiting_now", signal=signal.Signals(signum).name)
+                    os._exit(128 + signum)
+                log.info("stopping", signal=signal.Signals(signum).name, status=self.scheduler.status())
+                self.notifier.stopping()
+                self.scheduler.stop()
+
+    def reload(self) -> bool:
+        """Re-read the config file; apply scheduler, zone and log settings. Keep the old one if invalid."""
+        self.notifier.reloading()
+        try:
+            new = load(self.config.source, self.overrides)
+            check_plugin_config(self.pm, new)
+            if new.backend != self.config.backend:
+                raise HotplugdError(f"backend cannot change on reload ({self.config.backend} → {new.backend})",
+                                    hint="restart the service to switch backends")
+        except HotplugdError as exc:
+            self.metrics.reloads.labels("refused").inc()
+            log.error("reload_refused", error=str(exc))
+            self.notifier.ready(f"reload refused; {self.scheduler.status()}")
+            return False
+        for section in ("scheduler", "zones", "log_level", "log_format", "plugins"):
+            setattr(self.config, section, getattr(new, section))
+        logs.configure(new.log_level, new.log_format)
+        self.metrics.reloads.labels("applied").inc()
+        log.info("reloaded", source=str(new.source), ratio=new.scheduler.parallel_hotplug_ratio,
+                 zone_policy=new.zones.policy)
+        self.notifier.ready(f"reloaded; {self.scheduler.status()}")
+        self.scheduler.wake()
+        return True

@@ -1,0 +1,71 @@
+"""The deferral policy: when the final phase starts. Pure: no I/O, no clock of its own.
+
+Waiting lets blocks be onlined together by parallel workers; it is bounded by
+time (``settle``, ``max_defer``) and by what waiting costs the host: the bytes
+left offline (``max_offline_bytes``) and the memmap they already hold against
+MemAvailable (``max_memmap_share``). Where the backend cannot online in
+parallel, waiting buys nothing, and with ``defer = "auto"`` it is skipped.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .config import SchedulerConfig
+from .model import Topology
+from .pending import PendingQueue
+
+
+class Trigger(enum.StrEnum):
+    """Why a phase started (a metric label)."""
+
+    RATIO_0 = "ratio_0"  # parallel_hotplug_ratio = 0: no deferral
+    SERIAL = "serial"  # the backend onlines one block at a time: waiting buys nothing
+    OFFLINE_BYTES = "offline_bytes"
+    MEMMAP_SHARE = "memmap_share"
+    MAX_DEFER = "max_defer"
+    SETTLE = "settle"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Start a phase now (``trigger``), or wait at most ``wait`` seconds for more events."""
+
+    trigger: Trigger | None = None
+    wait: float | None = None  # None with no trigger: nothing queued, wait for an event
+
+
+def node_workers(ratio: float, cpus: int, concurrency: int) -> int:
+    """Workers for one node: ``max(1, floor(ratio × cpus))``, capped by the backend's concurrency."""
+    return max(1, min(math.floor(ratio * cpus), max(1, concurrency)))
+
+
+def total_workers(ratio: float, topology: Topology, concurrency: int, nodes: Iterable[int] | None = None) -> int:
+    """How many onlines the final phase could run at once across ``nodes`` (default: all)."""
+    nodes = topology.cpus_per_node if nodes is None else nodes
+    total = sum(node_workers(ratio, topology.cpus(n), concurrency) for n in nodes)
+    return min(total, max(1, concurrency))
+
+
+def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topology, concurrency: int) -> Decision:
+    """The deferral rules, in order of precedence."""
+    if not len(queue):
+        return Decision()
+    if cfg.parallel_hotplug_ratio == 0:
+        return Decision(Trigger.RATIO_0)
+    if cfg.defer == "auto" and total_workers(cfg.parallel_hotplug_ratio, topology, concurrency) <= 1:
+        return Decision(Trigger.SERIAL)
+    if queue.bytes >= cfg.max_offline_bytes:
+        return Decision(Trigger.OFFLINE_BYTES)
+    if queue.memmap_bytes > cfg.max_memmap_share * topology.mem_available:
+        return Decision(Trigger.MEMMAP_SHARE)
+    oldest = queue.oldest if queue.oldest is not None else now
+    last_add = queue.last_add if queue.last_add is not None else now
+    if now - oldest >= cfg.max_defer:
+        return Decision(Trigger.MAX_DEFER)
+    if now - last_add >= cfg.settle:
+        return Decision(Trigger.SETTLE)
+    return Decision(wait=max(0.0, min(oldest + cfg.max_defer, last_add + cfg.settle) - now))

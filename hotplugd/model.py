@@ -1,0 +1,173 @@
+"""The domain model: memory blocks, their events, host topology and online outcomes.
+
+Everything here is plain data. Backends produce it, the scheduler consumes it.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from dataclasses import dataclass, field
+
+PAGE_SIZE = 4096
+#: Memory poisoned by a hardware error (Python's errno module lacks it on some builds).
+EHWPOISON = getattr(errno, "EHWPOISON", 133)
+#: The kernel's memmap costs 64 bytes of ``struct page`` per 4 KiB page: 1/64.
+MEMMAP_DIVISOR = 64
+
+
+class Action(enum.StrEnum):
+    """What a block event says happened (the uevent's ``ACTION``)."""
+
+    ADD = "add"
+    REMOVE = "remove"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class State(enum.StrEnum):
+    """A block's ``state`` as sysfs spells it."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+    GOING_OFFLINE = "going-offline"
+
+
+class ZoneRequest(enum.StrEnum):
+    """What gets written to ``memoryN/state``: the zone the block should join."""
+
+    AUTO = "online"  # let the kernel choose (its online_policy)
+    KERNEL = "online_kernel"
+    MOVABLE = "online_movable"
+
+    @property
+    def zone_name(self) -> str | None:
+        """The sysfs zone name this request produces, or None when the kernel picks."""
+        return {ZoneRequest.KERNEL: "Normal", ZoneRequest.MOVABLE: "Movable"}.get(self)
+
+
+#: Zones that count as "kernel" memory when balancing movable against kernel.
+KERNEL_ZONES = frozenset({"DMA", "DMA32", "Normal"})
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One memory block (``/sys/devices/system/memory/memoryN``).
+
+    ``valid_zones`` is what sysfs lists: for an offline block the zones it may
+    join (the first is the kernel's default), for an online one its zone.
+    """
+
+    index: int
+    size: int
+    node: int = 0
+    state: State = State.OFFLINE
+    valid_zones: tuple[str, ...] = ()
+
+    @property
+    def start(self) -> int:
+        """Physical start address."""
+        return self.index * self.size
+
+    @property
+    def memmap_bytes(self) -> int:
+        """RAM the kernel already spent on this block's ``struct page`` array."""
+        return self.size // MEMMAP_DIVISOR
+
+    @property
+    def zone(self) -> str | None:
+        """The zone of an online block, as far as sysfs told."""
+        if self.state is State.ONLINE and self.valid_zones:
+            return self.valid_zones[0]
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Block memory{self.index} node{self.node} [{self.state}] {self.size >> 20} MiB>"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEvent:
+    """A block event. ``block`` is filled for ``add`` (the backend resolves its node and size)."""
+
+    action: Action
+    index: int
+    block: Block | None = None
+    synthetic: bool = False  # replayed (e.g. ``udevadm trigger``), not a real change
+
+
+@dataclass(frozen=True, slots=True)
+class Rescan:
+    """The event source lost events (e.g. netlink ENOBUFS): scan everything again."""
+
+    reason: str = "overflow"
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What the scheduler needs to know of the host."""
+
+    cpus_per_node: dict[int, int]
+    mem_available: int
+    block_size: int
+    #: The kernel onlines added blocks itself (auto_online_blocks != offline):
+    #: hotplugd then only verifies and counts.
+    kernel_onlines: bool = False
+
+    def cpus(self, node: int) -> int:
+        return self.cpus_per_node.get(node, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """A full scan of the host: every present block and the topology."""
+
+    blocks: list[Block]
+    topology: Topology
+
+
+class Outcome(enum.StrEnum):
+    """How one online attempt ended."""
+
+    ONLINED = "onlined"
+    ALREADY_ONLINE = "already_online"  # someone else got there first: success
+    TRANSIENT = "transient"  # EBUSY, ENOMEM: retry with backoff
+    PERMANENT = "permanent"  # EINVAL while still offline, EHWPOISON: leave offline
+    GONE = "gone"  # the block was removed
+    ERROR = "error"  # the backend raised unexpectedly; the block is marked failed
+
+    @property
+    def success(self) -> bool:
+        return self in (Outcome.ONLINED, Outcome.ALREADY_ONLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineResult:
+    """What a backend reports after one online attempt (re-read from the host)."""
+
+    outcome: Outcome
+    zone: str | None = None
+    errno: int | None = None
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class BlockReport:
+    """The scheduler's final word on one block in a phase, passed to observer hooks."""
+
+    block: Block
+    result: OnlineResult
+    requested: ZoneRequest
+    attempts: int = 1
+    seconds: float = 0.0
+    waited: float = 0.0  # from the add event to the end of the online call
+
+
+@dataclass(slots=True)
+class PhaseInfo:
+    """One final phase: which trigger started it and how it is laid out."""
+
+    number: int
+    trigger: str
+    blocks: int
+    bytes: int
+    workers: dict[int, int] = field(default_factory=dict)

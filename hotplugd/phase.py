@@ -1,0 +1,175 @@
+"""The final phase: online a batch of blocks through per-node worker pools.
+
+Blocks are grouped by node and taken in ascending address order; each node
+gets ``max(1, floor(ratio × CPUs))`` workers, capped by the backend's declared
+concurrency, and a shared limiter keeps the total within it as well. Transient
+errors are retried with backoff; every block ends with exactly one report.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from .backend import Backend
+from .config import Config
+from .deferral import node_workers
+from .metrics import Metrics
+from .model import Block, BlockReport, OnlineResult, Outcome, PhaseInfo, Topology, ZoneRequest
+from .pending import Waiting
+from .plugins import PluginManager, call_isolated, first_result_isolated
+from .zones import NodeLedger, policy_request, zone_matches
+
+log = structlog.get_logger("hotplugd.phase")
+
+
+@dataclass
+class PhaseResult:
+    info: PhaseInfo
+    reports: list[BlockReport]
+    seconds: float
+    #: Blocks not attempted because the daemon is stopping; they stay offline.
+    untouched: list[Waiting] = field(default_factory=list)
+    #: Sum of online-call time over phase time: the parallelism really achieved.
+    effective_concurrency: float = 0.0
+
+
+class FinalPhase:
+    """Runs phases; holds what outlives one (the zone ledger, the phase counter)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        pm: PluginManager,
+        config: Config,
+        metrics: Metrics,
+        ledger: NodeLedger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.pm = pm
+        self.config = config
+        self.metrics = metrics
+        self.ledger = ledger
+        self.clock = clock
+        self.number = 0
+        self.stopping = False  # set on SIGTERM: finish the call in flight, take no more
+        self.removed: set[int] = set()  # remove events that arrived during the phase
+
+    def layout(self, batch: Sequence[Waiting], topology: Topology, serial: bool) -> dict[int, deque[Waiting]]:
+        """Group by node, ascending address (arrival order when serial)."""
+        by_node: dict[int, deque[Waiting]] = {}
+        ordered = batch if serial else sorted(batch, key=lambda w: w.block.start)
+        for waiting in ordered:
+            by_node.setdefault(waiting.block.node, deque()).append(waiting)
+        return by_node
+
+    async def run(self, batch: Sequence[Waiting], trigger: str, topology: Topology) -> PhaseResult:
+        cfg = self.config.scheduler
+        serial = cfg.parallel_hotplug_ratio == 0
+        concurrency = max(1, self.backend.concurrency)
+        queues = self.layout(batch, topology, serial)
+        if serial:
+            workers = {node: 1 for node in queues}
+            limiter = anyio.CapacityLimiter(1)
+        else:
+            workers = {
+                node: min(len(q), node_workers(cfg.parallel_hotplug_ratio, topology.cpus(node), concurrency))
+                for node, q in queues.items()
+            }
+            limiter = anyio.CapacityLimiter(concurrency)
+        self.number += 1
+        info = PhaseInfo(self.number, trigger, len(batch), sum(w.block.size for w in batch), workers)
+        self.removed.clear()
+        self.metrics.phases.labels(trigger).inc()
+        for node, n in workers.items():
+            self.metrics.phase_workers.labels(str(node)).set(n)
+        call_isolated(self.pm.hook.hotplugd_phase_started, phase=info)
+        log.debug("phase_started", phase=info.number, trigger=trigger, blocks=info.blocks, workers=workers)
+
+        reports: list[BlockReport] = []
+        busy = [0.0]
+        start = self.clock()
+
+        async def worker(queue: deque[Waiting]) -> None:
+            while queue and not self.stopping:
+                waiting = queue.popleft()
+                async with limiter:
+                    report = await self._online_one(waiting)
+                busy[0] += report.seconds
+                reports.append(report)
+
+        async with anyio.create_task_group() as tg:
+            for node, queue in queues.items():
+                for _ in range(workers[node]):
+                    tg.start_soon(worker, queue)
+
+        seconds = self.clock() - start
+        untouched = [w for q in queues.values() for w in q]
+        effective = busy[0] / seconds if seconds > 0 else 0.0
+        self.metrics.phase_seconds.observe(seconds)
+        self.metrics.phase_blocks.observe(len(reports))
+        self.metrics.effective_concurrency.set(effective)
+        call_isolated(self.pm.hook.hotplugd_phase_finished, phase=info, reports=reports, seconds=seconds)
+        log.info("phase_finished", phase=info.number, trigger=trigger, blocks=len(reports),
+                 seconds=round(seconds, 4), workers=workers, effective_concurrency=round(effective, 2),
+                 failed=sum(1 for r in reports if not r.result.outcome.success))
+        return PhaseResult(info, reports, seconds, untouched, effective)
+
+    def choose_zone(self, block: Block) -> ZoneRequest:
+        requested = policy_request(block, self.ledger, self.config.zones)
+        chosen = first_result_isolated(
+            self.pm.hook.hotplugd_choose_zone, block=block, requested=requested, ledger=self.ledger, config=self.config
+        )
+        return chosen if isinstance(chosen, ZoneRequest) else requested
+
+    async def _online_one(self, waiting: Waiting) -> BlockReport:
+        block = waiting.block
+        cfg = self.config.scheduler
+        zone = self.choose_zone(block)
+        attempts = 0
+        t0 = self.clock()
+        while True:
+            attempts += 1
+            if block.index in self.removed:
+                result = OnlineResult(Outcome.GONE, detail="removed while queued")
+                break
+            call_start = self.clock()
+            with anyio.CancelScope(shield=True):  # never abandon a write halfway
+                try:
+                    result = await self.backend.online(block, zone)
+                except Exception as exc:  # noqa: BLE001 - isolate backend bugs to one block
+                    log.exception("backend_online_failed", block=block.index)
+                    result = OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")
+            self.metrics.online_call.observe(self.clock() - call_start)
+            if result.outcome is not Outcome.TRANSIENT or attempts > cfg.retries or self.stopping:
+                break
+            self.metrics.retries.inc()
+            await anyio.sleep(cfg.retry_backoff * (2 ** (attempts - 1)))
+        now = self.clock()
+        report = BlockReport(block, result, zone, attempts, now - t0, now - waiting.since)
+        self._account(report)
+        return report
+
+    def _account(self, report: BlockReport) -> None:
+        result, block = report.result, report.block
+        m = self.metrics
+        m.outcomes.labels(result.outcome.value, str(result.errno or 0)).inc()
+        if result.outcome.success:
+            self.ledger.record(block, result.zone)
+            m.onlined.labels(str(block.node), result.zone or "unknown").inc()
+            m.add_to_online.observe(report.waited)
+            if not zone_matches(report.requested, result.zone):
+                m.zone_mismatch.inc()
+                log.warning("zone_mismatch", block=block.index, requested=report.requested.value, zone=result.zone)
+        elif result.outcome is not Outcome.GONE:
+            log.error("online_failed", block=block.index, outcome=result.outcome.value,
+                      errno=errno_mod.errorcode.get(result.errno or 0, result.errno), detail=result.detail,
+                      attempts=report.attempts)
+        call_isolated(self.pm.hook.hotplugd_block_outcome, report=report)

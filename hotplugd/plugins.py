@@ -1,0 +1,147 @@
+"""The plugin manager: entry-point loading, blocking, validation and isolated hook calls.
+
+Built-in plugins (``plugins/`` in the source tree) load through the ``hotplugd``
+entry-point group exactly like third-party ones; nothing here names them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+import structlog
+
+from . import hookspecs
+from .backend import BackendRegistry
+from .errors import PluginError
+
+ENTRY_POINT_GROUP = "hotplugd"
+DISABLE_ENV = "HOTPLUGD_DISABLED_PLUGINS"
+
+log = structlog.get_logger("hotplugd.plugins")
+
+
+def blocked_names(disabled: Iterable[str] = (), environ: dict[str, str] | None = None) -> set[str]:
+    """Plugins blocked by the config's ``disabled_plugins`` and ``HOTPLUGD_DISABLED_PLUGINS`` (comma-separated)."""
+    env = (os.environ if environ is None else environ).get(DISABLE_ENV, "")
+    return {n.strip() for n in [*disabled, *env.split(",")] if n.strip()}
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering which distribution each entry-point plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.versions: dict[str, str] = {}
+
+
+def make_manager(
+    disabled: Iterable[str] = (),
+    *,
+    load_entry_points: bool = True,
+    extra: Iterable[tuple[str, object]] = (),
+    environ: dict[str, str] | None = None,
+) -> PluginManager:
+    """A fresh plugin manager: hookspecs, the core's own implementations, then entry points.
+
+    ``extra`` registers (name, plugin) pairs directly (tests, embedding).
+    A plugin that fails to import, or implements a hook that does not exist,
+    raises PluginError naming it.
+    """
+    from . import zones  # the core's built-in zone chooser (a trylast implementation)
+
+    pm = PluginManager()
+    pm.add_hookspecs(hookspecs)
+    pm.register(zones, name="hotplugd.zones")
+    blocked = blocked_names(disabled, environ)
+    for name in blocked:
+        pm.set_blocked(name)
+    if load_entry_points:
+        _load_entry_points(pm, blocked)
+    for name, plugin in extra:
+        if name not in blocked:
+            pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(
+            f"plugin {exc.plugin!r} implements an unknown hook: {exc}",
+            hint="hooks are listed in hotplugd/hookspecs.py and by `hotplugd plugins`",
+        ) from None
+    return pm
+
+
+def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in blocked or pm.get_plugin(ep.name) is not None:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is reported by name
+            raise PluginError(
+                f"plugin {ep.name!r} (entry point {ep.value!r}, group {ENTRY_POINT_GROUP!r}) failed to load: "
+                f"{type(exc).__name__}: {exc}",
+                hint=f"fix or uninstall it, or block it with {DISABLE_ENV}={ep.name}",
+            ) from None
+        try:
+            pm.register(plugin, name=ep.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}) is invalid: {exc}") from None
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            pm.versions[ep.name] = f"{dist.name} {dist.version}"
+
+
+def backend_registry(pm: pluggy.PluginManager) -> BackendRegistry:
+    """Ask every plugin for its backends, remembering which plugin registered which."""
+    registry = BackendRegistry()
+    for impl in reversed(pm.hook.hotplugd_register_backends.get_hookimpls()):
+        registry._registering_for(impl.plugin_name)
+        impl.function(*[{"registry": registry}[a] for a in impl.argnames])
+    return registry
+
+
+def call_isolated(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
+    """Call each implementation on its own; one that raises is logged with its plugin and skipped."""
+    results = []
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except Exception:  # noqa: BLE001 - a plugin's bug must not stop the daemon
+            log.exception("hook_failed", hook=caller.name, plugin=impl.plugin_name)
+            continue
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def first_result_isolated(caller: pluggy.HookCaller, **kwargs: Any) -> Any:
+    """Like a firstresult call, but an implementation that raises is logged and skipped."""
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except Exception:  # noqa: BLE001
+            log.exception("hook_failed", hook=caller.name, plugin=impl.plugin_name)
+            continue
+        if result is not None:
+            return result
+    return None
+
+
+def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
+    """Name, version, hooks and module of every registered plugin (for ``hotplugd plugins``)."""
+    rows = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
+        if plugin is None:
+            continue
+        hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+        rows.append({
+            "name": name,
+            "version": pm.versions.get(name, "built-in"),
+            "module": getattr(plugin, "__name__", type(plugin).__name__),
+            "hooks": hooks,
+        })
+    return rows

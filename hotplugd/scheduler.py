@@ -1,0 +1,179 @@
+"""The scheduler: turns block events into a queue, and the queue into final phases.
+
+``handle()`` applies one event (synchronously, from the intake task);
+``run()`` is the loop that asks the deferral policy when to start a phase.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import anyio
+import structlog
+
+from .backend import Backend
+from .config import Config
+from .deferral import Decision, Trigger, decide
+from .metrics import Metrics
+from .model import Action, BlockEvent, Outcome, Rescan, State, Topology
+from .pending import PendingQueue
+from .phase import FinalPhase, PhaseResult
+from .plugins import PluginManager
+from .zones import NodeLedger
+
+log = structlog.get_logger("hotplugd.scheduler")
+
+#: How stale MemAvailable may be when a phase decision depends on it.
+TOPOLOGY_MAX_AGE = 0.25
+
+
+class Scheduler:
+    def __init__(
+        self,
+        backend: Backend,
+        pm: PluginManager,
+        config: Config,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.queue = PendingQueue(config.scheduler.max_pending_blocks)
+        self.phase = FinalPhase(backend, pm, config, metrics, NodeLedger(), clock)
+        self.topology: Topology | None = None
+        self._topology_at = 0.0
+        self._wake = anyio.Event()
+        self._rescan_reason: str | None = None
+        self.source_done = False  # the event stream ended (a finished simulation)
+        self.stopping = False
+        #: Blocks that failed for good; left offline until the next rescan.
+        self.failed: dict[int, Outcome] = {}
+        self.onlined = 0
+        self.verified = 0
+        self.last_phase: PhaseResult | None = None
+
+    def __repr__(self) -> str:
+        state = "STOPPING" if self.stopping else "RUNNING"
+        return f"<Scheduler [{state}] pending={len(self.queue)} onlined={self.onlined} failed={len(self.failed)}>"
+
+    # -- intake ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_rescan(self, reason: str) -> None:
+        """Scan the whole host before the next decision (events were lost, or asked for)."""
+        self._rescan_reason = self._rescan_reason or reason
+        self.wake()
+
+    def handle(self, event: BlockEvent | Rescan) -> None:
+        """Apply one event from the backend's stream."""
+        if isinstance(event, Rescan):
+            self.request_rescan(event.reason)
+            return
+        self.metrics.uevents.labels(event.action.value).inc()
+        if event.action is Action.ADD:
+            self._handle_add(event)
+        elif event.action is Action.REMOVE:
+            self.queue.discard(event.index)
+            self.phase.removed.add(event.index)
+            self.failed.pop(event.index, None)
+        elif event.action is Action.ONLINE:
+            if self.queue.discard(event.index) is not None or self._kernel_onlines:
+                self.verified += 1  # another onliner (or the kernel) got there first
+                self.metrics.kernel_verified.inc()
+        self._update_gauges()
+        self.wake()
+
+    @property
+    def _kernel_onlines(self) -> bool:
+        return self.topology is not None and self.topology.kernel_onlines
+
+    def _handle_add(self, event: BlockEvent) -> None:
+        block = event.block
+        if block is None or block.state is not State.OFFLINE or self._kernel_onlines:
+            return  # gone already, online already (a synthetic replay), or the kernel onlines it
+        if not self.queue.add(block, self.clock()):
+            self.metrics.queue_full.inc()
+            self.request_rescan("queue_full")
+
+    def _update_gauges(self) -> None:
+        self.metrics.pending_blocks.set(len(self.queue))
+        self.metrics.pending_bytes.set(self.queue.bytes)
+
+    async def rescan(self, reason: str) -> None:
+        """Queue every offline block the host has, exactly like fresh adds."""
+        scan = await self.backend.scan()
+        self.topology = scan.topology
+        self._topology_at = self.clock()
+        self.phase.ledger = NodeLedger.from_blocks(scan.blocks)
+        self.failed.clear()
+        self.queue.overflowed = False
+        self.metrics.rescans.labels(reason).inc()
+        if not scan.topology.kernel_onlines:
+            now = self.clock()
+            for block in sorted(scan.blocks, key=lambda b: b.index):
+                if block.state is State.OFFLINE and not self.queue.add(block, now):
+                    self.metrics.queue_full.inc()
+                    break
+        self._update_gauges()
+        log.info("rescan", reason=reason, blocks=len(scan.blocks), queued=len(self.queue))
+
+    # -- the loop -------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Take no new work; let the online call in flight finish."""
+        self.stopping = True
+        self.phase.stopping = True
+        self.wake()
+
+    @property
+    def idle(self) -> bool:
+        return not len(self.queue) and self._rescan_reason is None
+
+    async def _fresh_topology(self) -> Topology:
+        if self.topology is None or self.clock() - self._topology_at > TOPOLOGY_MAX_AGE:
+            self.topology = await self.backend.topology()
+            self._topology_at = self.clock()
+        return self.topology
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Decide and run phases until stopped (or, with ``until_idle``, until the source ended and all is done)."""
+        while not self.stopping:
+            if self._rescan_reason is not None:
+                reason, self._rescan_reason = self._rescan_reason, None
+                await self.rescan(reason)
+                continue
+            if until_idle and self.source_done and self.idle:
+                return
+            decision = decide(self.config.scheduler, self.queue, self.clock(),
+                              await self._fresh_topology(), self.backend.concurrency)
+            if decision.trigger is None:
+                await self._sleep(decision)
+                continue
+            await self._run_phase(decision.trigger)
+
+    async def _sleep(self, decision: Decision) -> None:
+        with anyio.move_on_after(decision.wait if decision.wait is not None else float("inf")):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def _run_phase(self, trigger: Trigger) -> None:
+        batch = self.queue.take()
+        self._update_gauges()
+        result = await self.phase.run(batch, trigger.value, await self._fresh_topology())
+        self.last_phase = result
+        for report in result.reports:
+            if report.result.outcome.success:
+                self.onlined += 1
+            elif report.result.outcome is not Outcome.GONE:
+                self.failed[report.block.index] = report.result.outcome
+        if self.queue.overflowed:
+            self.request_rescan("queue_full")
+
+    def status(self) -> str:
+        """One line for systemd's STATUS= and the logs."""
+        return f"pending {len(self.queue)} blocks, onlined {self.onlined}, failed {len(self.failed)}"

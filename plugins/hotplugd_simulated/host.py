@@ -1,0 +1,131 @@
+"""A modelled host: memory blocks, per-block online cost, the hotplug lock and injected faults."""
+
+from __future__ import annotations
+
+import errno
+import random
+from dataclasses import dataclass
+
+import anyio
+import anyio.lowlevel
+
+from hotplugd import Block, OnlineResult, Outcome, State, ZoneRequest
+
+from .settings import Settings
+
+#: A loser of mainline's device_hotplug_lock trylock sleeps this long and restarts the syscall.
+TRYLOCK_RETRY = 0.005
+TRANSIENT = frozenset({errno.EBUSY, errno.ENOMEM})
+#: Zero-cost onlines still yield to the event loop this often.
+CHECKPOINT_EVERY = 64
+
+
+@dataclass(slots=True)
+class HostBlock:
+    index: int
+    node: int
+    state: State = State.OFFLINE
+    zone: str | None = None
+    poisoned: int = 0  # a permanent errno, once drawn
+
+    def view(self, size: int) -> Block:
+        zones = (self.zone,) if self.state is State.ONLINE and self.zone else ("Normal", "Movable")
+        return Block(self.index, size, self.node, self.state, zones)
+
+
+class Host:
+    """The simulated machine. Deterministic for a seed: faults depend on (seed, block, attempt) only."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.blocks: dict[int, HostBlock] = {}
+        self.next_index = 0
+        self.onlined_bytes = 0
+        self.online_calls = 0
+        self._attempts: dict[int, int] = {}
+        self._locks = {n: anyio.Lock() for n in range(settings.nodes)} if settings.lock == "per-node" else {}
+        self._global = anyio.Lock()
+        self.changed = anyio.Event()  # set whenever a block goes online (virtio-mem waits on it)
+        for node in range(settings.nodes):
+            for _ in range(settings.boot_memory // settings.block_size):
+                self.plug(node).state = State.ONLINE
+                self.blocks[self.next_index - 1].zone = "Normal"
+            for _ in range(settings.offline_at_start // settings.block_size):
+                self.plug(node)
+
+    def __repr__(self) -> str:
+        online = sum(1 for b in self.blocks.values() if b.state is State.ONLINE)
+        return f"<Host {len(self.blocks)} blocks, {online} online, lock={self.s.lock}>"
+
+    def plug(self, node: int) -> HostBlock:
+        block = HostBlock(self.next_index, node)
+        self.blocks[block.index] = block
+        self.next_index += 1
+        return block
+
+    def unplug(self, index: int) -> None:
+        self.blocks.pop(index, None)
+
+    def offline_bytes(self, indices: range | None = None) -> int:
+        blocks = self.blocks.values() if indices is None else (self.blocks[i] for i in indices if i in self.blocks)
+        return sum(self.s.block_size for b in blocks if b.state is State.OFFLINE)
+
+    @property
+    def mem_available(self) -> int:
+        """MemAvailable: the configured base, plus what was onlined, minus memmap of offline blocks."""
+        offline = sum(1 for b in self.blocks.values() if b.state is State.OFFLINE)
+        return max(0, self.s.mem_available + self.onlined_bytes - offline * (self.s.block_size // 64))
+
+    def _fault(self, index: int) -> int | None:
+        if not self.s.fault_rate:
+            return None
+        attempt = self._attempts[index] = self._attempts.get(index, 0) + 1
+        rng = random.Random(f"{self.s.seed}:{index}:{attempt}")
+        if rng.random() >= self.s.fault_rate:
+            return None
+        return rng.choice(self.s.fault_errnos)
+
+    async def _hold(self, lock: anyio.Lock | None, cost: float) -> None:
+        """Spend ``cost`` under ``lock`` with mainline's trylock-and-restart behaviour."""
+        if lock is None:
+            if cost:
+                await anyio.sleep(cost)
+            elif self.online_calls % CHECKPOINT_EVERY == 0:
+                await anyio.lowlevel.checkpoint()
+            return
+        while lock.locked():
+            await anyio.sleep(TRYLOCK_RETRY)
+        async with lock:
+            await anyio.sleep(cost)
+
+    async def online(self, index: int, zone: ZoneRequest) -> OnlineResult:
+        """Write ``zone`` to ``memory<index>/state``, then read back, as the kernel would answer."""
+        self.online_calls += 1
+        block = self.blocks.get(index)
+        if block is None:
+            return OnlineResult(Outcome.GONE, errno=errno.ENOENT, detail="no such block")
+        lock = self._global if self.s.lock == "global" else self._locks.get(block.node)
+        if block.state is State.ONLINE:
+            return OnlineResult(Outcome.ALREADY_ONLINE, zone=block.zone, errno=errno.EINVAL)
+        fault = block.poisoned or self._fault(index)
+        await self._hold(lock, self.s.block_cost())
+        if fault in TRANSIENT:
+            return OnlineResult(Outcome.TRANSIENT, errno=fault)
+        if fault == errno.ENOENT:
+            self.unplug(index)
+            return OnlineResult(Outcome.GONE, errno=fault, detail="removed")
+        if fault:
+            block.poisoned = fault
+            return OnlineResult(Outcome.PERMANENT, errno=fault)
+        if index not in self.blocks:  # removed while we held the lock
+            return OnlineResult(Outcome.GONE, errno=errno.ENOENT)
+        block.state = State.ONLINE
+        block.zone = "Movable" if zone is ZoneRequest.MOVABLE else "Normal"
+        self.onlined_bytes += self.s.block_size
+        self.notify()
+        return OnlineResult(Outcome.ONLINED, zone=block.zone)
+
+    def notify(self) -> None:
+        """Wake whoever waits for a change (virtio-mem waiting for its blocks to be onlined)."""
+        self.changed.set()
+        self.changed = anyio.Event()

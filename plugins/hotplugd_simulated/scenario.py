@@ -1,0 +1,72 @@
+"""Hot-plug scenarios: the events a hypervisor's hot-add would make the kernel raise."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.lowlevel
+
+from hotplugd import Action, BlockEvent, State
+
+from .host import CHECKPOINT_EVERY, Host
+from .settings import Settings, Step
+
+#: virtio-mem stops plugging while this many of its bytes wait offline (Linux's driver).
+VIRTIO_MEM_OFFLINE_LIMIT = 1 << 30
+
+
+class Scenario:
+    """Plays the settings' steps against a host, in order, each no earlier than its ``at``."""
+
+    def __init__(self, settings: Settings, host: Host) -> None:
+        self.s = settings
+        self.host = host
+        self.added = 0
+        self.removed = 0
+
+    @property
+    def total_blocks(self) -> int:
+        """Blocks the scenario adds in all (for progress bars)."""
+        return sum(step.size // self.s.block_size for step in self.s.scenario if step.kind != "remove")
+
+    async def events(self) -> AsyncIterator[BlockEvent]:
+        start = anyio.current_time()
+        for step in self.s.scenario:
+            delay = start + step.at - anyio.current_time()
+            if delay > 0:
+                await anyio.sleep(delay)
+            play = {"dimm": self._dimm, "virtio-mem": self._virtio_mem, "remove": self._remove}[step.kind]
+            async for event in play(step):
+                yield event
+
+    async def _add(self, node: int) -> BlockEvent:
+        block = self.host.plug(node)
+        self.added += 1
+        if self.s.add_interval:
+            await anyio.sleep(self.s.add_interval)
+        elif self.added % CHECKPOINT_EVERY == 0:
+            await anyio.lowlevel.checkpoint()
+        return BlockEvent(Action.ADD, block.index, block.view(self.s.block_size))
+
+    async def _dimm(self, step: Step) -> AsyncIterator[BlockEvent]:
+        """A DIMM: every block added in one burst."""
+        for _ in range(step.size // self.s.block_size):
+            yield await self._add(step.node)
+
+    async def _virtio_mem(self, step: Step) -> AsyncIterator[BlockEvent]:
+        """virtio-mem: plugs block by block, but waits while 1 GiB of its blocks sits offline."""
+        first = self.host.next_index
+        for _ in range(step.size // self.s.block_size):
+            mine = range(first, self.host.next_index)
+            while self.host.offline_bytes(mine) >= VIRTIO_MEM_OFFLINE_LIMIT:
+                await self.host.changed.wait()
+            yield await self._add(step.node)
+
+    async def _remove(self, step: Step) -> AsyncIterator[BlockEvent]:
+        """Unplug the newest ``count`` offline blocks (e.g. virtio-mem shrinking during deferral)."""
+        victims = [b.index for b in reversed(self.host.blocks.values()) if b.state is State.OFFLINE][: step.count]
+        for index in victims:  # an offline block is removed with a lone `remove` uevent
+            self.host.unplug(index)
+            self.removed += 1
+            yield BlockEvent(Action.REMOVE, index)
