@@ -1,0 +1,10 @@
+"""Test kit for hotplugd and its plugin authors: a fake host, an event injector, a hook recorder.
+
+Also a pytest plugin (entry point ``pytest11``: ``hotplugd``) with fixtures
+built from these: see :mod:`hotplugd.testing.pytest_plugin`.
+"""
+
+from .fakehost import FakeBackend, FakeHost
+from .recorder import HookRecorder
+
+__all__ = ["FakeBackend", "FakeHost", "HookRecorder"]
