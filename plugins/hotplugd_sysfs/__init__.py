@@ -1,0 +1,51 @@
+"""hotplugd's ``sysfs`` backend: the one real hosts run.
+
+It reads ``/sys/devices/system/memory`` (block size, every ``memoryN``: state,
+``valid_zones``, ``phys_index``, ``removable``, its node from the ``nodeN``
+link), the CPUs of each node from ``/sys/devices/system/node/nodeN/cpulist``
+and MemAvailable from ``/proc/meminfo``; listens to the kernel's uevents on a
+``NETLINK_KOBJECT_UEVENT`` socket; and onlines a block by writing ``online``,
+``online_kernel`` or ``online_movable`` to its ``state``, then re-reading it.
+
+The ``[plugins.sysfs]`` table:
+
+- ``root`` (default ``"/sys"``): the sysfs root; every sysfs path is built from it.
+- ``proc`` (default ``"/proc"``): the proc root (``meminfo``, ``cmdline``).
+- ``udev_rules_dirs`` (default ``/etc/udev/rules.d``, ``/run/udev/rules.d``,
+  ``/usr/lib/udev/rules.d``, highest priority first): where conflicting rules are looked for.
+- ``concurrency`` (default 1): online calls that can truly run at once. Mainline
+  serialises every sysfs online under ``device_hotplug_lock``.
+- ``rcvbuf`` (default ``"32MiB"``): the netlink receive buffer.
+- ``netlink`` (default true): false opens no socket; events then come only from
+  ``SysfsBackend.feed()`` (tests on a fake tree, see :mod:`hotplugd.testing.fakesysfs`).
+
+Registered through the ``hotplugd`` entry-point group like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hotplugd import BackendRegistry, ConfigProblem, hookimpl
+
+from .backend import SysfsBackend
+from .intake import Drop, Intake, MemoryUEvent
+from .settings import Settings, parse
+from .sysfs import BlockInfo, Sysfs, SysfsIO
+from .uevent import UEvent
+
+__all__ = ["BlockInfo", "Drop", "Intake", "MemoryUEvent", "Settings", "Sysfs", "SysfsBackend", "SysfsIO", "UEvent"]
+
+
+@hookimpl
+def hotplugd_register_backends(registry: BackendRegistry) -> None:
+    registry.add("sysfs", SysfsBackend.from_options,
+                 summary="a real Linux host: sysfs memory blocks, netlink uevents")
+
+
+@hookimpl
+def hotplugd_check_config(plugins: Mapping[str, Mapping[str, Any]]) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    parse(plugins.get("sysfs", {}), problems)
+    return problems

@@ -1,0 +1,174 @@
+"""The sysfs backend: the core's Backend contract over a real (or fake) Linux host."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Protocol
+
+import anyio
+import structlog
+
+from hotplugd import (
+    Action,
+    Backend,
+    BackendError,
+    Block,
+    BlockEvent,
+    OnlineResult,
+    Rescan,
+    Scan,
+    Topology,
+    ZoneRequest,
+)
+
+from .conflicts import find_conflicts
+from .intake import Intake, MemoryUEvent
+from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
+from .onlining import denied, online_block
+from .settings import Settings, parse
+from .sysfs import BlockInfo, Sysfs, SysfsIO
+
+log = structlog.get_logger("hotplugd.sysfs")
+
+
+class Source(Protocol):
+    async def receive(self) -> Batch | None: ...
+
+    def close(self) -> None: ...
+
+
+class SysfsBackend(Backend):
+    """Memory blocks under ``/sys/devices/system/memory``, uevents from netlink, onlining by ``state`` writes.
+
+    With ``netlink = false`` no socket is opened: events come from :meth:`feed`
+    and :meth:`overflow` (tests on a fake tree, embedding).
+    """
+
+    def __init__(self, settings: Settings | None = None, io: SysfsIO | None = None) -> None:
+        self.settings = settings or Settings()
+        self.sysfs = Sysfs(self.settings.root, self.settings.proc, io)
+        self.concurrency = self.settings.concurrency
+        self.intake = Intake()
+        self.rcvbuf = 0  # the socket's effective receive buffer, once started
+        self._injected = InjectedSource()
+        self._source: Source | None = None if self.settings.netlink else self._injected
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], io: SysfsIO | None = None) -> SysfsBackend:
+        """Build from the ``[plugins.sysfs]`` table (invalid values raise ValueError)."""
+        return cls(parse(options), io)
+
+    def __repr__(self) -> str:
+        source = "netlink" if self.settings.netlink else "injected"
+        return f"<SysfsBackend {self.settings.root} [{source}] concurrency={self.concurrency}>"
+
+    def describe(self) -> str:
+        source = f"netlink rcvbuf={self.rcvbuf >> 20} MiB" if self.settings.netlink else "injected events"
+        return f"sysfs({self.settings.root}, {source}, concurrency={self.concurrency})"
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check write access, then bind the uevent socket (before the daemon's coldplug scan)."""
+        await anyio.to_thread.run_sync(self._check_access)
+        if self.settings.netlink:
+            sock, self.rcvbuf = open_uevent_socket(self.settings.rcvbuf)
+            self._source = NetlinkSource(sock)
+            log.debug("uevent_socket_bound", rcvbuf=self.rcvbuf)
+
+    def _check_access(self) -> None:
+        memory = self.sysfs.memory_dir
+        try:
+            indices = self.sysfs.indices()
+        except FileNotFoundError:
+            raise BackendError(f"{memory} does not exist: no memory hotplug on this host, or a wrong sysfs root",
+                               hint="check plugins.sysfs.root and that the kernel has CONFIG_MEMORY_HOTPLUG") from None
+        except PermissionError:
+            raise denied(memory) from None
+        target = self.sysfs.state_path(indices[0]) if indices else memory
+        if not self.sysfs.io.writable(target):
+            raise denied(target)
+
+    async def stop(self) -> None:
+        if self._source is not None:
+            self._source.close()
+
+    # -- reading the host ---------------------------------------------------------
+
+    async def scan(self) -> Scan:
+        infos, topology = await anyio.to_thread.run_sync(self._scan)
+        return Scan([info.block for info in infos], topology)
+
+    def _scan(self) -> tuple[list[BlockInfo], Topology]:
+        return self.sysfs.scan(), self.sysfs.topology()
+
+    async def topology(self) -> Topology:
+        return await anyio.to_thread.run_sync(self.sysfs.topology)
+
+    def census(self) -> Iterable[Block]:
+        return self.sysfs.census()
+
+    def dropped_counts(self) -> dict[str, int]:
+        return dict(self.intake.dropped)
+
+    async def conflicts(self) -> list[str]:
+        return await anyio.to_thread.run_sync(find_conflicts, self.sysfs, self.settings.udev_rules_dirs)
+
+    # -- events ---------------------------------------------------------------------
+
+    def events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        if self._source is None:
+            raise BackendError("the sysfs backend's events() was read before start()")
+        while True:
+            batch = await self._source.receive()
+            if batch is None:
+                return
+            decoded = [e for e in map(self.intake.decode, batch.datagrams) if e is not None]
+            adds = [e.index for e in decoded if e.action is Action.ADD]
+            blocks = await anyio.to_thread.run_sync(self.sysfs.read_blocks, adds) if adds else {}
+            for uevent in decoded:
+                event = self._event(uevent, blocks)
+                if event is not None:
+                    yield event
+            if batch.overflow:
+                log.warning("uevents_lost", reason="ENOBUFS")
+                yield Rescan("overflow")
+
+    @staticmethod
+    def _event(uevent: MemoryUEvent, blocks: dict[int, Block]) -> BlockEvent | None:
+        if uevent.action is Action.ADD:
+            block = blocks.get(uevent.index)
+            if block is None:  # removed again before we looked
+                return None
+            return BlockEvent(Action.ADD, uevent.index, block, uevent.synthetic)
+        if uevent.synthetic:  # a replayed remove/online/offline reports no change
+            return None
+        return BlockEvent(uevent.action, uevent.index)
+
+    def feed(self, data: bytes, sender: int = 0, truncated: bool = False) -> None:
+        """Hand in one raw uevent datagram as if received from netlink (``netlink = false`` only)."""
+        self._require_injected()
+        self._injected.feed(Datagram(data, sender, truncated))
+
+    def overflow(self) -> None:
+        """Act as if netlink had failed with ENOBUFS: the stream yields ``Rescan("overflow")``."""
+        self._require_injected()
+        self._injected.overflow()
+
+    def end(self) -> None:
+        """End the injected event stream (lets a daemon's ``until_idle`` run finish)."""
+        self._require_injected()
+        self._injected.end()
+
+    def _require_injected(self) -> None:
+        if self.settings.netlink:
+            raise BackendError("feed/overflow/end need plugins.sysfs.netlink = false")
+
+    # -- onlining ---------------------------------------------------------------------
+
+    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
+        return await anyio.to_thread.run_sync(online_block, self.sysfs, block, zone)
+

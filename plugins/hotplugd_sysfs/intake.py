@@ -1,0 +1,76 @@
+"""From datagrams to memory block events: sender check, cheap triage, parse, drop counts."""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass
+
+import structlog
+
+from hotplugd import Action
+
+from .netlink import Datagram
+from .uevent import MAX_UEVENT, memory_header, parse
+
+log = structlog.get_logger("hotplugd.sysfs")
+
+
+class Drop(enum.StrEnum):
+    """Why a message was dropped (the ``reason`` label of ``hotplugd_uevents_dropped``)."""
+
+    MALFORMED = "malformed"
+    NOT_KERNEL = "not_kernel"
+    OVERSIZED = "oversized"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryUEvent:
+    """A memory block's uevent, reduced to what the daemon acts on."""
+
+    action: Action
+    index: int
+    synthetic: bool = False
+    seqnum: int | None = None
+
+
+class Intake:
+    """Turns datagrams into MemoryUEvents; drops (and counts) what is not a kernel memory event."""
+
+    def __init__(self) -> None:
+        self.dropped: Counter[str] = Counter()
+        self.skipped = 0  # other subsystems and actions: expected, not errors
+
+    def __repr__(self) -> str:
+        return f"<Intake dropped={dict(self.dropped)} skipped={self.skipped}>"
+
+    def _drop(self, reason: Drop, datagram: Datagram) -> None:
+        self.dropped[reason.value] += 1
+        log.debug("uevent_dropped", reason=reason.value, sender=datagram.sender, size=len(datagram.data))
+
+    def decode(self, datagram: Datagram) -> MemoryUEvent | None:
+        """The memory event in ``datagram``, or None (dropped and counted, or skipped)."""
+        if datagram.sender != 0:
+            self._drop(Drop.NOT_KERNEL, datagram)
+            return None
+        if datagram.truncated or len(datagram.data) > MAX_UEVENT:
+            self._drop(Drop.OVERSIZED, datagram)
+            return None
+        triage = memory_header(datagram.data)
+        if triage is None:
+            self._drop(Drop.MALFORMED, datagram)
+            return None
+        if not triage:
+            self.skipped += 1
+            return None
+        event = parse(datagram.data)
+        index = event.memory_index if event is not None else None
+        if event is None or index is None:
+            self._drop(Drop.MALFORMED, datagram)
+            return None
+        try:
+            action = Action(event.action)
+        except ValueError:  # change, move, bind...: nothing to do
+            self.skipped += 1
+            return None
+        return MemoryUEvent(action, index, event.synthetic, event.seqnum)
