@@ -6,7 +6,9 @@ entry-point group exactly like third-party ones; nothing here names them.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
+import inspect
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -20,6 +22,7 @@ from .errors import PluginError
 
 ENTRY_POINT_GROUP = "hotplugd"
 DISABLE_ENV = "HOTPLUGD_DISABLED_PLUGINS"
+_BLOCK_HINT = "fix or uninstall it, or block it with " + DISABLE_ENV + "={name}"
 
 log = structlog.get_logger("hotplugd.plugins")
 
@@ -48,8 +51,9 @@ def make_manager(
     """A fresh plugin manager: hookspecs, the core's own implementations, then entry points.
 
     ``extra`` registers (name, plugin) pairs directly (tests, embedding).
-    A plugin that fails to import, or implements a hook that does not exist,
-    raises PluginError naming it.
+    Blocked plugins (``disabled`` and ``HOTPLUGD_DISABLED_PLUGINS``) are never
+    imported. A plugin that fails to import, or implements a hook that does
+    not exist (or as ``async def``, or as a wrapper), raises PluginError naming it.
     """
     from . import zones  # the core's built-in zone chooser (a trylast implementation)
 
@@ -63,15 +67,66 @@ def make_manager(
         _load_entry_points(pm, blocked)
     for name, plugin in extra:
         if name not in blocked:
-            pm.register(plugin, name=name)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(
-            f"plugin {exc.plugin!r} implements an unknown hook: {exc}",
-            hint="hooks are listed in hotplugd/hookspecs.py and by `hotplugd plugins`",
-        ) from None
+            _register(pm, plugin, name)
+    check_hooks(pm)
     return pm
+
+
+def _describe(pm: PluginManager, name: str) -> str:
+    """``'name' (module, distribution version)`` for error messages."""
+    plugin = pm.get_plugin(name)
+    where = [getattr(plugin, "__name__", type(plugin).__name__)]
+    if name in pm.versions:
+        where.append(pm.versions[name])
+    return f"{name!r} ({', '.join(where)})"
+
+
+def _register(pm: PluginManager, plugin: object, name: str) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:  # an implementation's arguments are not in its spec
+        raise PluginError(f"plugin {name!r} is invalid: {exc}", hint=_BLOCK_HINT.format(name=name)) from None
+
+
+def hook_names() -> list[str]:
+    """Every hook hotplugd defines (the specs in :mod:`hotplugd.hookspecs`)."""
+    marker = f"{hookspecs.PROJECT}_spec"
+    return sorted(n for n, f in vars(hookspecs).items() if n.startswith("hotplugd_") and hasattr(f, marker))
+
+
+def check_hooks(pm: PluginManager) -> None:
+    """Refuse, by plugin name, an implementation hotplugd would never call as its author meant.
+
+    A misspelled (unknown) hook, an ``async def`` implementation (its coroutine
+    would count as a result and never run), and a wrapper (hotplugd calls each
+    implementation on its own, so the wrapper would never resume).
+    """
+    specs = hook_names()
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        for caller in pm.get_hookcallers(plugin) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                problem, hint = _impl_problem(caller, impl, specs)
+                if problem:
+                    raise PluginError(f"plugin {_describe(pm, name)} {problem}",
+                                      hint=hint or _BLOCK_HINT.format(name=name))
+
+
+def _impl_problem(caller: pluggy.HookCaller, impl: pluggy.HookImpl, specs: list[str]) -> tuple[str, str]:
+    if not caller.has_spec() and not impl.optionalhook:
+        close = difflib.get_close_matches(caller.name, specs, n=1)
+        hint = f"did you mean {close[0]}?" if close else "the hooks are listed in docs/plugins.md"
+        return f"implements an unknown hook {caller.name!r}", hint
+    if inspect.iscoroutinefunction(impl.function) or inspect.isasyncgenfunction(impl.function):
+        return (f"implements {caller.name!r} with `async def`; hooks are synchronous",
+                "define it with plain `def` and return quickly; async work belongs in a backend")
+    if impl.wrapper or impl.hookwrapper:
+        return (f"implements {caller.name!r} as a wrapper; hotplugd calls each implementation on its own",
+                "implement the hook as a plain function")
+    return "", ""
 
 
 def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
@@ -84,15 +139,12 @@ def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
             raise PluginError(
                 f"plugin {ep.name!r} (entry point {ep.value!r}, group {ENTRY_POINT_GROUP!r}) failed to load: "
                 f"{type(exc).__name__}: {exc}",
-                hint=f"fix or uninstall it, or block it with {DISABLE_ENV}={ep.name}",
+                hint=_BLOCK_HINT.format(name=ep.name),
             ) from None
-        try:
-            pm.register(plugin, name=ep.name)
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {ep.name!r} ({ep.value}) is invalid: {exc}") from None
         dist = getattr(ep, "dist", None)
         if dist is not None:
             pm.versions[ep.name] = f"{dist.name} {dist.version}"
+        _register(pm, plugin, ep.name)
 
 
 def backend_registry(pm: pluggy.PluginManager) -> BackendRegistry:

@@ -6,5 +6,6 @@ built from these: see :mod:`hotplugd.testing.pytest_plugin`.
 
 from .fakehost import FakeBackend, FakeHost
 from .recorder import HookRecorder
+from .runner import running
 
-__all__ = ["FakeBackend", "FakeHost", "HookRecorder"]
+__all__ = ["FakeBackend", "FakeHost", "HookRecorder", "running"]

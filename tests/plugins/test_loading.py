@@ -1,0 +1,218 @@
+"""Loading plugins through the ``hotplugd`` entry-point group: blocking, bad hooks, import failures.
+
+Entry points are faked by patching ``importlib.metadata.entry_points`` (as
+pluggy's own tests patch ``distributions``); the plugin modules are real files
+imported from a temporary folder, so "never imported" is checked for real.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hotplugd.errors import EXIT_CONFIG, PluginError
+from hotplugd.plugins import DISABLE_ENV, ENTRY_POINT_GROUP, backend_registry, blocked_names, make_manager
+
+GOOD = """
+from hotplugd import hookimpl
+
+@hookimpl
+def hotplugd_register_backends(registry):
+    registry.add("{name}", lambda options: None, summary="a test backend")
+
+@hookimpl
+def hotplugd_block_outcome(report):
+    pass
+"""
+
+TYPO = """
+from hotplugd import hookimpl
+
+@hookimpl
+def hotplugd_block_outcom(report):
+    pass
+"""
+
+EXPLODES = """
+raise ImportError("libcxl.so.1: cannot open shared object file")
+"""
+
+WRONG_ARGS = """
+from hotplugd import hookimpl
+
+@hookimpl
+def hotplugd_block_outcome(report, verdict):
+    pass
+"""
+
+ASYNC = """
+from hotplugd import hookimpl
+
+@hookimpl
+async def hotplugd_choose_zone(block):
+    return None
+"""
+
+WRAPPER = """
+from hotplugd import hookimpl
+
+@hookimpl(wrapper=True)
+def hotplugd_phase_started(phase):
+    return (yield)
+"""
+
+
+class FakeDist:
+    """Just what hotplugd reads from a distribution: its name and version."""
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name, self.version = name, version
+
+
+class Installed:
+    """Plugin modules written to a folder on sys.path, offered as ``hotplugd`` entry points."""
+
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.folder = folder
+        self.monkeypatch = monkeypatch
+        self.entry_points: list[importlib.metadata.EntryPoint] = []
+        monkeypatch.syspath_prepend(str(folder))
+        monkeypatch.setattr(importlib.metadata, "entry_points", self._select)
+
+    def _select(self, **params: str) -> importlib.metadata.EntryPoints:
+        assert params == {"group": ENTRY_POINT_GROUP}
+        return importlib.metadata.EntryPoints(self.entry_points)
+
+    def add(self, name: str, source: str, version: str = "1.0") -> str:
+        """Install a plugin ``name`` whose module (unique per test) holds ``source``."""
+        module = f"hotplugd_test_{name.replace('-', '_')}_{id(self):x}"
+        (self.folder / f"{module}.py").write_text(textwrap.dedent(source.format(name=name)))
+        self.monkeypatch.delitem(sys.modules, module, raising=False)  # forget it after the test
+        ep = importlib.metadata.EntryPoint(name, module, ENTRY_POINT_GROUP)
+        self.entry_points.append(ep._for(FakeDist(f"hotplugd-{name}", version)))
+        return module
+
+
+@pytest.fixture
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Installed:
+    monkeypatch.delenv(DISABLE_ENV, raising=False)
+    return Installed(tmp_path, monkeypatch)
+
+
+def plugin_names(pm) -> set[str]:
+    return {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+
+
+def test_entry_point_plugin_is_loaded_with_its_version_and_backend(installed):
+    module = installed.add("cxl", GOOD, version="2.3.1")
+    pm = make_manager()
+    assert "cxl" in plugin_names(pm)
+    assert pm.get_plugin("cxl") is sys.modules[module]
+    assert pm.versions["cxl"] == "hotplugd-cxl 2.3.1"
+    entry = backend_registry(pm).entries()[0]
+    assert (entry.name, entry.plugin, entry.summary) == ("cxl", "cxl", "a test backend")
+
+
+@pytest.mark.parametrize("how", ["config", "environ", "os.environ"])
+def test_blocked_plugin_is_never_imported(installed, monkeypatch, how):
+    """A blocked plugin's module is not even imported: a broken one cannot break the daemon."""
+    module = installed.add("broken", EXPLODES)
+    installed.add("fine", GOOD)
+    if how == "config":
+        pm = make_manager(["broken"], environ={})
+    elif how == "environ":
+        pm = make_manager(environ={DISABLE_ENV: "other, broken"})
+    else:
+        monkeypatch.setenv(DISABLE_ENV, "broken")
+        pm = make_manager()
+    assert module not in sys.modules
+    assert plugin_names(pm) >= {"fine"} and "broken" not in plugin_names(pm)
+    assert pm.is_blocked("broken")
+
+
+def test_blocked_names_merge_config_and_environment():
+    assert blocked_names(["a", " b "], {DISABLE_ENV: "c,, d ,"}) == {"a", "b", "c", "d"}
+    assert blocked_names([], {}) == set()
+
+
+def test_blocking_applies_to_directly_registered_plugins_too():
+    class Plugin:
+        pass
+
+    pm = make_manager(["mine"], load_entry_points=False, extra=[("mine", Plugin())], environ={})
+    assert "mine" not in plugin_names(pm)
+
+
+def test_plugin_failing_to_import_is_named_with_its_entry_point(installed):
+    module = installed.add("cxl", EXPLODES)
+    with pytest.raises(PluginError) as err:
+        make_manager(environ={})
+    message = str(err.value)
+    assert f"plugin 'cxl' (entry point '{module}', group 'hotplugd') failed to load" in message
+    assert "ImportError: libcxl.so.1: cannot open shared object file" in message
+    assert f"{DISABLE_ENV}=cxl" in message
+    assert err.value.exit_code == EXIT_CONFIG
+
+
+def test_misspelled_hook_fails_at_start_with_the_plugin_name(installed):
+    module = installed.add("typo", TYPO, version="0.4")
+    with pytest.raises(PluginError) as err:
+        make_manager(environ={})
+    message = str(err.value)
+    assert f"plugin 'typo' ({module}, hotplugd-typo 0.4) implements an unknown hook 'hotplugd_block_outcom'" in message
+    assert "did you mean hotplugd_block_outcome?" in message
+
+
+def test_misspelled_hook_in_a_directly_registered_plugin_names_it():
+    class Policy:
+        from hotplugd import hookimpl
+
+        @hookimpl
+        def hotplugd_chose_zone(self, block):
+            return None
+
+    with pytest.raises(PluginError, match=r"plugin 'my-policy' \(Policy\) implements an unknown hook 'hotplugd_chose_zone'"):
+        make_manager(load_entry_points=False, extra=[("my-policy", Policy())], environ={})
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    (WRONG_ARGS, "Argument(s) {'verdict'} are declared in the hookimpl but can not be found in the hookspec"),
+    (ASYNC, "implements 'hotplugd_choose_zone' with `async def`; hooks are synchronous"),
+    (WRAPPER, "implements 'hotplugd_phase_started' as a wrapper"),
+])
+def test_implementation_hotplugd_cannot_call_is_refused_by_name(installed, source, expected):
+    installed.add("odd", source)
+    with pytest.raises(PluginError) as err:
+        make_manager(environ={})
+    assert "plugin 'odd'" in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_same_backend_from_two_plugins_is_a_config_error(installed):
+    installed.add("one", GOOD.replace("{name}", "shared"))
+    installed.add("two", GOOD.replace("{name}", "shared"))
+    pm = make_manager(environ={})
+    with pytest.raises(Exception, match="backend 'shared' is registered twice"):
+        backend_registry(pm)
+
+
+def test_real_installed_entry_points_include_the_built_in_simulated_plugin():
+    """No patching: what pip installed into this environment."""
+    names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    assert "simulated" in names
+    pm = make_manager(environ={})
+    assert pm.versions["simulated"].startswith("hotplugd ")
+    registry = backend_registry(pm)
+    assert "simulated" in registry.names()
+    assert {e.name: e.plugin for e in registry.entries()}["simulated"] == "simulated"
+
+
+def test_real_entry_point_blocked_by_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(DISABLE_ENV, "simulated")
+    pm = make_manager()
+    assert "simulated" not in backend_registry(pm).names()
+
