@@ -78,6 +78,7 @@ class Daemon:
         m.backend_concurrency.set(self.backend.concurrency)
         m.add_census(self.backend.census)
         m.add_dropped(self.backend.dropped_counts)
+        m.watch_scheduler(self.scheduler)
         call_isolated(self.pm.hook.hotplugd_register_collectors, registry=m.registry)
         await self.backend.start()
         try:
@@ -137,10 +138,14 @@ class Daemon:
             log.warning("textfile_failed", path=self.config.metrics.textfile, error=str(exc))
 
     async def _signals_task(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self.reload()
+                    continue
+                if signum == signal.SIGUSR1:  # an operator asks for a full rescan
+                    log.info("rescan_requested", signal="SIGUSR1")
+                    self.scheduler.request_rescan("request")
                     continue
                 self._signals += 1
                 if self._signals > 1:

@@ -1,24 +1,44 @@
-"""Prometheus metrics: one ``hotplugd_`` prefix, base units, no per-block labels.
+"""Prometheus metrics: one ``hotplugd_`` prefix, base units, ``_total`` on counters, no per-block labels.
 
 A ``Metrics`` owns a fresh ``CollectorRegistry``; nothing is registered at
-import time, so every daemon and every test gets its own.
+import time, so every daemon and every test gets its own. Label values known
+in advance (actions, rescan reasons, triggers) are exported at 0 from the
+start, so ``increase()`` and alerts see the first event.
+
+Scrape-time collectors (the block census, dropped messages, the scheduler's
+queue age) run in the metrics server's thread and only read.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .model import Block
+from .deferral import Trigger
+from .model import Action, Block, PhaseInfo
 
-# Onlining one 128 MiB block takes ~5 ms on a real kernel; phases take seconds.
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+log = structlog.get_logger("hotplugd.metrics")
+
+# Onlining one 128 MiB block takes ~5 ms on a real kernel; a TiB serially takes ~40 s.
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 PHASE_BLOCK_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+#: 128 MiB (one x86 block) to 1 TiB, by powers of two.
+PHASE_BYTE_BUCKETS = tuple(float(1 << shift) for shift in range(27, 41))
+
+RESCAN_REASONS = ("start", "overflow", "request", "queue_full")
+DROP_REASONS = ("malformed", "not_kernel")
+RELOAD_RESULTS = ("applied", "refused")
 
 
 class Metrics:
@@ -27,49 +47,115 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.build_info = Info("hotplugd_build", "hotplugd version and backend", registry=r)
-        self.uevents = Counter("hotplugd_uevents_received_total", "Block events received, by action",
+        self.build_info = Info("hotplugd_build", "hotplugd's version and the backend it runs", registry=r)
+        # -- intake
+        self.uevents = Counter("hotplugd_uevents_received_total", "Memory block events received, by action",
                                ["action"], registry=r)
-        self.rescans = Counter("hotplugd_rescans_total", "Full host scans, by reason (start, overflow, request, queue_full)",
-                               ["reason"], registry=r)
+        self.rescans = Counter("hotplugd_rescans_total",
+                               "Full host scans, by reason (start, overflow: the event source lost events, "
+                               "request: SIGUSR1, queue_full)", ["reason"], registry=r)
+        self.queue_full = Counter("hotplugd_queue_full_total",
+                                  "Added blocks not queued because the pending queue was full (a rescan takes them)",
+                                  registry=r)
+        self.kernel_verified = Counter("hotplugd_blocks_verified_total",
+                                       "Queued blocks another onliner (the kernel, a udev rule) onlined first",
+                                       registry=r)
+        # -- the queue
         self.pending_blocks = Gauge("hotplugd_pending_blocks", "Added blocks waiting to be onlined", registry=r)
         self.pending_bytes = Gauge("hotplugd_pending_bytes", "Bytes of added blocks waiting to be onlined", registry=r)
-        self.onlined = Counter("hotplugd_blocks_onlined_total", "Blocks onlined (or found online), by node and zone",
+        self.pending_age = Gauge("hotplugd_pending_oldest_age_seconds",
+                                 "How long the longest-waiting added block has waited offline (0: none waits)",
+                                 registry=r)
+        self.failed_blocks = Gauge("hotplugd_failed_blocks",
+                                   "Blocks whose online failed for good; they stay offline until the next rescan",
+                                   registry=r)
+        # -- onlining
+        self.onlined = Counter("hotplugd_blocks_onlined_total", "Blocks onlined by hotplugd, by node and zone",
                                ["node", "zone"], registry=r)
         self.outcomes = Counter("hotplugd_online_outcomes_total",
-                                "Final outcome of each block's online, by kind and errno (0: none)",
-                                ["outcome", "errno"], registry=r)
+                                "Final outcome of each block's online, by kind (onlined, already_online, transient, "
+                                "permanent, gone, error) and errno (0: none)", ["outcome", "errno"], registry=r)
         self.retries = Counter("hotplugd_online_retries_total", "Online attempts repeated after a transient error",
                                registry=r)
         self.zone_mismatch = Counter("hotplugd_zone_mismatches_total",
                                      "Blocks that came online in another zone than requested", registry=r)
         self.add_to_online = Histogram("hotplugd_add_to_online_seconds",
-                                       "Time from a block's add event to its online", buckets=LATENCY_BUCKETS, registry=r)
+                                       "Time from a block's add event to its online", buckets=LATENCY_BUCKETS,
+                                       registry=r)
         self.online_call = Histogram("hotplugd_online_call_seconds", "Duration of one backend online call",
                                      buckets=CALL_BUCKETS, registry=r)
+        # -- final phases
+        self.phases = Counter("hotplugd_phases_total", "Final phases, by the deferral trigger that started them",
+                              ["trigger"], registry=r)
         self.phase_seconds = Histogram("hotplugd_phase_duration_seconds", "Duration of one final phase",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.phase_blocks = Histogram("hotplugd_phase_blocks", "Blocks handled by one final phase",
                                       buckets=PHASE_BLOCK_BUCKETS, registry=r)
-        self.phases = Counter("hotplugd_phases_total", "Final phases, by the deferral trigger that started them",
-                              ["trigger"], registry=r)
+        self.phase_bytes = Histogram("hotplugd_phase_size_bytes", "Bytes handled by one final phase",
+                                     buckets=PHASE_BYTE_BUCKETS, registry=r)
         self.phase_workers = Gauge("hotplugd_phase_workers", "Workers per node in the current (or last) phase",
                                    ["node"], registry=r)
+        self.last_phase_blocks = Gauge("hotplugd_last_phase_blocks", "Blocks in the last final phase", registry=r)
+        self.last_phase_bytes = Gauge("hotplugd_last_phase_bytes", "Bytes in the last final phase", registry=r)
+        self.last_phase_seconds = Gauge("hotplugd_last_phase_duration_seconds", "Duration of the last final phase",
+                                        registry=r)
+        self.last_phase_time = Gauge("hotplugd_last_phase_timestamp_seconds",
+                                     "When the last final phase ended (Unix time)", registry=r)
         self.effective_concurrency = Gauge(
             "hotplugd_phase_effective_concurrency",
             "Measured parallelism of the last phase: online-call seconds over phase seconds", registry=r)
         self.backend_concurrency = Gauge("hotplugd_backend_declared_concurrency",
                                          "Concurrent onlines the backend declares it can run", registry=r)
-        self.kernel_verified = Counter("hotplugd_blocks_verified_total",
-                                       "Blocks the kernel onlined itself, verified by hotplugd", registry=r)
-        self.reloads = Counter("hotplugd_config_reloads_total", "Configuration reloads, by result",
+        # -- the daemon
+        self.reloads = Counter("hotplugd_config_reloads_total", "Configuration reloads (SIGHUP), by result",
                                ["result"], registry=r)
-        self.conflicts = Gauge("hotplugd_conflicts", "Other onliners found on the host at start", registry=r)
-        self.queue_full = Counter("hotplugd_queue_full_total", "Events refused because the pending queue was full",
-                                  registry=r)
+        self.conflicts = Gauge("hotplugd_conflicting_onliners",
+                               "Other onliners found on the host at start (kernel auto-online, udev rules)", registry=r)
+        ProcessCollector(namespace="hotplugd", registry=r)
+        self._worker_nodes: set[int] = set()
+        self._initialise_labels()
+
+    def _initialise_labels(self) -> None:
+        for action in Action:
+            self.uevents.labels(action.value)
+        for reason in RESCAN_REASONS:
+            self.rescans.labels(reason)
+        for trigger in Trigger:
+            self.phases.labels(trigger.value)
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+
+    # -- updates from the core ---------------------------------------------------
+
+    def phase_started(self, info: PhaseInfo) -> None:
+        """Count the phase under its trigger; set the workers of its nodes (0 for nodes it does not touch)."""
+        self.phases.labels(info.trigger).inc()
+        for node in self._worker_nodes - set(info.workers):
+            self.phase_workers.labels(str(node)).set(0)
+        self._worker_nodes |= set(info.workers)
+        for node, n in info.workers.items():
+            self.phase_workers.labels(str(node)).set(n)
+
+    def phase_finished(self, info: PhaseInfo, seconds: float, effective_concurrency: float) -> None:
+        """Observe one finished phase's duration and size."""
+        self.phase_seconds.observe(seconds)
+        self.phase_blocks.observe(info.blocks)
+        self.phase_bytes.observe(info.bytes)
+        self.last_phase_blocks.set(info.blocks)
+        self.last_phase_bytes.set(info.bytes)
+        self.last_phase_seconds.set(seconds)
+        self.last_phase_time.set(time.time())
+        self.effective_concurrency.set(effective_concurrency)
+
+    # -- scrape-time sources -------------------------------------------------------
+
+    def watch_scheduler(self, scheduler: Scheduler) -> None:
+        """Read the queue's age and the failed blocks from ``scheduler`` at scrape time."""
+        self.pending_age.set_function(lambda: _oldest_age(scheduler))
+        self.failed_blocks.set_function(lambda: len(scheduler.failed))
 
     def add_census(self, census: Callable[[], Iterable[Block] | None]) -> None:
-        """Export blocks per node, zone and state, read from the host at scrape time."""
+        """Export blocks and bytes per node, zone and state, read from the host at scrape time."""
         self.registry.register(_CensusCollector(census))
 
     def add_dropped(self, dropped: Callable[[], dict[str, int]]) -> None:
@@ -81,33 +167,79 @@ class Metrics:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
 
 
+def _oldest_age(scheduler: Scheduler) -> float:
+    """Seconds the oldest queued block has waited; the queue changes under us, so retry a torn read."""
+    for _ in range(3):
+        try:
+            oldest = scheduler.queue.oldest
+        except RuntimeError:  # the event loop resized the queue mid-read
+            continue
+        return 0.0 if oldest is None else max(0.0, scheduler.clock() - oldest)
+    return math.nan
+
+
 class _CensusCollector(Collector):
+    """``hotplugd_memory_blocks`` and ``hotplugd_memory_bytes``: what the host says now, whoever onlined it."""
+
     def __init__(self, census: Callable[[], Iterable[Block] | None]) -> None:
         self._census = census
 
+    def describe(self) -> Iterator[Any]:
+        return iter(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        labels = ["node", "zone", "state"]
+        return (GaugeMetricFamily("hotplugd_memory_blocks",
+                                  "Memory blocks present, by node, zone (none: offline) and state, read at scrape time",
+                                  labels=labels),
+                GaugeMetricFamily("hotplugd_memory_bytes",
+                                  "Memory block bytes present, by node, zone (none: offline) and state, read at scrape time",
+                                  labels=labels),
+                GaugeMetricFamily("hotplugd_memory_census_success",
+                                  "1 when the scrape-time read of the host's blocks worked, else 0"))
+
     def collect(self) -> Iterator[Any]:
-        family = GaugeMetricFamily("hotplugd_memory_blocks",
-                                   "Memory blocks present, by node, zone and state, read at scrape time",
-                                   labels=["node", "zone", "state"])
-        blocks = self._census()
-        if blocks is not None:
-            counts: dict[tuple[str, str, str], int] = {}
-            for b in blocks:
+        blocks_family, bytes_family, success = self._families()
+        try:
+            blocks = self._census()
+            counts: dict[tuple[str, str, str], list[int]] = {}
+            for b in blocks or ():
                 key = (str(b.node), b.zone or "none", str(b.state))
-                counts[key] = counts.get(key, 0) + 1
-            for key, n in sorted(counts.items()):
-                family.add_metric(list(key), n)
-        yield family
+                entry = counts.setdefault(key, [0, 0])
+                entry[0] += 1
+                entry[1] += b.size
+        except Exception as exc:  # noqa: BLE001 - a failed read must not fail the whole scrape
+            log.warning("census_failed", error=f"{type(exc).__name__}: {exc}")
+            success.add_metric([], 0)
+            yield success
+            return
+        for key, (n, size) in sorted(counts.items()):
+            blocks_family.add_metric(list(key), n)
+            bytes_family.add_metric(list(key), size)
+        yield from (blocks_family, bytes_family)
+        if blocks is not None:  # None: the backend cannot take a census
+            success.add_metric([], 1)
+            yield success
 
 
 class _DroppedCollector(Collector):
+    """``hotplugd_uevents_dropped_total``: the backend keeps the counts, we export them."""
+
     def __init__(self, dropped: Callable[[], dict[str, int]]) -> None:
         self._dropped = dropped
 
+    def describe(self) -> Iterator[Any]:
+        return iter([self._family()])
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily("hotplugd_uevents_dropped",
+                                   "Event-source messages dropped, by reason (malformed, not_kernel, ...)",
+                                   labels=["reason"])
+
     def collect(self) -> Iterator[Any]:
-        family = CounterMetricFamily("hotplugd_uevents_dropped",
-                                     "Event-source messages dropped, by reason (malformed, not_kernel, oversized)",
-                                     labels=["reason"])
-        for reason, n in sorted(self._dropped().items()):
+        family = self._family()
+        counts = dict.fromkeys(DROP_REASONS, 0) | dict(self._dropped())
+        for reason, n in sorted(counts.items()):
             family.add_metric([reason], n)
         yield family

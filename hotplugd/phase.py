@@ -87,9 +87,7 @@ class FinalPhase:
         self.number += 1
         info = PhaseInfo(self.number, trigger, len(batch), sum(w.block.size for w in batch), workers)
         self.removed.clear()
-        self.metrics.phases.labels(trigger).inc()
-        for node, n in workers.items():
-            self.metrics.phase_workers.labels(str(node)).set(n)
+        self.metrics.phase_started(info)
         call_isolated(self.pm.hook.hotplugd_phase_started, phase=info)
         log.debug("phase_started", phase=info.number, trigger=trigger, blocks=info.blocks, workers=workers)
 
@@ -113,9 +111,7 @@ class FinalPhase:
         seconds = self.clock() - start
         untouched = [w for q in queues.values() for w in q]
         effective = busy[0] / seconds if seconds > 0 else 0.0
-        self.metrics.phase_seconds.observe(seconds)
-        self.metrics.phase_blocks.observe(len(reports))
-        self.metrics.effective_concurrency.set(effective)
+        self.metrics.phase_finished(info, seconds, effective)
         call_isolated(self.pm.hook.hotplugd_phase_finished, phase=info, reports=reports, seconds=seconds)
         log.info("phase_finished", phase=info.number, trigger=trigger, blocks=len(reports),
                  seconds=round(seconds, 4), workers=workers, effective_concurrency=round(effective, 2),
