@@ -24,6 +24,7 @@ class Trigger(enum.StrEnum):
 
     RATIO_0 = "ratio_0"  # parallel_hotplug_ratio = 0: no deferral
     SERIAL = "serial"  # the backend onlines one block at a time: waiting buys nothing
+    QUEUE_FULL = "queue_full"  # the pending queue reached its bound
     OFFLINE_BYTES = "offline_bytes"
     MEMMAP_SHARE = "memmap_share"
     MAX_DEFER = "max_defer"
@@ -58,6 +59,8 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
         return Decision(Trigger.RATIO_0)
     if cfg.defer == "auto" and total_workers(cfg.parallel_hotplug_ratio, topology, concurrency) <= 1:
         return Decision(Trigger.SERIAL)
+    if len(queue) >= queue.limit:
+        return Decision(Trigger.QUEUE_FULL)
     if queue.bytes >= cfg.max_offline_bytes:
         return Decision(Trigger.OFFLINE_BYTES)
     if queue.memmap_bytes > cfg.max_memmap_share * topology.mem_available:

@@ -159,7 +159,8 @@ class FinalPhase:
         m.outcomes.labels(result.outcome.value, str(result.errno or 0)).inc()
         if result.outcome.success:
             self.ledger.record(block, result.zone)
-            m.onlined.labels(str(block.node), result.zone or "unknown").inc()
+            if result.outcome is Outcome.ONLINED:
+                m.onlined.labels(str(block.node), result.zone or "unknown").inc()
             m.add_to_online.observe(report.waited)
             if not zone_matches(report.requested, result.zone):
                 m.zone_mismatch.inc()

@@ -51,6 +51,10 @@ class Scheduler:
         self.stopping = False
         #: Blocks that failed for good; left offline until the next rescan.
         self.failed: dict[int, Outcome] = {}
+        #: Blocks known online (scan, our onlines, online events): a later add
+        #: event for one of them is stale (or a synthetic replay) and changes nothing.
+        self.known_online: set[int] = set()
+        self.in_phase: set[int] = set()  # taken by the running phase
         self.onlined = 0
         self.verified = 0
         self.last_phase: PhaseResult | None = None
@@ -81,10 +85,16 @@ class Scheduler:
             self.queue.discard(event.index)
             self.phase.removed.add(event.index)
             self.failed.pop(event.index, None)
+            self.known_online.discard(event.index)
+            self.in_phase.discard(event.index)
         elif event.action is Action.ONLINE:
-            if self.queue.discard(event.index) is not None or self._kernel_onlines:
+            first = event.index not in self.known_online
+            self.known_online.add(event.index)
+            if self.queue.discard(event.index) is not None or (self._kernel_onlines and first):
                 self.verified += 1  # another onliner (or the kernel) got there first
                 self.metrics.kernel_verified.inc()
+        elif event.action is Action.OFFLINE:
+            self.known_online.discard(event.index)
         self._update_gauges()
         self.wake()
 
@@ -94,11 +104,13 @@ class Scheduler:
 
     def _handle_add(self, event: BlockEvent) -> None:
         block = event.block
-        if block is None or block.state is not State.OFFLINE or self._kernel_onlines:
-            return  # gone already, online already (a synthetic replay), or the kernel onlines it
+        if block is None or block.state is not State.OFFLINE or self._kernel_onlines or self._known(block.index):
+            return  # gone already, online already (stale or a synthetic replay), or the kernel onlines it
         if not self.queue.add(block, self.clock()):
-            self.metrics.queue_full.inc()
-            self.request_rescan("queue_full")
+            self.metrics.queue_full.inc()  # the rescan after the next phase picks it up
+
+    def _known(self, index: int) -> bool:
+        return index in self.known_online or index in self.in_phase
 
     def _update_gauges(self) -> None:
         self.metrics.pending_blocks.set(len(self.queue))
@@ -110,15 +122,15 @@ class Scheduler:
         self.topology = scan.topology
         self._topology_at = self.clock()
         self.phase.ledger = NodeLedger.from_blocks(scan.blocks)
+        self.known_online = {b.index for b in scan.blocks if b.state is State.ONLINE}
         self.failed.clear()
         self.queue.overflowed = False
         self.metrics.rescans.labels(reason).inc()
         if not scan.topology.kernel_onlines:
             now = self.clock()
             for block in sorted(scan.blocks, key=lambda b: b.index):
-                if block.state is State.OFFLINE and not self.queue.add(block, now):
-                    self.metrics.queue_full.inc()
-                    break
+                if block.state is State.OFFLINE and not self._known(block.index) and not self.queue.add(block, now):
+                    break  # full: the rescan after the next phase takes the rest
         self._update_gauges()
         log.info("rescan", reason=reason, blocks=len(scan.blocks), queued=len(self.queue))
 
@@ -163,12 +175,17 @@ class Scheduler:
 
     async def _run_phase(self, trigger: Trigger) -> None:
         batch = self.queue.take()
+        self.in_phase = {w.block.index for w in batch}
         self._update_gauges()
-        result = await self.phase.run(batch, trigger.value, await self._fresh_topology())
+        try:
+            result = await self.phase.run(batch, trigger.value, await self._fresh_topology())
+        finally:
+            self.in_phase = set()
         self.last_phase = result
         for report in result.reports:
             if report.result.outcome.success:
                 self.onlined += 1
+                self.known_online.add(report.block.index)
             elif report.result.outcome is not Outcome.GONE:
                 self.failed[report.block.index] = report.result.outcome
         if self.queue.overflowed:

@@ -2,16 +2,21 @@
 
 - ``hotplugd_metrics``: a Metrics on a fresh CollectorRegistry.
 - ``hook_recorder``: a HookRecorder.
+- ``hotplugd_logs``: the structlog events logged during the test.
 - ``fake_host`` / ``fake_backend``: a programmable host and its backend (the event injector).
-- ``make_daemon``: build a Daemon around a backend with fresh plugin manager and metrics.
+- ``fake_sysfs``: a fake sysfs/procfs tree under ``tmp_path`` whose ``state`` writes act like the kernel.
+- ``make_daemon``: build a Daemon around a backend with fresh plugin manager and metrics;
+  drive it with ``async with hotplugd.testing.running(daemon):``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from ..backend import Backend
 from ..config import Config, from_mapping
@@ -20,6 +25,7 @@ from ..metrics import Metrics
 from ..notify import Notifier
 from ..plugins import make_manager
 from .fakehost import FakeBackend, FakeHost
+from .fakesysfs import FakeSysfs
 from .recorder import HookRecorder
 
 
@@ -34,6 +40,13 @@ def hook_recorder() -> HookRecorder:
 
 
 @pytest.fixture
+def hotplugd_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event logged during the test, as dicts (``event``, ``plugin``, ``hook``, ...)."""
+    with capture_logs() as logs:
+        yield logs
+
+
+@pytest.fixture
 def fake_host() -> FakeHost:
     return FakeHost()
 
@@ -41,6 +54,12 @@ def fake_host() -> FakeHost:
 @pytest.fixture
 def fake_backend(fake_host: FakeHost) -> FakeBackend:
     return FakeBackend(fake_host)
+
+
+@pytest.fixture
+def fake_sysfs(tmp_path: Path) -> FakeSysfs:
+    """A fake ``/sys`` + ``/proc`` tree (one node, CPUs 0-3, no blocks yet); see :mod:`hotplugd.testing.fakesysfs`."""
+    return FakeSysfs(tmp_path / "host")
 
 
 class _Provides:
@@ -58,21 +77,30 @@ class _Provides:
 def make_daemon(hotplugd_metrics: Metrics, hook_recorder: HookRecorder) -> Callable[..., Any]:
     """``make_daemon(backend, config=None, plugins=(), **scheduler_overrides)`` → Daemon.
 
-    The backend is registered as ``"test"``; entry points are not loaded unless
-    ``entry_points=True``; the hook recorder is always registered.
+    ``backend`` is a Backend object (registered as ``"test"``), or the name of
+    a backend that a plugin registers: pass that plugin in ``plugins`` as
+    ``(name, module_or_object)`` pairs, or ``entry_points=True`` to load the
+    installed ones (not loaded otherwise). ``config`` is a Config or a mapping
+    shaped like the TOML (e.g. ``{"plugins": {"ledger": {...}}}``); metrics
+    serving is off. The hook recorder is always registered. ``clock``
+    replaces the scheduler's monotonic clock (see ``ManualClock``).
     """
     from ..daemon import Daemon
 
-    def build(backend: Backend, config: Config | dict | None = None, plugins: tuple = (),
-              entry_points: bool = False, **scheduler: Any) -> Daemon:
+    def build(backend: Backend | str, config: Config | dict | None = None, plugins: Iterable[tuple[str, object]] = (),
+              entry_points: bool = False, clock: Callable[[], float] | None = None, **scheduler: Any) -> Daemon:
+        name = backend if isinstance(backend, str) else "test"
         if config is None or isinstance(config, dict):
             data = dict(config or {})
-            data.setdefault("backend", "test")
+            data.setdefault("backend", name)
             data.setdefault("metrics", {"enabled": False})
-            data.setdefault("scheduler", {}).update(scheduler)
+            data["scheduler"] = {**data.get("scheduler", {}), **scheduler}
             config = from_mapping(data)
-        extra = [("test-backend", _Provides("test", backend)), ("hook-recorder", hook_recorder), *plugins]
-        pm = make_manager(config.disabled_plugins, load_entry_points=entry_points, extra=extra)
-        return Daemon(config, pm, metrics=hotplugd_metrics, notifier=Notifier({}), serve_metrics=False)
+        provides = [] if isinstance(backend, str) else [("test-backend", _Provides(name, backend))]
+        extra = [*provides, ("hook-recorder", hook_recorder), *plugins]
+        # environ={}: the developer's HOTPLUGD_DISABLED_PLUGINS must not change a test's outcome
+        pm = make_manager(config.disabled_plugins, load_entry_points=entry_points, extra=extra, environ={})
+        extra_kw = {"clock": clock} if clock is not None else {}
+        return Daemon(config, pm, metrics=hotplugd_metrics, notifier=Notifier({}), serve_metrics=False, **extra_kw)
 
     return build

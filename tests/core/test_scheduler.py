@@ -1,0 +1,325 @@
+"""Every scheduler rule through the real Daemon, on the fake host, with a manual clock."""
+
+from __future__ import annotations
+
+import errno
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from hotplugd.model import Action, BlockEvent, OnlineResult, Outcome, Rescan, State, ZoneRequest
+from hotplugd.testing import FakeBackend, FakeHost, ManualClock, wait_until
+
+pytestmark = pytest.mark.asyncio
+
+
+@asynccontextmanager
+async def running(daemon):
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        yield daemon
+        daemon.scheduler.stop()
+
+
+def parallel(host: FakeHost | None = None, concurrency: int = 64) -> FakeBackend:
+    return FakeBackend(host or FakeHost({0: 4}), concurrency=concurrency)
+
+
+async def test_ratio_zero_onlines_each_block_at_once_serially(make_daemon, hook_recorder):
+    backend = parallel()
+    backend.host.cost = 0.001
+    daemon = make_daemon(backend, parallel_hotplug_ratio=0)
+    async with running(daemon):
+        backend.add(5, 3, 9)
+        await wait_until(lambda: backend.host.online_indices() == {3, 5, 9})
+    assert [i for i, _ in backend.host.calls] == [5, 3, 9]  # arrival order
+    assert backend.host.max_running == 1
+    assert set(hook_recorder.triggers()) == {"ratio_0"}
+
+
+async def test_coldplug_queues_offline_blocks_at_start(make_daemon, hotplugd_metrics):
+    host = FakeHost({0: 2})
+    host.add(0, state=State.ONLINE, zones=("Normal",))
+    host.add(1)
+    host.add(2)
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend)
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert host.online_indices() == {0, 1, 2}
+    assert [i for i, _ in host.calls] == [1, 2]
+    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "start"}) == 1
+
+
+async def test_settle_starts_one_phase_for_a_burst(make_daemon, hook_recorder):
+    clock = ManualClock()
+    backend = parallel()
+    daemon = make_daemon(backend, clock=clock, settle=0.2, max_defer=60)
+    async with running(daemon):
+        backend.add(1, 2, 3)
+        await wait_until(lambda: len(daemon.scheduler.queue) == 3)
+        clock.advance(0.1)
+        daemon.scheduler.wake()
+        await anyio.sleep(0.01)
+        assert not backend.host.calls, "onlined before the burst settled"
+        clock.advance(0.15)
+        daemon.scheduler.wake()
+        await wait_until(lambda: backend.host.online_indices() == {1, 2, 3})
+    assert hook_recorder.triggers() == ["settle"]
+    assert hook_recorder.phases[0].blocks == 3
+
+
+async def test_max_defer_bounds_the_wait_of_a_trickle(make_daemon, hook_recorder):
+    clock = ManualClock()
+    backend = parallel()
+    daemon = make_daemon(backend, clock=clock, settle=0.2, max_defer=0.5)
+    async with running(daemon):
+        for index in range(6):  # an add every 0.1 s: never settles
+            backend.add(index)
+            await wait_until(lambda i=index: i in daemon.scheduler.queue)
+            clock.advance(0.1)
+            daemon.scheduler.wake()
+            await anyio.sleep(0)
+        await wait_until(lambda: len(backend.host.online_indices()) == 5, what="the first five, by max_defer")
+        clock.advance(0.3)
+        daemon.scheduler.wake()
+        await wait_until(lambda: len(backend.host.online_indices()) == 6, what="the last, by settle")
+    assert hook_recorder.triggers() == ["max_defer", "settle"]
+
+
+async def test_offline_bytes_start_the_phase_without_waiting(make_daemon, hook_recorder):
+    clock = ManualClock()
+    backend = parallel()
+    daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60, max_offline_bytes="512MiB")
+    async with running(daemon):
+        backend.add(1, 2, 3)
+        await wait_until(lambda: len(daemon.scheduler.queue) == 3)
+        assert not backend.host.calls
+        backend.add(4)  # 4 x 128 MiB = 512 MiB
+        await wait_until(lambda: backend.host.online_indices() == {1, 2, 3, 4})
+    assert hook_recorder.triggers() == ["offline_bytes"]
+
+
+async def test_memmap_share_skips_deferral_under_pressure(make_daemon, hook_recorder):
+    clock = ManualClock()
+    backend = parallel(FakeHost({0: 4}, mem_available=8 << 20))  # 8 MiB available
+    daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60, max_memmap_share=0.25)
+    async with running(daemon):
+        backend.add(1)  # 2 MiB of memmap = 25 % of MemAvailable: not above yet
+        await wait_until(lambda: 1 in daemon.scheduler.queue)
+        backend.add(2)  # 4 MiB > 2 MiB
+        await wait_until(lambda: backend.host.online_indices() == {1, 2})
+    assert hook_recorder.triggers() == ["memmap_share"]
+
+
+async def test_serial_backend_onlines_at_once_by_default(make_daemon, hook_recorder):
+    clock = ManualClock()
+    backend = parallel(concurrency=1)
+    daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60)
+    async with running(daemon):
+        backend.add(1)
+        await wait_until(lambda: backend.host.online_indices() == {1})
+    assert hook_recorder.triggers() == ["serial"]
+
+
+async def test_workers_per_node_capped_by_backend_concurrency(make_daemon, hook_recorder):
+    host = FakeHost({0: 4, 1: 2})
+    host.cost = 0.005
+    backend = FakeBackend(host, concurrency=3)
+    daemon = make_daemon(backend, parallel_hotplug_ratio=1.0, defer="always", settle=0.001)
+    backend.add(*range(0, 12), node=0)
+    backend.add(*range(100, 112), node=1)
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert len(host.online_indices()) == 24
+    assert hook_recorder.phases[0].workers == {0: 3, 1: 2}
+    assert host.max_running <= 3
+
+
+async def test_final_phase_goes_in_ascending_address_order(make_daemon):
+    host = FakeHost({0: 1, 1: 1})
+    backend = FakeBackend(host, concurrency=64)
+    daemon = make_daemon(backend, parallel_hotplug_ratio=1.0, settle=0.001, max_offline_bytes="100GiB")
+    for index in (7, 3, 9, 1):
+        backend.add(index, node=0)
+    for index in (40, 20, 30):
+        backend.add(index, node=1)
+    backend.end()
+    await daemon.run(until_idle=True)
+    node0 = [i for i, _ in host.calls if i < 20]
+    node1 = [i for i, _ in host.calls if i >= 20]
+    assert node0 == [1, 3, 7, 9] and node1 == [20, 30, 40]
+
+
+async def test_remove_during_deferral_drops_the_block(make_daemon, hook_recorder, hotplugd_metrics):
+    clock = ManualClock()
+    backend = parallel()
+    daemon = make_daemon(backend, clock=clock, settle=0.2, max_defer=60)
+    async with running(daemon):
+        backend.add(1, 2, 3, 4)
+        backend.remove(2)
+        await wait_until(lambda: len(daemon.scheduler.queue) == 3)
+        clock.advance(1)
+        daemon.scheduler.wake()
+        await wait_until(lambda: backend.host.online_indices() == {1, 3, 4})
+    assert 2 not in [i for i, _ in backend.host.calls]
+    assert all(outcome == "onlined" for outcome in hook_recorder.outcomes().values())
+    assert hotplugd_metrics.value("hotplugd_uevents_received_total", {"action": "remove"}) == 1
+
+
+async def test_each_outcome_is_reported_once(make_daemon, hook_recorder, hotplugd_metrics):
+    host = FakeHost({0: 4})
+    backend = FakeBackend(host, concurrency=1)
+    daemon = make_daemon(backend, retry_backoff=0.0001, retries=3)
+    host.script(1, OnlineResult(Outcome.TRANSIENT, errno=errno.EBUSY), OnlineResult(Outcome.TRANSIENT, errno=errno.ENOMEM))
+    host.script(2, OnlineResult(Outcome.PERMANENT, errno=errno.EINVAL))
+    host.script(3, OnlineResult(Outcome.GONE, errno=errno.ENOENT))
+    host.script(4, OnlineResult(Outcome.ALREADY_ONLINE, zone="Normal", errno=errno.EINVAL))
+    host.script(5, RuntimeError("backend bug"))
+    host.script(6, *[OnlineResult(Outcome.TRANSIENT, errno=errno.EBUSY)] * 4)
+    backend.add(1, 2, 3, 4, 5, 6, 7)
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert hook_recorder.outcomes() == {
+        1: "onlined", 2: "permanent", 3: "gone", 4: "already_online", 5: "error", 6: "transient", 7: "onlined"}
+    assert len(hook_recorder.reports) == 7
+    attempts = {r.block.index: r.attempts for r in hook_recorder.reports}
+    assert attempts[1] == 3 and attempts[6] == 4
+    assert daemon.scheduler.failed == {2: Outcome.PERMANENT, 5: Outcome.ERROR, 6: Outcome.TRANSIENT}
+    assert hotplugd_metrics.value("hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
+    assert hotplugd_metrics.value("hotplugd_online_retries_total") == 2 + 3
+    assert daemon.scheduler.onlined == 3
+
+
+async def test_permanent_failure_is_retried_on_the_next_rescan(make_daemon, hook_recorder):
+    clock = ManualClock()
+    backend = parallel(concurrency=1)
+    backend.host.script(1, OnlineResult(Outcome.PERMANENT, errno=errno.EINVAL))
+    daemon = make_daemon(backend, clock=clock)
+    async with running(daemon):
+        backend.add(1)
+        await wait_until(lambda: 1 in daemon.scheduler.failed)
+        assert 1 not in backend.host.online_indices()
+        backend.inject(Rescan("request"))
+        await wait_until(lambda: 1 in backend.host.online_indices())
+
+
+async def test_rescan_after_overflow_finds_blocks_whose_events_were_lost(make_daemon, hotplugd_metrics):
+    backend = parallel(concurrency=1)
+    daemon = make_daemon(backend)
+    async with running(daemon):
+        for index in (10, 11, 12):
+            backend.host.add(index)  # on the host, but their events were dropped
+        backend.inject(Rescan("overflow"))
+        await wait_until(lambda: backend.host.online_indices() == {10, 11, 12})
+    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "overflow"}) == 1
+
+
+async def test_full_queue_loses_no_block(make_daemon, hotplugd_metrics, hook_recorder):
+    clock = ManualClock()
+    backend = parallel()
+    daemon = make_daemon(backend, clock=clock, max_pending_blocks=4, settle=60, max_defer=60)
+    async with running(daemon):
+        backend.add(*range(10))
+        await wait_until(lambda: hotplugd_metrics.value("hotplugd_queue_full_total") >= 1, what="a refused add")
+        with anyio.fail_after(10):
+            while backend.host.online_indices() != set(range(10)):
+                clock.advance(120)  # what the rescan finds waits for the timers like any add
+                daemon.scheduler.wake()
+                await anyio.sleep(0.001)
+    assert "queue_full" in hook_recorder.triggers()
+    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "queue_full"}) >= 1
+    assert sorted(r.block.index for r in hook_recorder.reports) == list(range(10))
+
+
+async def test_synthetic_add_for_an_online_block_changes_nothing(make_daemon):
+    host = FakeHost()
+    online = host.add(1, state=State.ONLINE, zones=("Normal",))
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend)
+    backend.inject(BlockEvent(Action.ADD, 1, online, synthetic=True))
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert host.calls == []
+
+
+async def test_kernel_auto_online_is_only_verified(make_daemon, hotplugd_metrics):
+    host = FakeHost(kernel_onlines=True)
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend)
+    backend.add(1, 2)
+    backend.inject(BlockEvent(Action.ONLINE, 1))
+    backend.inject(BlockEvent(Action.ONLINE, 2))
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert host.calls == []
+    assert hotplugd_metrics.value("hotplugd_blocks_verified_total") == 2
+
+
+async def test_block_onlined_by_someone_else_leaves_the_queue(make_daemon):
+    clock = ManualClock()
+    backend = parallel()
+    daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60)
+    async with running(daemon):
+        backend.add(1, 2)
+        await wait_until(lambda: len(daemon.scheduler.queue) == 2)
+        backend.inject(BlockEvent(Action.ONLINE, 1))
+        await wait_until(lambda: 1 not in daemon.scheduler.queue)
+        clock.advance(120)
+        daemon.scheduler.wake()
+        await wait_until(lambda: 2 in backend.host.online_indices())
+    assert [i for i, _ in backend.host.calls] == [2]
+
+
+async def test_stop_finishes_the_call_in_flight_and_leaves_the_rest_offline(make_daemon):
+    host = FakeHost({0: 1})
+    host.cost = 0.05
+    backend = FakeBackend(host, concurrency=1)
+    daemon = make_daemon(backend)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        backend.add(*range(20))
+        await wait_until(lambda: host.running == 1)
+        daemon.scheduler.stop()
+    assert host.running == 0
+    assert len(host.calls) == 1 and host.online_indices() == {host.calls[0][0]}
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("kernel", ZoneRequest.KERNEL), ("movable", ZoneRequest.MOVABLE),
+                                                  ("auto", ZoneRequest.AUTO)])
+async def test_zone_policy_is_written(make_daemon, policy, expected):
+    backend = FakeBackend(FakeHost())
+    daemon = make_daemon(backend, {"zones": {"policy": policy}})
+    backend.add(1)
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert backend.host.calls == [(1, expected)]
+
+
+async def test_auto_movable_keeps_the_node_ratio(make_daemon):
+    host = FakeHost({0: 4, 1: 4})
+    for index in range(4):  # 512 MiB of kernel memory on node 0, none on node 1
+        host.add(index, node=0, state=State.ONLINE, zones=("Normal",))
+    backend = FakeBackend(host, concurrency=1)
+    daemon = make_daemon(backend, {"zones": {"policy": "auto-movable", "auto_movable_ratio": 100,
+                                             "nodes": {"1": {"policy": "movable"}}}})
+    backend.add(*range(10, 16), node=0)
+    backend.add(50, node=1)
+    backend.end()
+    await daemon.run(until_idle=True)
+    zones = dict(host.calls)
+    # movable while movable + block <= 100 % of kernel: 4 blocks, then kernel; that grows the room again
+    assert [zones[i] for i in range(10, 16)] == [ZoneRequest.MOVABLE] * 4 + [ZoneRequest.KERNEL, ZoneRequest.MOVABLE]
+    assert zones[50] is ZoneRequest.MOVABLE
+
+
+async def test_zone_stays_within_valid_zones(make_daemon):
+    host = FakeHost()
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend, {"zones": {"policy": "movable"}})
+    block = host.add(1, zones=("Normal",))
+    backend.inject(BlockEvent(Action.ADD, 1, block))
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert host.calls == [(1, ZoneRequest.KERNEL)]
