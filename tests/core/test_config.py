@@ -1,0 +1,133 @@
+"""Configuration: the documented file, overrides, and errors that name the file, key and a hint."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from hotplugd import config as cfgmod
+from hotplugd.cli import main
+from hotplugd.errors import EXIT_CONFIG, ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "config" / "hotplugd.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hotplugd.toml"
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
+
+
+def test_reference_config_loads_and_equals_the_defaults():
+    loaded = cfgmod.load(REFERENCE)
+    defaults = cfgmod.Config()
+    loaded.source = None
+    loaded.plugins.pop("simulated", None)
+    assert loaded == defaults
+
+
+def test_reference_config_documents_every_key():
+    text = REFERENCE.read_text()
+    for key, _default, help_text in cfgmod.describe():
+        leaf = key.rsplit(".", 1)[-1]
+        if key in ("plugins", "zones.nodes"):  # tables of tables
+            assert re.search(rf"^#? ?\[{re.escape(key)}\.", text, re.M), f"[{key}.*] is not in {REFERENCE.name}"
+            continue
+        assert re.search(rf"^#? ?{re.escape(leaf)} =", text, re.M), f"{key} is not in {REFERENCE.name}"
+        assert help_text, f"{key} has no help text"
+
+
+def test_sizes_and_durations_accept_units(tmp_path):
+    path = write(tmp_path, '[scheduler]\nsettle = "150ms"\nmax_offline_bytes = "2GiB"\n')
+    config = cfgmod.load(path)
+    assert config.scheduler.settle == pytest.approx(0.15)
+    assert config.scheduler.max_offline_bytes == 2 << 30
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[scheduler]\nsetle = 0.1\n", "scheduler.setle: unknown key (did you mean scheduler.settle?)"),
+        ("[scheduler]\nparallel_hotplug_ratio = 'two'\n", "scheduler.parallel_hotplug_ratio: expected a number"),
+        ("[scheduler]\nparallel_hotplug_ratio = -1\n", "scheduler.parallel_hotplug_ratio: must be between 0 and 64"),
+        ("[zones]\npolicy = 'sideways'\n", "zones.policy: expected one of auto, kernel, movable, auto-movable"),
+        ("[zones.nodes.x]\npolicy = 'kernel'\n", "zones.nodes.x: expected a node number"),
+        ("scheduler = 3\n", "scheduler: expected a table"),
+        ("[metrics]\nport = 70000\n", "metrics.port: must be between 0 and 65535"),
+        ("[scheduler]\nmax_offline_bytes = '1 zettabyte'\n", "scheduler.max_offline_bytes: expected a size"),
+    ],
+)
+def test_bad_values_name_the_file_and_key(tmp_path, text, needle):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        cfgmod.load(path)
+    assert needle in str(info.value)
+    assert str(path) in str(info.value)
+    assert info.value.exit_code == EXIT_CONFIG
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, "bogus = 1\n[scheduler]\nsettle = 'soon'\n")
+    message = str(pytest.raises(ConfigError, cfgmod.load, path).value)
+    assert "bogus: unknown key" in message and "scheduler.settle" in message
+
+
+def test_invalid_toml_is_a_config_error(tmp_path):
+    path = write(tmp_path, "[scheduler\n")
+    assert "is not valid TOML" in str(pytest.raises(ConfigError, cfgmod.load, path).value)
+
+
+def test_missing_file_is_named(tmp_path):
+    assert "does not exist" in str(pytest.raises(ConfigError, cfgmod.load, tmp_path / "nope.toml").value)
+
+
+def test_overrides_beat_the_file(tmp_path):
+    path = write(tmp_path, "[scheduler]\nsettle = 0.5\n")
+    config = cfgmod.load(path, ["scheduler.settle=0.1", 'zones.policy="movable"', "backend=simulated"])
+    assert config.scheduler.settle == pytest.approx(0.1)
+    assert config.zones.policy == "movable" and config.backend == "simulated"
+
+
+def test_bad_override_is_refused():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        cfgmod.load(None, ["scheduler.settle"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the permission rule applies when running as root")
+def test_config_writable_by_others_is_refused_as_root(tmp_path):
+    path = write(tmp_path, "")
+    path.chmod(0o666)
+    message = str(pytest.raises(ConfigError, cfgmod.load, path).value)
+    assert "writable by users other than root" in message and "chmod 644" in message
+
+
+def test_cli_exits_78_with_a_clear_message(tmp_path, capsys):
+    path = write(tmp_path, "[scheduler]\nsetle = 0.1\n")
+    assert main(["check-config", "--config", str(path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("hotplugd: error: invalid configuration in") and "Traceback" not in err
+
+
+def test_cli_unknown_backend_lists_the_installed_ones(tmp_path, capsys):
+    path = write(tmp_path, 'backend = "nosuch"\n')
+    assert main(["check-config", "--config", str(path)]) == EXIT_CONFIG
+    assert "unknown backend 'nosuch'; installed backends: " in capsys.readouterr().err
+
+
+def test_plugin_table_is_validated_by_its_plugin(tmp_path, capsys):
+    path = write(tmp_path, "[plugins.simulated]\nlock = 'sometimes'\nnodez = 2\n")
+    assert main(["check-config", "--config", str(path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "plugins.simulated.lock: expected one of global, per-node, none" in err
+    assert "plugins.simulated.nodez: unknown key" in err
+
+
+def test_table_for_a_plugin_that_is_not_installed(tmp_path, capsys):
+    path = write(tmp_path, "[plugins.nosuch]\nx = 1\n")
+    assert main(["check-config", "--config", str(path)]) == EXIT_CONFIG
+    assert "plugins.nosuch: no such plugin is loaded" in capsys.readouterr().err

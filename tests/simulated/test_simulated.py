@@ -1,0 +1,104 @@
+"""The simulated backend end to end through the real daemon, loaded by entry point."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from hotplugd.cli import main
+from hotplugd.config import from_mapping
+from hotplugd.plugins import make_manager
+from hotplugd.simulate import Summary, simulate
+from hotplugd.testing import HookRecorder
+
+GiB = 1 << 30
+
+
+def run(sim: dict, **scheduler) -> tuple[int, Summary, HookRecorder, str]:
+    config = from_mapping({"backend": "simulated", "metrics": {"enabled": False},
+                           "scheduler": {"settle": 0.01, **scheduler}, "plugins": {"simulated": sim}})
+    recorder = HookRecorder()
+    pm = make_manager()
+    pm.register(recorder, name="recorder")
+    out = io.StringIO()
+    code = simulate(config, pm, progress=False, console=Console(file=out, width=100))
+    summary = pm.get_plugin("hotplugd.simulate")
+    return code, summary, recorder, out.getvalue()
+
+
+def test_default_scenario_onlines_everything_in_parallel():
+    code, summary, recorder, out = run({"add_interval": 0})
+    assert code == 0
+    assert summary.onlined == 192 and summary.bytes_onlined == 24 * GiB
+    assert summary.workers == {0: 4, 1: 4}
+    assert "serial onlining would take" in out and "24.0 GiB" in out
+    assert all(r.result.outcome.value == "onlined" for r in recorder.reports)
+
+
+def test_virtio_mem_does_not_stall_behind_long_deferral():
+    # virtio-mem waits while 1 GiB sits offline; settle and max_defer alone would hold it for minutes
+    sim = {"scenario": [{"kind": "virtio-mem", "size": "4GiB", "node": 0}], "add_interval": 0}
+    code, summary, recorder, _ = run(sim, settle=600, max_defer=600)
+    assert code == 0 and summary.onlined == 32
+    assert set(recorder.triggers()) == {"offline_bytes"}
+
+
+def test_global_lock_declares_one_and_measures_about_one():
+    sim = {"lock": "global", "scenario": [{"kind": "dimm", "size": "2GiB"}], "add_interval": 0}
+    code, summary, recorder, _ = run(sim, defer="always", settle=0.01)
+    assert code == 0 and summary.onlined == 16
+    assert all(w == 1 for p in recorder.phases for w in p.workers.values())
+
+
+def test_parallel_kernel_really_runs_blocks_at_once():
+    sim = {"lock": "none", "nodes": 1, "cpus_per_node": 8, "cost_fixed": "2ms",
+           "scenario": [{"kind": "dimm", "size": "4GiB"}], "add_interval": 0}
+    code, summary, recorder, _ = run(sim, max_offline_bytes="100GiB")
+    assert code == 0 and summary.onlined == 32
+    assert recorder.phases[0].workers == {0: 8}
+    # the calls overlapped: their summed time exceeds the phases' wall time
+    phase_seconds = sum(c[1]["seconds"] for c in recorder.calls if c[0] == "hotplugd_phase_finished")
+    assert summary.serial_seconds > 2 * phase_seconds
+
+
+def test_removal_during_deferral_is_not_an_error():
+    sim = {"scenario": [{"kind": "dimm", "size": "1GiB"}, {"kind": "remove", "count": 3}], "add_interval": 0}
+    code, summary, recorder, _ = run(sim, settle=0.2, max_offline_bytes="100GiB")
+    assert code == 0
+    assert summary.onlined == 5 and summary.outcomes.get("error", 0) == 0
+
+
+def test_faults_are_retried_or_reported_and_deterministic():
+    sim = {"fault_rate": 0.2, "fault_errnos": ["EBUSY", "EINVAL"], "seed": 7,
+           "scenario": [{"kind": "dimm", "size": "8GiB"}], "add_interval": 0}
+    first = run(sim, retry_backoff=0.0001)
+    second = run(sim, retry_backoff=0.0001)
+    code, summary, recorder, _ = first
+    assert code == 1  # some EINVAL blocks stay offline, reported
+    assert summary.outcomes["permanent"] > 0 and summary.onlined + summary.outcomes["permanent"] == 64
+    assert first[2].outcomes() == second[2].outcomes()
+
+
+def test_coldplug_blocks_present_at_start():
+    sim = {"offline_at_start": "1GiB", "scenario": []}
+    code, summary, _, _ = run(sim)
+    assert code == 0 and summary.onlined == 16
+
+
+def test_simulate_cli_prints_a_summary(capsys):
+    code = main(["simulate", "--no-progress", "--set", "plugins.simulated.add_interval=0",
+                 "--set", 'plugins.simulated.scenario=[{kind="dimm", size="1GiB"}]'])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "blocks onlined" in out and "1.0 GiB" in out
+
+
+@pytest.mark.parametrize("ratio", ["0", "0.5"])
+def test_simulate_cli_ratio(capsys, ratio):
+    code = main(["simulate", "--no-progress", "--ratio", ratio, "--set", "plugins.simulated.add_interval=0",
+                 "--set", 'plugins.simulated.scenario=[{kind="dimm", size="1GiB"}]'])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "ratio_0" in out if ratio == "0" else "node0: 2" in out
