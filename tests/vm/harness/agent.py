@@ -25,8 +25,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: Must appear as a whole word on the kernel command line, or the agent refuses to run.
 MARKER = "hotplugd.vmtest=1"
@@ -78,7 +79,7 @@ def _read(path: Path, default: str = "") -> str:
 def list_memory_blocks(root: str = MEMORY_SYSFS) -> dict[str, Any]:
     """Describe every memory block under ``root``: index, state, valid_zones, node."""
     base = Path(root)
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for entry in base.glob("memory[0-9]*"):
         node = next((int(p.name[4:]) for p in entry.glob("node[0-9]*")), None)
         blocks.append({
@@ -294,7 +295,8 @@ class Channel:
                 continue
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        request: dict[str, Any] = json.loads(line)
+        return request
 
 
 def serve(agent: Agent, channel: Channel) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import select
-from signal import SIGKILL, SIGTERM
 import socket
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from signal import SIGKILL, SIGTERM
+from typing import Any
 
 from .errors import AgentError, GuestError
 
@@ -111,7 +112,8 @@ class AgentClient:
                     raise GuestError(f"agent socket {self.path} closed while waiting for {what}")
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     def call(self, method: str, rpc_timeout: float = RPC_MARGIN, **params: Any) -> Any:
         """Call ``method`` in the guest and return its result; raise :class:`AgentError` on error."""

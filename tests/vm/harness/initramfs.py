@@ -6,6 +6,7 @@ The ``/init`` mounts this machine's ``/`` read-only over 9p, mounts the guest's 
 proc/sys/dev and tmpfs ``/tmp`` and ``/run`` over it, mounts the writable share at
 :data:`GUEST_SHARE`, ``switch_root``s and runs the program named on the kernel command line
 (``hotplugd.vmtest.python=`` and ``hotplugd.vmtest.agent=``), then powers off with sysrq ``o``.
+``hotplugd.vmtest.rootcache=`` sets the root's 9p ``cache=`` mode (default ``none``).
 """
 
 from __future__ import annotations
@@ -56,16 +57,18 @@ mount -t devtmpfs devtmpfs /dev || die "mount devtmpfs"
 for m in $(cat /modules.order); do
     insmod "/modules/$m.ko" || die "insmod $m"
 done
-PY=; AGENT=
+PY=; AGENT=; CACHE=none
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         hotplugd.vmtest.python=*) PY="${arg#*=}" ;;
         hotplugd.vmtest.agent=*) AGENT="${arg#*=}" ;;
+        hotplugd.vmtest.rootcache=*) CACHE="${arg#*=}" ;;
     esac
 done
-[ -n "$PY" ] && [ -n "$AGENT" ] || die "hotplugd.vmtest.python= or hotplugd.vmtest.agent= missing on the kernel command line"
+[ -n "$PY" ] && [ -n "$AGENT" ] || die "hotplugd.vmtest.python= or .agent= missing on the kernel command line"
 mkdir -p /newroot
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /newroot || die "mount hostroot over 9p"
+mount -t 9p -o "trans=virtio,version=9p2000.L,ro,msize=512000,cache=$CACHE" hostroot /newroot \
+    || die "mount hostroot over 9p"
 # The guest's own kernel filesystems over the host's: never the host's /proc or /sys.
 mount -t proc proc /newroot/proc || die "mount guest proc"
 mount -t sysfs sysfs /newroot/sys || die "mount guest sysfs"

@@ -58,7 +58,8 @@ class QMP:
             raise QMPError(f"reading QMP socket {self.path}: {exc}") from exc
         if not line:
             raise QMPError(f"QMP socket {self.path} closed (QEMU exited?)")
-        return json.loads(line)
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     def execute(self, command: str, **arguments: Any) -> Any:
         """Run ``command`` and return its ``return`` value; raise :class:`QMPError` on ``error``."""
