@@ -1,0 +1,113 @@
+"""Onlining on the fake tree: what gets written, the re-read, and every errno's outcome."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from hotplugd import BackendError, Outcome, ZoneRequest
+from hotplugd.model import EHWPOISON
+from hotplugd_sysfs.onlining import online_block
+from hotplugd_sysfs.sysfs import Sysfs
+
+
+@pytest.fixture
+def host(fake_sysfs):
+    fake_sysfs.add_blocks(range(8, 12), node=0)
+    return fake_sysfs, Sysfs(fake_sysfs.sys, fake_sysfs.proc, fake_sysfs.io)
+
+
+@pytest.mark.parametrize(("zone", "lands"), [(ZoneRequest.KERNEL, "Normal"), (ZoneRequest.MOVABLE, "Movable"),
+                                             (ZoneRequest.AUTO, "Normal")])
+def test_writes_the_zone_request_and_reports_the_zone_reread(host, zone, lands):
+    fake, sysfs = host
+    block = sysfs.read_block(8)
+    result = online_block(sysfs, block, zone)
+    assert fake.writes == [(8, zone.value)]
+    assert (result.outcome, result.zone) == (Outcome.ONLINED, lands)
+    assert fake.state(8) == "online" and fake.valid_zones(8) == (lands,)
+
+
+def test_zone_comes_from_the_reread_not_the_request(host):
+    fake, sysfs = host
+    block = sysfs.read_block(9)
+    fake.before_write.append(lambda index, value: fake.set_state(index, "offline", ("Movable",)))
+    result = online_block(sysfs, block, ZoneRequest.AUTO)
+    assert result.zone == "Movable"
+
+
+def test_another_onliner_first_is_already_online(host):
+    fake, sysfs = host
+    block = sysfs.read_block(9)
+    fake.set_state(9, "online", ("Movable",))  # e.g. a udev rule won the race
+    result = online_block(sysfs, block, ZoneRequest.KERNEL)
+    assert (result.outcome, result.zone, result.errno) == (Outcome.ALREADY_ONLINE, "Movable", errno.EINVAL)
+    assert result.outcome.success
+
+
+def test_einval_while_still_offline_is_permanent(host):
+    fake, sysfs = host
+    fake.fail(10, errno.EINVAL)
+    result = online_block(sysfs, sysfs.read_block(10), ZoneRequest.MOVABLE)
+    assert (result.outcome, result.errno) == (Outcome.PERMANENT, errno.EINVAL)
+    assert fake.state(10) == "offline"
+
+
+def test_einval_for_an_impossible_zone_is_permanent(host):
+    fake, sysfs = host
+    fake.set_state(10, "offline", ("Normal",))  # the kernel refuses online_movable here
+    result = online_block(sysfs, sysfs.read_block(10), ZoneRequest.MOVABLE)
+    assert result.outcome is Outcome.PERMANENT
+
+
+@pytest.mark.parametrize(("code", "outcome"), [
+    (errno.EBUSY, Outcome.TRANSIENT),
+    (errno.ENOMEM, Outcome.TRANSIENT),
+    (errno.ENOENT, Outcome.GONE),
+    (EHWPOISON, Outcome.PERMANENT),
+    (errno.EIO, Outcome.ERROR),
+])
+def test_errno_mapping(host, code, outcome):
+    fake, sysfs = host
+    fake.fail(11, code)
+    result = online_block(sysfs, sysfs.read_block(11), ZoneRequest.KERNEL)
+    assert (result.outcome, result.errno) == (outcome, code)
+    assert fake.state(11) == "offline"
+
+
+def test_transient_then_success(host):
+    fake, sysfs = host
+    fake.fail(11, errno.EBUSY)
+    block = sysfs.read_block(11)
+    assert online_block(sysfs, block, ZoneRequest.KERNEL).outcome is Outcome.TRANSIENT
+    assert online_block(sysfs, block, ZoneRequest.KERNEL).outcome is Outcome.ONLINED
+    assert fake.writes == [(11, "online_kernel"), (11, "online_kernel")]
+
+
+def test_a_removed_block_is_gone(host):
+    fake, sysfs = host
+    block = sysfs.read_block(8)
+    fake.remove_block(8)
+    assert online_block(sysfs, block, ZoneRequest.AUTO).outcome is Outcome.GONE
+
+
+def test_removed_during_the_einval_reread_is_gone(host):
+    fake, sysfs = host
+    block = sysfs.read_block(8)
+    fake.fail(8, errno.EINVAL)
+    fake.before_write.append(lambda index, value: fake.remove_block(index))
+    assert online_block(sysfs, block, ZoneRequest.AUTO).outcome is Outcome.GONE
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
+def test_no_permission_is_a_clear_backend_error(host, code):
+    fake, sysfs = host
+    fake.fail(8, code)
+    with pytest.raises(BackendError, match=r"must run as root or with write access to .*memory8/state"):
+        online_block(sysfs, sysfs.read_block(8), ZoneRequest.AUTO)
+
+
+def test_the_fake_never_writes_outside_its_tree(fake_sysfs, tmp_path):
+    with pytest.raises(AssertionError, match="outside the fake tree"):
+        fake_sysfs.io.write(tmp_path.parent / "elsewhere", "online")

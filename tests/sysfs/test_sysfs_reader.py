@@ -1,0 +1,94 @@
+"""Reading a host from a fake sysfs tree: scan, nodes, CPUs, MemAvailable."""
+
+from __future__ import annotations
+
+import pytest
+
+from hotplugd import Block, State
+from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.sysfs import Sysfs, parse_cpulist, parse_meminfo, parse_zones
+
+
+@pytest.fixture
+def two_nodes(tmp_path) -> FakeSysfs:
+    fake = FakeSysfs(tmp_path, block_size=256 << 20, nodes={0: "0-3,8-11", 1: "4-7"}, mem_available=3 << 30)
+    fake.add_blocks(range(0, 4), node=0, state="online", zones=("Normal",))
+    fake.add_blocks(range(4, 6), node=1, zones=("Normal", "Movable"))
+    fake.add_block(9, node=2, zones=("Movable",))  # a CPU-less (CXL) node
+    return fake
+
+
+def sysfs_of(fake: FakeSysfs) -> Sysfs:
+    return Sysfs(fake.sys, fake.proc, fake.io)
+
+
+def test_block_size_is_hex(two_nodes):
+    assert (two_nodes.memory / "block_size_bytes").read_text().strip() == "10000000"
+    assert sysfs_of(two_nodes).block_size == 256 << 20
+
+
+def test_scan_reads_every_block_with_its_node_state_and_zones(two_nodes):
+    infos = sysfs_of(two_nodes).scan()
+    assert [i.block.index for i in infos] == [0, 1, 2, 3, 4, 5, 9]
+    assert infos[0].block == Block(0, 256 << 20, 0, State.ONLINE, ("Normal",))
+    assert infos[4].block == Block(4, 256 << 20, 1, State.OFFLINE, ("Normal", "Movable"))
+    assert infos[6].block.node == 2 and infos[6].block.valid_zones == ("Movable",)
+    assert all(i.phys_index == i.block.index and i.removable for i in infos)
+
+
+def test_node_comes_from_the_link_in_the_block_directory(two_nodes):
+    link = two_nodes.memory / "memory5" / "node1"
+    assert link.is_symlink()
+    assert sysfs_of(two_nodes).node_of(5) == 1
+
+
+def test_cpus_per_node_from_cpulist(two_nodes):
+    assert sysfs_of(two_nodes).cpus_per_node() == {0: 8, 1: 4, 2: 0}
+
+
+def test_topology(two_nodes):
+    topology = sysfs_of(two_nodes).topology()
+    assert topology.cpus_per_node == {0: 8, 1: 4, 2: 0}
+    assert topology.mem_available == 3 << 30
+    assert topology.block_size == 256 << 20
+    assert not topology.kernel_onlines
+    two_nodes.set_auto_online("online_movable")
+    assert sysfs_of(two_nodes).topology().kernel_onlines
+
+
+def test_a_removed_block_reads_as_none_and_leaves_the_scan(two_nodes):
+    sysfs = sysfs_of(two_nodes)
+    two_nodes.remove_block(4)
+    assert sysfs.read_block(4) is None and sysfs.read_info(4) is None
+    assert 4 not in [i.block.index for i in sysfs.scan()]
+    assert sysfs.read_blocks([3, 4, 5]).keys() == {3, 5}
+
+
+def test_census_matches_the_scan(two_nodes):
+    sysfs = sysfs_of(two_nodes)
+    assert sysfs.census() == [i.block for i in sysfs.scan()]
+
+
+def test_a_block_without_removable_still_scans(two_nodes):
+    (two_nodes.memory / "memory4" / "removable").unlink()  # gone from recent kernels
+    assert sysfs_of(two_nodes).read_info(4).removable
+
+
+@pytest.mark.parametrize(("text", "count"), [("0-3", 4), ("0-3,8-11\n", 8), ("5", 1), ("", 0), ("\n", 0),
+                                             ("0,2,4-5", 4)])
+def test_parse_cpulist(text, count):
+    assert parse_cpulist(text) == count
+
+
+def test_parse_meminfo_and_zones():
+    assert parse_meminfo("MemTotal: 10 kB\nMemAvailable:   2048 kB\n") == 2 << 20
+    assert parse_meminfo("MemTotal: 10 kB\n") is None
+    assert parse_zones("Normal Movable\n") == ("Normal", "Movable")
+    assert parse_zones("none\n") == ()
+
+
+def test_every_path_is_built_from_the_roots(two_nodes):
+    sysfs = sysfs_of(two_nodes)
+    for path in (sysfs.memory_dir, sysfs.node_dir, sysfs.params_dir, sysfs.state_path(3)):
+        assert path.is_relative_to(two_nodes.sys)
+    assert Sysfs().memory_dir.as_posix() == "/sys/devices/system/memory"
