@@ -83,7 +83,8 @@ class FinalPhase:
                 node: min(len(q), node_workers(cfg.parallel_hotplug_ratio, topology.cpus(node), concurrency))
                 for node, q in queues.items()
             }
-            limiter = anyio.CapacityLimiter(concurrency)
+            # per-node counts are capped already; across nodes the total may still exceed it
+            limiter = anyio.CapacityLimiter(concurrency) if sum(workers.values()) > concurrency else None
         self.number += 1
         info = PhaseInfo(self.number, trigger, len(batch), sum(w.block.size for w in batch), workers)
         self.removed.clear()
@@ -98,8 +99,11 @@ class FinalPhase:
         async def worker(queue: deque[Waiting]) -> None:
             while queue and not self.stopping:
                 waiting = queue.popleft()
-                async with limiter:
+                if limiter is None:
                     report = await self._online_one(waiting)
+                else:
+                    async with limiter:
+                        report = await self._online_one(waiting)
                 busy[0] += report.seconds
                 reports.append(report)
 
@@ -137,12 +141,12 @@ class FinalPhase:
                 result = OnlineResult(Outcome.GONE, detail="removed while queued")
                 break
             call_start = self.clock()
-            with anyio.CancelScope(shield=True):  # never abandon a write halfway
-                try:
-                    result = await self.backend.online(block, zone)
-                except Exception as exc:  # noqa: BLE001 - isolate backend bugs to one block
-                    log.exception("backend_online_failed", block=block.index)
-                    result = OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")
+            # Not cancelled on SIGTERM: ``stopping`` lets the call in flight finish.
+            try:
+                result = await self.backend.online(block, zone)
+            except Exception as exc:  # noqa: BLE001 - isolate backend bugs to one block
+                log.exception("backend_online_failed", block=block.index)
+                result = OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")
             self.metrics.online_call.observe(self.clock() - call_start)
             if result.outcome is not Outcome.TRANSIENT or attempts > cfg.retries or self.stopping:
                 break
@@ -156,11 +160,11 @@ class FinalPhase:
     def _account(self, report: BlockReport) -> None:
         result, block = report.result, report.block
         m = self.metrics
-        m.outcomes.labels(result.outcome.value, str(result.errno or 0)).inc()
+        m.child(m.outcomes, result.outcome.value, str(result.errno or 0)).inc()
         if result.outcome.success:
             self.ledger.record(block, result.zone)
             if result.outcome is Outcome.ONLINED:
-                m.onlined.labels(str(block.node), result.zone or "unknown").inc()
+                m.child(m.onlined, str(block.node), result.zone or "unknown").inc()
             m.add_to_online.observe(report.waited)
             if not zone_matches(report.requested, result.zone):
                 m.zone_mismatch.inc()

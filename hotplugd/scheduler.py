@@ -78,7 +78,7 @@ class Scheduler:
         if isinstance(event, Rescan):
             self.request_rescan(event.reason)
             return
-        self.metrics.uevents.labels(event.action.value).inc()
+        self.metrics.child(self.metrics.uevents, event.action.value).inc()
         if event.action is Action.ADD:
             self._handle_add(event)
         elif event.action is Action.REMOVE:

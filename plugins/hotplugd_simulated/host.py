@@ -20,6 +20,9 @@ TRANSIENT = frozenset({errno.EBUSY, errno.ENOMEM})
 CHECKPOINT_EVERY = 64
 
 
+_ONLINED = {zone: OnlineResult(Outcome.ONLINED, zone=zone) for zone in ("Normal", "Movable")}
+
+
 @dataclass(slots=True)
 class HostBlock:
     index: int
@@ -123,7 +126,7 @@ class Host:
         block.zone = "Movable" if zone is ZoneRequest.MOVABLE else "Normal"
         self.onlined_bytes += self.s.block_size
         self.notify()
-        return OnlineResult(Outcome.ONLINED, zone=block.zone)
+        return _ONLINED[block.zone]
 
     def notify(self) -> None:
         """Wake whoever waits for a change (virtio-mem waiting for its blocks to be onlined)."""

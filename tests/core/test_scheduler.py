@@ -220,9 +220,12 @@ async def test_full_queue_loses_no_block(make_daemon, hotplugd_metrics, hook_rec
     clock = ManualClock()
     backend = parallel()
     daemon = make_daemon(backend, clock=clock, max_pending_blocks=4, settle=60, max_defer=60)
+    backend.host.cost = 0.02
     async with running(daemon):
-        backend.add(*range(10))
-        await wait_until(lambda: hotplugd_metrics.value("hotplugd_queue_full_total") >= 1, what="a refused add")
+        backend.add(*range(4))  # fills the queue: a phase starts at once
+        await wait_until(lambda: backend.host.running > 0, what="the first phase")
+        backend.add(*range(4, 10))  # 4 fit while the phase runs, 2 are refused
+        await wait_until(lambda: hotplugd_metrics.value("hotplugd_queue_full_total") >= 2, what="refused adds")
         with anyio.fail_after(10):
             while backend.host.online_indices() != set(range(10)):
                 clock.advance(120)  # what the rescan finds waits for the timers like any add
