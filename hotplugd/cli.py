@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plugins, their versions, hooks and backends")
     plugins.add_argument("-c", "--config", type=Path, help="config (for disabled_plugins)")
 
+    conflicts = sub.add_parser("check", help="report other onliners (kernel auto-online, udev rules); exit 1 if any")
+    _config_args(conflicts)
+
     check = sub.add_parser("check-config", help="validate a config file and exit")
     _config_args(check)
     return parser
@@ -115,6 +118,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check
+    from .daemon import build_backend
+
+    config = config_from_args(args)
+    pm = make_manager(config.disabled_plugins)
+    check_plugin_config(pm, config)
+    return check(build_backend(pm, config), config.backend)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
@@ -130,7 +143,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "simulate": cmd_simulate, "plugins": cmd_plugins, "check-config": cmd_check_config}
+COMMANDS = {"run": cmd_run, "simulate": cmd_simulate, "plugins": cmd_plugins, "check-config": cmd_check_config, "check": cmd_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

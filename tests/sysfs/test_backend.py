@@ -1,0 +1,184 @@
+"""The SysfsBackend on a fake tree: start-up checks, events, scan, census, config."""
+
+from __future__ import annotations
+
+import errno
+
+import anyio
+import pytest
+
+from hotplugd import Action, BackendError, Block, BlockEvent, Outcome, Rescan, State, ZoneRequest
+from hotplugd_sysfs import SysfsBackend
+
+pytestmark = pytest.mark.asyncio
+BLOCK = 128 << 20
+
+
+@pytest.fixture
+def backend(fake_sysfs):
+    return SysfsBackend.from_options(fake_sysfs.options(), io=fake_sysfs.io)
+
+
+async def collect(backend: SysfsBackend, count: int) -> list[BlockEvent | Rescan]:
+    events: list[BlockEvent | Rescan] = []
+    with anyio.fail_after(5):
+        async for event in backend.events():
+            events.append(event)
+            if len(events) == count:
+                break
+    return events
+
+
+# -- start ---------------------------------------------------------------------------
+
+
+async def test_start_refuses_without_write_access(fake_sysfs, backend):
+    fake_sysfs.add_block(3)
+    fake_sysfs.writable = False
+    with pytest.raises(BackendError, match=r"must run as root or with write access to .*/memory3/state"):
+        await backend.start()
+
+
+async def test_start_checks_the_memory_directory_when_no_block_exists(fake_sysfs, backend):
+    fake_sysfs.writable = False
+    with pytest.raises(BackendError, match=r"write access to \S*/devices/system/memory\n"):
+        await backend.start()
+
+
+async def test_start_names_a_wrong_root(tmp_path):
+    backend = SysfsBackend.from_options({"root": str(tmp_path / "nowhere"), "netlink": False})
+    with pytest.raises(BackendError, match="does not exist") as info:
+        await backend.start()
+    assert "plugins.sysfs.root" in str(info.value)
+
+
+async def test_start_binds_netlink_when_enabled(fake_sysfs):
+    backend = SysfsBackend.from_options(fake_sysfs.options(netlink=True, rcvbuf="1MiB"), io=fake_sysfs.io)
+    await backend.start()
+    try:
+        assert backend.rcvbuf >= 1 << 20
+        assert "netlink" in backend.describe()
+        with pytest.raises(BackendError, match="netlink = false"):
+            backend.feed(b"")
+    finally:
+        await backend.stop()
+
+
+# -- scan ----------------------------------------------------------------------------
+
+
+async def test_scan_and_topology(fake_sysfs, backend):
+    fake_sysfs.add_node(1, "4-7")
+    fake_sysfs.add_blocks(range(0, 2), state="online", zones=("Normal",))
+    fake_sysfs.add_blocks(range(2, 4), node=1)
+    scan = await backend.scan()
+    assert [(b.index, b.node, b.state) for b in scan.blocks] == [
+        (0, 0, State.ONLINE), (1, 0, State.ONLINE), (2, 1, State.OFFLINE), (3, 1, State.OFFLINE)]
+    assert scan.topology.cpus_per_node == {0: 4, 1: 4}
+    assert scan.topology.block_size == BLOCK
+    assert list(backend.census()) == scan.blocks
+    assert (await backend.topology()).mem_available == 16 << 30
+
+
+# -- events --------------------------------------------------------------------------
+
+
+async def test_add_events_carry_the_block_read_from_sysfs(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_node(1, "4-7")
+    for data in fake_sysfs.hot_add([70, 71], node=1):
+        backend.feed(data)
+    events = await collect(backend, 2)
+    assert events == [BlockEvent(Action.ADD, i, Block(i, BLOCK, 1, State.OFFLINE, ("Normal", "Movable")))
+                      for i in (70, 71)]
+
+
+async def test_the_real_capture_stream_becomes_block_events(fake_sysfs, backend, captures):
+    await backend.start()
+    fake_sysfs.add_blocks(range(64, 72))  # present while their events are read
+    fake_sysfs.add_blocks(range(32, 40))
+    for capture in captures:
+        backend.feed(capture.data, capture.sender_pid)
+    backend.end()
+    events = [e async for e in backend.events()]
+    assert [e.action for e in events][:8] == [Action.ADD] * 8
+    assert sum(1 for e in events if e.action is Action.ONLINE) == 16
+    assert sorted(e.index for e in events if e.action is Action.REMOVE) == list(range(32, 40))
+    assert backend.dropped_counts() == {}
+
+
+async def test_an_add_whose_block_is_already_gone_is_skipped(fake_sysfs, backend):
+    await backend.start()
+    backend.feed(fake_sysfs.uevent("add", 5))  # never present (added and removed again)
+    fake_sysfs.add_block(6)
+    backend.feed(fake_sysfs.uevent("add", 6))
+    events = await collect(backend, 1)
+    assert [e.index for e in events] == [6]
+
+
+async def test_synthetic_add_of_an_online_block_reports_it_online(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(4, state="online", zones=("Movable",))
+    backend.feed(fake_sysfs.uevent("add", 4, synthetic=True))
+    [event] = await collect(backend, 1)
+    assert event.synthetic and event.block.state is State.ONLINE  # the core ignores it
+
+
+async def test_synthetic_remove_and_online_change_nothing(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(4)
+    backend.feed(fake_sysfs.uevent("remove", 4, synthetic=True))
+    backend.feed(fake_sysfs.uevent("online", 4, synthetic=True))
+    backend.feed(fake_sysfs.uevent("remove", 9))
+    [event] = await collect(backend, 1)
+    assert event == BlockEvent(Action.REMOVE, 9)
+
+
+async def test_overflow_yields_a_rescan_after_the_batch(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(1)
+    backend.feed(fake_sysfs.uevent("add", 1))
+    backend.overflow()
+    events = await collect(backend, 2)
+    assert [type(e) for e in events] == [BlockEvent, Rescan]
+    assert events[1] == Rescan("overflow")
+
+
+async def test_forged_malformed_and_oversized_are_counted(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(1)
+    backend.feed(fake_sysfs.uevent("add", 1), sender=31337)
+    backend.feed(b"add@/devices/system/memory/memory1\0NOEQUALS\0")
+    backend.feed(fake_sysfs.uevent("add", 1), truncated=True)
+    backend.feed(b"change@/devices/virtual/net/lo\0ACTION=change\0")
+    backend.feed(fake_sysfs.uevent("add", 1))
+    [event] = await collect(backend, 1)
+    assert event.index == 1
+    assert backend.dropped_counts() == {"not_kernel": 1, "malformed": 1, "oversized": 1}
+
+
+async def test_the_stream_ends_on_end(fake_sysfs, backend):
+    await backend.start()
+    backend.end()
+    assert [e async for e in backend.events()] == []
+
+
+# -- online --------------------------------------------------------------------------
+
+
+async def test_online_runs_in_a_thread_and_rereads(fake_sysfs, backend):
+    fake_sysfs.add_block(3)
+    block = (await backend.scan()).blocks[0]
+    result = await backend.online(block, ZoneRequest.MOVABLE)
+    assert (result.outcome, result.zone) == (Outcome.ONLINED, "Movable")
+    fake_sysfs.fail(3, errno.EBUSY)
+    assert (await backend.online(block, ZoneRequest.MOVABLE)).outcome is Outcome.TRANSIENT
+
+
+async def test_conflicts_from_the_backend(fake_sysfs, backend):
+    assert await backend.conflicts() == []
+    fake_sysfs.set_auto_online("online")
+    fake_sysfs.add_udev_rule("99-mem.rules", 'SUBSYSTEM=="memory", ATTR{state}="online"\n', where="run")
+    messages = await backend.conflicts()
+    assert len(messages) == 2 and "99-mem.rules:1" in messages[1]
+    assert (await backend.topology()).kernel_onlines
