@@ -137,7 +137,7 @@ class Outcome(enum.StrEnum):
 
     @property
     def success(self) -> bool:
-        return self in (Outcome.ONLINED, Outcome.ALREADY_ONLINE)
+        return self is Outcome.ONLINED or self is Outcome.ALREADY_ONLINE
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,9 @@ class Scheduler:
         self.onlined = 0
         self.verified = 0
         self.last_phase: PhaseResult | None = None
+        # read at scrape time: no per-event gauge updates on the hot path
+        metrics.pending_blocks.set_function(lambda: len(self.queue))
+        metrics.pending_bytes.set_function(lambda: self.queue.bytes)
 
     def __repr__(self) -> str:
         state = "STOPPING" if self.stopping else "RUNNING"
@@ -95,7 +98,6 @@ class Scheduler:
                 self.metrics.kernel_verified.inc()
         elif event.action is Action.OFFLINE:
             self.known_online.discard(event.index)
-        self._update_gauges()
         self.wake()
 
     @property
@@ -112,10 +114,6 @@ class Scheduler:
     def _known(self, index: int) -> bool:
         return index in self.known_online or index in self.in_phase
 
-    def _update_gauges(self) -> None:
-        self.metrics.pending_blocks.set(len(self.queue))
-        self.metrics.pending_bytes.set(self.queue.bytes)
-
     async def rescan(self, reason: str) -> None:
         """Queue every offline block the host has, exactly like fresh adds."""
         scan = await self.backend.scan()
@@ -131,7 +129,6 @@ class Scheduler:
             for block in sorted(scan.blocks, key=lambda b: b.index):
                 if block.state is State.OFFLINE and not self._known(block.index) and not self.queue.add(block, now):
                     break  # full: the rescan after the next phase takes the rest
-        self._update_gauges()
         log.info("rescan", reason=reason, blocks=len(scan.blocks), queued=len(self.queue))
 
     # -- the loop -------------------------------------------------------------
@@ -176,7 +173,6 @@ class Scheduler:
     async def _run_phase(self, trigger: Trigger) -> None:
         batch = self.queue.take()
         self.in_phase = {w.block.index for w in batch}
-        self._update_gauges()
         try:
             result = await self.phase.run(batch, trigger.value, await self._fresh_topology())
         finally:

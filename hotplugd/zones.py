@@ -44,12 +44,15 @@ class NodeLedger:
 
 def policy_request(block: Block, ledger: NodeLedger, zones: ZoneConfig) -> ZoneRequest:
     """What the configured policy asks for ``block`` on its node."""
-    node = zones.for_node(block.node)
-    if node.policy == "kernel":
+    node = zones.for_node(block.node) if zones.nodes else zones
+    policy = node.policy
+    if policy == "auto":
+        return ZoneRequest.AUTO
+    if policy == "kernel":
         return ZoneRequest.KERNEL
-    if node.policy == "movable":
+    if policy == "movable":
         return ZoneRequest.MOVABLE
-    if node.policy == "auto-movable":
+    if policy == "auto-movable":
         fits = ledger.movable_fits(block.node, block.size, node.auto_movable_ratio)
         return ZoneRequest.MOVABLE if fits else ZoneRequest.KERNEL
     return ZoneRequest.AUTO

@@ -48,11 +48,14 @@ class Host:
         self._attempts: dict[int, int] = {}
         self._locks = {n: anyio.Lock() for n in range(settings.nodes)} if settings.lock == "per-node" else {}
         self._global = anyio.Lock()
-        self.changed = anyio.Event()  # set whenever a block goes online (virtio-mem waits on it)
+        self.changed = anyio.Event()  # set when a block goes online while someone waits (virtio-mem)
+        self.waiting = 0
+        self.offline_count = 0
         for node in range(settings.nodes):
             for _ in range(settings.boot_memory // settings.block_size):
-                self.plug(node).state = State.ONLINE
-                self.blocks[self.next_index - 1].zone = "Normal"
+                booted = self.plug(node)
+                booted.state, booted.zone = State.ONLINE, "Normal"
+                self.offline_count -= 1
             for _ in range(settings.offline_at_start // settings.block_size):
                 self.plug(node)
 
@@ -64,10 +67,21 @@ class Host:
         block = HostBlock(self.next_index, node)
         self.blocks[block.index] = block
         self.next_index += 1
+        self.offline_count += 1
         return block
 
     def unplug(self, index: int) -> None:
-        self.blocks.pop(index, None)
+        block = self.blocks.pop(index, None)
+        if block is not None and block.state is State.OFFLINE:
+            self.offline_count -= 1
+
+    async def wait_for_change(self) -> None:
+        """Sleep until some block goes online."""
+        self.waiting += 1
+        try:
+            await self.changed.wait()
+        finally:
+            self.waiting -= 1
 
     def offline_bytes(self, indices: range | None = None) -> int:
         blocks = self.blocks.values() if indices is None else (self.blocks[i] for i in indices if i in self.blocks)
@@ -76,8 +90,8 @@ class Host:
     @property
     def mem_available(self) -> int:
         """MemAvailable: the configured base, plus what was onlined, minus memmap of offline blocks."""
-        offline = sum(1 for b in self.blocks.values() if b.state is State.OFFLINE)
-        return max(0, self.s.mem_available + self.onlined_bytes - offline * (self.s.block_size // 64))
+        memmap = self.offline_count * (self.s.block_size // 64)
+        return max(0, self.s.mem_available + self.onlined_bytes - memmap)
 
     def _fault(self, index: int) -> int | None:
         if not self.s.fault_rate:
@@ -125,7 +139,9 @@ class Host:
         block.state = State.ONLINE
         block.zone = "Movable" if zone is ZoneRequest.MOVABLE else "Normal"
         self.onlined_bytes += self.s.block_size
-        self.notify()
+        self.offline_count -= 1
+        if self.waiting:
+            self.notify()
         return _ONLINED[block.zone]
 
     def notify(self) -> None:

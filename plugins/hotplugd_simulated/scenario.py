@@ -60,7 +60,7 @@ class Scenario:
         for _ in range(step.size // self.s.block_size):
             mine = range(first, self.host.next_index)
             while self.host.offline_bytes(mine) >= VIRTIO_MEM_OFFLINE_LIMIT:
-                await self.host.changed.wait()
+                await self.host.wait_for_change()
             yield await self._add(step.node)
 
     async def _remove(self, step: Step) -> AsyncIterator[BlockEvent]:
