@@ -102,7 +102,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     config = load(args.config) if args.config else Config()
     pm = make_manager(config.disabled_plugins)
-    console = Console()
+    # In a pipe rich would assume 80 columns and cut names short; scripts grep this output.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     table = Table(title="plugins")
     for column in ("name", "version", "module", "hooks"):
         table.add_column(column)

@@ -14,9 +14,12 @@ grow without breaking plugins. Implement with ``hotplugd.hookimpl``::
     def hotplugd_register_backends(registry):
         registry.add("mybackend", MyBackend)
 
-Hooks marked "isolated" are called one implementation at a time by the daemon:
-an implementation that raises is logged with its plugin's name and the others,
-and the phase, go on.
+Every docstring says how the hook is called: *every implementation* (results
+collected or ignored) or *firstresult* (the first non-None result wins, the
+rest are not called). Hooks marked "isolated" are called one implementation at
+a time by the daemon: an implementation that raises is logged with its
+plugin's name and the others, and the phase, go on. docs/plugins.md is the
+reference for plugin authors; a test keeps it in step with this file.
 """
 
 from __future__ import annotations
@@ -39,15 +42,23 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+# -- backends -------------------------------------------------------------------
+
+
 @hookspec
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
-    """Register backend factories with ``registry.add(name, factory)``.
+    """Register backend factories with ``registry.add(name, factory, summary=...)``.
 
-    ``factory(options)`` receives the plugin's config table
-    (``[plugins.<name>]``, a mapping, possibly empty) and returns a
-    :class:`hotplugd.backend.Backend`. Called once per daemon, for every plugin;
+    ``registry`` is a :class:`hotplugd.backend.BackendRegistry`.
+    ``factory(options)`` receives the config table of the backend's name
+    (``[plugins.<backend name>]``, a mapping, possibly empty) and returns a
+    :class:`hotplugd.backend.Backend`; only the configured backend is built.
+    Every implementation is called, once per daemon (and by ``hotplugd plugins``);
     results are ignored. Two plugins registering the same name is a config error.
     """
+
+
+# -- policy ---------------------------------------------------------------------
 
 
 @hookspec(firstresult=True)
@@ -59,44 +70,76 @@ def hotplugd_choose_zone(
     ``requested`` is what the configured zone policy asks for this block's node
     (``auto``, ``kernel``, ``movable``, or ``auto-movable`` already resolved
     against the node's movable:kernel ratio); ``ledger`` has the node's kernel
-    and movable bytes. Return a :class:`ZoneRequest` to decide, or None to pass
-    to the next implementation. The built-in one runs last and returns
-    ``requested`` narrowed to the block's ``valid_zones``. Isolated: an
-    implementation that raises is logged and skipped.
+    and movable bytes online per node (``ledger.kernel[node]``); ``config`` is
+    the daemon's current :class:`hotplugd.config.Config` (your own table:
+    ``config.plugins.get("<name>", {})``). Return a :class:`ZoneRequest` to
+    decide, used as is, or None to pass to the next implementation. The
+    built-in one runs last (``trylast``) and returns ``requested`` narrowed to
+    the block's ``valid_zones``. Called once per block, before its first
+    attempt, from the event loop: no I/O. Isolated: an implementation that
+    raises is logged and skipped.
     """
+
+
+# -- observers ------------------------------------------------------------------
 
 
 @hookspec
 def hotplugd_phase_started(phase: PhaseInfo) -> None:
     """A final phase starts: ``phase.trigger`` says why, ``phase.workers`` maps node to workers.
 
-    Called on the event loop: return quickly. Isolated.
+    ``phase`` is a :class:`hotplugd.model.PhaseInfo` (``number``, ``trigger``,
+    ``blocks``, ``bytes``, ``workers``). Every implementation is called;
+    results are ignored. Called on the event loop: return quickly. Isolated.
     """
 
 
 @hookspec
 def hotplugd_phase_finished(phase: PhaseInfo, reports: Sequence[BlockReport], seconds: float) -> None:
-    """A final phase ended; ``reports`` holds one final report per block it handled. Isolated."""
+    """A final phase ended.
+
+    ``phase`` is the same :class:`PhaseInfo` as at the start; ``reports`` holds
+    one final :class:`BlockReport` per block it handled (blocks left untouched
+    by a stopping daemon have none); ``seconds`` is the phase's duration.
+    Every implementation is called; results are ignored. Isolated.
+    """
 
 
 @hookspec
 def hotplugd_block_outcome(report: BlockReport) -> None:
     """One block's final outcome in a phase (after retries). Called per block: keep it cheap.
 
-    Isolated.
+    ``report`` is a :class:`hotplugd.model.BlockReport`: ``block``, ``result``
+    (``outcome``, ``zone``, ``errno``, ``detail``), ``requested`` zone,
+    ``attempts``, ``seconds`` spent onlining, ``waited`` since the add event.
+    Every implementation is called, right after the block's last attempt;
+    results are ignored. Isolated.
     """
+
+
+# -- metrics and config -----------------------------------------------------------
 
 
 @hookspec
 def hotplugd_register_collectors(registry: CollectorRegistry) -> None:
-    """Register extra Prometheus collectors on the daemon's own (fresh) registry."""
+    """Register extra Prometheus collectors on the daemon's own (fresh) registry.
+
+    ``registry`` is a ``prometheus_client.CollectorRegistry``: create metrics
+    with ``registry=registry`` or call ``registry.register(collector)``; never
+    use the global default registry. Every implementation is called, once,
+    when the daemon starts; results are ignored. Isolated.
+    """
 
 
 @hookspec
 def hotplugd_check_config(plugins: Mapping[str, Mapping[str, Any]], config: Config) -> list[ConfigProblem] | None:
     """Validate your own table in ``plugins`` (the TOML's ``[plugins.<name>]`` tables).
 
-    Return a list of :class:`hotplugd.config.ConfigProblem` (key, message,
-    hint) or None. Called at start, by ``hotplugd check-config`` and on reload;
-    any problem refuses the config (exit 78 at start, old config kept on reload).
+    ``plugins`` maps each plugin name to its table (absent when not configured);
+    ``config`` is the whole :class:`hotplugd.config.Config` being checked.
+    Return a list of :class:`hotplugd.config.ConfigProblem` (dotted key such as
+    ``plugins.<name>.<key>``, message, hint) or None. Every implementation is
+    called and all problems are reported together. Called at start, by
+    ``hotplugd check-config`` and on reload; any problem refuses the config
+    (exit 78 at start, old config kept on reload).
     """

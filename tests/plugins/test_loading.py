@@ -9,98 +9,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from hotplugd.errors import EXIT_CONFIG, PluginError
 from hotplugd.plugins import DISABLE_ENV, ENTRY_POINT_GROUP, backend_registry, blocked_names, make_manager
 
-GOOD = """
-from hotplugd import hookimpl
-
-@hookimpl
-def hotplugd_register_backends(registry):
-    registry.add("{name}", lambda options: None, summary="a test backend")
-
-@hookimpl
-def hotplugd_block_outcome(report):
-    pass
-"""
-
-TYPO = """
-from hotplugd import hookimpl
-
-@hookimpl
-def hotplugd_block_outcom(report):
-    pass
-"""
-
-EXPLODES = """
-raise ImportError("libcxl.so.1: cannot open shared object file")
-"""
-
-WRONG_ARGS = """
-from hotplugd import hookimpl
-
-@hookimpl
-def hotplugd_block_outcome(report, verdict):
-    pass
-"""
-
-ASYNC = """
-from hotplugd import hookimpl
-
-@hookimpl
-async def hotplugd_choose_zone(block):
-    return None
-"""
-
-WRAPPER = """
-from hotplugd import hookimpl
-
-@hookimpl(wrapper=True)
-def hotplugd_phase_started(phase):
-    return (yield)
-"""
-
-
-class FakeDist:
-    """Just what hotplugd reads from a distribution: its name and version."""
-
-    def __init__(self, name: str, version: str) -> None:
-        self.name, self.version = name, version
-
-
-class Installed:
-    """Plugin modules written to a folder on sys.path, offered as ``hotplugd`` entry points."""
-
-    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.folder = folder
-        self.monkeypatch = monkeypatch
-        self.entry_points: list[importlib.metadata.EntryPoint] = []
-        monkeypatch.syspath_prepend(str(folder))
-        monkeypatch.setattr(importlib.metadata, "entry_points", self._select)
-
-    def _select(self, **params: str) -> importlib.metadata.EntryPoints:
-        assert params == {"group": ENTRY_POINT_GROUP}
-        return importlib.metadata.EntryPoints(self.entry_points)
-
-    def add(self, name: str, source: str, version: str = "1.0") -> str:
-        """Install a plugin ``name`` whose module (unique per test) holds ``source``."""
-        module = f"hotplugd_test_{name.replace('-', '_')}_{id(self):x}"
-        (self.folder / f"{module}.py").write_text(textwrap.dedent(source.format(name=name)))
-        self.monkeypatch.delitem(sys.modules, module, raising=False)  # forget it after the test
-        ep = importlib.metadata.EntryPoint(name, module, ENTRY_POINT_GROUP)
-        self.entry_points.append(ep._for(FakeDist(f"hotplugd-{name}", version)))
-        return module
-
-
-@pytest.fixture
-def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Installed:
-    monkeypatch.delenv(DISABLE_ENV, raising=False)
-    return Installed(tmp_path, monkeypatch)
+from .fakes import ASYNC, EXPLODES, GOOD, TYPO, WRAPPER, WRONG_ARGS
 
 
 def plugin_names(pm) -> set[str]:

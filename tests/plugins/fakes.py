@@ -1,0 +1,116 @@
+"""Plugin modules for tests, and a way to offer them as ``hotplugd`` entry points."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hotplugd.plugins import ENTRY_POINT_GROUP
+
+GOOD = """
+from hotplugd import hookimpl
+
+@hookimpl
+def hotplugd_register_backends(registry):
+    registry.add("{name}", lambda options: None, summary="a test backend")
+
+@hookimpl
+def hotplugd_block_outcome(report):
+    pass
+"""
+
+TYPO = """
+from hotplugd import hookimpl
+
+@hookimpl
+def hotplugd_block_outcom(report):
+    pass
+"""
+
+EXPLODES = """
+raise ImportError("libcxl.so.1: cannot open shared object file")
+"""
+
+WRONG_ARGS = """
+from hotplugd import hookimpl
+
+@hookimpl
+def hotplugd_block_outcome(report, verdict):
+    pass
+"""
+
+ASYNC = """
+from hotplugd import hookimpl
+
+@hookimpl
+async def hotplugd_choose_zone(block):
+    return None
+"""
+
+WRAPPER = """
+from hotplugd import hookimpl
+
+@hookimpl(wrapper=True)
+def hotplugd_phase_started(phase):
+    return (yield)
+"""
+
+
+class FakeDist:
+    """Just what hotplugd reads from a distribution: its name and version."""
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name, self.version = name, version
+
+
+class Installed:
+    """Plugin modules written to a folder on sys.path, offered as ``hotplugd`` entry points."""
+
+    def __init__(self, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.folder = folder
+        self.monkeypatch = monkeypatch
+        self.entry_points: list[importlib.metadata.EntryPoint] = []
+        self._real = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        monkeypatch.syspath_prepend(str(folder))
+        monkeypatch.setattr(importlib.metadata, "entry_points", self._select)
+
+    def _select(self, **params: str) -> importlib.metadata.EntryPoints:
+        assert params == {"group": ENTRY_POINT_GROUP}
+        return importlib.metadata.EntryPoints(self.entry_points)
+
+    def keep_real(self) -> None:
+        """Offer the really installed entry points (``simulated``, ...) as well."""
+        self.entry_points[:0] = self._real
+
+    def add(self, name: str, source: str, version: str = "1.0") -> str:
+        """Install a plugin ``name`` whose module (unique per test) holds ``source``."""
+        module = f"hotplugd_test_{name.replace('-', '_')}_{id(self):x}"
+        (self.folder / f"{module}.py").write_text(textwrap.dedent(source.format(name=name)))
+        self.monkeypatch.delitem(sys.modules, module, raising=False)  # forget it after the test
+        ep = importlib.metadata.EntryPoint(name, module, ENTRY_POINT_GROUP)
+        self.entry_points.append(ep._for(FakeDist(f"hotplugd-{name}", version)))
+        return module
+
+
+def rows(text: str, title: str) -> dict[str, list[str]]:
+    """The table titled ``title`` as {first cell: other cells} (continuation lines folded in)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == title)
+    out: dict[str, list[str]] = {}
+    key = None
+    for line in lines[start + 1:]:
+        if not line.startswith("│"):
+            if key is not None and line.startswith("└"):
+                break
+            continue
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if cells[0]:
+            key = cells[0]
+            out[key] = cells[1:]
+        elif key is not None:  # a continuation line of the row above
+            out[key] = [f"{a} {b}".strip() for a, b in zip(out[key], cells[1:], strict=True)]
+    return out
