@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plugins, their versions, hooks and backends")
     plugins.add_argument("-c", "--config", type=Path, help="config (for disabled_plugins)")
 
+    status = sub.add_parser("status", help="memory blocks per node, zone and state, and the running daemon's view")
+    _config_args(status)
+
     conflicts = sub.add_parser("check", help="report other onliners (kernel auto-online, udev rules); exit 1 if any")
     _config_args(conflicts)
 
@@ -119,6 +122,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .daemon import build_backend
+    from .status import status
+
+    config = config_from_args(args)
+    pm = make_manager(config.disabled_plugins)
+    check_plugin_config(pm, config)
+    return status(config, build_backend(pm, config))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check
     from .daemon import build_backend
@@ -144,7 +157,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "simulate": cmd_simulate, "plugins": cmd_plugins, "check-config": cmd_check_config, "check": cmd_check}
+COMMANDS = {"run": cmd_run, "simulate": cmd_simulate, "plugins": cmd_plugins, "check-config": cmd_check_config, "check": cmd_check,
+            "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,192 @@
+"""``hotplugd status``: the host's memory blocks, and the running daemon's view when it answers.
+
+The block table comes from the configured backend's census (for ``sysfs``: the
+files under ``/sys/devices/system/memory``, read only). The daemon's view
+(pending, phases, last phase, errors) is parsed from its metrics endpoint, so
+this command needs no other channel to the daemon and works as any user.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from .backend import Backend
+from .config import Config, MetricsConfig
+from .errors import BackendError
+from .model import Block, Outcome
+from .units import format_bytes
+
+#: ``systemctl status``'s (and LSB's) exit status for "program is not running".
+EXIT_NOT_RUNNING = 3
+FETCH_TIMEOUT = 2.0
+_FAILED_OUTCOMES = (Outcome.TRANSIENT, Outcome.PERMANENT, Outcome.ERROR)
+#: A wildcard listen address is reached on loopback.
+_LOOPBACK = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+@dataclass
+class CensusRow:
+    """Blocks of one node, zone and state."""
+
+    node: int
+    zone: str
+    state: str
+    blocks: int = 0
+    bytes: int = 0
+
+
+def census_rows(blocks: Iterable[Block]) -> list[CensusRow]:
+    """Blocks and bytes per node, zone and state, like ``lsmem --summary`` split by node."""
+    rows: dict[tuple[int, str, str], CensusRow] = {}
+    for b in blocks:
+        key = (b.node, b.zone or "-", str(b.state))
+        row = rows.setdefault(key, CensusRow(*key))
+        row.blocks += 1
+        row.bytes += b.size
+    return [rows[key] for key in sorted(rows)]
+
+
+@dataclass
+class DaemonView:
+    """What the running daemon reports through its metrics."""
+
+    version: str = "?"
+    backend: str = "?"
+    pending_blocks: int = 0
+    pending_bytes: int = 0
+    oldest_pending_seconds: float = 0.0
+    onlined: int = 0
+    failed_blocks: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)  # failed outcomes, by kind
+    phases: dict[str, int] = field(default_factory=dict)  # by trigger, non-zero
+    last_phase_blocks: int = 0
+    last_phase_bytes: int = 0
+    last_phase_seconds: float = 0.0
+    rescans: dict[str, int] = field(default_factory=dict)  # by reason, non-zero
+    dropped: dict[str, int] = field(default_factory=dict)  # by reason, non-zero
+
+    @classmethod
+    def from_exposition(cls, text: str) -> DaemonView:
+        """Parse the Prometheus text exposition the daemon serves."""
+        samples: Samples = defaultdict(list)
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                samples[s.name].append((s.labels, s.value))
+
+        def one(name: str) -> float:
+            return sum(v for _, v in samples.get(name, ()))
+
+        def by(name: str, label: str) -> dict[str, int]:
+            out: dict[str, int] = defaultdict(int)
+            for labels, v in samples.get(name, ()):
+                out[labels.get(label, "")] += int(v)
+            return {k: n for k, n in sorted(out.items()) if n}
+
+        build = samples.get("hotplugd_build_info", [({}, 0)])[0][0]
+        outcomes = by("hotplugd_online_outcomes_total", "outcome")
+        return cls(
+            version=build.get("version", "?"), backend=build.get("backend", "?"),
+            pending_blocks=int(one("hotplugd_pending_blocks")), pending_bytes=int(one("hotplugd_pending_bytes")),
+            oldest_pending_seconds=one("hotplugd_pending_oldest_age_seconds"),
+            onlined=int(one("hotplugd_blocks_onlined_total")), failed_blocks=int(one("hotplugd_failed_blocks")),
+            outcomes={k: n for k, n in outcomes.items() if k in _FAILED_OUTCOMES},
+            phases=by("hotplugd_phases_total", "trigger"),
+            last_phase_blocks=int(one("hotplugd_last_phase_blocks")),
+            last_phase_bytes=int(one("hotplugd_last_phase_bytes")),
+            last_phase_seconds=one("hotplugd_last_phase_duration_seconds"),
+            rescans=by("hotplugd_rescans_total", "reason"),
+            dropped=by("hotplugd_uevents_dropped_total", "reason"),
+        )
+
+
+def endpoint(cfg: MetricsConfig) -> str:
+    """``host:port`` where the daemon of this config serves metrics (wildcards reached on loopback)."""
+    host = _LOOPBACK.get(cfg.address, cfg.address)
+    return f"[{host}]:{cfg.port}" if ":" in host else f"{host}:{cfg.port}"
+
+
+def fetch_metrics(where: str, timeout: float = FETCH_TIMEOUT) -> str | None:
+    """The exposition text at ``http://where/metrics``, or None when nothing answers there."""
+    try:
+        with urllib.request.urlopen(f"http://{where}/metrics", timeout=timeout) as response:  # noqa: S310
+            return response.read().decode("utf-8")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def read_census(backend: Backend) -> list[Block] | None:
+    """The backend's blocks now; None when it cannot take a census."""
+    try:
+        blocks = backend.census()
+        return None if blocks is None else list(blocks)
+    except OSError as exc:
+        raise BackendError(f"cannot read the host's memory blocks ({backend.describe()}): {exc}") from None
+
+
+def render_census(console: Console, rows: list[CensusRow], source: str) -> None:
+    table = Table(title=f"memory blocks ({source})")
+    for column, justify in (("node", "right"), ("zone", "left"), ("state", "left"),
+                            ("blocks", "right"), ("size", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(str(row.node), row.zone, row.state, str(row.blocks), format_bytes(row.bytes))
+    table.add_section()
+    table.add_row("all", "", "", str(sum(r.blocks for r in rows)), format_bytes(sum(r.bytes for r in rows)))
+    console.print(table)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {n}" for k, n in counts.items()) or "none"
+
+
+def render_daemon(console: Console, view: DaemonView, where: str) -> None:
+    table = Table(title=f"daemon on {where} (hotplugd {view.version}, backend {view.backend})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("pending", f"{view.pending_blocks} blocks, {format_bytes(view.pending_bytes)}"
+                  + (f", oldest waiting {view.oldest_pending_seconds:.1f} s" if view.pending_blocks else ""))
+    table.add_row("onlined", f"{view.onlined} blocks")
+    table.add_row("failed", f"{view.failed_blocks} blocks offline after errors; outcomes: {_counts(view.outcomes)}")
+    table.add_row("phases by trigger", _counts(view.phases))
+    table.add_row("last phase", f"{view.last_phase_blocks} blocks, {format_bytes(view.last_phase_bytes)} "
+                  f"in {view.last_phase_seconds:.3f} s" if view.phases else "none yet")
+    table.add_row("rescans", _counts(view.rescans))
+    table.add_row("dropped messages", _counts(view.dropped))
+    console.print(table)
+
+
+def status(config: Config, backend: Backend, console: Console | None = None) -> int:
+    """Print the census table and, when the daemon answers, its view. 0: running; 3: not running."""
+    console = console or Console()
+    blocks = read_census(backend)
+    if blocks is None:
+        console.print(f"{backend.describe()} cannot list memory blocks")
+    else:
+        render_census(console, census_rows(blocks), f"{config.backend} backend")
+    where = endpoint(config.metrics)
+    if not config.metrics.enabled or config.metrics.port == 0:
+        console.print(f"daemon's view unavailable: metrics are not served on a fixed port ({where})")
+        return EXIT_NOT_RUNNING
+    text = fetch_metrics(where)
+    if text is None:
+        console.print(f"daemon not running (no answer on {where})")
+        return EXIT_NOT_RUNNING
+    try:
+        view = DaemonView.from_exposition(text)
+    except ValueError:
+        view = None
+    if view is None or view.version == "?":
+        console.print(f"daemon not running (something else answers on {where}: not hotplugd's metrics)")
+        return EXIT_NOT_RUNNING
+    render_daemon(console, view, where)
+    return 0

@@ -1,0 +1,130 @@
+"""``hotplugd status``: the census table, and the daemon's view read from its live endpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import io
+import socket
+
+import anyio
+import pytest
+from prometheus_client import generate_latest
+from rich.console import Console
+
+from hotplugd import cli
+from hotplugd.config import Config, MetricsConfig
+from hotplugd.daemon import build_backend
+from hotplugd.deferral import Trigger
+from hotplugd.metrics import Metrics
+from hotplugd.model import Block, PhaseInfo, State
+from hotplugd.plugins import make_manager
+from hotplugd.units import format_bytes
+from hotplugd.status import EXIT_NOT_RUNNING, DaemonView, census_rows, endpoint, status
+
+from .live import BLOCK, live_daemon, simulated_config
+
+
+TRIGGERS = [t.value for t in Trigger]
+
+
+def render(config: Config) -> tuple[int, str]:
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    backend = build_backend(make_manager(config.disabled_plugins), config)
+    code = status(config, backend, console)
+    return code, console.file.getvalue()
+
+
+def cell(out: str, label: str) -> list[str]:
+    """The cells right of ``label`` in the row of a rich table that starts with it."""
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
+        if cells and cells[0] == label:
+            return cells[1:]
+    raise AssertionError(f"no row {label!r} in:\n{out}")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once closed
+
+
+@pytest.mark.asyncio
+async def test_status_shows_the_running_daemons_view():
+    config = simulated_config((0, 2 << 30), (1, 1 << 30))
+    async with live_daemon(config, blocks=24) as daemon:
+        host, port = daemon.metrics_server.address
+        asking = dataclasses.replace(config, metrics=dataclasses.replace(config.metrics, port=port))
+        code, out = await anyio.to_thread.run_sync(render, asking)
+        last = daemon.scheduler.last_phase.info
+        phases = {t: int(daemon.metrics.value("hotplugd_phases_total", {"trigger": t})) for t in TRIGGERS}
+    assert code == 0, out
+    assert f"daemon on {host}:{port}" in out and "backend simulated" in out
+    assert cell(out, "onlined") == ["24 blocks"]
+    assert cell(out, "pending") == ["0 blocks, 0 B"]
+    assert cell(out, "failed") == ["0 blocks offline after errors; outcomes: none"]
+    assert cell(out, "phases by trigger") == [", ".join(f"{t}: {n}" for t, n in sorted(phases.items()) if n)]
+    assert cell(out, "last phase")[0].startswith(f"{last.blocks} blocks, {format_bytes(last.bytes)} in ")
+    assert cell(out, "rescans") == ["start: 1"]
+    # The census table: a freshly built simulated backend's host, 1 GiB online on each node.
+    assert "memory blocks (simulated backend)" in out
+    assert cell(out, "0") == ["Normal", "online", "8", "1.0 GiB"]
+    assert cell(out, "all") == ["", "", "16", "2.0 GiB"]
+
+
+def test_status_says_when_the_daemon_is_not_running():
+    port = closed_port()
+    config = simulated_config((0, 1 << 30), extra=[f"metrics.port={port}"])
+    code, out = render(config)
+    assert code == EXIT_NOT_RUNNING
+    assert f"daemon not running (no answer on 127.0.0.1:{port})" in out
+    assert "memory blocks" in out  # the census is shown all the same
+
+
+def test_status_from_the_command_line(capsys):
+    port = closed_port()
+    code = cli.main(["status", "--backend", "simulated", "--set", f"metrics.port={port}",
+                     "--set", "plugins.simulated.nodes=1", "--set", 'plugins.simulated.boot_memory="512MiB"'])
+    out = capsys.readouterr().out
+    assert code == EXIT_NOT_RUNNING
+    assert "daemon not running" in out and "512.0 MiB" in out
+
+
+def test_the_daemon_view_parses_the_exposition():
+    m = Metrics()
+    m.build_info.info({"version": "9.9", "backend": "sysfs"})
+    m.pending_blocks.set(3)
+    m.pending_bytes.set(3 * BLOCK)
+    m.failed_blocks.set(2)
+    m.onlined.labels("0", "Normal").inc(10)
+    m.onlined.labels("1", "Movable").inc(5)
+    m.outcomes.labels("onlined", "0").inc(15)
+    m.outcomes.labels("permanent", str(errno.EINVAL)).inc(2)
+    m.rescans.labels("overflow").inc()
+    m.phase_started(PhaseInfo(1, "settle", 4, 4 * BLOCK, {0: 2}))
+    m.phase_finished(PhaseInfo(1, "settle", 4, 4 * BLOCK, {0: 2}), 0.5, 1.9)
+    m.add_dropped(lambda: {"not_kernel": 7})
+    view = DaemonView.from_exposition(generate_latest(m.registry).decode())
+    assert (view.version, view.backend) == ("9.9", "sysfs")
+    assert (view.pending_blocks, view.pending_bytes, view.failed_blocks) == (3, 3 * BLOCK, 2)
+    assert view.onlined == 15
+    assert view.outcomes == {"permanent": 2}
+    assert view.phases == {"settle": 1}
+    assert (view.last_phase_blocks, view.last_phase_bytes, view.last_phase_seconds) == (4, 4 * BLOCK, 0.5)
+    assert view.rescans == {"overflow": 1}
+    assert view.dropped == {"not_kernel": 7}
+
+
+def test_census_rows_group_by_node_zone_and_state():
+    blocks = [Block(0, BLOCK, 0, State.ONLINE, ("Normal",)), Block(1, BLOCK, 0, State.ONLINE, ("Normal",)),
+              Block(2, BLOCK, 1, State.OFFLINE, ("Normal", "Movable")), Block(3, BLOCK, 1, State.ONLINE, ("Movable",))]
+    rows = [(r.node, r.zone, r.state, r.blocks, r.bytes) for r in census_rows(blocks)]
+    assert rows == [(0, "Normal", "online", 2, 2 * BLOCK), (1, "-", "offline", 1, BLOCK),
+                    (1, "Movable", "online", 1, BLOCK)]
+
+
+def test_a_wildcard_listen_address_is_asked_on_loopback():
+    assert endpoint(MetricsConfig(address="0.0.0.0", port=10964)) == "127.0.0.1:10964"
+    assert endpoint(MetricsConfig(address="::", port=10964)) == "[::1]:10964"
+    assert endpoint(MetricsConfig(address="10.0.0.5", port=1)) == "10.0.0.5:1"
