@@ -18,7 +18,7 @@ import structlog
 
 from . import hookspecs
 from .backend import BackendRegistry
-from .errors import PluginError
+from .errors import HotplugdError, PluginError
 
 ENTRY_POINT_GROUP = "hotplugd"
 DISABLE_ENV = "HOTPLUGD_DISABLED_PLUGINS"
@@ -50,7 +50,9 @@ def make_manager(
 ) -> PluginManager:
     """A fresh plugin manager: hookspecs, the core's own implementations, then entry points.
 
-    ``extra`` registers (name, plugin) pairs directly (tests, embedding).
+    ``extra`` registers (name, plugin) pairs directly (tests, embedding). An
+    entry point names a module, an object, or a class (instantiated without
+    arguments, once per manager).
     Blocked plugins (``disabled`` and ``HOTPLUGD_DISABLED_PLUGINS``) are never
     imported. A plugin that fails to import, or implements a hook that does
     not exist (or as ``async def``, or as a wrapper), raises PluginError naming it.
@@ -135,6 +137,8 @@ def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
             continue
         try:
             plugin = ep.load()
+            if inspect.isclass(plugin):  # a class: one fresh instance per manager, so state lives per daemon
+                plugin = plugin()
         except Exception as exc:  # noqa: BLE001 - any import failure is reported by name
             raise PluginError(
                 f"plugin {ep.name!r} (entry point {ep.value!r}, group {ENTRY_POINT_GROUP!r}) failed to load: "
@@ -152,7 +156,15 @@ def backend_registry(pm: pluggy.PluginManager) -> BackendRegistry:
     registry = BackendRegistry()
     for impl in reversed(pm.hook.hotplugd_register_backends.get_hookimpls()):
         registry._registering_for(impl.plugin_name)
-        impl.function(*[{"registry": registry}[a] for a in impl.argnames])
+        try:
+            impl.function(*[{"registry": registry}[a] for a in impl.argnames])
+        except HotplugdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - name the plugin rather than show a traceback
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} failed in hotplugd_register_backends: {type(exc).__name__}: {exc}",
+                hint=_BLOCK_HINT.format(name=impl.plugin_name),
+            ) from exc
     return registry
 
 

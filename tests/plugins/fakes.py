@@ -59,6 +59,28 @@ def hotplugd_phase_started(phase):
     return (yield)
 """
 
+STATEFUL = """
+from hotplugd import hookimpl
+
+class Counting:
+    \"\"\"A class entry point: hotplugd makes one instance per plugin manager.\"\"\"
+
+    def __init__(self):
+        self.outcomes = 0
+
+    @hookimpl
+    def hotplugd_block_outcome(self, report):
+        self.outcomes += 1
+"""
+
+REGISTER_RAISES = """
+from hotplugd import hookimpl
+
+@hookimpl
+def hotplugd_register_backends(registry):
+    raise KeyError("CXL_DEVICE")
+"""
+
 
 class FakeDist:
     """Just what hotplugd reads from a distribution: its name and version."""
@@ -91,9 +113,13 @@ class Installed:
         module = f"hotplugd_test_{name.replace('-', '_')}_{id(self):x}"
         (self.folder / f"{module}.py").write_text(textwrap.dedent(source.format(name=name)))
         self.monkeypatch.delitem(sys.modules, module, raising=False)  # forget it after the test
-        ep = importlib.metadata.EntryPoint(name, module, ENTRY_POINT_GROUP)
-        self.entry_points.append(ep._for(FakeDist(f"hotplugd-{name}", version)))
+        self.offer(name, module, f"hotplugd-{name}", version)
         return module
+
+    def offer(self, name: str, value: str, distribution: str, version: str) -> None:
+        """Offer an entry point ``name = value`` of ``distribution`` (its module must be importable)."""
+        ep = importlib.metadata.EntryPoint(name, value, ENTRY_POINT_GROUP)
+        self.entry_points.append(ep._for(FakeDist(distribution, version)))
 
 
 def rows(text: str, title: str) -> dict[str, list[str]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hotplugd import __version__
 from hotplugd.model import EHWPOISON
 
 from .fakes import rows
@@ -100,7 +101,7 @@ def test_hotplugd_plugins_lists_the_example_plugin_and_its_backend(venv: Path):
     assert plugins["ledger"][:2] == ["hotplugd-example-backend 0.1.0", "hotplugd_ledger.plugin"]
     assert set(plugins["ledger"][2].split()) == {
         "hotplugd_check_config", "hotplugd_choose_zone", "hotplugd_register_backends"}
-    assert plugins["simulated"][0] == "hotplugd 0.1.0"
+    assert plugins["simulated"][0] == f"hotplugd {__version__}"
     assert rows(out.stdout, "backends")["ledger"] == ["ledger", "a host described by a JSON file, written back as a ledger"]
 
 

@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from hotplugd.errors import EXIT_CONFIG, PluginError
+from hotplugd.errors import EXIT_CONFIG, ConfigError, PluginError
 from hotplugd.plugins import DISABLE_ENV, ENTRY_POINT_GROUP, backend_registry, blocked_names, make_manager
 
-from .fakes import ASYNC, EXPLODES, GOOD, TYPO, WRAPPER, WRONG_ARGS
+from .fakes import ASYNC, EXPLODES, GOOD, REGISTER_RAISES, STATEFUL, TYPO, WRAPPER, WRONG_ARGS
 
 
 def plugin_names(pm) -> set[str]:
@@ -107,11 +107,29 @@ def test_implementation_hotplugd_cannot_call_is_refused_by_name(installed, sourc
     assert expected in str(err.value)
 
 
+def test_class_entry_point_gets_a_fresh_instance_per_manager(installed):
+    """State of a class-based plugin lives per daemon, not in module globals."""
+    module = installed.add("stateful", STATEFUL)
+    installed.entry_points[-1] = importlib.metadata.EntryPoint("stateful", f"{module}:Counting", ENTRY_POINT_GROUP)
+    first, second = make_manager(environ={}), make_manager(environ={})
+    a, b = first.get_plugin("stateful"), second.get_plugin("stateful")
+    assert type(a).__name__ == "Counting" and a is not b
+    first.hook.hotplugd_block_outcome(report=None)
+    assert (a.outcomes, b.outcomes) == (1, 0)
+
+
+def test_register_backends_raising_is_a_plugin_error_naming_it(installed):
+    installed.add("cxl", REGISTER_RAISES)
+    pm = make_manager(environ={})
+    with pytest.raises(PluginError, match=r"plugin 'cxl' failed in hotplugd_register_backends: KeyError: 'CXL_DEVICE'"):
+        backend_registry(pm)
+
+
 def test_same_backend_from_two_plugins_is_a_config_error(installed):
     installed.add("one", GOOD.replace("{name}", "shared"))
     installed.add("two", GOOD.replace("{name}", "shared"))
     pm = make_manager(environ={})
-    with pytest.raises(Exception, match="backend 'shared' is registered twice"):
+    with pytest.raises(ConfigError, match="backend 'shared' is registered twice"):
         backend_registry(pm)
 
 
