@@ -75,3 +75,11 @@ def test_every_alert_is_unit_tested_and_the_tests_bite(tmp_path: Path):
         (tmp_path / RULES.name).write_text(silenced)
         result = run_tool([promtool, "test", "rules", "tests/hotplugd.test.yml"], cwd=tmp_path)
         assert result.returncode != 0 and f"alertname: {name}" in result.stdout + result.stderr, name
+
+
+def test_provisioning_is_a_quick_no_op_once_done():
+    require_tool("promtool")
+    require_tool("prometheus")
+    result = run_tool([str(PROMETHEUS_CONFIG.parents[1] / "scripts" / "provision-prometheus")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "already provisioned" in result.stdout
