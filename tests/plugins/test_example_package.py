@@ -30,16 +30,16 @@ EXAMPLE = ROOT / "examples" / "hotplugd-example-backend"
 #: Bounds for the subprocesses (failure guards, not measurements).
 INSTALL_TIMEOUT = 240
 RUN_TIMEOUT = 60
+IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".*")
 
 
 def _copy_source(dest: Path) -> Path:
     """What an sdist of hotplugd holds, so pip builds outside the shared working tree."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".*")
     dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, dest / name)
     for name in ("hotplugd", "plugins"):
-        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+        shutil.copytree(ROOT / name, dest / name, ignore=IGNORE)
     return dest
 
 
@@ -60,7 +60,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     made = _run([sys.executable, "-m", "venv", env_dir], timeout=INSTALL_TIMEOUT)
     assert made.returncode == 0, made.stderr
     source = _copy_source(base / "hotplugd-src")
-    example = shutil.copytree(EXAMPLE, base / "example", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".*"))
+    example = shutil.copytree(EXAMPLE, base / "example", ignore=IGNORE)
     # One resolution: the local hotplugd satisfies the example's `hotplugd>=0.1`.
     pip = _run([env_dir / "bin" / "python", "-m", "pip", "install", "-q", source, f"{example}[test]"],
                timeout=INSTALL_TIMEOUT)
@@ -102,7 +102,8 @@ def test_hotplugd_plugins_lists_the_example_plugin_and_its_backend(venv: Path):
     assert set(plugins["ledger"][2].split()) == {
         "hotplugd_check_config", "hotplugd_choose_zone", "hotplugd_register_backends"}
     assert plugins["simulated"][0] == f"hotplugd {__version__}"
-    assert rows(out.stdout, "backends")["ledger"] == ["ledger", "a host described by a JSON file, written back as a ledger"]
+    summary = "a host described by a JSON file, written back as a ledger"
+    assert rows(out.stdout, "backends")["ledger"] == ["ledger", summary]
 
 
 def test_hotplugd_run_onlines_the_example_host_until_sigterm(venv: Path, tmp_path: Path):

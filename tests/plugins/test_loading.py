@@ -90,7 +90,8 @@ def test_misspelled_hook_in_a_directly_registered_plugin_names_it():
         def hotplugd_chose_zone(self, block):
             return None
 
-    with pytest.raises(PluginError, match=r"plugin 'my-policy' \(Policy\) implements an unknown hook 'hotplugd_chose_zone'"):
+    expected = r"plugin 'my-policy' \(Policy\) implements an unknown hook 'hotplugd_chose_zone'"
+    with pytest.raises(PluginError, match=expected):
         make_manager(load_entry_points=False, extra=[("my-policy", Policy())], environ={})
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import hotplugd_ledger.plugin
+import pytest
+from hotplugd_ledger import LedgerBackend
+
 from hotplugd import BackendError, ConfigError, ZoneRequest
 from hotplugd.testing import running
-from hotplugd_ledger import LedgerBackend
 
 MiB = 1 << 20
 PLUGIN = [("ledger", hotplugd_ledger.plugin)]
@@ -83,7 +83,8 @@ async def test_kernel_first_policy_works_with_any_backend(make_daemon, fake_back
     daemon = make_daemon(fake_backend, plugins=PLUGIN, config={"plugins": {"ledger": {"kernel_first": 128 * MiB}}})
     async with running(daemon):
         pass
-    assert [zone for _, zone in fake_backend.host.calls] == [ZoneRequest.KERNEL, ZoneRequest.MOVABLE, ZoneRequest.MOVABLE]
+    zones = [zone for _, zone in fake_backend.host.calls]
+    assert zones == [ZoneRequest.KERNEL, ZoneRequest.MOVABLE, ZoneRequest.MOVABLE]
 
 
 @pytest.mark.asyncio

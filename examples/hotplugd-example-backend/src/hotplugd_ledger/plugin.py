@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hotplugd import Block, BackendRegistry, Config, ConfigProblem, ZoneRequest, hookimpl
+from hotplugd import BackendRegistry, Block, Config, ConfigProblem, ZoneRequest, hookimpl
 from hotplugd.zones import NodeLedger
 
 from .backend import LedgerBackend
