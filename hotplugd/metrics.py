@@ -47,6 +47,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.build_info = Info("hotplugd_build", "hotplugd's version and the backend it runs", registry=r)
         # -- intake
         self.uevents = Counter("hotplugd_uevents_received_total", "Memory block events received, by action",
@@ -153,6 +154,15 @@ class Metrics:
         """Read the queue's age and the failed blocks from ``scheduler`` at scrape time."""
         self.pending_age.set_function(lambda: _oldest_age(scheduler))
         self.failed_blocks.set_function(lambda: len(scheduler.failed))
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: the per-block hot path calls this several times a block."""
+        key = (id(metric), labels)
+        try:
+            return self._children[key]
+        except KeyError:
+            child = self._children[key] = metric.labels(*labels)
+            return child
 
     def add_census(self, census: Callable[[], Iterable[Block] | None]) -> None:
         """Export blocks and bytes per node, zone and state, read from the host at scrape time."""
