@@ -151,7 +151,9 @@ class Metrics:
     # -- scrape-time sources -------------------------------------------------------
 
     def watch_scheduler(self, scheduler: Scheduler) -> None:
-        """Read the queue's age and the failed blocks from ``scheduler`` at scrape time."""
+        """Read the queue (size, bytes, age) and the failed blocks from ``scheduler`` at scrape time."""
+        self.pending_blocks.set_function(lambda: len(scheduler.queue))
+        self.pending_bytes.set_function(lambda: scheduler.queue.bytes)
         self.pending_age.set_function(lambda: _oldest_age(scheduler))
         self.failed_blocks.set_function(lambda: len(scheduler.failed))
 

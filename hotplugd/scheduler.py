@@ -58,9 +58,6 @@ class Scheduler:
         self.onlined = 0
         self.verified = 0
         self.last_phase: PhaseResult | None = None
-        # read at scrape time: no per-event gauge updates on the hot path
-        metrics.pending_blocks.set_function(lambda: len(self.queue))
-        metrics.pending_bytes.set_function(lambda: self.queue.bytes)
 
     def __repr__(self) -> str:
         state = "STOPPING" if self.stopping else "RUNNING"
