@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from .fakes import Installed
 
 
 @pytest.fixture
-def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Installed:
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Installed]:
+    """Plugin modules offered as the only ``hotplugd`` entry points (``keep_real()`` adds the real ones)."""
     monkeypatch.delenv(DISABLE_ENV, raising=False)
-    return Installed(tmp_path, monkeypatch)
+    fake = Installed(tmp_path, monkeypatch)
+    yield fake
+    fake.close()

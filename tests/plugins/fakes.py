@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,7 @@ class Installed:
         self.folder = folder
         self.monkeypatch = monkeypatch
         self.entry_points: list[importlib.metadata.EntryPoint] = []
+        self.modules: list[str] = []  # imported from ``folder``; forgotten by ``close``
         self._real = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
         monkeypatch.syspath_prepend(str(folder))
         monkeypatch.setattr(importlib.metadata, "entry_points", self._select)
@@ -104,15 +106,21 @@ class Installed:
         assert params == {"group": ENTRY_POINT_GROUP}
         return importlib.metadata.EntryPoints(self.entry_points)
 
+    def close(self) -> None:
+        """Forget every module imported from the folder (the next test's files are new)."""
+        for module in self.modules:
+            for loaded in [m for m in sys.modules if m == module or m.startswith(f"{module}.")]:
+                del sys.modules[loaded]
+
     def keep_real(self) -> None:
         """Offer the really installed entry points (``simulated``, ...) as well."""
         self.entry_points[:0] = self._real
 
     def add(self, name: str, source: str, version: str = "1.0") -> str:
         """Install a plugin ``name`` whose module (unique per test) holds ``source``."""
-        module = f"hotplugd_test_{name.replace('-', '_')}_{id(self):x}"
+        module = f"hotplugd_test_{name.replace('-', '_')}_{uuid.uuid4().hex[:12]}"
         (self.folder / f"{module}.py").write_text(textwrap.dedent(source.format(name=name)))
-        self.monkeypatch.delitem(sys.modules, module, raising=False)  # forget it after the test
+        self.modules.append(module)
         self.offer(name, module, f"hotplugd-{name}", version)
         return module
 

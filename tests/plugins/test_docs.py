@@ -139,10 +139,11 @@ def test_quickstart_entry_point_shows_up_in_hotplugd_plugins(tmp_path, monkeypat
     installed = Installed(tmp_path / "src", monkeypatch)
     installed.keep_real()
     installed.offer(name, value, project["name"], project["version"])
-    monkeypatch.delitem(sys.modules, "hotplugd_hello", raising=False)
-    monkeypatch.delitem(sys.modules, "hotplugd_hello.plugin", raising=False)
-    monkeypatch.delitem(sys.modules, "hotplugd_hello.backend", raising=False)
-    assert main(["plugins"]) == 0
+    installed.modules.append("hotplugd_hello")
+    try:
+        assert main(["plugins"]) == 0
+    finally:
+        installed.close()
     out = capsys.readouterr().out
     assert rows(out, "plugins")["hello"][:2] == ["hotplugd-hello 0.1.0", "hotplugd_hello.plugin"]
     assert rows(out, "backends")["hello"] == ["hello", "a toy host with offline blocks"]
