@@ -44,11 +44,17 @@ class FakeSysfsIO:
         self.fake = fake
 
     def read(self, path: Path) -> str:
+        path = Path(path)
         self.fake.reads += 1
+        if path.name == "valid_zones" and not self.fake.registered(path.parent):
+            # 6.1's valid_zones_show() dereferences NODE_DATA(NUMA_NO_NODE) here: a kernel oops.
+            raise AssertionError(f"read {path} before the block was linked to its node (kernel oops)")
         with open(path, encoding="ascii") as fh:
             return fh.read()
 
     def listdir(self, path: Path) -> list[str]:
+        for hook in list(self.fake.before_listdir):
+            hook(Path(path))
         return os.listdir(path)
 
     def writable(self, path: Path) -> bool:
@@ -92,6 +98,7 @@ class FakeSysfs:
         self.reads = 0
         self.errors: dict[int, deque[int]] = defaultdict(deque)
         self.before_write: list[Callable[[int, str], None]] = []
+        self.before_listdir: list[Callable[[Path], None]] = []
         self.kernel_events: list[bytes] = []  # what the kernel broadcast (online events)
         self.writable = True
         self._seqnum = 1000
@@ -124,19 +131,33 @@ class FakeSysfs:
         (self.node / f"node{node}" / "cpulist").write_text(cpulist + "\n")
 
     def add_block(self, index: int, node: int = 0, state: str = "offline",
-                  zones: Iterable[str] = ("Normal", "Movable")) -> Path:
-        """A present block (offline by default: as a hot-add leaves it)."""
+                  zones: Iterable[str] = ("Normal", "Movable"), registered: bool = True) -> Path:
+        """A present block (offline by default: as a hot-add leaves it).
+
+        ``registered=False``: announced but not yet linked to its node, as the
+        kernel leaves a block between its ``add`` uevent and node registration.
+        """
         directory = self.memory / f"memory{index}"
         directory.mkdir()
-        if not (self.node / f"node{node}").exists():
-            self.add_node(node)
-        (directory / f"node{node}").symlink_to(f"../../node/node{node}")
+        if registered:
+            self.register(index, node)
         (directory / "state").write_text(state + "\n")
         (directory / "valid_zones").write_text(" ".join(zones) + "\n")
         (directory / "phys_index").write_text(f"{index:08x}\n")
         (directory / "removable").write_text("1\n")
         (directory / "uevent").write_text("")
         return directory
+
+    def register(self, index: int, node: int = 0) -> None:
+        """Link ``memoryN`` to its node (both ways), as the kernel does right after the ``add`` uevent."""
+        if not (self.node / f"node{node}").exists():
+            self.add_node(node)
+        (self.memory / f"memory{index}" / f"node{node}").symlink_to(f"../../node/node{node}")
+        (self.node / f"node{node}" / f"memory{index}").symlink_to(f"../../memory/memory{index}")
+
+    def registered(self, directory: Path) -> bool:
+        """Whether the block in ``directory`` has its ``nodeN`` link (always, without NUMA)."""
+        return not self.node.exists() or any(p.name.startswith("node") for p in directory.iterdir())
 
     def add_blocks(self, indices: Iterable[int], node: int = 0, **kwargs: Any) -> list[int]:
         done = []
@@ -146,6 +167,8 @@ class FakeSysfs:
         return done
 
     def remove_block(self, index: int) -> None:
+        for link in self.node.glob(f"node*/memory{index}"):
+            link.unlink()
         shutil.rmtree(self.memory / f"memory{index}")
 
     def set_state(self, index: int, state: str, zones: Iterable[str] | None = None) -> None:

@@ -96,10 +96,12 @@ class SysfsBackend(Backend):
     # -- reading the host ---------------------------------------------------------
 
     async def scan(self) -> Scan:
-        infos, topology = await anyio.to_thread.run_sync(self._scan)
+        (infos, unregistered), topology = await anyio.to_thread.run_sync(self._scan)
+        if unregistered:  # their add events, if not read yet, retry on their own
+            log.warning("blocks_not_registered", blocks=unregistered, waited=self.sysfs.register_wait)
         return Scan([info.block for info in infos], topology)
 
-    def _scan(self) -> tuple[list[BlockInfo], Topology]:
+    def _scan(self) -> tuple[tuple[list[BlockInfo], list[int]], Topology]:
         return self.sysfs.scan(), self.sysfs.topology()
 
     async def topology(self) -> Topology:
@@ -128,14 +130,29 @@ class SysfsBackend(Backend):
                 return
             decoded = [e for e in map(self.intake.decode, batch.datagrams) if e is not None]
             adds = [e.index for e in decoded if e.action is Action.ADD]
-            blocks = await anyio.to_thread.run_sync(self.sysfs.read_blocks, adds) if adds else {}
+            blocks, unregistered = await self._read_added(adds) if adds else ({}, [])
             for uevent in decoded:
                 event = self._event(uevent, blocks)
                 if event is not None:
                     yield event
+            if unregistered:
+                log.error("blocks_not_registered", blocks=unregistered, waited=self.sysfs.register_wait)
+                yield Rescan("not_registered")
             if batch.overflow:
                 log.warning("uevents_lost", reason="ENOBUFS")
                 yield Rescan("overflow")
+
+    async def _read_added(self, indices: list[int]) -> tuple[dict[int, Block], list[int]]:
+        """Read added blocks; wait (briefly, backing off) for those the kernel has not linked to a node yet."""
+        found, waiting = await anyio.to_thread.run_sync(self.sysfs.read_blocks, indices)
+        deadline = anyio.current_time() + self.sysfs.register_wait
+        delay = 0.001
+        while waiting and anyio.current_time() + delay <= deadline:
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            more, waiting = await anyio.to_thread.run_sync(self.sysfs.read_blocks, waiting)
+            found.update(more)
+        return found, waiting
 
     @staticmethod
     def _event(uevent: MemoryUEvent, blocks: dict[int, Block]) -> BlockEvent | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,18 @@ from hotplugd import Block, State, Topology
 
 _MEMORY_DIR = re.compile(r"memory(\d+)")
 _NODE_DIR = re.compile(r"node(\d+)")
+
+
+#: How long a scan waits for blocks announced but not yet linked to their node.
+REGISTER_WAIT = 2.0
+
+
+class NotRegistered(Exception):
+    """The block exists but is not linked to its node yet: its ``valid_zones`` must not be read."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"memory{index} has no node link yet")
+        self.index = index
 
 
 class SysfsIO:
@@ -93,6 +107,8 @@ class Sysfs:
         self.node_dir = self.root / "devices/system/node"
         self.params_dir = self.root / "module/memory_hotplug/parameters"
         self._block_size: int | None = None
+        self._numa: bool | None = None
+        self.register_wait = REGISTER_WAIT
 
     def __repr__(self) -> str:
         return f"<Sysfs {self.root} proc={self.proc}>"
@@ -125,16 +141,29 @@ class Sysfs:
         found = (_MEMORY_DIR.fullmatch(name) for name in self.io.listdir(self.memory_dir))
         return sorted(int(m.group(1)) for m in found if m)
 
-    def node_of(self, index: int) -> int:
-        """The node from the ``nodeN`` link inside the block's directory (0 without NUMA)."""
+    @property
+    def numa(self) -> bool:
+        """A NUMA kernel: blocks get a ``nodeN`` link once registered under their node."""
+        if self._numa is None:
+            self._numa = self.node_dir.is_dir()
+        return self._numa
+
+    def node_of(self, index: int) -> int | None:
+        """The node from the ``nodeN`` link inside the block's directory.
+
+        None while the block is not registered under a node yet (0 on a kernel without NUMA).
+        """
         for name in self.io.listdir(self.block_dir(index)):
             match = _NODE_DIR.fullmatch(name)
             if match:
                 return int(match.group(1))
-        return 0
+        return None if self.numa else 0
 
     def read_block(self, index: int) -> Block | None:
-        """The block as sysfs shows it now; None when its directory is gone."""
+        """The block as sysfs shows it now; None when its directory is gone.
+
+        Raises :class:`NotRegistered` while the block has no node yet.
+        """
         try:
             return self._read_block(index)
         except OSError as exc:
@@ -145,17 +174,30 @@ class Sysfs:
     def _read_block(self, index: int) -> Block:
         base = self.block_dir(index)
         node = self.node_of(index)
+        if node is None:
+            # The kernel announces a block before it links it to its node; until then
+            # mem->nid is NUMA_NO_NODE and reading valid_zones oopses (6.1 zone_for_pfn_range).
+            raise NotRegistered(index)
         state = State(self.attr(base / "state"))
         zones = parse_zones(self.attr(base / "valid_zones"))
         return Block(index, self.block_size, node, state, zones)
 
-    def read_blocks(self, indices: list[int]) -> dict[int, Block]:
-        """The blocks of ``indices`` that still exist."""
-        blocks = (self.read_block(i) for i in indices)
-        return {b.index: b for b in blocks if b is not None}
+    def read_blocks(self, indices: Iterable[int]) -> tuple[dict[int, Block], list[int]]:
+        """The blocks of ``indices`` that exist and are registered; and those not registered yet."""
+        found: dict[int, Block] = {}
+        waiting: list[int] = []
+        for index in indices:
+            try:
+                block = self.read_block(index)
+            except NotRegistered:
+                waiting.append(index)
+                continue
+            if block is not None:
+                found[index] = block
+        return found, waiting
 
     def read_info(self, index: int) -> BlockInfo | None:
-        """The block plus ``phys_index`` (hex) and ``removable``; None when gone."""
+        """The block plus ``phys_index`` (hex) and ``removable``; None when gone. May raise NotRegistered."""
         try:
             block = self._read_block(index)
             phys = int(self.attr(self.block_dir(index) / "phys_index"), 16)
@@ -174,14 +216,33 @@ class Sysfs:
                 return True
             raise
 
-    def scan(self) -> list[BlockInfo]:
-        """Every present block, in ascending order (blocks removed meanwhile are left out)."""
-        infos = (self.read_info(i) for i in self.indices())
-        return [info for info in infos if info is not None]
+    def scan(self) -> tuple[list[BlockInfo], list[int]]:
+        """Every present block, ascending; and those still unregistered after ``register_wait`` seconds."""
+        infos: dict[int, BlockInfo] = {}
+        waiting = self.indices()
+        deadline = time.monotonic() + self.register_wait
+        delay = 0.001
+        while waiting:
+            retry = []
+            for index in waiting:
+                try:
+                    info = self.read_info(index)
+                except NotRegistered:
+                    retry.append(index)
+                    continue
+                if info is not None:
+                    infos[index] = info
+            waiting = retry
+            if not waiting or time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return [infos[i] for i in sorted(infos)], waiting
 
     def census(self) -> list[Block]:
-        """Every present block, cheaply (no ``phys_index``/``removable``)."""
-        return list(self.read_blocks(self.indices()).values())
+        """Every present, registered block, cheaply (no ``phys_index``/``removable``, no waiting)."""
+        found, _ = self.read_blocks(self.indices())
+        return list(found.values())
 
     def cpus_per_node(self) -> dict[int, int]:
         """CPUs of each node from ``nodeN/cpulist``; a host without node directories is one node."""

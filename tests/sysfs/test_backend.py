@@ -116,6 +116,32 @@ async def test_an_add_whose_block_is_already_gone_is_skipped(fake_sysfs, backend
     assert [e.index for e in events] == [6]
 
 
+async def test_an_add_waits_until_the_kernel_links_the_block_to_its_node(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(7, node=1, registered=False)  # the uevent comes before the node link
+    looks = []
+
+    def register_on_third_look(path):
+        if path.name == "memory7":
+            looks.append(path)
+            if len(looks) == 3:
+                fake_sysfs.register(7, node=1)
+
+    fake_sysfs.before_listdir.append(register_on_third_look)
+    backend.feed(fake_sysfs.uevent("add", 7))
+    [event] = await collect(backend, 1)
+    assert event.block.node == 1 and len(looks) == 3
+
+
+async def test_an_add_that_never_registers_asks_for_a_rescan(fake_sysfs, backend):
+    await backend.start()
+    backend.sysfs.register_wait = 0.01
+    fake_sysfs.add_block(7, registered=False)
+    backend.feed(fake_sysfs.uevent("add", 7))
+    [event] = await collect(backend, 1)
+    assert event == Rescan("not_registered")
+
+
 async def test_synthetic_add_of_an_online_block_reports_it_online(fake_sysfs, backend):
     await backend.start()
     fake_sysfs.add_block(4, state="online", zones=("Movable",))

@@ -6,7 +6,7 @@ import pytest
 
 from hotplugd import Block, State
 from hotplugd.testing.fakesysfs import FakeSysfs
-from hotplugd_sysfs.sysfs import Sysfs, parse_cpulist, parse_meminfo, parse_zones
+from hotplugd_sysfs.sysfs import NotRegistered, Sysfs, parse_cpulist, parse_meminfo, parse_zones
 
 
 @pytest.fixture
@@ -28,7 +28,8 @@ def test_block_size_is_hex(two_nodes):
 
 
 def test_scan_reads_every_block_with_its_node_state_and_zones(two_nodes):
-    infos = sysfs_of(two_nodes).scan()
+    infos, unregistered = sysfs_of(two_nodes).scan()
+    assert unregistered == []
     assert [i.block.index for i in infos] == [0, 1, 2, 3, 4, 5, 9]
     assert infos[0].block == Block(0, 256 << 20, 0, State.ONLINE, ("Normal",))
     assert infos[4].block == Block(4, 256 << 20, 1, State.OFFLINE, ("Normal", "Movable"))
@@ -60,13 +61,13 @@ def test_a_removed_block_reads_as_none_and_leaves_the_scan(two_nodes):
     sysfs = sysfs_of(two_nodes)
     two_nodes.remove_block(4)
     assert sysfs.read_block(4) is None and sysfs.read_info(4) is None
-    assert 4 not in [i.block.index for i in sysfs.scan()]
-    assert sysfs.read_blocks([3, 4, 5]).keys() == {3, 5}
+    assert 4 not in [i.block.index for i in sysfs.scan()[0]]
+    assert sysfs.read_blocks([3, 4, 5])[0].keys() == {3, 5}
 
 
 def test_census_matches_the_scan(two_nodes):
     sysfs = sysfs_of(two_nodes)
-    assert sysfs.census() == [i.block for i in sysfs.scan()]
+    assert sysfs.census() == [i.block for i in sysfs.scan()[0]]
 
 
 def test_a_block_without_removable_still_scans(two_nodes):
@@ -92,3 +93,50 @@ def test_every_path_is_built_from_the_roots(two_nodes):
     for path in (sysfs.memory_dir, sysfs.node_dir, sysfs.params_dir, sysfs.state_path(3)):
         assert path.is_relative_to(two_nodes.sys)
     assert Sysfs().memory_dir.as_posix() == "/sys/devices/system/memory"
+
+
+# -- blocks announced before the kernel links them to a node ---------------------------
+
+
+def test_an_unregistered_block_is_not_read_past_its_directory(two_nodes):
+    sysfs = sysfs_of(two_nodes)
+    two_nodes.add_block(12, registered=False)  # the fake raises if valid_zones were read
+    with pytest.raises(NotRegistered):
+        sysfs.read_block(12)
+    assert sysfs.read_blocks([5, 12]) == ({5: sysfs.read_block(5)}, [12])
+    assert 12 not in [b.index for b in sysfs.census()]
+
+
+def test_scan_waits_for_registration(two_nodes):
+    sysfs = sysfs_of(two_nodes)
+    two_nodes.add_block(12, node=1, registered=False)
+    looks = []
+
+    def register_on_second_look(path):
+        if path.name == "memory12":
+            looks.append(path)
+            if len(looks) == 2:
+                two_nodes.register(12, node=1)
+
+    two_nodes.before_listdir.append(register_on_second_look)
+    infos, unregistered = sysfs.scan()
+    assert unregistered == [] and infos[-1].block.index == 12 and infos[-1].block.node == 1
+
+
+def test_scan_gives_up_on_a_block_that_never_registers(two_nodes):
+    sysfs = sysfs_of(two_nodes)
+    sysfs.register_wait = 0.0
+    two_nodes.add_block(12, registered=False)
+    infos, unregistered = sysfs.scan()
+    assert unregistered == [12] and 12 not in [i.block.index for i in infos]
+
+
+def test_without_numa_every_block_is_on_node_0(tmp_path):
+    fake = FakeSysfs(tmp_path)
+    fake.add_block(3, registered=False)
+    for path in sorted(fake.node.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    fake.node.rmdir()
+    sysfs = sysfs_of(fake)
+    assert sysfs.read_block(3).node == 0
+    assert sysfs.cpus_per_node().keys() == {0}
