@@ -24,7 +24,7 @@ def test_lists_plugins_versions_hooks_and_backends(installed, capsys):
     out = capsys.readouterr().out
     plugins = rows(out, "plugins")
     assert plugins["simulated"][:2] == [f"hotplugd {__version__}", "hotplugd_simulated"]
-    assert set(plugins["simulated"][2].split()) == {"hotplugd_check_config", "hotplugd_register_backends"}
+    assert set(plugins["simulated"][2].split()) >= {"hotplugd_check_config", "hotplugd_register_backends"}
     assert plugins["cxl"][0] == "hotplugd-cxl 2.3.1"
     assert set(plugins["cxl"][2].split()) == {"hotplugd_block_outcome", "hotplugd_register_backends"}
     assert plugins["hotplugd.zones"] == ["built-in", "hotplugd.zones", "hotplugd_choose_zone"]
