@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+import anyio
+
 from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
 
 from .host import Host
 from .scenario import Scenario
 from .settings import Settings, parse
+from .statefile import StateFile, fingerprint
 
 
 class SimulatedBackend(Backend):
@@ -17,7 +20,12 @@ class SimulatedBackend(Backend):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.host = Host(settings)
+        journal = None
+        if settings.state_file:
+            key = fingerprint(settings.nodes, settings.block_size, settings.boot_memory, settings.offline_at_start,
+                              settings.scenario)
+            journal = StateFile(settings.state_file, key, settings.block_size)
+        self.host = Host(settings, journal)
         self.scenario = Scenario(settings, self.host)
         self.concurrency = settings.declared_concurrency
 
@@ -34,6 +42,14 @@ class SimulatedBackend(Backend):
         s = self.settings
         return (f"simulated({s.nodes} nodes x {s.cpus_per_node} CPUs, lock={s.lock}, "
                 f"concurrency={self.concurrency}, {s.block_size >> 20} MiB blocks)")
+
+    async def start(self) -> None:
+        """Restore the host from ``state_file`` when set (and compact the file)."""
+        await anyio.to_thread.run_sync(self.host.restore)
+
+    async def stop(self) -> None:
+        if self.host.journal is not None:
+            self.host.journal.close()
 
     async def scan(self) -> Scan:
         return Scan(list(self.census()), await self.topology())

@@ -14,6 +14,7 @@ import anyio.lowlevel
 from hotplugd import Block, OnlineResult, Outcome, State, ZoneRequest
 
 from .settings import Settings
+from .statefile import Saved, SavedBlock, StateFile
 
 #: A loser of mainline's device_hotplug_lock trylock sleeps this long and restarts the syscall.
 TRYLOCK_RETRY = 0.005
@@ -46,8 +47,10 @@ class HostBlock:
 class Host:
     """The simulated machine. Deterministic for a seed: faults depend on (seed, block, attempt) only."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, journal: StateFile | None = None) -> None:
         self.s = settings
+        self.journal = journal
+        self.resumed = Saved()  # what a state file said at start: the scenario resumes from it
         self.blocks: dict[int, HostBlock] = {}
         self.next_index = 0
         self.onlined_bytes = 0
@@ -70,17 +73,42 @@ class Host:
         online = sum(1 for b in self.blocks.values() if b.state is State.ONLINE)
         return f"<Host {len(self.blocks)} blocks, {online} online, lock={self.s.lock}>"
 
-    def plug(self, node: int) -> HostBlock:
+    def plug(self, node: int, step: int = -1) -> HostBlock:
         block = HostBlock(self.next_index, node)
         self.blocks[block.index] = block
         self.next_index += 1
         self.offline_count += 1
+        if self.journal is not None:
+            self.journal.plugged(block.index, node, step)
         return block
 
-    def unplug(self, index: int) -> None:
+    def unplug(self, index: int, step: int = -1) -> None:
         block = self.blocks.pop(index, None)
         if block is not None and block.state is State.OFFLINE:
             self.offline_count -= 1
+        if block is not None and self.journal is not None:
+            self.journal.unplugged(index, step)
+
+    def finished(self, step: int) -> None:
+        """Scenario step ``step`` played to its end (a restarted host does not replay it)."""
+        if self.journal is not None:
+            self.journal.finished(step)
+
+    def restore(self) -> None:
+        """Load the blocks from the state file when there is one, then compact it (blocking: from a thread)."""
+        if self.journal is None:
+            return
+        saved = self.journal.load()
+        if saved is None:
+            saved = Saved({b.index: SavedBlock(b.index, b.node, b.zone, b.poisoned) for b in self.blocks.values()},
+                          self.next_index, self.onlined_bytes)
+        else:
+            self.blocks = {b.index: HostBlock(b.index, b.node, State.ONLINE if b.zone else State.OFFLINE, b.zone,
+                                              b.poisoned) for b in saved.blocks.values()}
+            self.next_index, self.onlined_bytes = saved.next_index, saved.onlined_bytes
+            self.offline_count = sum(1 for b in self.blocks.values() if b.state is State.OFFLINE)
+        self.resumed = saved
+        self.journal.open(saved)
 
     async def wait_for_change(self) -> None:
         """Sleep until some block goes online."""
@@ -150,6 +178,8 @@ class Host:
             self.unplug(index)
             return OnlineResult(Outcome.GONE, errno=fault, detail="removed")
         if fault:
+            if not block.poisoned and self.journal is not None:
+                self.journal.poisoned(index, fault)
             block.poisoned = fault
             return OnlineResult(Outcome.PERMANENT, errno=fault)
         if index not in self.blocks:  # removed while we held the lock
@@ -158,6 +188,8 @@ class Host:
         block.zone = "Movable" if zone is ZoneRequest.MOVABLE else "Normal"
         self.onlined_bytes += self.s.block_size
         self.offline_count -= 1
+        if self.journal is not None:
+            self.journal.onlined(index, block.zone)
         if self.waiting:
             self.notify()
         return _ONLINED[block.zone]

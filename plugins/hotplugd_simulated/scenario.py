@@ -31,17 +31,22 @@ class Scenario:
         return sum(step.size // self.s.block_size for step in self.s.scenario if step.kind != "remove")
 
     async def events(self) -> AsyncIterator[BlockEvent]:
+        """Play every step; a host restored from a state file skips what was played before."""
         start = anyio.current_time()
-        for step in self.s.scenario:
+        resumed = self.host.resumed
+        for number, step in enumerate(self.s.scenario):
+            if number in resumed.done:
+                continue
             delay = start + step.at - anyio.current_time()
             if delay > 0:
                 await anyio.sleep(delay)
             play = {"dimm": self._dimm, "virtio-mem": self._virtio_mem, "remove": self._remove}[step.kind]
-            async for event in play(step):
+            async for event in play(step, number, resumed.progress[number]):
                 yield event
+            self.host.finished(number)
 
-    async def _add(self, node: int) -> BlockEvent:
-        block = self.host.plug(node)
+    async def _add(self, node: int, number: int) -> BlockEvent:
+        block = self.host.plug(node, number)
         self.added += 1
         if self.s.add_interval:
             await anyio.sleep(self.s.add_interval)
@@ -49,24 +54,25 @@ class Scenario:
             await anyio.lowlevel.checkpoint()
         return BlockEvent(Action.ADD, block.index, block.view(self.s.block_size))
 
-    async def _dimm(self, step: Step) -> AsyncIterator[BlockEvent]:
-        """A DIMM: every block added in one burst."""
-        for _ in range(step.size // self.s.block_size):
-            yield await self._add(step.node)
+    async def _dimm(self, step: Step, number: int, done: int) -> AsyncIterator[BlockEvent]:
+        """A DIMM: every block added in one burst (``done`` were added before a restart)."""
+        for _ in range(step.size // self.s.block_size - done):
+            yield await self._add(step.node, number)
 
-    async def _virtio_mem(self, step: Step) -> AsyncIterator[BlockEvent]:
+    async def _virtio_mem(self, step: Step, number: int, done: int) -> AsyncIterator[BlockEvent]:
         """virtio-mem: plugs block by block, but waits while 1 GiB of its blocks sits offline."""
-        first = self.host.next_index
-        for _ in range(step.size // self.s.block_size):
+        first = self.host.next_index - done  # a step's blocks are the newest ones
+        for _ in range(step.size // self.s.block_size - done):
             mine = range(first, self.host.next_index)
             while self.host.offline_bytes(mine) >= VIRTIO_MEM_OFFLINE_LIMIT:
                 await self.host.wait_for_change()
-            yield await self._add(step.node)
+            yield await self._add(step.node, number)
 
-    async def _remove(self, step: Step) -> AsyncIterator[BlockEvent]:
+    async def _remove(self, step: Step, number: int, done: int) -> AsyncIterator[BlockEvent]:
         """Unplug the newest ``count`` offline blocks (e.g. virtio-mem shrinking during deferral)."""
-        victims = [b.index for b in reversed(self.host.blocks.values()) if b.state is State.OFFLINE][: step.count]
+        left = step.count - done
+        victims = [b.index for b in reversed(self.host.blocks.values()) if b.state is State.OFFLINE][:left]
         for index in victims:  # an offline block is removed with a lone `remove` uevent
-            self.host.unplug(index)
+            self.host.unplug(index, number)
             self.removed += 1
             yield BlockEvent(Action.REMOVE, index)

@@ -46,6 +46,8 @@ class Settings:
     fault_errnos: tuple[int, ...] = (errno.EBUSY,)
     seed: int = 1
     scenario: tuple[Step, ...] = field(default_factory=lambda: DEFAULT_SCENARIO)
+    #: Keep the host's blocks in this file across daemon restarts ("": the host lives and dies with the process).
+    state_file: str = ""
 
     @property
     def declared_concurrency(self) -> int:
@@ -125,13 +127,17 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None)
                 if bad or not names:
                     raise ValueError(f"expected errno names from {', '.join(FAULTS)}, got {value!r}")
                 kwargs[key] = tuple(FAULTS[n] for n in names)
+            elif key == "state_file":
+                if not isinstance(value, str):
+                    raise ValueError(f"expected a file path, got {value!r}")
+                kwargs[key] = value
             elif key == "scenario":
                 if not isinstance(value, list):
                     raise ValueError("expected an array of tables: [[plugins.simulated.scenario]]")
                 steps = [_step(raw, f"{dotted}[{i}]", collect) for i, raw in enumerate(value)]
                 kwargs[key] = tuple(s for s in steps if s is not None)
             else:
-                collect.append(ConfigProblem(dotted, "unknown key", f"known keys: {', '.join([*_SCALARS, 'lock', 'fault_errnos', 'scenario'])}"))
+                collect.append(ConfigProblem(dotted, "unknown key", f"known keys: {', '.join([*_SCALARS, 'lock', 'fault_errnos', 'scenario', 'state_file'])}"))
         except ValueError as exc:
             collect.append(ConfigProblem(dotted, str(exc)))
     settings = Settings(**kwargs)
