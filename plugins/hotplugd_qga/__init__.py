@@ -1,0 +1,65 @@
+"""hotplugd's ``qga`` backend: online guests' hot-added memory from the hypervisor host.
+
+hotplugd runs on the host, beside QEMU, and drives each guest's
+qemu-guest-agent (``guest-get-memory-blocks``, ``guest-set-memory-blocks``)
+over the agent's chardev socket; the guests run no daemon of their own. It
+hears of added memory through a QMP monitor of its own per guest
+(``ACPI_DEVICE_OST`` for DIMMs, ``MEMORY_DEVICE_SIZE_CHANGE`` for virtio-mem)
+and by polling each guest's block list. Guests must boot with
+``memhp_default_state=offline`` (or their kernel onlines by itself: ``hotplugd
+check`` says so). docs/qga.md has the QEMU wiring and the design.
+
+One guest is one node of the core's model: ``Block.node`` is the guest's
+number (its place in the list below), ``Block.index`` is
+``guest << 32 | phys_index`` (:func:`split_index`). The declared concurrency
+is the number of guests. The agent writes ``online``: each guest's kernel
+picks the zone, and a zone policy other than ``auto`` is logged once and not applied.
+
+The ``[plugins.qga]`` table:
+
+- ``guest``: an array of tables, one per guest: ``name``, ``qga`` (QEMU's
+  socket of the ``org.qemu.guest_agent.0`` port), optionally ``qmp`` (a QMP
+  monitor for hotplugd alone) and ``port_id`` (the agent port's ``id=``, whose
+  ``VSERPORT_CHANGE`` events tell the agent is up or down). At least one.
+- ``poll_interval`` (default 5 s): the fallback poll of every guest's block list.
+- ``resize_poll_interval`` (default 100 ms): the poll while memory is being added.
+- ``resize_quiet`` (default 1.5 s): adding is over when no block appeared and no
+  memory event came for this long.
+- ``timeout`` (default 5 s): one agent request; ``online_timeout_per_block``
+  (default 100 ms) is added per block of a ``guest-set-memory-blocks``.
+- ``reconnect_interval`` (default 1 s): how long an agent that failed is left alone.
+- ``max_batch`` (default 256): blocks in one ``guest-set-memory-blocks``.
+- ``concurrency`` (default 0: the number of guests): declared parallel onlines.
+- ``verify`` (default true): re-read the guest's block list after each batch.
+
+Registered through the ``hotplugd`` entry-point group like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hotplugd import BackendRegistry, Config, ConfigProblem, hookimpl
+
+from .agent import AgentClient, AgentError, AgentTimeout, AgentUnavailable, CommandFailed
+from .backend import QgaBackend
+from .blocks import block_index, split_index
+from .settings import GuestSettings, Settings, parse
+
+__all__ = ["AgentClient", "AgentError", "AgentTimeout", "AgentUnavailable", "CommandFailed", "GuestSettings",
+           "QgaBackend", "Settings", "block_index", "parse", "split_index"]
+
+
+@hookimpl
+def hotplugd_register_backends(registry: BackendRegistry) -> None:
+    registry.add("qga", QgaBackend.from_options,
+                 summary="guests onlined from the hypervisor host through qemu-guest-agent")
+
+
+@hookimpl
+def hotplugd_check_config(plugins: Mapping[str, Mapping[str, Any]], config: Config) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    if "qga" in plugins or config.backend == "qga":
+        parse(plugins.get("qga", {}), problems, require_guests=config.backend == "qga")
+    return problems

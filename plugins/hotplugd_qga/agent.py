@@ -1,0 +1,188 @@
+"""An async client of one guest's qemu-guest-agent, over QEMU's chardev unix socket.
+
+The wire (measured facts in ``shared/vm/QGA.md``): JSON objects both ways. The
+agent keeps no request ids, so the stream must be in step before each request:
+:meth:`AgentClient._sync` sends ``0xFF`` (resets the agent's parser; draws an
+error reply, discarded) and ``guest-sync-delimited`` with a fresh id, then
+discards everything up to the agent's ``0xFF`` marker and reads until the
+reply carrying that id. Replies to requests that timed out arrive late, ahead
+of the next sync reply, and are discarded with it. Any timeout, cancellation
+or unexpected reply puts the client out of step; the next request syncs first.
+
+The agent serves one client per socket (a second connection is accepted and
+never served) and one request at a time: requests are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import SocketStream
+
+log = structlog.get_logger("hotplugd.qga")
+
+MARKER = b"\xff"
+#: A reply bigger than this is not one: the stream is out of step.
+MAX_BUFFER = 16 << 20
+_DECODER = json.JSONDecoder()
+_LINK_ERRORS = (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
+class AgentError(Exception):
+    """The agent could not answer; the block's outcome is transient (try again later)."""
+
+
+class AgentUnavailable(AgentError):
+    """The socket cannot be connected, or it closed (QEMU gone or restarting)."""
+
+
+class AgentTimeout(AgentError):
+    """No reply in time (the agent is down, busy, or not started in the guest)."""
+
+
+class CommandFailed(AgentError):
+    """The agent answered with an error object (``class``, ``desc``)."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        super().__init__(f"{command}: {error_class}: {desc}")
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+
+
+def take_object(buf: bytearray) -> Any | None:
+    """Remove and return the first JSON value at the start of ``buf`` (after whitespace); None if incomplete."""
+    try:
+        text = bytes(buf).decode()
+    except UnicodeDecodeError as exc:  # a character split across two reads: decode the whole part
+        text = bytes(buf[:exc.start]).decode()
+    start = len(text) - len(text.lstrip())
+    if start == len(text):
+        return None
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError:
+        return None
+    del buf[:len(text[:end].encode())]
+    return value
+
+
+class AgentClient:
+    """One guest's agent: :meth:`execute` a command, in step with the agent whatever happened before."""
+
+    def __init__(self, path: str, timeout: float = 5.0, name: str = "") -> None:
+        self.path = path
+        self.timeout = timeout
+        self.name = name or path
+        self._stream: SocketStream | None = None
+        self._buf = bytearray()
+        self._synced = False
+        self._resync = False  # set by desync(): sync before the next request
+        self._lock = anyio.Lock()
+        self.syncs = 0  # handshakes done (a re-sync after each timeout)
+        self.discarded = 0  # bytes thrown away while getting back in step (late replies, parse errors)
+
+    def __repr__(self) -> str:
+        state = "READY" if self._synced else ("CONNECTED" if self._stream else "DISCONNECTED")
+        return f"<AgentClient {self.name} {self.path} [{state}] syncs={self.syncs}>"
+
+    @property
+    def ready(self) -> bool:
+        return self._synced
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None, *,
+                      timeout: float | None = None) -> Any:
+        """Run ``command`` and return its ``return`` value. Raise an :class:`AgentError` otherwise."""
+        request: dict[str, Any] = {"execute": command}
+        if arguments is not None:
+            request["arguments"] = arguments
+        limit = self.timeout if timeout is None else timeout
+        async with self._lock:
+            in_step = False
+            try:
+                with anyio.fail_after(limit):
+                    if not self._synced or self._resync:
+                        self._resync = False
+                        await self._sync()
+                    self._synced = False  # until the reply is read: a timeout leaves it unread
+                    await self._send(json.dumps(request).encode())
+                    reply = await self._read_object()
+                    in_step = True
+            except TimeoutError:
+                raise AgentTimeout(f"{self.name}: no reply to {command} within {limit:g} s") from None
+            except _LINK_ERRORS as exc:
+                await self._disconnect()
+                raise AgentUnavailable(f"{self.name}: agent socket {self.path}: {exc or type(exc).__name__}") from None
+            finally:
+                self._synced = in_step
+        if not isinstance(reply, dict):
+            self._synced = False
+            raise AgentError(f"{self.name}: unexpected reply to {command}: {reply!r}")
+        if "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            raise CommandFailed(command, str(error.get("class", "?")), str(error.get("desc", reply["error"])))
+        if "return" not in reply:
+            self._synced = False
+            raise AgentError(f"{self.name}: unexpected reply to {command}: {reply!r}")
+        return reply["return"]
+
+    def desync(self) -> None:
+        """Sync before the next request (the agent restarted: its state is unknown)."""
+        self._resync = True
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._disconnect()
+
+    # -- the wire -------------------------------------------------------------------------
+
+    async def _sync(self) -> None:
+        if self._stream is None:
+            self._stream = await anyio.connect_unix(self.path)
+            self._buf.clear()
+        token = random.randrange(1, 1 << 31)
+        sync = {"execute": "guest-sync-delimited", "arguments": {"id": token}}
+        await self._send(MARKER + json.dumps(sync).encode())
+        while True:
+            await self._discard_to_marker()
+            reply = await self._read_object()
+            if isinstance(reply, dict) and reply.get("return") == token:
+                break
+            log.debug("qga_stale_sync_reply", guest=self.name, reply=reply)
+        self._synced = True
+        self.syncs += 1
+
+    async def _send(self, data: bytes) -> None:
+        assert self._stream is not None
+        await self._stream.send(data)
+
+    async def _receive(self) -> None:
+        assert self._stream is not None
+        self._buf += await self._stream.receive(65536)
+        if len(self._buf) > MAX_BUFFER:
+            raise anyio.BrokenResourceError(f"more than {MAX_BUFFER} bytes without a complete reply")
+
+    async def _discard_to_marker(self) -> None:
+        while (at := self._buf.find(MARKER)) < 0:
+            self.discarded += len(self._buf)
+            self._buf.clear()
+            await self._receive()
+        self.discarded += at
+        del self._buf[:at + 1]
+
+    async def _read_object(self) -> Any:
+        while (value := take_object(self._buf)) is None:
+            await self._receive()
+        return value
+
+    async def _disconnect(self) -> None:
+        self._synced = False
+        stream, self._stream = self._stream, None
+        self._buf.clear()
+        if stream is not None:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()

@@ -1,0 +1,117 @@
+"""The agent commands the backend uses, with their replies checked and typed.
+
+A reply of the wrong shape raises :class:`~hotplugd_qga.agent.AgentError`
+(the backend treats it like a timeout: try again later), never a KeyError.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from .agent import AgentClient, AgentError, CommandFailed
+
+#: qga's GuestMemoryBlockResponseType values.
+SUCCESS = "success"
+NOT_FOUND = "not-found"
+NOT_SUPPORTED = "operation-not-supported"
+FAILED = "operation-failed"
+MEMINFO = "/proc/meminfo"
+AUTO_ONLINE = "/sys/devices/system/memory/auto_online_blocks"
+
+
+@dataclass(frozen=True, slots=True)
+class SetResult:
+    """One block's answer to ``guest-set-memory-blocks``."""
+
+    phys_index: int
+    response: str
+    error_code: int | None = None
+
+
+def _bad(command: str, reply: Any) -> AgentError:
+    return AgentError(f"{command}: unexpected reply {str(reply)[:200]!r}")
+
+
+async def list_blocks(client: AgentClient) -> dict[int, bool]:
+    """Every memory block of the guest: phys_index → online (the agent lists them unsorted)."""
+    reply = await client.execute("guest-get-memory-blocks")
+    if not isinstance(reply, list):
+        raise _bad("guest-get-memory-blocks", reply)
+    blocks: dict[int, bool] = {}
+    for item in reply:
+        if not (isinstance(item, dict) and isinstance(item.get("phys-index"), int)
+                and isinstance(item.get("online"), bool)):
+            raise _bad("guest-get-memory-blocks", item)
+        blocks[item["phys-index"]] = item["online"]
+    return blocks
+
+
+async def block_size(client: AgentClient) -> int:
+    reply = await client.execute("guest-get-memory-block-info")
+    if not (isinstance(reply, dict) and isinstance(reply.get("size"), int) and reply["size"] > 0):
+        raise _bad("guest-get-memory-block-info", reply)
+    return int(reply["size"])
+
+
+async def online_vcpus(client: AgentClient) -> int:
+    reply = await client.execute("guest-get-vcpus")
+    if not isinstance(reply, list):
+        raise _bad("guest-get-vcpus", reply)
+    return sum(1 for cpu in reply if isinstance(cpu, dict) and cpu.get("online") is True)
+
+
+async def set_online(client: AgentClient, indices: list[int], timeout: float) -> list[SetResult]:
+    """``guest-set-memory-blocks``: online ``indices``; one result per block, in request order."""
+    request = {"mem-blks": [{"phys-index": i, "online": True} for i in indices]}
+    reply = await client.execute("guest-set-memory-blocks", request, timeout=timeout)
+    if not isinstance(reply, list) or len(reply) != len(indices):
+        raise _bad("guest-set-memory-blocks", reply)
+    results = []
+    for item in reply:
+        if not (isinstance(item, dict) and isinstance(item.get("phys-index"), int)
+                and isinstance(item.get("response"), str)):
+            raise _bad("guest-set-memory-blocks", item)
+        code = item.get("error-code")
+        results.append(SetResult(item["phys-index"], item["response"], code if isinstance(code, int) else None))
+    return results
+
+
+async def read_file(client: AgentClient, path: str, limit: int = 1 << 20) -> str | None:
+    """A guest file's text through guest-file-open/read/close; None when the guest refuses (or blocks those commands)."""
+    try:
+        handle = await client.execute("guest-file-open", {"path": path, "mode": "r"})
+    except CommandFailed:
+        return None
+    data = b""
+    try:
+        while len(data) < limit:
+            chunk = await client.execute("guest-file-read", {"handle": handle, "count": 65536})
+            if not isinstance(chunk, dict):
+                raise _bad("guest-file-read", chunk)
+            data += base64.b64decode(chunk.get("buf-b64", ""))
+            if chunk.get("eof") or not chunk.get("count"):
+                break
+    finally:
+        with contextlib.suppress(AgentError):
+            await client.execute("guest-file-close", {"handle": handle})
+    return data.decode(errors="replace")
+
+
+async def mem_available(client: AgentClient) -> int | None:
+    """The guest's MemAvailable in bytes (from /proc/meminfo); None when it cannot be read."""
+    text = await read_file(client, MEMINFO)
+    return None if text is None else parse_mem_available(text)
+
+
+def parse_mem_available(meminfo: str) -> int | None:
+    """``MemAvailable:  1234 kB`` → bytes."""
+    for line in meminfo.splitlines():
+        key, _, rest = line.partition(":")
+        if key == "MemAvailable":
+            fields = rest.split()
+            if fields and fields[0].isdigit():
+                return int(fields[0]) * 1024
+    return None

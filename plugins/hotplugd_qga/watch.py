@@ -1,0 +1,64 @@
+"""The per-guest tasks behind the backend's event stream: a poller and a QMP listener.
+
+The poller lists the guest's blocks when woken (a QMP memory event), every
+``resize_poll_interval`` while memory is being added, and every
+``poll_interval`` otherwise (the fallback: a guest without a QMP monitor,
+or a lost event). The listener turns QEMU's events into wake-ups:
+``ACPI_DEVICE_OST`` for a DIMM (sent once the guest created the blocks),
+``MEMORY_DEVICE_SIZE_CHANGE`` for virtio-mem (at most one a second per device,
+and virtio-mem stops plugging at 1 GiB left offline: hence the fast polling),
+and ``VSERPORT_CHANGE`` of the agent's port (the agent is up or down).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import ObjectSendStream
+
+from hotplugd import BlockEvent, Rescan
+
+from .guest import GuestLink
+from .qmp import LINK_ERRORS, Monitor, QmpError
+
+log = structlog.get_logger("hotplugd.qga")
+
+
+async def poll_guest(guest: GuestLink, send: ObjectSendStream[BlockEvent | Rescan]) -> None:
+    """Forever: wait for the next poll, list the guest's blocks, send what changed."""
+    async with send:
+        while True:
+            await guest.next_poll()
+            for event in await guest.refresh():
+                await send.send(event)
+
+
+def _data(message: dict[str, Any]) -> dict[str, Any]:
+    data = message.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+async def listen_guest(guest: GuestLink, monitor: Monitor | None) -> None:
+    """Forever: feed the guest's QMP events to it; reconnect (and poll at once) after a lost monitor."""
+    path, options = guest.settings.qmp, guest.options
+    failures = 0
+    while True:
+        try:
+            if monitor is None:
+                monitor = await Monitor.connect(path, options.timeout)
+                log.info("qmp_monitor_connected", guest=guest.name, path=path)
+                guest.memory_event()  # events may have been missed while it was away
+            failures = 0
+            async for message in monitor.events():
+                guest.on_event(str(message.get("event")), _data(message))
+        except (*LINK_ERRORS, TimeoutError, QmpError) as exc:
+            if failures == 0:
+                log.warning("qmp_monitor_lost", guest=guest.name, path=path, error=str(exc) or type(exc).__name__)
+            failures += 1
+        finally:
+            if monitor is not None:
+                await monitor.aclose()
+            monitor = None
+        await anyio.sleep(options.reconnect_interval)

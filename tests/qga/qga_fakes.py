@@ -1,0 +1,272 @@
+"""A fake qemu-guest-agent and a fake QMP monitor on unix sockets, for the qga backend's tests.
+
+They follow the wire facts of ``shared/vm/QGA.md``: the agent answers a stray
+``0xFF`` with a parse error, prefixes the ``guest-sync-delimited`` reply with
+``0xFF``, answers in order and serves one client per socket (a second
+connection is accepted and never served). ``pause()`` makes it hold requests;
+``resume()`` answers them, late and in order, as a restarted agent does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import SocketStream, TaskGroup
+
+BLOCK = 128 << 20
+
+
+def _stray_error() -> dict[str, Any]:
+    return {"error": {"class": "GenericError", "desc": "JSON parse error, stray '\ufffd'"}}
+
+
+@dataclass
+class FakeAgent:
+    """The guest side: blocks (phys_index → online) and scripted answers."""
+
+    path: Path
+    blocks: dict[int, bool] = field(default_factory=dict)
+    block_size: int = BLOCK
+    vcpus: int = 2
+    files: dict[str, str] = field(default_factory=dict)
+    #: phys_index → (response, error-code) for the next set of that block
+    script: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    connections: int = 0
+    _serving: bool = False
+    _resumed: anyio.Event | None = None
+    _set_gate: anyio.Event | None = None
+    _handles: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+
+    # -- what a test does ------------------------------------------------------------------
+
+    def add(self, indices: range | list[int], online: bool = False) -> None:
+        for i in indices:
+            self.blocks[i] = online
+
+    def pause(self) -> None:
+        """Hold every request from now on (the agent hangs, or is being restarted)."""
+        self._resumed = anyio.Event()
+
+    def resume(self) -> None:
+        """Answer the held requests, in order."""
+        if self._resumed is not None:
+            self._resumed.set()
+            self._resumed = None
+
+    def hold_sets(self) -> None:
+        """Keep every guest-set-memory-blocks in flight until :meth:`release_sets`."""
+        self._set_gate = anyio.Event()
+
+    def release_sets(self) -> None:
+        if self._set_gate is not None:
+            self._set_gate.set()
+            self._set_gate = None
+
+    def commands(self, name: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.requests if name is None or r.get("execute") == name]
+
+    def set_calls(self) -> list[list[int]]:
+        """The phys_index lists of every guest-set-memory-blocks, in order."""
+        return [[b["phys-index"] for b in r["arguments"]["mem-blks"]] for r in self.commands("guest-set-memory-blocks")]
+
+    def online_indices(self) -> set[int]:
+        return {i for i, online in self.blocks.items() if online}
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def serve(self, tg: TaskGroup) -> None:
+        listener = await anyio.create_unix_listener(self.path)
+        tg.start_soon(listener.serve, self._client)
+
+    async def _client(self, stream: SocketStream) -> None:
+        self.connections += 1
+        if self._serving:
+            await anyio.sleep_forever()  # a second client is accepted and never served
+        self._serving = True
+        buf = bytearray()
+        try:
+            async with stream:
+                while True:
+                    try:
+                        chunk = await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        return
+                    self.raw += chunk
+                    buf += chunk
+                    for reply in await self._answer_all(buf):
+                        await stream.send(reply)
+        finally:
+            self._serving = False
+
+    async def _answer_all(self, buf: bytearray) -> list[bytes]:
+        replies = []
+        decoder = json.JSONDecoder()
+        while True:
+            while buf[:1] in (b" ", b"\n", b"\r", b"\t"):
+                del buf[:1]
+            if buf[:1] == b"\xff":  # resets the parser, and draws an error reply
+                del buf[:1]
+                replies.append(json.dumps(_stray_error()).encode() + b"\n")
+                continue
+            cut = buf.find(b"\xff")
+            try:
+                text = bytes(buf if cut < 0 else buf[:cut]).decode()
+                request, end = decoder.raw_decode(text)
+            except ValueError:  # incomplete (UnicodeDecodeError is a ValueError too)
+                return replies
+            del buf[:len(text[:end].encode())]
+            self.requests.append(request)
+            if self._resumed is not None:
+                await self._resumed.wait()
+            replies.append(await self._answer(request))
+
+    async def _answer(self, request: dict[str, Any]) -> bytes:
+        name, args = request.get("execute"), request.get("arguments") or {}
+        handler = getattr(self, "_cmd_" + str(name).replace("-", "_"), None)
+        if handler is None:
+            reply: dict[str, Any] = {"error": {"class": "CommandNotFound", "desc": f"The command {name} has not been found"}}
+        else:
+            try:
+                reply = {"return": await handler(**args)}
+            except (KeyError, TypeError, ValueError) as exc:
+                reply = {"error": {"class": "GenericError", "desc": str(exc)}}
+        data = json.dumps(reply).encode() + b"\n"
+        return b"\xff" + data if name == "guest-sync-delimited" else data
+
+    async def _cmd_guest_sync_delimited(self, id: int) -> int:
+        return id
+
+    async def _cmd_guest_get_memory_block_info(self) -> dict[str, int]:
+        return {"size": self.block_size}
+
+    async def _cmd_guest_get_vcpus(self) -> list[dict[str, Any]]:
+        return [{"online": True, "can-offline": i > 0, "logical-id": i} for i in range(self.vcpus)]
+
+    async def _cmd_guest_get_memory_blocks(self) -> list[dict[str, Any]]:
+        items = [{"phys-index": i, "online": on, "can-offline": True} for i, on in self.blocks.items()]
+        return items[::-1]  # the real agent lists them unsorted
+
+    async def _cmd_guest_set_memory_blocks(self, **args: Any) -> list[dict[str, Any]]:
+        if self._set_gate is not None:
+            await self._set_gate.wait()
+        results = []
+        for item in args["mem-blks"]:
+            phys = item["phys-index"]
+            response, code = self.script.pop(phys, ("success", None))
+            if response == "success" and phys not in self.blocks:
+                response, code = "not-found", 2
+            if response == "success":
+                self.blocks[phys] = item["online"]
+            result: dict[str, Any] = {"phys-index": phys, "response": response}
+            if code is not None:
+                result["error-code"] = code
+            results.append(result)
+        return results
+
+    async def _cmd_guest_file_open(self, path: str, mode: str = "r") -> int:
+        if path not in self.files:
+            raise ValueError(f"failed to open file '{path}' (mode: '{mode}'): No such file or directory")
+        handle = len(self._handles) + 1000
+        self._handles[handle] = (self.files[path].encode(), 0)
+        return handle
+
+    async def _cmd_guest_file_read(self, handle: int, count: int = 4096) -> dict[str, Any]:
+        data, pos = self._handles[handle]
+        chunk = data[pos:pos + count]
+        self._handles[handle] = (data, pos + len(chunk))
+        return {"count": len(chunk), "buf-b64": base64.b64encode(chunk).decode(), "eof": pos + len(chunk) >= len(data)}
+
+    async def _cmd_guest_file_close(self, handle: int) -> dict[str, Any]:
+        self._handles.pop(handle)
+        return {}
+
+
+@dataclass
+class FakeMonitor:
+    """QEMU's side of a QMP monitor: greeting, capabilities, then events pushed by the test."""
+
+    path: Path
+    clients: list[SocketStream] = field(default_factory=list)
+    negotiated: anyio.Event = field(default_factory=anyio.Event)
+
+    async def serve(self, tg: TaskGroup) -> None:
+        listener = await anyio.create_unix_listener(self.path)
+        tg.start_soon(listener.serve, self._client)
+
+    async def _client(self, stream: SocketStream) -> None:
+        greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": ["oob"]}}
+        async with stream:
+            await stream.send(json.dumps(greeting).encode() + b"\r\n")
+            data = b""
+            while b"\n" not in data:
+                try:
+                    data += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+            if json.loads(data.split(b"\n")[0]).get("execute") == "qmp_capabilities":
+                await stream.send(b'{"return": {}}\r\n')
+                self.clients.append(stream)
+                self.negotiated.set()
+            try:
+                await stream.receive()  # until the client goes away
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+            finally:
+                if stream in self.clients:
+                    self.clients.remove(stream)
+
+    async def emit(self, event: str, data: dict[str, Any]) -> None:
+        message = {"event": event, "data": data, "timestamp": {"seconds": 0, "microseconds": 0}}
+        for stream in list(self.clients):
+            await stream.send(json.dumps(message).encode() + b"\r\n")
+
+    async def dimm_added(self, device: str = "dimm0") -> None:
+        await self.emit("ACPI_DEVICE_OST", {"info": {"device": device, "slot": "0", "slot-type": "DIMM",
+                                                     "source": 1, "status": 0}})
+
+    async def drop(self) -> None:
+        """Close every client connection (QEMU restarted)."""
+        for stream in list(self.clients):
+            await stream.aclose()
+        self.clients.clear()
+        self.negotiated = anyio.Event()
+
+
+@dataclass
+class FakeVM:
+    """One guest: its agent and its monitor."""
+
+    name: str
+    agent: FakeAgent
+    monitor: FakeMonitor
+
+    def table(self, qmp: bool = True, port_id: str = "qgaport") -> dict[str, str]:
+        """Its ``[[plugins.qga.guest]]`` table."""
+        row = {"name": self.name, "qga": str(self.agent.path)}
+        if qmp:
+            row.update(qmp=str(self.monitor.path), port_id=port_id)
+        return row
+
+
+@asynccontextmanager
+async def fake_vms(directory: Path, count: int = 1) -> AsyncIterator[list[FakeVM]]:
+    """``count`` fake guests serving in ``directory`` until the block ends."""
+    vms = [FakeVM(f"vm{i}", FakeAgent(directory / f"vm{i}-qga.sock"), FakeMonitor(directory / f"vm{i}-qmp.sock"))
+           for i in range(count)]
+    async with anyio.create_task_group() as tg:
+        for vm in vms:
+            vm.agent.files["/proc/meminfo"] = "MemTotal: 2048000 kB\nMemAvailable: 1024000 kB\n"
+            vm.agent.files["/sys/devices/system/memory/auto_online_blocks"] = "offline\n"
+            await vm.agent.serve(tg)
+            await vm.monitor.serve(tg)
+        yield vms
+        tg.cancel_scope.cancel()

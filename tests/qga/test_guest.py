@@ -1,0 +1,177 @@
+"""One guest through its fake agent: batching, outcomes on the wire, health, replays, its topology."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from qga_fakes import FakeVM, fake_vms
+
+from hotplugd import Action, OnlineResult, Outcome, State
+from hotplugd.testing import ManualClock, wait_until
+from hotplugd_qga.blocks import split_index
+from hotplugd_qga.guest import GuestLink
+from hotplugd_qga.settings import GuestSettings, Settings
+
+pytestmark = pytest.mark.asyncio
+
+
+def link(vm: FakeVM, clock: Any = None, **options: Any) -> GuestLink:
+    guest = GuestSettings(vm.name, str(vm.agent.path))
+    settings = Settings(guests=(guest,), **options)
+    return GuestLink(2, guest, settings, **({"clock": clock} if clock else {}))
+
+
+async def online_all(guest: GuestLink, indices: list[int]) -> dict[int, OnlineResult]:
+    results: dict[int, OnlineResult] = {}
+
+    async def one(phys: int) -> None:
+        results[phys] = await guest.online(phys)
+
+    async with anyio.create_task_group() as tg:
+        for phys in indices:
+            tg.start_soon(one, phys)
+    return results
+
+
+async def test_calls_waiting_behind_a_batch_go_together_in_the_next(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add(range(32, 36))
+        guest = link(vm)
+        await guest.scan()
+        vm.agent.hold_sets()
+        results: dict[int, OnlineResult] = {}
+
+        async def one(phys: int) -> None:
+            results[phys] = await guest.online(phys)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 32)
+            await wait_until(lambda: len(vm.agent.set_calls()) == 1, what="the first batch in flight")
+            for phys in (33, 34, 35):
+                tg.start_soon(one, phys)
+            await wait_until(lambda: len(guest._waiting) == 3, what="three callers waiting")
+            vm.agent.release_sets()
+        assert vm.agent.set_calls() == [[32], [33, 34, 35]]
+        assert {p: r.outcome for p, r in results.items()} == dict.fromkeys(range(32, 36), Outcome.ONLINED)
+        assert vm.agent.online_indices() == set(range(32, 36)) and guest.batches == 2
+
+
+async def test_max_batch_splits_batches(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add(range(32, 37))
+        guest = link(vm, max_batch=2)
+        await guest.scan()
+        results = await online_all(guest, list(range(32, 37)))
+        assert all(r.outcome is Outcome.ONLINED for r in results.values())
+        calls = vm.agent.set_calls()
+        assert max(map(len, calls)) <= 2 and sorted(sum(calls, [])) == list(range(32, 37))
+
+
+async def test_each_answer_maps_to_its_block(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32, 33, 35])
+        vm.agent.add([36], online=True)
+        vm.agent.script[33] = ("operation-failed", 22)
+        vm.agent.script[35] = ("operation-failed", 16)  # EBUSY
+        guest = link(vm)
+        await guest.scan()
+        results = await online_all(guest, [32, 33, 34, 35, 36])
+        assert {p: (r.outcome, r.errno) for p, r in results.items()} == {
+            32: (Outcome.ONLINED, None), 33: (Outcome.PERMANENT, 22), 34: (Outcome.GONE, 2),
+            35: (Outcome.TRANSIENT, 16), 36: (Outcome.ALREADY_ONLINE, None)}
+        assert len(vm.agent.commands("guest-get-memory-blocks")) >= 2  # scanned, then read back
+
+
+async def test_without_verify_no_read_back(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32])
+        guest = link(vm, verify=False)
+        await guest.scan()
+        listings = len(vm.agent.commands("guest-get-memory-blocks"))
+        assert (await guest.online(32)).outcome is Outcome.ONLINED
+        assert len(vm.agent.commands("guest-get-memory-blocks")) == listings
+
+
+async def test_a_silent_agent_fails_fast_until_its_down_time_is_over(tmp_path: Path) -> None:
+    clock = ManualClock()
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32, 33, 34])
+        guest = link(vm, clock, timeout=0.2, online_timeout_per_block=0.0, reconnect_interval=1.0)
+        await guest.scan()
+        vm.agent.pause()
+        first = await guest.online(32)
+        assert first.outcome is Outcome.TRANSIENT and "no reply" in first.detail
+        sent = len(vm.agent.requests)
+        second = await guest.online(33)
+        assert second.outcome is Outcome.TRANSIENT and len(vm.agent.requests) == sent  # no I/O while down
+        assert not guest.available
+        vm.agent.resume()
+        clock.advance(1.0)
+        assert (await guest.online(33)).outcome is Outcome.ONLINED
+        # It was down: the next listing announces its offline blocks again (the scheduler may have given up).
+        events = await guest.refresh()
+        replayed = [(e.action, split_index(e.index)[1], e.synthetic) for e in events]
+        assert (Action.ONLINE, 32, False) in replayed  # the late batch did online it
+        assert (Action.ADD, 34, True) in replayed
+
+
+async def test_a_cancelled_sender_leaves_the_others_to_send(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32, 33])
+        guest = link(vm)
+        await guest.scan()
+        vm.agent.hold_sets()
+        results: dict[int, OnlineResult] = {}
+
+        async def one(phys: int) -> None:
+            results[phys] = await guest.online(phys)
+
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as first:
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(one, 32)  # the sender of the first batch, cancelled below
+                    await wait_until(lambda: vm.agent.set_calls() == [[32]], what="32 in flight")
+                    tg.start_soon(one, 33)  # waits behind it
+                    await wait_until(lambda: len(guest._waiting) == 1, what="33 waiting")
+                    first.cancel()
+            vm.agent.release_sets()
+        assert set(results) == {33} and results[33].outcome is Outcome.ONLINED
+        assert vm.agent.set_calls()[-1] == [33]
+
+
+async def test_port_events_take_the_guest_down_and_up(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32])
+        guest = link(vm)
+        await guest.scan()
+        guest.port_changed(False)
+        assert (await guest.online(32)).outcome is Outcome.TRANSIENT
+        guest.port_changed(True)
+        events = await guest.refresh()
+        assert [(e.action, e.synthetic) for e in events] == [(Action.ADD, True)]
+        assert (await guest.online(32)).outcome is Outcome.ONLINED
+
+
+async def test_scan_reads_blocks_vcpus_and_memory(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.block_size = 256 << 20
+        vm.agent.vcpus = 3
+        vm.agent.add([0, 1], online=True)
+        vm.agent.add([32])
+        guest = link(vm)
+        blocks = await guest.scan()
+        assert [(b.index, b.node, b.size, b.state) for b in blocks] == [
+            (2 << 32 | 0, 2, 256 << 20, State.ONLINE), (2 << 32 | 1, 2, 256 << 20, State.ONLINE),
+            (2 << 32 | 32, 2, 256 << 20, State.OFFLINE)]
+        assert (guest.vcpus, guest.mem_available) == (3, 1024000 * 1024)
+        assert await guest.read_auto_online() == "offline"
+
+
+async def test_a_guest_that_does_not_answer_scans_as_empty(tmp_path: Path) -> None:
+    guest = GuestLink(0, GuestSettings("ghost", str(tmp_path / "none.sock")),
+                      Settings(guests=(GuestSettings("ghost", str(tmp_path / "none.sock")),)))
+    assert await guest.scan() == []
+    assert not guest.available and await guest.refresh() == []
