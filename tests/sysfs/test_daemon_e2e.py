@@ -100,6 +100,19 @@ async def test_coldplug_hot_add_and_a_retry_online_everything(fake_sysfs, hook_r
     assert [r.attempts for r in hook_recorder.reports if r.block.index == 20] == [2]
 
 
+async def test_lost_events_are_recovered_by_a_rescan(fake_sysfs, hook_recorder):
+    daemon, provider = make(fake_sysfs, hook_recorder)
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(10):
+            await tg.start(functools.partial(daemon.run, until_idle=True))
+            fake_sysfs.hot_add(range(30, 34))  # their uevents never arrive: the kernel dropped them
+            provider.backend.feed(fake_sysfs.uevent("add", 34))  # ... and this one's block is not there yet
+            provider.backend.overflow()  # ENOBUFS
+            provider.backend.end()
+    assert fake_sysfs.online_indices() == set(range(30, 34))
+    assert hook_recorder.outcomes() == {i: "onlined" for i in range(30, 34)}
+
+
 async def test_a_block_another_onliner_took_counts_as_success(fake_sysfs, hook_recorder):
     fake_sysfs.add_blocks(range(4, 6))
     fake_sysfs.before_write.append(

@@ -1,0 +1,39 @@
+"""The text formats of sysfs and procfs files the backend reads: pure functions."""
+
+from __future__ import annotations
+
+import errno
+
+__all__ = ["is_gone", "parse_cpulist", "parse_meminfo", "parse_zones"]
+
+
+def is_gone(exc: OSError) -> bool:
+    """The device went away: ENOENT on open, ENODEV on a file opened before its removal."""
+    return exc.errno in (errno.ENOENT, errno.ENODEV)
+
+
+def parse_cpulist(text: str) -> int:
+    """How many CPUs a ``cpulist`` names: ``"0-3,8-11"`` → 8; empty (a memory-only node) → 0."""
+    count = 0
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        count += (int(hi) - int(lo) + 1) if hi else 1
+    return count
+
+
+def parse_meminfo(text: str, key: str = "MemAvailable") -> int | None:
+    """Bytes of one ``/proc/meminfo`` line (given in kB), or None when absent."""
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name == key:
+            fields = rest.split()
+            return int(fields[0]) * 1024 if fields and fields[0].isdigit() else None
+    return None
+
+
+def parse_zones(text: str) -> tuple[str, ...]:
+    """``valid_zones``: ``"Normal Movable"`` → ("Normal", "Movable"); ``"none"`` → ()."""
+    zones = tuple(text.split())
+    return () if zones == ("none",) else zones
