@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import BackendError, ConfigError, HotplugdError
 from .model import Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
 
 
@@ -129,4 +129,12 @@ class BackendRegistry:
                 f"unknown backend {name!r}; installed backends: {installed}",
                 hint="set `backend` in the config or pass --backend",
             ) from None
-        return entry.factory(options)
+        try:
+            return entry.factory(options)
+        except HotplugdError:
+            raise
+        except ValueError as exc:  # a factory's own validation of its options
+            raise ConfigError(f"backend {name!r} refused its options [plugins.{name}]: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name without a traceback
+            raise BackendError(f"backend {name!r} (plugin {entry.plugin!r}) failed to start: "
+                               f"{type(exc).__name__}: {exc}") from None

@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .model import Block, BlockReport, OnlineResult, Outcome, PhaseInfo, Topology, ZoneRequest
 from .pending import Waiting
 from .plugins import PluginManager, call_isolated, first_result_isolated
-from .zones import NodeLedger, policy_request, zone_matches
+from .zones import NodeLedger, narrow, policy_request, zone_matches
 
 log = structlog.get_logger("hotplugd.phase")
 
@@ -124,10 +124,9 @@ class FinalPhase:
 
     def choose_zone(self, block: Block) -> ZoneRequest:
         requested = policy_request(block, self.ledger, self.config.zones)
-        chosen = first_result_isolated(
-            self.pm.hook.hotplugd_choose_zone, block=block, requested=requested, ledger=self.ledger, config=self.config
-        )
-        return chosen if isinstance(chosen, ZoneRequest) else requested
+        chosen = first_result_isolated(self.pm.hook.hotplugd_choose_zone, expect=ZoneRequest, block=block,
+                                       requested=requested, ledger=self.ledger, config=self.config)
+        return chosen if chosen is not None else narrow(requested, block.valid_zones)
 
     async def _online_one(self, waiting: Waiting) -> BlockReport:
         block = waiting.block

@@ -182,17 +182,38 @@ def call_isolated(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
     return results
 
 
-def first_result_isolated(caller: pluggy.HookCaller, **kwargs: Any) -> Any:
-    """Like a firstresult call, but an implementation that raises is logged and skipped."""
+def first_result_isolated(caller: pluggy.HookCaller, expect: type | None = None, **kwargs: Any) -> Any:
+    """Like a firstresult call, but an implementation that raises, or returns something
+    other than an ``expect`` instance, is logged with its plugin and skipped."""
     for impl in reversed(caller.get_hookimpls()):
         try:
             result = impl.function(*[kwargs[a] for a in impl.argnames])
         except Exception:  # noqa: BLE001
             log.exception("hook_failed", hook=caller.name, plugin=impl.plugin_name)
             continue
-        if result is not None:
-            return result
+        if result is None:
+            continue
+        if expect is not None and not isinstance(result, expect):
+            log.error("hook_bad_result", hook=caller.name, plugin=impl.plugin_name,
+                      result=repr(result)[:80], expected=expect.__name__)
+            continue
+        return result
     return None
+
+
+def call_checked(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
+    """Call each implementation; one that raises becomes a PluginError naming its plugin (start-up hooks)."""
+    results = []
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except Exception as exc:  # noqa: BLE001 - reported by plugin name, without a traceback
+            raise PluginError(f"plugin {impl.plugin_name!r} failed in {caller.name}: {type(exc).__name__}: {exc}",
+                              hint="this is a bug in the plugin; report it, or block the plugin with "
+                                   f"{DISABLE_ENV}={impl.plugin_name}") from None
+        if result is not None:
+            results.append(result)
+    return results
 
 
 def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:

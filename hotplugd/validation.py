@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .config import Config, ConfigProblem, raise_problems
-from .plugins import PluginManager
+from .plugins import PluginManager, call_checked
 
 
 def check_plugin_config(pm: PluginManager, config: Config) -> None:
@@ -15,6 +15,6 @@ def check_plugin_config(pm: PluginManager, config: Config) -> None:
             problems.append(ConfigProblem(
                 f"plugins.{name}", "no such plugin is loaded",
                 f"loaded plugins: {', '.join(sorted(n for n in known if not n.startswith('hotplugd.')))}"))
-    for result in pm.hook.hotplugd_check_config(plugins=config.plugins, config=config):
-        problems.extend(result or [])
+    for result in call_checked(pm.hook.hotplugd_check_config, plugins=config.plugins, config=config):
+        problems.extend(result)
     raise_problems(problems, config.source)
