@@ -118,13 +118,19 @@ class Scheduler:
         self._topology_at = self.clock()
         self.phase.ledger = NodeLedger.from_blocks(scan.blocks)
         self.known_online = {b.index for b in scan.blocks if b.state is State.ONLINE}
-        self.failed.clear()
+        if self.failed:
+            # Lost events or a full queue are no reason to attempt (and report) a permanent failure
+            # again; an operator's request is. Other failures get another attempt at any rescan.
+            offline = {b.index for b in scan.blocks if b.state is State.OFFLINE}
+            self.failed = {i: o for i, o in self.failed.items()
+                           if o is Outcome.PERMANENT and reason != "request" and i in offline}
         self.queue.overflowed = False
         self.metrics.rescans.labels(reason).inc()
         if not scan.topology.kernel_onlines:
             now = self.clock()
             for block in sorted(scan.blocks, key=lambda b: b.index):
-                if block.state is State.OFFLINE and not self._known(block.index) and not self.queue.add(block, now):
+                if (block.state is State.OFFLINE and not self._known(block.index) and block.index not in self.failed
+                        and not self.queue.add(block, now)):
                     break  # full: the rescan after the next phase takes the rest
         log.info("rescan", reason=reason, blocks=len(scan.blocks), queued=len(self.queue))
 
