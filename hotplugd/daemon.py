@@ -26,12 +26,24 @@ from .metrics_server import MetricsServer, serve, write_textfile
 from .notify import Notifier
 from .plugins import PluginManager, backend_registry, call_isolated
 from .scheduler import Scheduler
+from .testhooks import TestHooks
 from .validation import check_plugin_config
 
 log = structlog.get_logger("hotplugd.daemon")
 
 #: How often STATUS= and the textfile are refreshed.
 STATUS_INTERVAL = 1.0
+
+
+def user_error(group: BaseExceptionGroup) -> HotplugdError | None:
+    """The user error a task group failed with, when that is all it failed with; else None."""
+    user, rest = group.split(HotplugdError)
+    if user is None or rest is not None:
+        return None
+    first: BaseException = user
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, HotplugdError) else None
 
 
 def build_backend(pm: PluginManager, config: Config) -> Backend:
@@ -53,6 +65,7 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         serve_metrics: bool = True,
         ready_file: Path | None = None,
+        test_hooks: TestHooks | None = None,
     ) -> None:
         check_plugin_config(pm, config)
         self.config = config
@@ -66,6 +79,7 @@ class Daemon:
         self.ready_file = ready_file
         self.metrics_server: MetricsServer | None = None
         self.conflicts: list[str] = []
+        self.test_hooks = test_hooks or TestHooks.from_environ()
         self._signals = 0
 
     def __repr__(self) -> str:
@@ -83,6 +97,8 @@ class Daemon:
         await self.backend.start()
         try:
             async with anyio.create_task_group() as tg:
+                # Handlers first: a SIGTERM or SIGHUP before READY is handled, never fatal.
+                await tg.start(self._signals_task, tg.cancel_scope)
                 tg.start_soon(self._intake)
                 await self._report_conflicts()
                 await self.scheduler.rescan("start")
@@ -90,10 +106,16 @@ class Daemon:
                     self.metrics_server = serve(m.registry, self.config.metrics)
                 self._announce_ready()
                 task_status.started()
-                tg.start_soon(self._signals_task, tg.cancel_scope)
                 tg.start_soon(self._heartbeat)
+                if self.config.metrics.textfile:
+                    tg.start_soon(self._textfile)
                 await self.scheduler.run(until_idle=until_idle)
                 tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            error = user_error(group)
+            if error is None:
+                raise
+            raise error from None  # the CLI prints it and exits with its code (78 for config errors)
         finally:
             with anyio.CancelScope(shield=True):
                 self.notifier.stopping()
@@ -118,18 +140,29 @@ class Daemon:
     def _announce_ready(self) -> None:
         address = self.metrics_server.address if self.metrics_server else None
         log.info("ready", backend=self.backend.describe(), metrics=address, status=self.scheduler.status())
-        self.notifier.ready(self.scheduler.status())
+        self.notifier.ready(self.status_line())
         if self.ready_file is not None:
             self.ready_file.write_text(f"{os.getpid()}\n")
 
+    def status_line(self) -> str:
+        """systemd's STATUS=: the scheduler's counts and the settings a reload may change."""
+        cfg = self.config
+        return (f"{self.scheduler.status()}; ratio {cfg.scheduler.parallel_hotplug_ratio:g}, "
+                f"zones {cfg.zones.policy}, log {cfg.log_level}")
+
     async def _heartbeat(self) -> None:
-        """From the event loop: WATCHDOG=1 (a stuck loop stops it), STATUS= and the textfile."""
+        """From the event loop itself: WATCHDOG=1 (a stuck loop stops it) and STATUS=."""
         interval = min(STATUS_INTERVAL, self.notifier.watchdog_interval or STATUS_INTERVAL)
         while True:
             self.notifier.watchdog()
-            self.notifier.status(self.scheduler.status())
-            await anyio.to_thread.run_sync(self._write_textfile)
+            self.notifier.status(self.status_line())
             await anyio.sleep(interval)
+
+    async def _textfile(self) -> None:
+        """Refresh the textfile in a worker thread; a slow filesystem never delays the watchdog."""
+        while True:
+            await anyio.to_thread.run_sync(self._write_textfile)
+            await anyio.sleep(STATUS_INTERVAL)
 
     def _write_textfile(self) -> None:
         try:
@@ -137,11 +170,21 @@ class Daemon:
         except OSError as exc:
             log.warning("textfile_failed", path=self.config.metrics.textfile, error=str(exc))
 
-    async def _signals_task(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as signals:
+    async def _signals_task(self, scope: anyio.CancelScope,
+                            task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+        with anyio.open_signal_receiver(*wanted) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    self.reload()
+                    await self.reload()
+                    continue
+                if signum == signal.SIGUSR2:  # test-only (hotplugd.testhooks): stall the event loop
+                    if self.test_hooks.enabled:
+                        log.warning("test_stall", seconds=self.test_hooks.stall_seconds)
+                        self.test_hooks.stall_loop()
+                    else:
+                        log.warning("signal_ignored", signal="SIGUSR2", hint="test hooks are off")
                     continue
                 if signum == signal.SIGUSR1:  # an operator asks for a full rescan
                     log.info("rescan_requested", signal="SIGUSR1")
@@ -155,26 +198,37 @@ class Daemon:
                 self.notifier.stopping()
                 self.scheduler.stop()
 
-    def reload(self) -> bool:
-        """Re-read the config file; apply scheduler, zone and log settings. Keep the old one if invalid."""
+    def _read_config(self) -> Config:
+        """The config file re-read with the command line's overrides (blocking: run in a thread)."""
+        new = load(self.config.source, self.overrides)
+        check_plugin_config(self.pm, new)
+        if new.backend != self.config.backend:
+            raise HotplugdError(f"backend cannot change on reload ({self.config.backend} → {new.backend})",
+                                hint="restart the service to switch backends")
+        return new
+
+    async def reload(self) -> bool:
+        """Re-read the config file; apply scheduler, zone and log settings. Keep the old one if invalid.
+
+        Queued blocks stay queued: the scheduler reads its settings from the same Config object.
+        """
         self.notifier.reloading()
         try:
-            new = load(self.config.source, self.overrides)
-            check_plugin_config(self.pm, new)
-            if new.backend != self.config.backend:
-                raise HotplugdError(f"backend cannot change on reload ({self.config.backend} → {new.backend})",
-                                    hint="restart the service to switch backends")
-        except HotplugdError as exc:
+            new = await anyio.to_thread.run_sync(self._read_config)
+        except (HotplugdError, OSError) as exc:
             self.metrics.reloads.labels("refused").inc()
-            log.error("reload_refused", error=str(exc))
-            self.notifier.ready(f"reload refused; {self.scheduler.status()}")
+            log.error("reload_refused", error=str(exc), source=str(self.config.source))
+            self.notifier.ready(f"reload refused; {self.status_line()}")
             return False
+        if new.plugins.get(new.backend) != self.config.plugins.get(new.backend):
+            log.warning("backend_settings_not_reloaded", backend=new.backend,
+                        hint=f"restart the service to apply [plugins.{new.backend}]")
         for section in ("scheduler", "zones", "log_level", "log_format", "plugins"):
             setattr(self.config, section, getattr(new, section))
         logs.configure(new.log_level, new.log_format)
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded", source=str(new.source), ratio=new.scheduler.parallel_hotplug_ratio,
                  zone_policy=new.zones.policy)
-        self.notifier.ready(f"reloaded; {self.scheduler.status()}")
+        self.notifier.ready(f"reloaded; {self.status_line()}")
         self.scheduler.wake()
         return True

@@ -11,26 +11,42 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
 
+import structlog
 from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server, write_to_textfile
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from .config import MetricsConfig
-from .errors import HotplugdError
+from .errors import ConfigError, HotplugdError
+
+log = structlog.get_logger("hotplugd.metrics_server")
 
 SD_LISTEN_FDS_START = 3
+LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
-def listen_fds(environ: dict[str, str] | None = None) -> list[int]:
-    """File descriptors passed by systemd socket activation, if they are meant for this process."""
+def listen_fds(environ: MutableMapping[str, str] | None = None, *, unset: bool = False) -> list[int]:
+    """File descriptors passed by systemd socket activation, if they are meant for this process.
+
+    Like ``sd_listen_fds(unset)``: with ``unset`` the ``LISTEN_*`` variables are removed so that
+    no child process takes the sockets for its own; the descriptors are made close-on-exec.
+    """
     env = os.environ if environ is None else environ
-    if env.get("LISTEN_PID") != str(os.getpid()):
+    pid, count = env.get("LISTEN_PID"), env.get("LISTEN_FDS", "")
+    if unset:
+        for name in LISTEN_VARIABLES:
+            env.pop(name, None)
+    if pid != str(os.getpid()) or not count.isdigit():
         return []
-    count = env.get("LISTEN_FDS", "")
-    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count))) if count.isdigit() else []
+    fds = list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    return fds
 
 
 @dataclass
@@ -61,12 +77,35 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+class _HandedServer(ThreadingWSGIServer):
+    """The WSGI server on a socket it did not bind; a unix stream socket works too."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, peer = self.socket.accept()
+        if self.socket.family == socket.AF_UNIX:
+            peer = ("unix", 0)  # wsgiref reads client_address[0]; a unix peer has no address
+        return conn, peer
+
+
+def _socket_name(sock: socket.socket) -> tuple[str, int]:
+    name = sock.getsockname()
+    if sock.family != socket.AF_UNIX:
+        return str(name[0]), int(name[1])
+    path = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return ("@" + path[1:] if path.startswith("\0") else path), 0
+
+
 def serve_socket(sock: socket.socket, registry: CollectorRegistry) -> MetricsServer:
     """Serve ``registry`` on an already bound and listening socket (systemd socket activation)."""
-    server = ThreadingWSGIServer(("", 0), _QuietHandler, bind_and_activate=False)
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise ConfigError(
+            f"the socket systemd handed over (fd {sock.fileno()}) is not a listening stream socket",
+            hint="hotplugd.socket needs ListenStream= and Accept=no",
+        )
+    server = _HandedServer(("", 0), _QuietHandler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
-    host, port = sock.getsockname()[:2]
+    host, port = _socket_name(sock)
     server.server_address = (host, port)
     server.server_name, server.server_port = host, port
     server.setup_environ()
@@ -78,7 +117,9 @@ def serve_socket(sock: socket.socket, registry: CollectorRegistry) -> MetricsSer
 
 def serve(registry: CollectorRegistry, cfg: MetricsConfig, environ: dict[str, str] | None = None) -> MetricsServer | None:
     """Serve ``registry``: on the first socket systemd passed, else bind ``cfg.address:cfg.port``."""
-    fds = listen_fds(environ)
+    fds = listen_fds(environ, unset=True)
+    for fd in fds[1:]:
+        log.warning("socket_ignored", fd=fd, hint="hotplugd serves metrics on the first socket only")
     if fds:
         return serve_socket(socket.socket(fileno=fds[0]), registry)
     if not cfg.enabled:
