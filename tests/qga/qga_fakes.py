@@ -217,8 +217,8 @@ class FakeMonitor:
                 self.clients.append(stream)
                 self.negotiated.set()
             try:
-                await stream.receive()  # until the client goes away
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                await stream.receive()  # until the client goes away, or drop()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
             finally:
                 if stream in self.clients:

@@ -1,0 +1,179 @@
+"""The qga backend over fake guests: QMP events → add events, fast polling while memory grows,
+monitor loss, the fallback poll, topology and conflicts, and the real Daemon onlining two guests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from qga_fakes import FakeVM, fake_vms
+
+from hotplugd import Action, BlockEvent, Rescan, State, ZoneRequest
+from hotplugd.testing import running, wait_until
+from hotplugd_qga import QgaBackend, parse, split_index
+
+pytestmark = pytest.mark.asyncio
+
+#: Long enough that only an event (or fast polling) can explain a prompt add.
+NEVER = 3600
+
+
+def backend(vms: list[FakeVM], qmp: bool = True, **options: Any) -> QgaBackend:
+    return QgaBackend(parse({"guest": [vm.table(qmp) for vm in vms], "poll_interval": NEVER, **options}))
+
+
+@asynccontextmanager
+async def started(b: QgaBackend) -> AsyncIterator[list[BlockEvent | Rescan]]:
+    """Start the backend, scan, and collect its events in the background until the block ends."""
+    seen: list[BlockEvent | Rescan] = []
+
+    async def collect() -> None:
+        async for event in b.events():
+            seen.append(event)
+
+    await b.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect)
+            await b.scan()
+            yield seen
+            tg.cancel_scope.cancel()
+    finally:
+        await b.stop()
+
+
+def adds(seen: list[BlockEvent | Rescan]) -> dict[tuple[int, int], State]:
+    """(guest, phys_index) → state of every add event."""
+    return {split_index(e.index): e.block.state for e in seen
+            if isinstance(e, BlockEvent) and e.action is Action.ADD and e.block is not None}
+
+
+async def test_a_dimm_event_brings_the_new_blocks_as_adds(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path, 2) as vms:
+        vms[1].agent.add(range(0, 8), online=True)
+        b = backend(vms)
+        async with started(b) as seen:
+            await vms[1].monitor.negotiated.wait()
+            vms[1].agent.add(range(32, 40))
+            await vms[1].monitor.dimm_added()
+            await wait_until(lambda: len(adds(seen)) == 8, what="8 adds from guest 1")
+        assert adds(seen) == {(1, p): State.OFFLINE for p in range(32, 40)}
+        block = next(e.block for e in seen if isinstance(e, BlockEvent) and e.block is not None)
+        assert (block.node, block.size, block.valid_zones) == (1, 128 << 20, ())
+
+
+async def test_after_a_virtio_mem_event_fast_polling_finds_later_blocks(tmp_path: Path) -> None:
+    """virtio-mem plugs 1 GiB, waits for it to be onlined, plugs more: one event, many listings."""
+    async with fake_vms(tmp_path) as [vm]:
+        b = backend([vm], resize_poll_interval=0.01, resize_quiet=30)
+        async with started(b) as seen:
+            await vm.monitor.negotiated.wait()
+            vm.agent.add(range(32, 40))
+            await vm.monitor.emit("MEMORY_DEVICE_SIZE_CHANGE", {"id": "vm0", "size": 1 << 30, "qom-path": "/m/vm0"})
+            await wait_until(lambda: len(adds(seen)) == 8, what="the first GiB")
+            vm.agent.add(range(40, 48))  # no event this time (QEMU sends at most one a second)
+            await wait_until(lambda: len(adds(seen)) == 16, what="the second GiB, by polling")
+
+
+async def test_without_a_monitor_the_fallback_poll_finds_blocks(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        b = backend([vm], qmp=False, poll_interval=0.02)
+        async with started(b) as seen:
+            vm.agent.add(range(32, 34))
+            await wait_until(lambda: len(adds(seen)) == 2, what="adds from polling")
+
+
+async def test_a_lost_monitor_is_reconnected_and_the_guest_polled(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        b = backend([vm], reconnect_interval=0.02)
+        async with started(b) as seen:
+            await vm.monitor.negotiated.wait()
+            await vm.monitor.drop()  # QEMU's monitor went away: events may be lost meanwhile
+            vm.agent.add(range(32, 34))
+            await wait_until(lambda: len(adds(seen)) == 2, what="adds after reconnecting")
+            assert vm.monitor.negotiated.is_set()
+
+
+async def test_vserport_events_of_the_agent_port(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32])
+        b = backend([vm])
+        async with started(b) as seen:
+            await vm.monitor.negotiated.wait()
+            await vm.monitor.emit("VSERPORT_CHANGE", {"id": "other", "open": False})  # not the agent's port
+            await vm.monitor.emit("VSERPORT_CHANGE", {"id": "qgaport", "open": False})
+            await wait_until(lambda: not b.guests[0].available, what="the guest marked down")
+            block = (await b.scan()).blocks[0]
+            assert (await b.online(block, ZoneRequest.AUTO)).outcome.value == "transient"
+            await vm.monitor.emit("VSERPORT_CHANGE", {"id": "qgaport", "open": True})
+            await wait_until(lambda: any(getattr(e, "synthetic", False) for e in seen), what="the replayed add")
+            assert (await b.online(block, ZoneRequest.AUTO)).outcome.value == "onlined"
+
+
+async def test_topology_census_and_conflicts(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path, 2) as vms:
+        vms[0].agent.add(range(0, 4), online=True)
+        vms[1].agent.add([0], online=True)
+        vms[1].agent.add([32])
+        vms[1].agent.files["/sys/devices/system/memory/auto_online_blocks"] = "online_movable\n"
+        b = backend(vms)
+        assert b.census() is None  # nothing read yet
+        assert b.concurrency == 2
+        conflicts = await b.conflicts()
+        assert len(conflicts) == 1 and "vm1" in conflicts[0] and "online_movable" in conflicts[0]
+        scan = await b.scan()
+        assert scan.topology.cpus_per_node == {0: 1, 1: 1}
+        assert scan.topology.mem_available == 2 * 1024000 * 1024
+        assert scan.topology.block_size == 128 << 20 and not scan.topology.kernel_onlines
+        assert [(b_.node, b_.state) for b_ in scan.blocks] == [(0, State.ONLINE)] * 4 + [
+            (1, State.ONLINE), (1, State.OFFLINE)]
+        assert sorted(x.index for x in b.census() or []) == sorted(x.index for x in scan.blocks)
+        await b.stop()
+
+
+async def test_zone_requests_are_onlined_as_auto_and_said_once(tmp_path: Path, hotplugd_logs: list) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32, 33])
+        b = backend([vm])
+        blocks = (await b.scan()).blocks
+        for block in blocks:
+            assert (await b.online(block, ZoneRequest.MOVABLE)).outcome.value == "onlined"
+        await b.stop()
+    assert [e["event"] for e in hotplugd_logs].count("qga_zone_ignored") == 1
+    assert vm.agent.online_indices() == {32, 33}
+
+
+# -- the real daemon -----------------------------------------------------------------------
+
+
+async def test_the_daemon_onlines_coldplug_and_hot_added_blocks_in_two_guests(
+        tmp_path: Path, make_daemon: Any, hook_recorder: Any) -> None:
+    async with fake_vms(tmp_path, 2) as vms:
+        for vm in vms:
+            vm.agent.add(range(0, 8), online=True)
+        vms[0].agent.add(range(32, 36))  # offline at start: coldplug
+        config = {"plugins": {"qga": {"guest": [vm.table() for vm in vms], "poll_interval": NEVER,
+                                      "resize_poll_interval": 0.01, "resize_quiet": 0.2}}}
+        daemon = make_daemon("qga", config, entry_points=True, settle=0.2)
+        assert daemon.backend.concurrency == 2
+        async with running(daemon):
+            await wait_until(lambda: vms[0].agent.online_indices() >= set(range(32, 36)), what="coldplug")
+            for vm in vms:
+                await vm.monitor.negotiated.wait()
+                vm.agent.add(range(40, 48))
+            for vm in vms:
+                await vm.monitor.dimm_added()
+            await wait_until(lambda: all(vm.agent.online_indices() >= set(range(40, 48)) for vm in vms),
+                             what="the hot-added blocks of both guests online")
+            daemon.scheduler.stop()
+        assert all(not any(not on for on in vm.agent.blocks.values()) for vm in vms)
+        outcomes = hook_recorder.outcomes()
+        assert outcomes == {**{0 << 32 | p: "onlined" for p in [*range(32, 36), *range(40, 48)]},
+                            **{1 << 32 | p: "onlined" for p in range(40, 48)}}
+        assert {r.block.node for r in hook_recorder.reports} == {0, 1}
+        phases = [p for p in hook_recorder.phases if len(p.workers) == 2]
+        assert phases and all(w == {0: 1, 1: 1} for w in (p.workers for p in phases))
