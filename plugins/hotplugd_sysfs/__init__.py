@@ -19,6 +19,11 @@ The ``[plugins.sysfs]`` table:
 - ``netlink`` (default true): false opens no socket; events then come only from
   ``SysfsBackend.feed()`` (tests on a fake tree, see :mod:`hotplugd.testing.fakesysfs`).
 
+The kernel announces a block (its ``add`` uevent) before it links the block to
+its node; until the ``nodeN`` link exists, reading ``valid_zones`` oopses 6.1
+kernels (``NODE_DATA(NUMA_NO_NODE)``). The backend therefore reads nothing but
+the directory of an unlinked block and retries briefly (:class:`NotRegistered`).
+
 Registered through the ``hotplugd`` entry-point group like any third-party plugin.
 """
 
@@ -32,10 +37,11 @@ from hotplugd import BackendRegistry, ConfigProblem, hookimpl
 from .backend import SysfsBackend
 from .intake import Drop, Intake, MemoryUEvent
 from .settings import Settings, parse
-from .sysfs import BlockInfo, Sysfs, SysfsIO
+from .sysfs import BlockInfo, NotRegistered, Sysfs, SysfsIO
 from .uevent import UEvent
 
-__all__ = ["BlockInfo", "Drop", "Intake", "MemoryUEvent", "Settings", "Sysfs", "SysfsBackend", "SysfsIO", "UEvent"]
+__all__ = ["BlockInfo", "Drop", "Intake", "MemoryUEvent", "NotRegistered", "Settings", "Sysfs", "SysfsBackend",
+           "SysfsIO", "UEvent"]
 
 
 @hookimpl
