@@ -1,9 +1,18 @@
-"""Config checks that need the plugins: their own ``[plugins.<name>]`` tables."""
+"""Config checks that need the plugins: their own ``[plugins.<name>]`` tables, and ``disabled_plugins``."""
 
 from __future__ import annotations
 
+import importlib.metadata
+
 from .config import Config, ConfigProblem, raise_problems
-from .plugins import PluginManager, call_checked
+from .plugins import ENTRY_POINT_GROUP, PluginManager, call_checked
+
+
+def installed_plugins(pm: PluginManager) -> set[str]:
+    """Plugins installed as entry points (loaded or blocked) and plugins registered directly."""
+    names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    registered = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+    return names | {name for name in registered if not name.startswith("hotplugd.")}
 
 
 def check_plugin_config(pm: PluginManager, config: Config) -> None:
@@ -15,6 +24,11 @@ def check_plugin_config(pm: PluginManager, config: Config) -> None:
             problems.append(ConfigProblem(
                 f"plugins.{name}", "no such plugin is loaded",
                 f"loaded plugins: {', '.join(sorted(n for n in known if not n.startswith('hotplugd.')))}"))
+    installed = installed_plugins(pm)
+    for name in config.disabled_plugins:  # a typo would leave the plugin meant to be off running
+        if name not in installed:
+            problems.append(ConfigProblem("disabled_plugins", f"no installed plugin is named {name!r}",
+                                          f"installed plugins: {', '.join(sorted(installed))}"))
     for result in call_checked(pm.hook.hotplugd_check_config, plugins=config.plugins, config=config):
         problems.extend(result)
     raise_problems(problems, config.source)

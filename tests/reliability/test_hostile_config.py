@@ -1,0 +1,93 @@
+"""Hostile or mistaken configuration: refused before anything runs, naming the input, without a traceback.
+
+As root, a config file that another user can write is someone else's way to
+run the daemon's backend; unknown backend and plugin names are refused with
+the list of what is installed, so a typo never silently changes what runs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+
+import pytest
+
+from hotplugd.cli import main
+from hotplugd.errors import EXIT_CONFIG
+from hotplugd.plugins import ENTRY_POINT_GROUP, backend_registry, make_manager
+
+pytestmark = pytest.mark.reliability
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the permission check applies when running as root")
+
+
+def installed_plugins() -> list[str]:
+    return sorted(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def config_file(tmp_path: Path, text: str = 'backend = "simulated"\n', mode: int = 0o644) -> Path:
+    path = tmp_path / "hotplugd.toml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG, err
+    assert "Traceback" not in err
+    return err
+
+
+@root_only
+@pytest.mark.parametrize("mode", [0o666, 0o646, 0o664, 0o620])
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_a_config_others_can_write_is_refused_as_root(tmp_path, capsys, mode, command):
+    path = config_file(tmp_path, mode=mode)
+    err = refused(capsys, command, "--config", str(path))
+    assert f"refusing {path}" in err and "writable by users other than root" in err
+    assert "chmod 644" in err
+
+
+@root_only
+def test_a_config_owned_by_another_user_is_refused_as_root(tmp_path, capsys):
+    path = config_file(tmp_path)
+    os.chown(path, 65534, 65534)
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert f"refusing {path}" in err and "uid 65534" in err
+
+
+@root_only
+def test_a_root_owned_config_only_root_can_write_is_accepted(tmp_path, capsys):
+    path = config_file(tmp_path)
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_an_unknown_backend_is_refused_with_the_installed_ones(capsys, command):
+    err = refused(capsys, command, "--backend", "simulatd")
+    assert "unknown backend 'simulatd'" in err
+    assert f"installed backends: {', '.join(backend_registry(make_manager()).names())}" in err
+
+
+def test_a_table_for_an_unknown_plugin_is_refused_with_the_loaded_ones(tmp_path, capsys):
+    path = config_file(tmp_path, 'backend = "simulated"\n[plugins.simulatd]\nseed = 1\n')
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert "plugins.simulatd: no such plugin is loaded" in err
+    assert all(name in err for name in installed_plugins())
+
+
+def test_disabling_an_unknown_plugin_is_refused_with_the_installed_ones(tmp_path, capsys):
+    """A typo in ``disabled_plugins`` would leave the plugin meant to be off running."""
+    path = config_file(tmp_path, 'backend = "simulated"\ndisabled_plugins = ["sysfss"]\n')
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert "disabled_plugins" in err and "'sysfss'" in err
+    assert all(name in err for name in installed_plugins())
+
+
+def test_disabling_an_installed_plugin_is_fine(tmp_path, capsys):
+    path = config_file(tmp_path, 'backend = "simulated"\ndisabled_plugins = ["sysfs"]\n')
+    assert main(["check-config", "--config", str(path)]) == 0, capsys.readouterr().err
