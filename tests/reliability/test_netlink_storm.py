@@ -67,9 +67,11 @@ def tree(fake_sysfs: FakeSysfs, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
         provider.forger.close()
 
 
-def daemon_on(provider: FakeTreeSysfs, recorder: HookRecorder) -> Daemon:
+def daemon_on(provider: FakeTreeSysfs, recorder: HookRecorder, *, netlink: bool = True) -> Daemon:
+    """The real Daemon with the sysfs plugin on the fake tree; without netlink, events come from ``feed``."""
+    options = provider.fake.options(netlink=True, rcvbuf=SMALL_RCVBUF) if netlink else provider.fake.options()
     data = {"backend": "sysfs", "metrics": {"enabled": False}, "disabled_plugins": ["sysfs"],
-            "plugins": {"sysfs": provider.fake.options(netlink=True, rcvbuf=SMALL_RCVBUF)}}
+            "plugins": {"sysfs": options}}
     pm = make_manager(["sysfs"], load_entry_points=False, environ={},
                       extra=[("fake-tree-sysfs", provider), ("recorder", recorder)])
     return Daemon(from_mapping(data), pm, metrics=Metrics(), notifier=Notifier({}), serve_metrics=False)
