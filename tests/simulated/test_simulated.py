@@ -102,3 +102,33 @@ def test_simulate_cli_ratio(capsys, ratio):
     assert code == 0
     out = capsys.readouterr().out
     assert "ratio_0" in out if ratio == "0" else "node0: 2" in out
+
+
+def _measured(sim: dict) -> tuple[float, list[dict]]:
+    from structlog.testing import capture_logs
+
+    from hotplugd.logs import configure
+
+    configure("info")  # an earlier CLI test may have left the level at warning
+    with capture_logs() as logs:
+        code, summary, recorder, _ = run(sim, max_offline_bytes="100GiB", settle=0.05)
+    assert code == 0
+    largest = max((e for e in logs if e["event"] == "phase_finished"), key=lambda e: e["blocks"])
+    return largest["effective_concurrency"], logs
+
+
+def test_a_false_concurrency_claim_is_measured_and_reported():
+    # a mainline kernel (global lock) whose backend claims 4 concurrent onlines
+    sim = {"lock": "global", "concurrency": 4, "nodes": 1, "cpus_per_node": 4, "add_interval": 0,
+           "scenario": [{"kind": "dimm", "size": "4GiB"}]}
+    effective, logs = _measured(sim)
+    assert effective < 2.0  # 4 workers, one lock
+    assert any(e["event"] == "parallelism_not_achieved" and e["declared"] == 4 for e in logs)
+
+
+def test_a_true_concurrency_claim_is_measured():
+    sim = {"lock": "none", "nodes": 1, "cpus_per_node": 4, "add_interval": 0, "cost_fixed": "3ms",
+           "scenario": [{"kind": "dimm", "size": "4GiB"}]}
+    effective, logs = _measured(sim)
+    assert effective > 2.5
+    assert not any(e["event"] == "parallelism_not_achieved" for e in logs)
