@@ -137,7 +137,8 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None)
                 steps = [_step(raw, f"{dotted}[{i}]", collect) for i, raw in enumerate(value)]
                 kwargs[key] = tuple(s for s in steps if s is not None)
             else:
-                collect.append(ConfigProblem(dotted, "unknown key", f"known keys: {', '.join([*_SCALARS, 'lock', 'fault_errnos', 'scenario', 'state_file'])}"))
+                known = [*_SCALARS, "lock", "fault_errnos", "scenario", "state_file"]
+                collect.append(ConfigProblem(dotted, "unknown key", f"known keys: {', '.join(known)}"))
         except ValueError as exc:
             collect.append(ConfigProblem(dotted, str(exc)))
     settings = Settings(**kwargs)

@@ -59,7 +59,8 @@ async def test_recoverable_blocks_end_online_permanent_ones_are_reported_once(se
     assert all(r.result.errno == poisoned[r.block.index] for r in permanent)
     for code in (errno.EINVAL, EHWPOISON):
         count = sum(1 for c in poisoned.values() if c == code)
-        assert daemon.metrics.value("hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(code)}) == count
+        labels = {"outcome": "permanent", "errno": str(code)}
+        assert daemon.metrics.value("hotplugd_online_outcomes_total", labels) == count
     assert daemon.scheduler.failed == dict.fromkeys(poisoned, Outcome.PERMANENT)
 
     # "block gone" is no failure: those blocks are simply no longer there

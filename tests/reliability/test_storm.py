@@ -33,7 +33,8 @@ def storm_args(textfile: Path) -> list[str]:
         "plugins.simulated.add_interval": "0",  # as fast as the backend can raise them
         "plugins.simulated.cost_fixed": '"100us"', "plugins.simulated.cost_init_per_page": "0",
         "plugins.simulated.cost_free_per_page": "0",
-        "plugins.simulated.scenario": f'[{{kind="dimm", size="{HALF}", node=0}}, {{kind="dimm", size="{HALF}", node=1}}]',
+        "plugins.simulated.scenario": f'[{{kind="dimm", size="{HALF}", node=0}}, '
+                                      f'{{kind="dimm", size="{HALF}", node=1}}]',
     }
     args = ["--no-progress", "--log-level", "info"]
     for key, value in sets.items():
