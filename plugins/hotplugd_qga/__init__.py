@@ -30,7 +30,10 @@ The ``[plugins.qga]`` table:
 - ``reconnect_interval`` (default 1 s): how long an agent that failed is left alone.
 - ``max_batch`` (default 256): blocks in one ``guest-set-memory-blocks``.
 - ``concurrency`` (default 0: the number of guests): declared parallel onlines.
-- ``verify`` (default true): re-read the guest's block list after each batch.
+- ``verify`` (default false): re-read the guest's block list after each batch. The
+  agent reports ``success`` only when the write succeeded or the block was online
+  already; a listing costs as much as onlining a few blocks, so by default the
+  backend trusts it and tells "already online" from its last listing.
 
 Registered through the ``hotplugd`` entry-point group like any third-party plugin.
 """

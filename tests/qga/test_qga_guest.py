@@ -76,7 +76,7 @@ async def test_each_answer_maps_to_its_block(tmp_path: Path) -> None:
         vm.agent.add([36], online=True)
         vm.agent.script[33] = ("operation-failed", 22)
         vm.agent.script[35] = ("operation-failed", 16)  # EBUSY
-        guest = link(vm)
+        guest = link(vm, verify=True)
         await guest.scan()
         results = await online_all(guest, [32, 33, 34, 35, 36])
         assert {p: (r.outcome, r.errno) for p, r in results.items()} == {
@@ -85,10 +85,10 @@ async def test_each_answer_maps_to_its_block(tmp_path: Path) -> None:
         assert len(vm.agent.commands("guest-get-memory-blocks")) >= 2  # scanned, then read back
 
 
-async def test_without_verify_no_read_back(tmp_path: Path) -> None:
+async def test_by_default_no_read_back(tmp_path: Path) -> None:
     async with fake_vms(tmp_path) as [vm]:
         vm.agent.add([32])
-        guest = link(vm, verify=False)
+        guest = link(vm)
         await guest.scan()
         listings = len(vm.agent.commands("guest-get-memory-blocks"))
         assert (await guest.online(32)).outcome is Outcome.ONLINED

@@ -18,6 +18,7 @@ ONLINE_AFTER = {32: True}
     (SetResult(32, "success"), ONLINE_AFTER, False, Outcome.ONLINED, None),
     (SetResult(32, "success"), ONLINE_AFTER, True, Outcome.ALREADY_ONLINE, None),
     (SetResult(32, "success"), None, False, Outcome.ONLINED, None),  # verify = false: the agent's word
+    (SetResult(32, "success"), None, True, Outcome.ALREADY_ONLINE, None),  # ... and the last listing's
     (SetResult(32, "success"), {}, False, Outcome.GONE, None),
     (SetResult(32, "success"), OFFLINE_AFTER, False, Outcome.ERROR, None),
     (SetResult(32, "not-found", 2), {}, False, Outcome.GONE, errno.ENOENT),

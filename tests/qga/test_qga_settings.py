@@ -21,7 +21,7 @@ def test_guests_and_defaults() -> None:
     s = parse({"guest": GUESTS, "resize_poll_interval": "50ms", "max_batch": 64})
     assert s.guests == (GuestSettings("vm1", "/run/vm1/qga.sock", "/run/vm1/qmp.sock", "qgaport"),
                         GuestSettings("vm2", "/run/vm2/qga.sock"))
-    assert (s.resize_poll_interval, s.max_batch, s.poll_interval, s.verify) == (0.05, 64, 5.0, True)
+    assert (s.resize_poll_interval, s.max_batch, s.poll_interval, s.verify) == (0.05, 64, 5.0, False)
     assert s.declared_concurrency == 2
     assert parse({"guest": GUESTS, "concurrency": 4}).declared_concurrency == 4
 
