@@ -5,7 +5,8 @@ the smallest receive buffer the plugin accepts. While it is stopped (SIGSTOP)
 the guest's kernel raises 128 ``add`` uevents for the DIMM's blocks, and a
 shell writes ``add`` to every block's ``uevent`` file a few times over: far
 more than the buffer holds, so the kernel drops events and the next receive
-fails with ENOBUFS. Once continued, hotplugd must rescan and online every block.
+fails with ENOBUFS. Once continued, hotplugd must rescan and online every block,
+its peak RSS bounded.
 """
 
 from __future__ import annotations
@@ -27,10 +28,19 @@ pytestmark = [pytest.mark.vm, pytest.mark.reliability]
 
 CONFIG = GuestConfig(memhp_default_state="offline", memory="2G", slots=2, maxmem="24G", virtio_mem=False)
 DIMM = 16 * GiB
+MAX_RSS = 150 << 20
 #: ``add`` written to every block's uevent file this many times (boot blocks included: harmless replays).
 FLOOD = """for round in 1 2 3 4; do
   for f in /sys/devices/system/memory/memory*/uevent; do echo add > "$f"; done
 done"""
+
+
+def vm_hwm(status: str) -> int:
+    """Peak resident memory in bytes from ``/proc/<pid>/status``."""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM in {status!r}")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +72,7 @@ def test_lost_uevents_are_recovered_by_a_rescan_on_a_real_kernel(guest: Guest) -
         guest.agent.run(["/bin/sh", "-c", FLOOD], timeout=120)
         daemon.signal(signal.SIGCONT)
         guest.agent.wait_blocks(exclude=before, min_count=len(added.blocks), state="online", timeout=300)
+        peak = vm_hwm(guest.agent.read_file(f"/proc/{daemon.pid}/status"))
     finally:
         result = daemon.stop(signal.SIGTERM, timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -70,3 +81,4 @@ def test_lost_uevents_are_recovered_by_a_rescan_on_a_real_kernel(guest: Guest) -
     assert m.total("hotplugd_memory_blocks", state="offline") == 0
     assert m.total("hotplugd_blocks_onlined_total") == len(added.blocks) == 128
     assert '"uevents_lost"' in result.stderr  # the backend saw ENOBUFS
+    assert peak < MAX_RSS, f"peak RSS {peak >> 20} MiB"
