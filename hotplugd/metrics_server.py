@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import socketserver
 import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -78,7 +79,19 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _HandedServer(ThreadingWSGIServer):
-    """The WSGI server on a socket it did not bind; a unix stream socket works too."""
+    """The WSGI server on a socket it did not bind; a unix stream socket works too.
+
+    It never calls ``socket()`` itself (TCPServer's constructor would, even unbound): under
+    ``RestrictAddressFamilies=AF_UNIX AF_NETLINK`` an AF_INET ``socket()`` fails, while the
+    AF_INET socket systemd hands over works.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        host, port = _socket_name(sock)
+        socketserver.BaseServer.__init__(self, (host, port), _QuietHandler)
+        self.socket = sock
+        self.address_family = sock.family
+        self.server_name, self.server_port = host, port
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, peer = self.socket.accept()
@@ -102,12 +115,7 @@ def serve_socket(sock: socket.socket, registry: CollectorRegistry) -> MetricsSer
             f"the socket systemd handed over (fd {sock.fileno()}) is not a listening stream socket",
             hint="hotplugd.socket needs ListenStream= and Accept=no",
         )
-    server = _HandedServer(("", 0), _QuietHandler, bind_and_activate=False)
-    server.socket.close()
-    server.socket = sock
-    host, port = _socket_name(sock)
-    server.server_address = (host, port)
-    server.server_name, server.server_port = host, port
+    server = _HandedServer(sock)
     server.setup_environ()
     server.set_app(make_wsgi_app(registry))
     thread = threading.Thread(target=server.serve_forever, name="hotplugd-metrics", daemon=True)

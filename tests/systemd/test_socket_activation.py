@@ -6,6 +6,7 @@ The socket is made here, moved to fd 3 and announced with ``LISTEN_FDS=1`` and
 
 from __future__ import annotations
 
+import errno
 import http.client
 import signal
 import socket
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from hotplugd.errors import EXIT_CONFIG
+from hotplugd.metrics import Metrics
+from hotplugd.metrics_server import serve_socket
 
 from .daemonconfig import HOLD, free_port, write_config
 from .fakesystemd import DaemonProcess, NotifyListener
@@ -129,3 +132,26 @@ def test_a_busy_port_outside_systemd_is_one_line_not_a_traceback(tmp_path, notif
     busy.close()
     assert "cannot serve metrics on 127.0.0.1" in daemon.output()
     assert "Traceback" not in daemon.output()
+
+
+def test_serving_a_handed_socket_opens_no_socket_of_its_own(monkeypatch) -> None:
+    """Under RestrictAddressFamilies=AF_UNIX AF_NETLINK, socket(AF_INET) fails; the handed AF_INET socket works."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    real = socket.socket
+
+    class Restricted(real):  # type: ignore[misc,valid-type]
+        def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
+            if fileno is None and family != socket.AF_UNIX:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol (seccomp)")
+            super().__init__(family, type, proto, fileno)
+
+    metrics = Metrics()
+    with monkeypatch.context() as patch:
+        patch.setattr(socket, "socket", Restricted)
+        server = serve_socket(listener, metrics.registry)
+    try:
+        assert "hotplugd_failed_blocks 0.0" in scrape(*server.address)
+    finally:
+        server.close()
