@@ -25,7 +25,7 @@ from hotplugd_sysfs.intake import Intake
 from hotplugd_sysfs.netlink import Datagram
 from hotplugd_sysfs.uevent import MAX_UEVENT, encode
 
-from .test_netlink_storm import FakeTreeSysfs, daemon_on
+from .sysfs_tree import FakeTreeSysfs, daemon_on
 
 pytestmark = pytest.mark.reliability
 

@@ -11,50 +11,20 @@ had dropped them; only the overflow's rescan can find them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import anyio
 import pytest
 
 import hotplugd_sysfs.backend
-from hotplugd import hookimpl
-from hotplugd.config import from_mapping
 from hotplugd.daemon import Daemon
-from hotplugd.metrics import Metrics
-from hotplugd.notify import Notifier
-from hotplugd.plugins import make_manager
 from hotplugd.testing import HookRecorder, wait_until
 from hotplugd.testing.fakesysfs import FakeSysfs
-from hotplugd_sysfs import SysfsBackend
-from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
-from hotplugd_sysfs.netlink import open_uevent_socket
 
-from .netns import Forger, in_new_netns
+from .sysfs_tree import FakeTreeSysfs, daemon_on
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio]
 
-SMALL_RCVBUF = "64KiB"  # the smallest the plugin accepts
 HOT_ADDED = range(64, 192)  # 16 GiB of 128 MiB blocks
-
-
-class FakeTreeSysfs:
-    """Registers ``sysfs`` over the fake tree's kernel; its uevent socket is opened in a private namespace."""
-
-    def __init__(self, fake: FakeSysfs) -> None:
-        self.fake = fake
-        self.forger: Forger | None = None
-
-    @hookimpl
-    def hotplugd_register_backends(self, registry: Any) -> None:
-        registry.add("sysfs", lambda options: SysfsBackend.from_options(options, io=self.fake.io))
-
-    @hookimpl
-    def hotplugd_check_config(self, plugins: Any) -> list:
-        return check_sysfs_table(plugins)
-
-    def open_socket(self, rcvbuf: int) -> Any:
-        sock, size, self.forger = in_new_netns(lambda: (*open_uevent_socket(rcvbuf), Forger()))
-        return sock, size
 
 
 @pytest.fixture
@@ -65,16 +35,6 @@ def tree(fake_sysfs: FakeSysfs, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fak
     yield provider
     if provider.forger is not None:
         provider.forger.close()
-
-
-def daemon_on(provider: FakeTreeSysfs, recorder: HookRecorder, *, netlink: bool = True) -> Daemon:
-    """The real Daemon with the sysfs plugin on the fake tree; without netlink, events come from ``feed``."""
-    options = provider.fake.options(netlink=True, rcvbuf=SMALL_RCVBUF) if netlink else provider.fake.options()
-    data = {"backend": "sysfs", "metrics": {"enabled": False}, "disabled_plugins": ["sysfs"],
-            "plugins": {"sysfs": options}}
-    pm = make_manager(["sysfs"], load_entry_points=False, environ={},
-                      extra=[("fake-tree-sysfs", provider), ("recorder", recorder)])
-    return Daemon(from_mapping(data), pm, metrics=Metrics(), notifier=Notifier({}), serve_metrics=False)
 
 
 def dropped(daemon: Daemon, reason: str) -> int:
