@@ -1,0 +1,109 @@
+"""The shipped units: ``systemd-analyze verify`` is clean, the exposure is at most 1.5, the settings hold."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hotplugd.config import DEFAULT_METRICS_PORT, DEFAULT_PATH
+from hotplugd.errors import EXIT_CONFIG
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = REPO / "systemd" / "hotplugd.service"
+SOCKET = REPO / "systemd" / "hotplugd.socket"
+MAX_EXPOSURE = 1.5
+
+
+def settings(path: Path) -> dict[str, list[str]]:
+    """Every ``Key=value`` of a unit file, values in order (systemd keys may repeat)."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            key, _, value = line.partition("=")
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def comments(path: Path) -> str:
+    return "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+
+
+def analyze() -> str:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    return tool
+
+
+def test_verify_is_clean(tmp_path: Path) -> None:
+    """``verify`` checks that ExecStart= exists: the copy differs only there, pointing at this venv's program."""
+    program = Path(sys.executable).with_name("hotplugd")
+    shipped = SERVICE.read_text()
+    copy = shipped.replace("ExecStart=/usr/bin/hotplugd ", f"ExecStart={program} ", 1)
+    assert [a for a, b in zip(shipped.splitlines(), copy.splitlines()) if a != b] == [
+        "ExecStart=/usr/bin/hotplugd run --config /etc/hotplugd/hotplugd.toml"]
+    (tmp_path / SERVICE.name).write_text(copy)
+    shutil.copyfile(SOCKET, tmp_path / SOCKET.name)
+    done = subprocess.run([analyze(), "verify", str(tmp_path / SERVICE.name), str(tmp_path / SOCKET.name)],
+                          capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_offline_security_exposure_is_at_most_1_5() -> None:
+    done = subprocess.run([analyze(), "security", "--offline=yes", "--no-pager", str(SERVICE)],
+                          capture_output=True, text=True, check=False)
+    match = re.search(r"Overall exposure level for hotplugd.service: (\d+\.\d+)", done.stdout)
+    assert match, done.stdout + done.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE
+
+
+def test_the_service_runs_the_process_life_the_daemon_implements() -> None:
+    unit = settings(SERVICE)
+    one = {key: values[-1] for key, values in unit.items()}
+    assert one["Type"] == "notify"
+    assert one["ExecStart"] == f"/usr/bin/hotplugd run --config {DEFAULT_PATH}"
+    assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert one["Restart"] == "on-failure"
+    assert one["RestartPreventExitStatus"] == str(EXIT_CONFIG)
+    assert re.fullmatch(r"\d+s", one["WatchdogSec"]) and int(one["WatchdogSec"][:-1]) >= 10
+    assert int(one["OOMScoreAdjust"]) <= -500
+    assert all(doc.startswith("file:/usr/share/doc/hotplugd/") for doc in unit["Documentation"])
+    assert one["Wants"] == one["After"] == "hotplugd.socket"
+
+
+def test_the_hardening_the_issue_asks_for() -> None:
+    one = {key: values[-1] for key, values in settings(SERVICE).items()}
+    assert one["ProtectSystem"] == "strict"
+    assert one["ReadWritePaths"] == "/sys/devices/system/memory"
+    for key in ("ProtectKernelTunables", "PrivateDevices", "PrivateNetwork", "NoNewPrivileges", "PrivateMounts"):
+        assert one[key] == "yes", key
+    assert one["RestrictAddressFamilies"] == "AF_UNIX AF_NETLINK"
+    assert one["CapabilityBoundingSet"] == ""
+    assert settings(SERVICE)["SystemCallFilter"][0] == "@system-service"
+    assert "User" not in one and "DynamicUser" not in one
+
+
+@pytest.mark.parametrize("left_out", ["ProcSubset=pid", "PrivateUsers=yes", "User=", "CAP_NET_ADMIN"])
+def test_each_option_left_out_is_absent_and_explained(left_out: str) -> None:
+    key = left_out.split("=")[0]
+    assert key not in settings(SERVICE) or key == "CAP_NET_ADMIN"
+    assert f"- {left_out}" in comments(SERVICE) or f"- {key}" in comments(SERVICE)
+
+
+def test_the_socket_listens_on_loopback_at_the_default_port() -> None:
+    one = {key: values[-1] for key, values in settings(SOCKET).items()}
+    assert one["ListenStream"] == f"127.0.0.1:{DEFAULT_METRICS_PORT}"
+    assert one["Accept"] == "no"  # the daemon accepts: one listening socket (it refuses others, exit 78)
+    assert one["Service"] == "hotplugd.service"
+    assert one["WantedBy"] == "sockets.target"
+
+
+def test_documentation_files_exist_to_be_installed() -> None:
+    for doc in settings(SERVICE)["Documentation"] + settings(SOCKET)["Documentation"]:
+        name = doc.rsplit("/", 1)[-1]
+        assert (REPO / name).is_file() or (REPO / "docs" / name).is_file(), doc
