@@ -1,0 +1,302 @@
+"""hotplugd on a real kernel (issue 4): bursts, virtio-mem, coldplug, restart, conflict, zones.
+
+Each scenario runs ``hotplugd run --backend sysfs`` in a QEMU guest and checks, from the guest's
+sysfs: every block online (in the intended zone), no block lost; and from the daemon's metrics
+textfile: blocks onlined and outcomes equal to what sysfs shows, no error outcome.
+
+Guests: the session's ``guest`` (the bursts, one virtio-mem growth; blocks accumulate, so
+every count is taken relative to the state before), ``autoonline_guest`` (the conflict), and
+``spare``, a guest of this module's own for the zone, coldplug, restart and other virtio-mem
+scenarios: the bursts use up the session guest's DIMM space (64 GiB less its 16 GiB virtio-mem
+device). virtio-mem devices only grow here: shrinking online memory back is slow and may fail,
+and a device larger than this machine's RAM cannot be allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from daemonctl import GuestDaemon, Metrics
+from harness import GiB, Guest, GuestConfig, MemoryBlock
+from harness.assets import Assets
+
+pytestmark = pytest.mark.vm
+
+MiB = 1 << 20
+#: Generous bounds: a stall (virtio-mem waiting forever) or a lost block never finishes.
+ONLINE_TIMEOUT = 120
+SPARE_CONFIG = GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
+                           virtio_mem=True, virtio_mem_max=16 * GiB)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def offline_count(guest: Guest) -> int:
+    return sum(1 for b in guest.agent.memory_blocks() if not b.online)
+
+
+def online_leftovers(guest: Guest) -> None:
+    """Online (in the guest, by hand) what earlier tests left offline: a clean start for deferral tests."""
+    offline = [b.index for b in guest.agent.memory_blocks() if not b.online]
+    if offline:
+        script = "for i in \"$@\"; do echo online > /sys/devices/system/memory/memory$i/state; done"
+        guest.agent.run(["/bin/sh", "-c", script, "online", *map(str, offline)])
+    assert offline_count(guest) == 0
+
+
+def wait_all_online(guest: Guest, count: int) -> list[MemoryBlock]:
+    """Wait until the guest has ``count`` blocks (at least), every one online."""
+    return guest.agent.wait_blocks(state="online", min_count=count, timeout=ONLINE_TIMEOUT, interval=0.05).blocks
+
+
+def assert_all_online(guest: Guest, count: int) -> list[MemoryBlock]:
+    """Every block of the guest online, and exactly ``count`` of them (none lost, none extra)."""
+    blocks = guest.agent.memory_blocks()
+    offline = {b.index: b.state for b in blocks if not b.online}
+    assert not offline, f"blocks not online: {offline}"
+    assert len(blocks) == count
+    return blocks
+
+
+def assert_consistent(m: Metrics, guest: Guest, *, onlined: int, gone: int = 0) -> None:
+    """The daemon's counters agree with sysfs: ``onlined`` blocks, no failure, census = sysfs."""
+    assert m.total("hotplugd_blocks_onlined_total") == onlined
+    outcomes = m.by_label("hotplugd_online_outcomes_total", "outcome")
+    assert outcomes == {k: v for k, v in {"onlined": onlined, "gone": gone}.items() if v}
+    for name in ("hotplugd_failed_blocks", "hotplugd_zone_mismatches_total", "hotplugd_pending_blocks",
+                 "hotplugd_online_retries_total"):
+        assert m.total(name) == 0, name
+    blocks = guest.agent.memory_blocks()
+    assert m.total("hotplugd_memory_blocks", state="online") == sum(1 for b in blocks if b.online)
+    assert m.total("hotplugd_memory_blocks", state="offline") == sum(1 for b in blocks if not b.online)
+    assert m.total("hotplugd_memory_census_success") == 1
+
+
+def zones_of(blocks: list[MemoryBlock]) -> dict[int, str]:
+    """An online block's ``valid_zones`` is the zone it is in."""
+    return {b.index: " ".join(b.valid_zones) for b in blocks}
+
+
+@pytest.fixture(scope="module")
+def spare(vm_assets: Assets) -> Iterator[Guest]:
+    """A guest of this module's own: 46 GiB of DIMM space, 16 GiB of virtio-mem."""
+    g = Guest(SPARE_CONFIG, vm_assets).start()
+    yield g
+    g.close()
+
+
+# -- 1. pc-dimm bursts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", ["0", "1"])
+def test_pc_dimm_bursts_go_online(guest: Guest, ratio: str) -> None:
+    """4 GiB then 16 GiB DIMMs: every block online, counted once, by the ratio's own phases."""
+    bs = guest.agent.block_size()
+    count = len(guest.agent.memory_blocks())
+    leftover = offline_count(guest)  # earlier tests may leave offline blocks: coldplugged at start
+    daemon = GuestDaemon.start(guest, "--ratio", ratio)
+    for size in (4 * GiB, 16 * GiB):
+        guest.qmp.hotplug_dimm(size)
+        count += size // bs
+        wait_all_online(guest, count)
+    daemon.stop()
+
+    assert_all_online(guest, count)
+    m = daemon.metrics()
+    assert_consistent(m, guest, onlined=leftover + 20 * GiB // bs)
+    assert m.total("hotplugd_uevents_received_total", action="add") == 20 * GiB // bs
+    # ratio 0 never defers; ratio 1 on a one-at-a-time backend onlines at once too ("serial").
+    assert set(m.by_label("hotplugd_phases_total", "trigger")) == {"ratio_0" if ratio == "0" else "serial"}
+
+
+# -- 6. another onliner: the kernel ----------------------------------------------------------------
+
+
+def test_kernel_auto_online_is_reported_and_only_verified(autoonline_guest: Guest) -> None:
+    guest = autoonline_guest
+    bs = guest.agent.block_size()
+    count = len(guest.agent.memory_blocks()) + GiB // bs
+    daemon = GuestDaemon.start(guest)
+    guest.qmp.hotplug_dimm(GiB)
+    wait_all_online(guest, count)
+    m = daemon.wait_metrics(lambda m: m.total("hotplugd_blocks_verified_total") == GiB // bs,
+                            what="the kernel's onlines verified")
+    daemon.stop()
+
+    assert_all_online(guest, count)
+    m = daemon.metrics()
+    assert m.total("hotplugd_conflicting_onliners") >= 1
+    assert_consistent(m, guest, onlined=0)
+    assert m.total("hotplugd_blocks_verified_total") == GiB // bs
+    conflicts = [e for e in daemon.logs() if e.get("event") == "conflict"]
+    assert any("auto_online_blocks" in e["detail"] for e in conflicts), conflicts
+    assert not [e for e in daemon.logs() if e.get("level") == "error"]
+
+
+# -- 7. zone policy ---------------------------------------------------------------------------------
+
+
+def test_movable_policy_onlines_into_zone_movable(spare: Guest) -> None:
+    bs = spare.agent.block_size()
+    before = {b.index for b in spare.agent.memory_blocks()}
+    daemon = GuestDaemon.start(spare, "--set", 'zones.policy="movable"')
+    spare.qmp.hotplug_dimm(2 * GiB)
+    wait_all_online(spare, len(before) + 2 * GiB // bs)
+    daemon.stop()
+
+    new = [b for b in assert_all_online(spare, len(before) + 2 * GiB // bs) if b.index not in before]
+    assert set(zones_of(new).values()) == {"Movable"}
+    m = daemon.metrics()
+    assert_consistent(m, spare, onlined=len(new))
+    assert m.total("hotplugd_blocks_onlined_total", zone="Movable") == len(new)
+
+
+def ledger(blocks: list[MemoryBlock], bs: int) -> tuple[int, int]:
+    """(kernel, movable) bytes online; an online block's valid_zones is its zone ("none": several)."""
+    movable = sum(bs for b in blocks if b.online and b.valid_zones == ("Movable",))
+    return sum(bs for b in blocks if b.online) - movable, movable
+
+
+def auto_movable_zones(blocks: list[MemoryBlock], new: list[int], bs: int, ratio: int) -> dict[int, str]:
+    """What auto-movable promises, block by ascending block: movable while movable ≤ ratio% of kernel."""
+    kernel, movable = ledger(blocks, bs)
+    zones = {}
+    for index in sorted(new):
+        if (movable + bs) * 100 <= kernel * ratio:
+            zones[index], movable = "Movable", movable + bs
+        else:
+            zones[index], kernel = "Normal", kernel + bs
+    return zones
+
+
+def test_auto_movable_policy_keeps_the_ratio(spare: Guest) -> None:
+    """A ratio that lets half of a 4 GiB DIMM be movable: the DIMM is split, block by block, as promised."""
+    bs = spare.agent.block_size()
+    online_leftovers(spare)
+    start = spare.agent.memory_blocks()
+    before = {b.index for b in start}
+    kernel, movable = ledger(start, bs)
+    ratio = -(-(movable + 2 * GiB) * 100 // kernel)  # ceil: movable may grow by 2 GiB before kernel blocks
+    daemon = GuestDaemon.start(spare, "--set", 'zones.policy="auto-movable"',
+                               "--set", f"zones.auto_movable_ratio={ratio}")
+    spare.qmp.hotplug_dimm(4 * GiB)
+    wait_all_online(spare, len(before) + 4 * GiB // bs)
+    daemon.stop()
+
+    blocks = assert_all_online(spare, len(before) + 4 * GiB // bs)
+    new = [b.index for b in blocks if b.index not in before]
+    got = {i: z for i, z in zones_of(blocks).items() if i in new}
+    assert got == auto_movable_zones(start, new, bs, ratio)
+    assert {"Movable", "Normal"} <= set(got.values())  # the cap was reached within this DIMM
+    kernel, movable = ledger(blocks, bs)
+    assert movable * 100 <= kernel * ratio
+    assert_consistent(daemon.metrics(), spare, onlined=len(new))
+
+
+# -- 4. coldplug ------------------------------------------------------------------------------------
+
+
+def test_blocks_added_before_start_are_onlined_at_start(spare: Guest) -> None:
+    bs = spare.agent.block_size()
+    before = {b.index for b in spare.agent.memory_blocks()}
+    spare.qmp.hotplug_dimm(GiB)
+    spare.agent.wait_blocks(exclude=before, min_count=GiB // bs, state="offline", timeout=ONLINE_TIMEOUT)
+    leftover = offline_count(spare)
+
+    daemon = GuestDaemon.start(spare)
+    wait_all_online(spare, len(before) + GiB // bs)
+    daemon.stop()
+
+    assert_all_online(spare, len(before) + GiB // bs)
+    m = daemon.metrics()
+    assert_consistent(m, spare, onlined=leftover)
+    assert m.total("hotplugd_rescans_total", reason="start") == 1
+    assert m.total("hotplugd_uevents_received_total", action="add") == 0  # all came from the start scan
+
+
+# -- 5. restart -------------------------------------------------------------------------------------
+
+
+def test_killed_during_a_phase_and_restarted_onlines_every_block(spare: Guest) -> None:
+    bs = spare.agent.block_size()
+    before = {b.index for b in spare.agent.memory_blocks()}
+    first = GuestDaemon.start(spare, "--ratio", "0")
+    spare.qmp.hotplug_dimm(16 * GiB)
+    added = spare.agent.wait_blocks(exclude=before, min_count=16 * GiB // bs, timeout=ONLINE_TIMEOUT).blocks
+    spare.agent.wait_blocks(indices=[min(b.index for b in added)], state="online", min_count=1,
+                            timeout=ONLINE_TIMEOUT, interval=0.002)
+    first.kill()
+    left = offline_count(spare)
+    assert 0 < left < 16 * GiB // bs, "the kill should land in the middle of the phase"
+
+    second = GuestDaemon.start(spare, "--ratio", "0")
+    wait_all_online(spare, len(before) + 16 * GiB // bs)
+    second.stop()
+
+    assert_all_online(spare, len(before) + 16 * GiB // bs)
+    assert_consistent(second.metrics(), spare, onlined=left)
+
+
+# -- 3. virtio-mem shrinking while blocks are queued ----------------------------------------------
+
+
+def test_virtio_mem_shrink_drops_queued_blocks(spare: Guest) -> None:
+    """Blocks queued (long deferral) are removed by a shrink: dropped, no error; the daemon goes on."""
+    bs = spare.agent.block_size()
+    online_leftovers(spare)
+    start = spare.qmp.virtio_mem_size()
+    before = {b.index for b in spare.agent.memory_blocks()}
+    daemon = GuestDaemon.start(spare, "--ratio", "1", "--set", 'scheduler.defer="always"',
+                               "--set", "scheduler.settle=3600", "--set", "scheduler.max_defer=3600",
+                               "--set", 'scheduler.max_offline_bytes="1GiB"', "--set", 'zones.policy="movable"')
+    queued = 512 * MiB // bs
+    spare.qmp.resize_virtio_mem(start + 512 * MiB)
+    spare.agent.wait_blocks(exclude=before, min_count=queued, state="offline", timeout=ONLINE_TIMEOUT)
+    daemon.wait_metrics(lambda m: m.total("hotplugd_pending_blocks") == queued, what="blocks queued")
+
+    spare.qmp.resize_virtio_mem(start)
+    spare.agent.wait_blocks(exclude=before, max_count=0, timeout=ONLINE_TIMEOUT)
+    m = daemon.wait_metrics(lambda m: m.total("hotplugd_uevents_received_total", action="remove") == queued,
+                            what="the remove events")
+    assert m.total("hotplugd_pending_blocks") == 0
+    assert m.total("hotplugd_online_outcomes_total") == 0
+
+    # Still working: 1 GiB offline (virtio-mem's own limit) reaches max_offline_bytes and goes online.
+    spare.qmp.resize_virtio_mem(start + GiB)
+    wait_all_online(spare, len(before) + GiB // bs)
+    daemon.stop()
+    assert_all_online(spare, len(before) + GiB // bs)
+    m = daemon.metrics()
+    assert_consistent(m, spare, onlined=GiB // bs)
+    new = [b for b in spare.agent.memory_blocks() if b.index not in before]
+    assert set(zones_of(new).values()) == {"Movable"}
+    assert m.total("hotplugd_phases_total", trigger="offline_bytes") >= 1
+
+
+# -- 2. virtio-mem growing with blocks left offline -------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "deferral"), [("guest", ()), ("spare", ("--ratio", "1", "--set", 'scheduler.defer="always"'))],
+                         ids=["defaults", "deferred"])
+def test_virtio_mem_grows_by_8_gib_without_stalling(request: pytest.FixtureRequest, where: str,
+                                                     deferral: tuple[str, ...]) -> None:
+    """virtio-mem plugs 1 GiB and waits for it to be onlined: the (bounded) deferral must keep it moving."""
+    g: Guest = request.getfixturevalue(where)  # 8 GiB each: two growths do not fit in one 16 GiB device
+    bs = g.agent.block_size()
+    online_leftovers(g)
+    start = g.qmp.virtio_mem_size()
+    count = len(g.agent.memory_blocks()) + 8 * GiB // bs
+    daemon = GuestDaemon.start(g, *deferral)
+    g.qmp.resize_virtio_mem(start + 8 * GiB)
+    wait_all_online(g, count)
+    assert g.qmp.virtio_mem_size() == start + 8 * GiB
+    daemon.stop()
+
+    assert_all_online(g, count)
+    m = daemon.metrics()
+    assert_consistent(m, g, onlined=8 * GiB // bs)
+    triggers = set(m.by_label("hotplugd_phases_total", "trigger"))
+    assert triggers <= ({"serial"} if not deferral else {"settle", "offline_bytes", "max_defer", "memmap_share"})
