@@ -109,10 +109,13 @@ def test_sighup_applies_a_new_config_keeps_the_queue_and_refuses_a_broken_one(tm
     assert "scheduler.parallel_hotplug_ratio" in daemon.wait_logged("reload_refused")["error"]
     assert daemon.proc.poll() is None
 
-    # The queued blocks were kept through both reloads: a shorter max_defer now onlines them.
-    write_config(config, scheduler={**HOLD, "max_defer": '"100ms"'})
+    # The queued blocks were kept through both reloads: a shorter max_defer now onlines them,
+    # and the debug level the first reload set shows the phase's debug line.
+    assert not daemon.logged("phase_started")
+    write_config(config, scheduler={**HOLD, "max_defer": '"100ms"'}, log_level="debug")
     daemon.signal(signal.SIGHUP)
     notify.wait_for(status_has(f"pending 0 blocks, onlined {COLDPLUG_BLOCKS}, failed 0"), since=mark)
+    assert daemon.wait_logged("phase_started")["blocks"] == COLDPLUG_BLOCKS
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
 
