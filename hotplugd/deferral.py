@@ -44,6 +44,11 @@ def node_workers(ratio: float, cpus: int, concurrency: int) -> int:
     return max(1, min(math.floor(ratio * cpus), max(1, concurrency)))
 
 
+def plan_workers(counts: dict[int, int], ratio: float, topology: Topology, budget: int) -> dict[int, int]:
+    """Workers per node for a phase with ``counts[node]`` blocks, each node capped by ``budget``."""
+    return {node: min(n, node_workers(ratio, topology.cpus(node), budget)) for node, n in counts.items()}
+
+
 def total_workers(ratio: float, topology: Topology, concurrency: int, nodes: Iterable[int] | None = None) -> int:
     """How many onlines the final phase could run at once across ``nodes`` (default: all)."""
     nodes = topology.cpus_per_node if nodes is None else nodes

@@ -47,7 +47,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._children: dict[tuple[int, tuple[object, ...]], Any] = {}
         self.build_info = Info("hotplugd_build", "hotplugd's version and the backend it runs", registry=r)
         # -- intake
         self.uevents = Counter("hotplugd_uevents_received_total", "Memory block events received, by action",
@@ -157,13 +157,13 @@ class Metrics:
         self.pending_age.set_function(lambda: _oldest_age(scheduler))
         self.failed_blocks.set_function(lambda: len(scheduler.failed))
 
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: the per-block hot path calls this several times a block."""
+    def child(self, metric: Any, *labels: object) -> Any:
+        """``metric.labels(*map(str, labels))``, cached by the raw values: the per-block hot path."""
         key = (id(metric), labels)
         try:
             return self._children[key]
         except KeyError:
-            child = self._children[key] = metric.labels(*labels)
+            child = self._children[key] = metric.labels(*map(str, labels))
             return child
 
     def add_census(self, census: Callable[[], Iterable[Block] | None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .model import MEMMAP_DIVISOR, Block
@@ -14,7 +15,7 @@ class Waiting:
 
 
 class PendingQueue:
-    """Blocks waiting to be onlined, in arrival order, with their byte total.
+    """Blocks waiting to be onlined, in arrival order, with their byte total, indexed by node.
 
     Bound: ``limit`` blocks. When full, ``add`` refuses and sets ``overflowed``;
     the daemon then rescans the host after the next phase, so a refused block
@@ -23,7 +24,8 @@ class PendingQueue:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._items: dict[int, Waiting] = {}
+        self._items: dict[int, Waiting] = {}  # arrival order: the first is the oldest
+        self._nodes: dict[int, dict[int, Waiting]] = {}
         self.bytes = 0
         self.last_add: float | None = None
         self.overflowed = False
@@ -44,7 +46,12 @@ class PendingQueue:
         if len(self._items) >= self.limit:
             self.overflowed = True
             return False
-        self._items[block.index] = Waiting(block, now)
+        waiting = Waiting(block, now)
+        self._items[block.index] = waiting
+        node = self._nodes.get(block.node)
+        if node is None:
+            node = self._nodes[block.node] = {}
+        node[block.index] = waiting
         self.bytes += block.size
         self.last_add = now
         return True
@@ -54,21 +61,32 @@ class PendingQueue:
         waiting = self._items.pop(index, None)
         if waiting is None:
             return None
+        node = self._nodes[waiting.block.node]
+        del node[index]
+        if not node:
+            del self._nodes[waiting.block.node]
         self.bytes -= waiting.block.size
         return waiting.block
 
-    def take(self, count: int | None = None) -> list[Waiting]:
-        """Remove and return the ``count`` oldest entries (all when None)."""
-        if count is None or count >= len(self._items):
+    def nodes(self) -> Iterable[int]:
+        """Nodes with queued blocks."""
+        return self._nodes.keys()
+
+    def take(self, busy_nodes: set[int] | frozenset[int] = frozenset()) -> list[Waiting]:
+        """Remove and return every queued block, in arrival order, except those of ``busy_nodes``."""
+        if not busy_nodes or not busy_nodes & self._nodes.keys():
             taken = list(self._items.values())
             self._items.clear()
+            self._nodes.clear()
             self.bytes = 0
             return taken
         taken = []
-        for index in list(self._items)[:count]:
-            waiting = self._items.pop(index)
+        for node in [n for n in self._nodes if n not in busy_nodes]:
+            taken.extend(self._nodes.pop(node).values())
+        for waiting in taken:
+            del self._items[waiting.block.index]
             self.bytes -= waiting.block.size
-            taken.append(waiting)
+        taken.sort(key=lambda w: w.since)
         return taken
 
     @property

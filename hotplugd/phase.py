@@ -19,7 +19,7 @@ import structlog
 
 from .backend import Backend
 from .config import Config
-from .deferral import node_workers
+from .deferral import plan_workers
 from .metrics import Metrics
 from .model import Block, BlockReport, OnlineResult, Outcome, PhaseInfo, Topology, ZoneRequest
 from .pending import Waiting
@@ -27,6 +27,9 @@ from .plugins import PluginManager, call_isolated, first_result_isolated
 from .zones import NodeLedger, narrow, policy_request, zone_matches
 
 log = structlog.get_logger("hotplugd.phase")
+
+#: Online calls shorter than this (a zero-cost simulation) say nothing about a backend's parallelism.
+MEASURABLE_CALL = 0.0005
 
 
 @dataclass
@@ -60,7 +63,8 @@ class FinalPhase:
         self.clock = clock
         self.number = 0
         self.stopping = False  # set on SIGTERM: finish the call in flight, take no more
-        self.removed: set[int] = set()  # remove events that arrived during the phase
+        #: Blocks removed while queued or in a phase; the scheduler prunes it between phases.
+        self.removed: set[int] = set()
         #: Uncontended duration of one online call (EWMA of each parallel phase's first,
         #: solo, call): the yardstick for the speed-up a phase really achieved.
         self.solo_seconds: float | None = None
@@ -74,24 +78,23 @@ class FinalPhase:
             by_node.setdefault(waiting.block.node, deque()).append(waiting)
         return by_node
 
-    async def run(self, batch: Sequence[Waiting], trigger: str, topology: Topology) -> PhaseResult:
+    async def run(self, batch: Sequence[Waiting], trigger: str, topology: Topology,
+                  budget: int | None = None) -> PhaseResult:
+        """Online ``batch``; at most ``budget`` onlines at once (default: the backend's concurrency)."""
         cfg = self.config.scheduler
         serial = cfg.parallel_hotplug_ratio == 0
         concurrency = max(1, self.backend.concurrency)
+        budget = concurrency if budget is None else max(1, min(budget, concurrency))
         queues = self.layout(batch, topology, serial)
         if serial:
             workers = {node: 1 for node in queues}
-            limiter = anyio.CapacityLimiter(1)
+            limiter: anyio.CapacityLimiter | None = anyio.CapacityLimiter(1)
         else:
-            workers = {
-                node: min(len(q), node_workers(cfg.parallel_hotplug_ratio, topology.cpus(node), concurrency))
-                for node, q in queues.items()
-            }
+            workers = plan_workers({n: len(q) for n, q in queues.items()}, cfg.parallel_hotplug_ratio, topology, budget)
             # per-node counts are capped already; across nodes the total may still exceed it
-            limiter = anyio.CapacityLimiter(concurrency) if sum(workers.values()) > concurrency else None
+            limiter = anyio.CapacityLimiter(budget) if sum(workers.values()) > budget else None
         self.number += 1
         info = PhaseInfo(self.number, trigger, len(batch), sum(w.block.size for w in batch), workers)
-        self.removed.clear()
         self.metrics.phase_started(info)
         call_isolated(self.pm.hook.hotplugd_phase_started, phase=info)
         log.debug("phase_started", phase=info.number, trigger=trigger, blocks=info.blocks, workers=workers)
@@ -112,7 +115,7 @@ class FinalPhase:
                 reports.append(report)
 
         parallel = sum(workers.values()) > 1
-        if parallel and not self.stopping:
+        if parallel and len(batch) >= 2 * sum(workers.values()) and not self.stopping:
             await self._calibrate(queues, reports, busy)
         async with anyio.create_task_group() as tg:
             for node, queue in queues.items():
@@ -124,7 +127,9 @@ class FinalPhase:
         effective = self._effective(len(reports), busy[0], seconds, parallel)
         total = sum(workers.values())
         # half of each extra worker's share, at least: less means the backend serialises
-        if parallel and len(reports) >= 4 * total and effective < 1 + 0.5 * (total - 1) and not self._warned:
+        measurable = (self.solo_seconds or 0) >= MEASURABLE_CALL  # below it, loop overhead dominates
+        if (parallel and measurable and len(reports) >= 4 * total and effective < 1 + 0.5 * (total - 1)
+                and not self._warned):
             self._warned = True
             log.warning("parallelism_not_achieved", declared=concurrency, workers=total,
                         measured=round(effective, 2),
@@ -195,11 +200,11 @@ class FinalPhase:
     def _account(self, report: BlockReport) -> None:
         result, block = report.result, report.block
         m = self.metrics
-        m.child(m.outcomes, result.outcome.value, str(result.errno or 0)).inc()
+        m.child(m.outcomes, result.outcome.value, result.errno or 0).inc()
         if result.outcome.success:
             self.ledger.record(block, result.zone)
             if result.outcome is Outcome.ONLINED:
-                m.child(m.onlined, str(block.node), result.zone or "unknown").inc()
+                m.child(m.onlined, block.node, result.zone or "unknown").inc()
             m.add_to_online.observe(report.waited)
             if not zone_matches(report.requested, result.zone):
                 m.zone_mismatch.inc()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import anyio
@@ -14,10 +15,10 @@ import structlog
 
 from .backend import Backend
 from .config import Config
-from .deferral import Decision, Trigger, decide
+from .deferral import Trigger, decide, plan_workers
 from .metrics import Metrics
 from .model import Action, BlockEvent, Outcome, Rescan, State, Topology
-from .pending import PendingQueue
+from .pending import PendingQueue, Waiting
 from .phase import FinalPhase, PhaseResult
 from .plugins import PluginManager
 from .zones import NodeLedger
@@ -54,7 +55,9 @@ class Scheduler:
         #: Blocks known online (scan, our onlines, online events): a later add
         #: event for one of them is stale (or a synthetic replay) and changes nothing.
         self.known_online: set[int] = set()
-        self.in_phase: set[int] = set()  # taken by the running phase
+        self.in_phase: set[int] = set()  # taken by a running phase
+        self.busy_nodes: set[int] = set()  # nodes with a running phase
+        self.busy_workers = 0  # backend slots held by running phases
         self.onlined = 0
         self.verified = 0
         self.last_phase: PhaseResult | None = None
@@ -105,6 +108,7 @@ class Scheduler:
         block = event.block
         if block is None or block.state is not State.OFFLINE or self._kernel_onlines or self._known(block.index):
             return  # gone already, online already (stale or a synthetic replay), or the kernel onlines it
+        self.phase.removed.discard(block.index)  # added again after a removal
         if not self.queue.add(block, self.clock()):
             self.metrics.queue_full.inc()  # the rescan after the next phase picks it up
 
@@ -144,7 +148,8 @@ class Scheduler:
 
     @property
     def idle(self) -> bool:
-        return not len(self.queue) and self._rescan_reason is None
+        """Nothing queued, no rescan pending, no phase running."""
+        return not len(self.queue) and self._rescan_reason is None and not self.busy_nodes
 
     async def _fresh_topology(self) -> Topology:
         if self.topology is None or self.clock() - self._topology_at > TOPOLOGY_MAX_AGE:
@@ -152,34 +157,67 @@ class Scheduler:
             self._topology_at = self.clock()
         return self.topology
 
-    async def run(self, *, until_idle: bool = False) -> None:
-        """Decide and run phases until stopped (or, with ``until_idle``, until the source ended and all is done)."""
-        while not self.stopping:
-            if self._rescan_reason is not None:
-                reason, self._rescan_reason = self._rescan_reason, None
-                await self.rescan(reason)
-                continue
-            if until_idle and self.source_done and self.idle:
-                return
-            decision = decide(self.config.scheduler, self.queue, self.clock(),
-                              await self._fresh_topology(), self.backend.concurrency)
-            if decision.trigger is None:
-                await self._sleep(decision)
-                continue
-            await self._run_phase(decision.trigger)
+    def _overlapping(self) -> bool:
+        """May phases of different nodes run at once? Only where onlines really run in parallel."""
+        return self.config.scheduler.parallel_hotplug_ratio > 0 and self.backend.concurrency > 1
 
-    async def _sleep(self, decision: Decision) -> None:
-        with anyio.move_on_after(decision.wait if decision.wait is not None else float("inf")):
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Decide and run phases until stopped (or, with ``until_idle``, until the source ended and all is done).
+
+        Where the backend onlines in parallel, each node's phase runs on its own:
+        a node busy with a phase does not hold back the others' queued blocks.
+        """
+        async with anyio.create_task_group() as phases:
+            while not self.stopping:
+                if self._rescan_reason is not None:
+                    reason, self._rescan_reason = self._rescan_reason, None
+                    await self.rescan(reason)
+                    continue
+                if until_idle and self.source_done and self.idle:
+                    return
+                topology = await self._fresh_topology()
+                decision = decide(self.config.scheduler, self.queue, self.clock(), topology, self.backend.concurrency)
+                if decision.trigger is None:
+                    await self._sleep(decision.wait)
+                    continue
+                if not self._overlapping():
+                    batch = self.queue.take()
+                    await self._run_phase(decision.trigger, batch, topology, self._reserve(batch, None))
+                    continue
+                budget = self.backend.concurrency - self.busy_workers
+                batch = self.queue.take(busy_nodes=self.busy_nodes) if budget > 0 else []
+                if not batch:  # queued blocks wait for their node's phase, or for a free worker
+                    await self._sleep(None)
+                    continue
+                counts = Counter(w.block.node for w in batch)
+                reserved = min(budget, sum(plan_workers(counts, self.config.scheduler.parallel_hotplug_ratio,
+                                                        topology, budget).values()))
+                phases.start_soon(self._run_phase, decision.trigger, batch, topology, self._reserve(batch, reserved))
+
+    async def _sleep(self, wait: float | None) -> None:
+        with anyio.move_on_after(wait if wait is not None else float("inf")):
             await self._wake.wait()
         self._wake = anyio.Event()
 
-    async def _run_phase(self, trigger: Trigger) -> None:
-        batch = self.queue.take()
-        self.in_phase = {w.block.index for w in batch}
+    def _reserve(self, batch: list[Waiting], budget: int | None) -> int | None:
+        """Mark the batch's blocks, nodes and backend slots as taken, before its phase task starts."""
+        self.in_phase |= {w.block.index for w in batch}
+        self.busy_nodes |= {w.block.node for w in batch}
+        self.busy_workers += budget or 0
+        return budget
+
+    async def _run_phase(self, trigger: Trigger, batch: list[Waiting], topology: Topology,
+                         budget: int | None) -> None:
+        """One phase; with a ``budget`` (overlapping phases) it holds that many backend slots. Releases them."""
         try:
-            result = await self.phase.run(batch, trigger.value, await self._fresh_topology())
+            result = await self.phase.run(batch, trigger.value, topology, budget)
         finally:
-            self.in_phase = set()
+            self.in_phase -= {w.block.index for w in batch}
+            self.busy_nodes -= {w.block.node for w in batch}
+            self.busy_workers -= budget or 0
+            if not self.busy_nodes:
+                self.phase.removed.clear()
+            self.wake()
         self.last_phase = result
         for report in result.reports:
             if report.result.outcome.success:

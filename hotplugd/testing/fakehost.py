@@ -47,6 +47,7 @@ class FakeHost:
         self.answers: dict[int, deque[Answer]] = defaultdict(deque)
         self.calls: list[tuple[int, ZoneRequest]] = []
         self.cost = 0.0  # seconds each online call takes
+        self.node_cost: dict[int, float] = {}  # per-node overrides of ``cost``
         self.running = 0
         self.max_running = 0
 
@@ -68,8 +69,9 @@ class FakeHost:
         self.running += 1
         self.max_running = max(self.max_running, self.running)
         try:
-            if self.cost:
-                await anyio.sleep(self.cost)
+            cost = self.node_cost.get(block.node, self.cost)
+            if cost:
+                await anyio.sleep(cost)
             else:
                 await anyio.lowlevel.checkpoint()
         finally:

@@ -22,10 +22,11 @@ def test_bound_refuses_and_flags_overflow():
 def test_discard_and_take_keep_totals_right():
     q = PendingQueue(10)
     for i in range(5):
-        q.add(Block(i, MiB), float(i))
+        q.add(Block(i, MiB, node=i % 2), float(i))
     assert q.discard(0).index == 0 and q.discard(0) is None
-    assert q.oldest == 1.0
-    first = q.take(2)
-    assert [w.block.index for w in first] == [1, 2] and q.bytes == 2 * MiB
+    assert q.oldest == 1.0 and sorted(q.nodes()) == [0, 1]
+    odd = q.take(busy_nodes={0})  # node 0 has a phase running: its blocks stay queued
+    assert [w.block.index for w in odd] == [1, 3] and q.bytes == 2 * MiB
+    assert list(q.nodes()) == [0] and q.oldest == 2.0
     rest = q.take()
-    assert [w.block.index for w in rest] == [3, 4] and q.bytes == 0 and q.oldest is None
+    assert [w.block.index for w in rest] == [2, 4] and q.bytes == 0 and q.oldest is None and not list(q.nodes())

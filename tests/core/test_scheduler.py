@@ -326,3 +326,46 @@ async def test_zone_stays_within_valid_zones(make_daemon):
     backend.end()
     await daemon.run(until_idle=True)
     assert host.calls == [(1, ZoneRequest.KERNEL)]
+
+
+async def test_a_busy_node_does_not_hold_back_another_nodes_blocks(make_daemon, hook_recorder):
+    host = FakeHost({0: 2, 1: 2})
+    host.node_cost = {0: 0.5}  # node 0's blocks are slow to online
+    backend = FakeBackend(host, concurrency=4)
+    daemon = make_daemon(backend, settle=0.001)
+    async with running(daemon):
+        backend.add(1, 2, node=0)
+        await wait_until(lambda: host.running == 2, what="node 0's phase")
+        backend.add(10, 11, node=1)  # arrives while node 0's phase runs
+        await wait_until(lambda: {10, 11} <= host.online_indices(), what="node 1's blocks")
+        assert not {1, 2} & host.online_indices(), "node 1 had to wait for node 0's phase"
+        await wait_until(lambda: {1, 2} <= host.online_indices(), what="node 0's blocks")
+    assert [p.workers for p in hook_recorder.phases] == [{0: 2}, {1: 2}]
+    assert host.max_running <= 4
+
+
+async def test_overlapping_phases_share_the_backend_concurrency(make_daemon, hook_recorder):
+    host = FakeHost({0: 4, 1: 4})
+    host.node_cost = {0: 0.3, 1: 0.01}
+    backend = FakeBackend(host, concurrency=5)
+    daemon = make_daemon(backend, settle=0.001)
+    async with running(daemon):
+        backend.add(*range(8), node=0)  # takes 4 workers of 5
+        await wait_until(lambda: host.running == 4, what="node 0's phase")
+        backend.add(*range(100, 104), node=1)  # one slot left for node 1
+        await wait_until(lambda: set(range(100, 104)) <= host.online_indices(), what="node 1's blocks")
+        await wait_until(lambda: set(range(8)) <= host.online_indices(), what="node 0's blocks")
+    assert hook_recorder.phases[1].workers == {1: 1}
+    assert host.max_running <= 5
+
+
+async def test_serial_ratio_never_overlaps_phases(make_daemon):
+    host = FakeHost({0: 2, 1: 2})
+    host.cost = 0.01
+    backend = FakeBackend(host, concurrency=4)
+    daemon = make_daemon(backend, parallel_hotplug_ratio=0)
+    async with running(daemon):
+        backend.add(1, 2, node=0)
+        backend.add(10, 11, node=1)
+        await wait_until(lambda: host.online_indices() == {1, 2, 10, 11})
+    assert host.max_running == 1
