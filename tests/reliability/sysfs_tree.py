@@ -20,7 +20,7 @@ from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
 from hotplugd_sysfs.netlink import open_uevent_socket
 
-from .netns import Forger, in_new_netns
+from hotplugd.testing.netns import Forger, in_new_netns
 
 SMALL_RCVBUF = "64KiB"  # the smallest the plugin accepts
 

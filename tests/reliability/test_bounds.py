@@ -18,7 +18,7 @@ from hotplugd.testing import FakeBackend, FakeHost, HookRecorder, running, wait_
 from hotplugd_sysfs.netlink import MAX_BATCH, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
 from hotplugd_sysfs.uevent import encode
 
-from .netns import Forger, in_new_netns
+from hotplugd.testing.netns import Forger, in_new_netns
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio]
 

@@ -1,8 +1,7 @@
 """The real NETLINK_KOBJECT_UEVENT socket: it only listens, so binding it here is safe.
 
-A kernel event is provoked by asking the loopback interface to re-announce
-itself (``change`` to ``/sys/devices/virtual/net/lo/uevent``): harmless, and
-nowhere near ``/sys/devices/system/memory``.
+A real kernel event is provoked inside a private network namespace (a veth
+pair made there): nothing is written under this machine's ``/sys``.
 """
 
 from __future__ import annotations
@@ -11,24 +10,25 @@ import errno
 import fcntl
 import os
 import socket
-from pathlib import Path
 
 import anyio
 import pytest
 
+from hotplugd.testing.netns import add_veth_pairs, in_new_netns
 from hotplugd_sysfs.intake import Intake
-from hotplugd_sysfs.netlink import KERNEL_GROUP, NETLINK_KOBJECT_UEVENT, NetlinkSource, open_uevent_socket
+from hotplugd_sysfs.netlink import KERNEL_GROUP, NETLINK_KOBJECT_UEVENT, Batch, NetlinkSource, open_uevent_socket
 
-LO_UEVENT = Path("/sys/devices/virtual/net/lo/uevent")
 pytestmark = pytest.mark.asyncio
 
 
-def provoke_kernel_uevent(times: int = 1) -> None:
-    if not os.access(LO_UEVENT, os.W_OK):
-        pytest.skip(f"cannot write {LO_UEVENT} (not root?)")
-    for _ in range(times):
-        with open(LO_UEVENT, "w") as fh:
-            fh.write("change")
+def socket_with_kernel_events() -> socket.socket:
+    """A uevent socket in a private network namespace where the kernel just announced a new veth pair."""
+    def make() -> socket.socket:
+        sock, _ = open_uevent_socket(1 << 20)
+        add_veth_pairs(1, prefix="hpdtest")
+        return sock
+
+    return in_new_netns(make)
 
 
 async def receive_until(source: NetlinkSource, wanted) -> list:
@@ -56,12 +56,13 @@ async def test_socket_is_bound_nonblocking_and_cloexec(uevent_socket):
     assert uevent_socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 20
 
 
-async def test_receives_a_kernel_event_without_a_thread(uevent_socket):
-    source = NetlinkSource(uevent_socket)
-    provoke_kernel_uevent()
-    seen = await receive_until(source, lambda d: d.data.startswith(b"change@/devices/virtual/net/lo\0"))
+async def test_receives_a_kernel_event_without_a_thread():
+    sock = socket_with_kernel_events()
+    source = NetlinkSource(sock)
+    seen = await receive_until(source, lambda d: d.data.startswith(b"add@/devices/virtual/net/hpdtest0\0"))
+    sock.close()
     kernel = [d for d in seen if d.sender == 0]
-    assert any(d.data.startswith(b"change@/devices/virtual/net/lo\0") for d in kernel)
+    assert any(d.data.startswith(b"add@/devices/virtual/net/hpdtest0\0") for d in kernel)
     intake = Intake()
     assert [intake.decode(d) for d in kernel] == [None] * len(kernel)  # not memory: skipped
     assert intake.dropped == {} and intake.skipped == len(kernel)
@@ -85,20 +86,23 @@ async def test_a_userspace_sender_is_seen_and_dropped(uevent_socket):
 
 
 async def test_kernel_drops_surface_as_overflow_then_reading_goes_on():
-    sock, rcvbuf = open_uevent_socket(64 << 10)  # SO_RCVBUFFORCE honours small sizes too
-    try:
-        source = NetlinkSource(sock)
-        provoke_kernel_uevent(times=max(200, rcvbuf // 256))
-        first = source.drain()
-        assert first.overflow
-        provoke_kernel_uevent()
-        with anyio.fail_after(5):
-            later = await source.receive()
-            while not later.datagrams:
-                later = await source.receive()
-        assert later.datagrams
-    finally:
-        sock.close()
+    def flood_and_drain() -> tuple[Batch, Batch, int]:
+        sock, rcvbuf = open_uevent_socket(64 << 10)  # SO_RCVBUFFORCE honours small sizes too
+        try:
+            source = NetlinkSource(sock)
+            add_veth_pairs(40, prefix="flood")  # ~500 kernel events into a 64 KiB buffer
+            first = source.drain()
+            while source.drain().datagrams:  # what the buffer still holds from before the drop
+                pass
+            add_veth_pairs(1, prefix="after")
+            return first, source.drain(), rcvbuf
+        finally:
+            sock.close()
+
+    first, later, rcvbuf = in_new_netns(flood_and_drain)
+    assert rcvbuf <= 256 << 10
+    assert first.overflow
+    assert any(d.data.startswith(b"add@/devices/virtual/net/after0") and d.sender == 0 for d in later.datagrams)
 
 
 async def test_drain_maps_only_enobufs_to_overflow():

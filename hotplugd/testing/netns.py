@@ -1,4 +1,4 @@
-"""A private network namespace for uevent sockets, so a test can flood one without touching the host.
+"""A private network namespace for uevent sockets: tests flood one, or make the kernel raise events, without touching the host.
 
 Netlink broadcasts stay inside their network namespace: datagrams a test sends
 to the uevent group of a fresh namespace reach only the sockets made there (no
@@ -18,7 +18,9 @@ from typing import TypeVar
 
 import pytest
 
-from hotplugd_sysfs.netlink import KERNEL_GROUP, NETLINK_KOBJECT_UEVENT
+#: The kernel's uevent netlink protocol and its multicast group (Python's socket module has no constant).
+NETLINK_KOBJECT_UEVENT = 15
+KERNEL_GROUP = 1
 
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
@@ -67,3 +69,17 @@ class Forger:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def add_veth_pairs(count: int = 1, prefix: str = "hpd") -> None:
+    """Make the kernel raise real uevents (``add@/devices/virtual/net/...``) in the current thread's namespace.
+
+    Call it inside :func:`in_new_netns`: the pairs live and die with that private namespace.
+    Each pair raises about a dozen events (the devices and their queues).
+    """
+    import subprocess
+
+    script = "".join(f"link add {prefix}{i} type veth peer name {prefix}{i}p\n" for i in range(count))
+    result = subprocess.run(["ip", "-batch", "-"], input=script, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot add veth pairs in a private namespace: {result.stderr.strip()}")
