@@ -78,8 +78,15 @@ def _toml_string(text: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import faulthandler
+
     from .daemon import Daemon
 
+    # A watchdog kill (SIGABRT) then leaves every thread's stack in the journal.
+    try:
+        faulthandler.enable()
+    except (ValueError, OSError):  # io.UnsupportedOperation: stderr is not a real file (embedding, tests)
+        pass
     config = config_from_args(args)
     logs.configure(config.log_level, config.log_format)
     pm = make_manager(config.disabled_plugins)

@@ -171,3 +171,16 @@ def test_a_config_error_at_start_exits_78_before_ready(tmp_path, notify, start) 
     assert "log_level" in daemon.output() and "Traceback" not in daemon.output()
     notify.poll(0.2)
     assert not any(ready(n) for n in notify.received)
+
+
+def test_a_watchdog_abort_leaves_the_stuck_stack_in_the_log(tmp_path, notify, start) -> None:
+    """systemd's watchdog kills with SIGABRT: faulthandler prints where the loop was stuck."""
+    env = {"HOTPLUGD_TEST_HOOKS": "1", "HOTPLUGD_TEST_STALL_SECONDS": "60"}
+    daemon = start(write_config(tmp_path / "c.toml", scheduler=HOLD), env)
+    notify.wait_for(ready)
+    daemon.signal(signal.SIGUSR2)
+    daemon.wait_logged("test_stall")
+    daemon.signal(signal.SIGABRT)
+    assert daemon.wait() == -signal.SIGABRT
+    assert "Fatal Python error: Aborted" in daemon.output()
+    assert "in stall_loop" in daemon.output()

@@ -173,6 +173,8 @@ def test_a_stalled_loop_is_killed_by_the_watchdog_and_restarted(sd: SystemdGuest
         result = sd.agent.wait_blocks(exclude=before, min_count=8, state="online", timeout=180)
     assert f"Watchdog timeout (limit {WATCHDOG_SEC}s)!" in log
     assert "with signal SIGABRT" in log
+    # faulthandler's dump: the loop was stuck in the test hook's sleep.
+    assert "Fatal Python error: Aborted" in log and "in stall_loop" in log
     state = sd.show(SERVICE, "NRestarts", "ActiveState", "SubState", "MainPID")
     assert int(state["NRestarts"]) == restarts + 1
     assert (state["ActiveState"], state["SubState"]) == ("active", "running")
