@@ -10,7 +10,7 @@ import difflib
 import importlib.metadata
 import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pluggy
@@ -151,46 +151,48 @@ def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
         _register(pm, plugin, ep.name)
 
 
+def _each(caller: pluggy.HookCaller, kwargs: dict[str, Any], *, isolate: bool,
+          before: Callable[[Any], None] | None = None) -> Iterator[tuple[Any, Any]]:
+    """(implementation, result) for each implementation, in pluggy's call order.
+
+    An implementation that raises is logged with its plugin and skipped when
+    ``isolate``; otherwise it becomes a PluginError naming the plugin (start-up hooks).
+    ``before(impl)`` runs ahead of each call.
+    """
+    for impl in reversed(caller.get_hookimpls()):
+        if before is not None:
+            before(impl)
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except HotplugdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported by its name
+            if isolate:
+                log.exception("hook_failed", hook=caller.name, plugin=impl.plugin_name)
+                continue
+            raise PluginError(f"plugin {impl.plugin_name!r} failed in {caller.name}: {type(exc).__name__}: {exc}",
+                              hint=_BLOCK_HINT.format(name=impl.plugin_name)) from None
+        yield impl, result
+
+
 def backend_registry(pm: pluggy.PluginManager) -> BackendRegistry:
     """Ask every plugin for its backends, remembering which plugin registered which."""
     registry = BackendRegistry()
-    for impl in reversed(pm.hook.hotplugd_register_backends.get_hookimpls()):
-        registry._registering_for(impl.plugin_name)
-        try:
-            impl.function(*[{"registry": registry}[a] for a in impl.argnames])
-        except HotplugdError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - name the plugin rather than show a traceback
-            raise PluginError(
-                f"plugin {impl.plugin_name!r} failed in hotplugd_register_backends: {type(exc).__name__}: {exc}",
-                hint=_BLOCK_HINT.format(name=impl.plugin_name),
-            ) from exc
+    for _ in _each(pm.hook.hotplugd_register_backends, {"registry": registry}, isolate=False,
+                   before=lambda impl: registry._registering_for(impl.plugin_name)):
+        pass
     return registry
 
 
 def call_isolated(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
     """Call each implementation on its own; one that raises is logged with its plugin and skipped."""
-    results = []
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            result = impl.function(*[kwargs[a] for a in impl.argnames])
-        except Exception:  # noqa: BLE001 - a plugin's bug must not stop the daemon
-            log.exception("hook_failed", hook=caller.name, plugin=impl.plugin_name)
-            continue
-        if result is not None:
-            results.append(result)
-    return results
+    return [result for _impl, result in _each(caller, kwargs, isolate=True) if result is not None]
 
 
 def first_result_isolated(caller: pluggy.HookCaller, expect: type | None = None, **kwargs: Any) -> Any:
     """Like a firstresult call, but an implementation that raises, or returns something
     other than an ``expect`` instance, is logged with its plugin and skipped."""
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            result = impl.function(*[kwargs[a] for a in impl.argnames])
-        except Exception:  # noqa: BLE001
-            log.exception("hook_failed", hook=caller.name, plugin=impl.plugin_name)
-            continue
+    for impl, result in _each(caller, kwargs, isolate=True):
         if result is None:
             continue
         if expect is not None and not isinstance(result, expect):
@@ -203,17 +205,7 @@ def first_result_isolated(caller: pluggy.HookCaller, expect: type | None = None,
 
 def call_checked(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
     """Call each implementation; one that raises becomes a PluginError naming its plugin (start-up hooks)."""
-    results = []
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            result = impl.function(*[kwargs[a] for a in impl.argnames])
-        except Exception as exc:  # noqa: BLE001 - reported by plugin name, without a traceback
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {caller.name}: {type(exc).__name__}: {exc}",
-                              hint="this is a bug in the plugin; report it, or block the plugin with "
-                                   f"{DISABLE_ENV}={impl.plugin_name}") from None
-        if result is not None:
-            results.append(result)
-    return results
+    return [result for _impl, result in _each(caller, kwargs, isolate=False) if result is not None]
 
 
 def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
