@@ -219,6 +219,8 @@ class Scheduler:
                 self.phase.removed.clear()
             self.wake()
         self.last_phase = result
+        for waiting in result.untouched:  # stopping: they stay offline, and queued, for the status line
+            self.queue.add(waiting.block, waiting.since)
         for report in result.reports:
             if report.result.outcome.success:
                 self.onlined += 1

@@ -287,6 +287,7 @@ async def test_stop_finishes_the_call_in_flight_and_leaves_the_rest_offline(make
         daemon.scheduler.stop()
     assert host.running == 0
     assert len(host.calls) == 1 and host.online_indices() == {host.calls[0][0]}
+    assert len(daemon.scheduler.queue) == 19 and "pending 19 blocks" in daemon.scheduler.status()
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("kernel", ZoneRequest.KERNEL), ("movable", ZoneRequest.MOVABLE),
