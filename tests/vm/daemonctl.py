@@ -78,21 +78,26 @@ class GuestDaemon:
         return self.guest.share / f"{self.name}.prom"
 
     @classmethod
-    def spawn(cls, guest: Guest, *args: str, env: dict[str, str] | None = None) -> tuple[GuestDaemon, str]:
-        """Start it without waiting; returns the daemon and its ready file's path in the guest."""
+    def spawn(cls, guest: Guest, *args: str, env: dict[str, str] | None = None,
+              textfile: bool = True) -> tuple[GuestDaemon, str]:
+        """Start it without waiting; returns the daemon and its ready file's path in the guest.
+
+        ``textfile=False`` leaves the metrics settings at their defaults (an HTTP server on
+        127.0.0.1, no textfile): what a benchmark of the default config must run.
+        """
         name = f"hotplugd-{next(_names)}"
         ready = f"/run/{name}.ready"
-        proc = guest.start_hotplugd(
-            "--ready-file", ready, "--set", "metrics.enabled=false",
-            "--set", f'metrics.textfile="{guest.guest_share}/{name}.prom"', *args,
-            env={"PYTHONFAULTHANDLER": "1", **(env or {})})
+        metrics = ("--set", "metrics.enabled=false",
+                   "--set", f'metrics.textfile="{guest.guest_share}/{name}.prom"') if textfile else ()
+        proc = guest.start_hotplugd("--ready-file", ready, *metrics, *args,
+                                    env={"PYTHONFAULTHANDLER": "1", **(env or {})})
         return cls(guest, proc, name), ready
 
     @classmethod
-    def start(cls, guest: Guest, *args: str, env: dict[str, str] | None = None,
+    def start(cls, guest: Guest, *args: str, env: dict[str, str] | None = None, textfile: bool = True,
               timeout: float = READY_TIMEOUT) -> GuestDaemon:
         """Start it and wait until it wrote its ready file (its uevent socket is bound, coldplug queued)."""
-        daemon, ready = cls.spawn(guest, *args, env=env)
+        daemon, ready = cls.spawn(guest, *args, env=env, textfile=textfile)
         try:
             guest.agent.wait_path(ready, timeout)
         except GuestError as exc:
@@ -149,6 +154,11 @@ class GuestDaemon:
             if time.monotonic() > deadline:
                 raise GuestError(f"{self.name}: metrics never showed {what or predicate} within {timeout} s")
             time.sleep(0.1)
+
+    def final_status(self) -> str:
+        """The status of its ``stopped`` log line ("pending 0 blocks, onlined N, failed 0")."""
+        stopped = [e for e in self.logs() if e.get("event") == "stopped"]
+        return str(stopped[-1].get("status", "")) if stopped else ""
 
     def logs(self) -> list[dict[str, Any]]:
         """Its JSON log lines so far (structlog writes them to stderr)."""

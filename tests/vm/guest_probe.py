@@ -7,11 +7,15 @@ line holds the test marker, so it can never time or online this machine's memory
 did not exist at start are online. Completion is seen from the kernel's ``online`` uevents (no
 polling cost while the onliner works) and confirmed by reading each new block's ``state``; a
 quiet socket falls back to reading the states every ``--poll`` seconds. The result (JSON, guest
-``CLOCK_MONOTONIC`` times of the first/last add and online events) is written to ``--out``, a
+wall-clock times of the first/last add and online events, comparable with the timestamps of
+hotplugd's log; the guest runs no NTP) is written to ``--out``, a
 FIFO the host reads with ``cat`` through the agent: the host's clock stops when that ``cat`` ends.
 
 ``writers``: online the given blocks by writing ``online`` to their ``state`` from N threads
 (block ``i`` goes to thread ``i mod N``) and report the total time and each write's latency.
+
+``naive-onliner``: the least a userspace onliner can do, as a reference for the benchmark: one
+thread reads uevents and writes ``online`` to each added block's ``state`` at once.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class OnlineWait:
         self.sock.bind((0, 1))
 
     def _stamp(self, first: str, last: str) -> None:
-        now = time.monotonic()
+        now = time.time()
         self.times.setdefault(first, now)
         self.times[last] = now
 
@@ -116,7 +120,7 @@ class OnlineWait:
                 self._stamp("first_online", "last_online")
                 if len(self.online) >= self.count:
                     done = self._confirmed()
-        end = time.monotonic()
+        end = time.time()
         return {"ok": done, "count": self.count, "online": len(self.online), "added": len(self.added),
                 "end": end, **self.times}
 
@@ -173,6 +177,20 @@ def cmd_writers(args: argparse.Namespace) -> int:
     return 0 if online == len(indices) and not errors else 1
 
 
+def cmd_naive_onliner(args: argparse.Namespace) -> int:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+    sock.bind((0, 1))
+    Path(args.ready).write_text(f"{os.getpid()}\n")
+    while True:
+        event = parse_uevent(sock.recv(1 << 16))
+        if event is not None and event[0] == "add":
+            try:
+                online_one(event[1], "online")
+            except OSError:  # already online, or gone
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guest_probe")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     writers.add_argument("--indices", required=True, help="comma-separated block numbers")
     writers.add_argument("--value", default="online")
     writers.set_defaults(func=cmd_writers)
+    naive = sub.add_parser("naive-onliner", help="online every added block at once, from one thread")
+    naive.add_argument("--ready", required=True, help="written once the uevent socket is bound")
+    naive.set_defaults(func=cmd_naive_onliner)
     args = parser.parse_args(argv)
     require_marker()
     return int(args.func(args))

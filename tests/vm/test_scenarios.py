@@ -279,8 +279,10 @@ def test_virtio_mem_shrink_drops_queued_blocks(spare: Guest) -> None:
 # -- 2. virtio-mem growing with blocks left offline -------------------------------------------------
 
 
-@pytest.mark.parametrize(("where", "deferral"), [("guest", ()), ("spare", ("--ratio", "1", "--set", 'scheduler.defer="always"'))],
-                         ids=["defaults", "deferred"])
+DEFERRED = ("--ratio", "1", "--set", 'scheduler.defer="always"')
+
+
+@pytest.mark.parametrize(("where", "deferral"), [("guest", ()), ("spare", DEFERRED)], ids=["defaults", "deferred"])
 def test_virtio_mem_grows_by_8_gib_without_stalling(request: pytest.FixtureRequest, where: str,
                                                      deferral: tuple[str, ...]) -> None:
     """virtio-mem plugs 1 GiB and waits for it to be onlined: the (bounded) deferral must keep it moving."""

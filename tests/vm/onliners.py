@@ -1,0 +1,143 @@
+"""Who onlines hot-added memory in a guest: the kernel itself, hotplugd, or systemd-udevd with a rule.
+
+Each onliner says how the guest must boot (``memhp_default_state``), and is started in a booted
+guest before the hot-add and stopped after. systemd-udevd is Debian's own binary, unpacked into
+``.vm/udev`` with ``dpkg -x`` (:func:`provision_udev`): it is never installed on this machine,
+and it only ever runs inside a guest, whose ``/run/udev`` gets the rules.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from daemonctl import GuestDaemon
+from harness import Guest, GuestError, GuestProcess, HarnessError
+from harness.assets import project_root
+from onlinetime import PROBE
+
+#: The classic distro rule (RHEL's 40-redhat.rules, SUSE's 80-hotplug-cpu-mem.rules, many guides).
+UDEV_RULE = ('SUBSYSTEM=="memory", ACTION=="add", PROGRAM="/bin/uname -p", RESULT!="s390*", '
+             'ATTR{state}=="offline", ATTR{state}="online"\n')
+
+
+class Onliner(Protocol):
+    name: str
+    memhp_default_state: str
+
+    def start(self, guest: Guest) -> None: ...
+
+    def stop(self, guest: Guest) -> dict[str, Any]: ...
+
+
+@dataclass
+class KernelOnliner:
+    """The kernel onlines each block as it adds it (``memhp_default_state=online``)."""
+
+    name: str = "kernel auto-online"
+    memhp_default_state: str = "online"
+
+    def start(self, guest: Guest) -> None:
+        pass
+
+    def stop(self, guest: Guest) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class HotplugdOnliner:
+    """``hotplugd run --backend sysfs ARGS`` in the guest, metrics settings left at their defaults."""
+
+    name: str
+    args: tuple[str, ...] = ()
+    memhp_default_state: str = "offline"
+    daemon: GuestDaemon | None = field(default=None, repr=False)
+
+    def start(self, guest: Guest) -> None:
+        self.daemon = GuestDaemon.start(guest, *self.args, textfile=False)
+
+    def stop(self, guest: Guest) -> dict[str, Any]:
+        """Stop it; ``status`` is its last word, e.g. ``pending 0 blocks, onlined 288, failed 0``."""
+        if self.daemon is None:
+            raise HarnessError("hotplugd was not started")
+        self.daemon.stop()
+        status = self.daemon.final_status()
+        self.daemon = None
+        return {"status": status}
+
+
+@dataclass
+class NaiveOnliner:
+    """A reference, not a product: ``guest_probe.py naive-onliner`` (one thread, write on each add event)."""
+
+    name: str = "naive Python loop"
+    memhp_default_state: str = "offline"
+    proc: GuestProcess | None = field(default=None, repr=False)
+
+    def start(self, guest: Guest) -> None:
+        ready = "/run/naive-onliner.ready"
+        self.proc = guest.agent.spawn([guest.config.python, str(PROBE), "naive-onliner", "--ready", ready])
+        guest.agent.wait_path(ready, 60)
+
+    def stop(self, guest: Guest) -> dict[str, Any]:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+        return {}
+
+
+def udev_root(project: Path | None = None) -> Path:
+    return (project or project_root()) / ".vm" / "udev"
+
+
+def provision_udev(project: Path | None = None) -> Path:
+    """Unpack Debian's ``udev`` package into ``.vm/udev`` (download only; nothing is installed or run)."""
+    root = udev_root(project)
+    if (root / "bin" / "udevadm").is_file():
+        return root
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["apt-get", "download", "udev"], cwd=tmp, check=True, capture_output=True)
+        debs = list(Path(tmp).glob("udev_*.deb"))
+        if len(debs) != 1:
+            raise HarnessError(f"apt-get download udev gave {debs}")
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["dpkg", "-x", str(debs[0]), str(root)], check=True)
+    return root
+
+
+@dataclass
+class UdevOnliner:
+    """Debian's systemd-udevd in the guest: the package's rules plus :data:`UDEV_RULE`."""
+
+    name: str = "udev rule"
+    memhp_default_state: str = "offline"
+    root: Path = field(default_factory=udev_root)
+    proc: GuestProcess | None = field(default=None, repr=False)
+
+    @property
+    def udevadm(self) -> str:
+        return str(self.root / "bin" / "udevadm")
+
+    def start(self, guest: Guest) -> None:
+        if not Path(self.udevadm).is_file():
+            raise HarnessError(f"{self.udevadm} missing: call onliners.provision_udev() first")
+        rules = "/run/udev/rules.d"
+        guest.agent.run(["/bin/sh", "-c", f"mkdir -p {rules} && cp {self.root}/lib/udev/rules.d/*.rules {rules}/"])
+        guest.agent.write_file(f"{rules}/40-hotplug-memory.rules", UDEV_RULE)
+        # udevadm is multi-call: run as "systemd-udevd" it is the daemon.
+        self.proc = guest.agent.spawn(["/bin/bash", "-c", f"exec -a systemd-udevd {self.udevadm}"])
+        guest.agent.wait_path("/run/udev/control", 60)
+        guest.agent.run([self.udevadm, "control", "--ping", "--timeout=60"], timeout=90)
+
+    def stop(self, guest: Guest) -> dict[str, Any]:
+        if self.proc is None:
+            raise HarnessError("udevd was not started")
+        result = self.proc.stop()
+        self.proc = None
+        if result.returncode not in (0, -15):
+            raise GuestError(f"systemd-udevd exited {result.returncode}: {result.stderr[-2000:]}")
+        return {}
+
