@@ -225,6 +225,7 @@ class Daemon:
                         hint=f"restart the service to apply [plugins.{new.backend}]")
         for section in ("scheduler", "zones", "log_level", "log_format", "plugins"):
             setattr(self.config, section, getattr(new, section))
+        self.scheduler.queue.limit = new.scheduler.max_pending_blocks
         logs.configure(new.log_level, new.log_format)
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded", source=str(new.source), ratio=new.scheduler.parallel_hotplug_ratio,
