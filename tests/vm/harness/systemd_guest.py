@@ -83,8 +83,7 @@ R=/newroot
 mount -t proc proc $R/proc || die "mount guest proc"
 mount -t sysfs sysfs $R/sys || die "mount guest sysfs"
 mount --move /dev $R/dev || die "move /dev"
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $R/tmp || die "mount /tmp"
-mount -t tmpfs -o mode=755,nosuid,nodev tmpfs $R/run || die "mount /run"
+@TMP_AND_RUN@
 mkdir -p $R@SHARE@
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share $R@SHARE@ || die "mount share"
 # What a container image lacks for a boot, written into the overlay only.
@@ -117,7 +116,8 @@ EOF
 ln -sf ../vmtest-agent.service $S/multi-user.target.wants/vmtest-agent.service
 echo "vmtest-init: switching to systemd; agent $PY $AGENT" >/dev/console
 exec switch_root $R /lib/systemd/systemd
-""".replace("@SHARE@", GUEST_SHARE).replace("@MASKED@", " ".join(MASKED))
+""".replace("@SHARE@", GUEST_SHARE).replace("@MASKED@", " ".join(MASKED)).replace(
+    "@TMP_AND_RUN@", initramfs.tmp_and_run("nosuid,nodev"))
 
 
 def initramfs_path(root: Path) -> Path:
