@@ -1,9 +1,9 @@
 """hotplugd as a child process: start it, wait until it is ready, kill it, and read what it used.
 
 Readiness is the ``--ready-file`` the daemon writes once it has scanned the host
-and reads its events; the peak RSS comes from ``wait4(2)`` on that one child
-(``getrusage(RUSAGE_CHILDREN)`` would also count every earlier child of the
-test process, QEMU included).
+and reads its events; the peak RSS is the child's own ``VmHWM``, read while it
+runs (``ru_maxrss`` from ``wait4(2)`` would carry the forking pytest's size over
+``exec``; ``getrusage(RUSAGE_CHILDREN)`` would count every earlier child).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ class Daemon:
         """Reap the child (SIGKILL after ``timeout``) and return its status and peak RSS."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
+        peak = 0
         while True:
+            peak = max(peak, _high_water(self.proc.pid))
             pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -78,7 +80,7 @@ class Daemon:
                 break
             time.sleep(0.01)
         self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
-        return Finished(self.proc.returncode, usage.ru_maxrss * 1024, self.stderr())
+        return Finished(self.proc.returncode, peak, self.stderr())
 
     def kill(self) -> Finished:
         self.signal(signal.SIGKILL)
@@ -86,3 +88,19 @@ class Daemon:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
+
+
+def _high_water(pid: int) -> int:
+    """The process's peak RSS so far (``VmHWM``), in bytes; 0 once it is gone.
+
+    Not ``ru_maxrss``: a forked child keeps its parent's high-water mark across
+    ``exec``, so a child of a large pytest process would report pytest's size.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return 0
