@@ -103,7 +103,7 @@ def speedups(results: dict[str, dict[str, list[Timing]]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", default="kernel,hotplugd-ratio0,hotplugd,udev",
+    parser.add_argument("--only", default="kernel,naive,hotplugd-ratio0,hotplugd,udev",
                         help="comma-separated: kernel, naive (a minimal Python onliner, for reference), "
                              "hotplugd-ratio0, hotplugd, udev")
     parser.add_argument("--hotplugd-arg", action="append", default=[], dest="hotplugd_args",

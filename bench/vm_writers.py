@@ -4,10 +4,10 @@ Decides the sysfs backend's default ``concurrency``. Each repetition boots a fre
 (TCG, 2 vCPUs, ``memhp_default_state=offline``, nothing else onlining) and, for each writer
 count, hot-adds one pc-dimm, waits until all of its blocks exist and are linked to their node
 (the add is over), then onlines them from N threads in the guest (block i to thread i mod N,
-tests/vm/guest_probe.py ``writers``), timed in the guest. The writer counts take turns in the
-sequence across repetitions (repeated hot-adds into one guest get slower).
+tests/vm/guest_probe.py ``writers``), timed in the guest. Repeated hot-adds into one guest get
+much slower, so the writer counts take turns in the sequence and are compared at the same position.
 
-    .venv/bin/python bench/vm_writers.py [--reps 3] [--size-gib 16] [--threads 1,2,4]
+    .venv/bin/python bench/vm_writers.py [--reps 6] [--size-gib 16] [--threads 1,2,4]
 """
 
 from __future__ import annotations
@@ -50,9 +50,27 @@ def online_with_writers(guest: Guest, size: int, threads: int) -> dict[str, Any]
     return result
 
 
+def position_table(results: dict[int, dict[int, list[dict[str, Any]]]], counts: list[int], title: str) -> Table:
+    """Median seconds per writer count and position in the guest's sequence; the ratio to 1 writer
+    is the geometric mean over positions of the same-position medians (repeated hot-adds slow down)."""
+    positions = sorted({p for per in results.values() for p in per})
+    t = Table(title=title)
+    for col in ("writers", *[f"position {p + 1} (s)" for p in positions], "n", "median write ms", "×1 writer"):
+        t.add_column(col, justify="right")
+    medians = {n: {p: statistics.median(r["seconds"] for r in results[n][p]) for p in results[n]} for n in counts}
+    for n in counts:
+        runs = [r for p in results[n] for r in results[n][p]]
+        base = medians[counts[0]]
+        ratios = [medians[n][p] / base[p] for p in positions if p in medians[n] and p in base]
+        geo = statistics.geometric_mean(ratios) if ratios else float("nan")
+        t.add_row(str(n), *[f"{medians[n][p]:.3f}" if p in medians[n] else "" for p in positions], str(len(runs)),
+                  f"{statistics.median(r['write_median'] for r in runs) * 1000:.2f}", f"{geo:.2f}")
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=6, help="a multiple of the writer counts keeps positions balanced")
     parser.add_argument("--size-gib", type=int, default=16)
     parser.add_argument("--threads", default="1,2,4")
     args = parser.parse_args(argv)
@@ -60,27 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     config = GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G", virtio_mem=False)
     console = Console(width=120)
     started, load0 = time.time(), os.getloadavg()
-    results: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    results: dict[int, dict[int, list[dict[str, Any]]]] = {n: defaultdict(list) for n in counts}
     for rep in range(args.reps):
         order = counts[rep % len(counts):] + counts[:rep % len(counts)]
         with Guest(config, find_assets()) as guest:
-            for n in order:
+            for position, n in enumerate(order):
                 r = online_with_writers(guest, args.size_gib * GiB, n)
-                results[n].append(r)
-                console.print(f"rep {rep + 1}: {n} writer(s): {r['seconds']:.3f} s, {r['online']}/{r['blocks']} "
-                              f"online, median write {r['write_median'] * 1000:.1f} ms, errors {len(r['errors'])}")
-    t = Table(title=f"onlining {args.size_gib} GiB ({args.size_gib * 8} blocks) by writing sysfs state, guest clock")
-    for col in ("writers", "n", "min s", "median s", "ms/block (median)", "median write ms", "×1 writer"):
-        t.add_column(col, justify="right")
-    base = statistics.median(r["seconds"] for r in results[counts[0]])
-    for n in counts:
-        secs = [r["seconds"] for r in results[n]]
-        med = statistics.median(secs)
-        writes = statistics.median(r["write_median"] for r in results[n])
-        per_block = med / results[n][0]["blocks"] * 1000
-        t.add_row(str(n), str(len(secs)), f"{min(secs):.3f}", f"{med:.3f}", f"{per_block:.2f}",
-                  f"{writes * 1000:.2f}", f"{med / base:.2f}")
-    console.print(t)
+                results[n][position].append(r)
+                console.print(f"rep {rep + 1}, position {position + 1}: {n} writer(s): {r['seconds']:.3f} s, "
+                              f"{r['online']}/{r['blocks']} online, median write {r['write_median'] * 1000:.1f} ms, "
+                              f"errors {len(r['errors'])}")
+    title = f"onlining {args.size_gib} GiB ({args.size_gib * 8} blocks) by writing sysfs state (guest clock)"
+    console.print(position_table(results, counts, title))
     console.print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, "
                   f"{os.getloadavg()[0]:.1f} at end, {(time.time() - started) / 60:.1f} min")
     return 0
