@@ -42,6 +42,10 @@ MODULES: tuple[str, ...] = (
     "drivers/virtio/virtio_mem",
 )
 
+#: Where a checkout under /tmp is also bound in the guest (visible to services with PrivateTmp=yes).
+CHECKOUT_ALIAS = "/run/vmtest-checkout"
+
+
 def tmp_and_run(options: str) -> str:
     """Shell lines mounting the guest's own tmpfs on ``$R/run`` and ``$R/tmp``.
 
@@ -53,11 +57,11 @@ def tmp_and_run(options: str) -> str:
     return f"""REPO="${{AGENT%/tests/vm/harness/agent.py}}"
 mount -t tmpfs -o mode=755{extra} tmpfs $R/run || die "mount /run"
 case "$REPO" in /tmp/*)
-    mkdir -p $R/run/vmtest-checkout && mount --bind "$R$REPO" $R/run/vmtest-checkout || die "keep $REPO" ;;
+    mkdir -p $R{CHECKOUT_ALIAS} && mount --bind "$R$REPO" $R{CHECKOUT_ALIAS} || die "keep $REPO" ;;
 esac
 mount -t tmpfs -o mode=1777{extra} tmpfs $R/tmp || die "mount /tmp"
 case "$REPO" in /tmp/*)
-    mkdir -p "$R$REPO" && mount --bind $R/run/vmtest-checkout "$R$REPO" || die "restore $REPO" ;;
+    mkdir -p "$R$REPO" && mount --bind $R{CHECKOUT_ALIAS} "$R$REPO" || die "restore $REPO" ;;
 esac"""
 
 

@@ -45,6 +45,8 @@ MASKED = (
 )
 #: Where the guest-side interpreter for daemons under hardened units lives (see :meth:`SystemdGuest.guest_venv`).
 GUEST_VENV = "/opt/hotplugd-venv"
+#: Where the initramfs binds a checkout that lives under /tmp (see ``initramfs.tmp_and_run``).
+CHECKOUT_ALIAS = initramfs.CHECKOUT_ALIAS
 #: Its interpreter: Debian's, outside /root (this machine's, seen by the guest at the same path).
 GUEST_PYTHON = "/usr/bin/python3"
 
@@ -257,6 +259,10 @@ class SystemdGuest(Guest):
             site = sorted((project / ".venv" / "lib").glob("python3*/site-packages"))
             if not site:
                 raise GuestError(f"no site-packages under {project}/.venv/lib: run scripts/setup")
+            # A checkout under /tmp is hidden from the service by PrivateTmp=yes: use the alias
+            # the initramfs binds it to under /run, ahead of the editable install's /tmp paths.
+            seen = Path(CHECKOUT_ALIAS) if project.is_relative_to("/tmp") else project
+            site_dir = seen / site[-1].relative_to(project)
             # What `python3 -m venv --without-pip` writes, without its seconds of start-up under TCG.
             version = subprocess.run([GUEST_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                      capture_output=True, text=True, check=True).stdout.strip()
@@ -266,7 +272,8 @@ mkdir -p {GUEST_VENV}/bin {purelib}
 ln -sf {GUEST_PYTHON} {GUEST_VENV}/bin/python
 printf 'home = {os.path.dirname(GUEST_PYTHON)}\ninclude-system-site-packages = false\nversion = {version}\n' \
     > {GUEST_VENV}/pyvenv.cfg
-echo 'import site; site.addsitedir("{site[-1]}")' > {purelib}/hotplugd-project.pth
+echo 'import site, sys; sys.path[:0] = ["{seen}", "{seen}/plugins"]; site.addsitedir("{site_dir}")' \
+    > {purelib}/hotplugd-project.pth
 printf '#!{GUEST_VENV}/bin/python\nimport sys\nfrom hotplugd.cli import main\nsys.exit(main())\n' \
     > {GUEST_VENV}/bin/hotplugd
 chmod 755 {GUEST_VENV}/bin/hotplugd
