@@ -120,26 +120,32 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=140)
     started, load0 = time.time(), os.getloadavg()
     results: dict[str, dict[str, list[Timing]]] = defaultdict(lambda: defaultdict(list))
-    for rep in range(args.reps):
-        order = keys[rep % len(keys):] + keys[:rep % len(keys)]  # take turns
-        for key in order:
-            timings, info = run_guest(all_onliners[key])
-            check(key, info)
-            for t in timings:
-                results[key][t.workload.label].append(t)
-            console.print(f"rep {rep + 1}/{args.reps} {key}: " + ", ".join(f"{t.workload.label} {t.seconds:.3f} s"
-                                                                            for t in timings))
-    names = {k: all_onliners[k].name for k in keys}
+    try:
+        for rep in range(args.reps):
+            order = keys[rep % len(keys):] + keys[:rep % len(keys)]  # take turns
+            for key in order:
+                timings, info = run_guest(all_onliners[key])
+                check(key, info)
+                for t in timings:
+                    results[key][t.workload.label].append(t)
+                console.print(f"rep {rep + 1}/{args.reps} {key}: "
+                              + ", ".join(f"{t.workload.label} {t.seconds:.3f} s" for t in timings))
+    finally:  # an interrupted run still reports what it measured
+        report(console, results, {k: all_onliners[k].name for k in keys}, started, load0, args.json)
+    return 0
+
+
+def report(console: Console, results: dict[str, dict[str, list[Timing]]], names: dict[str, str], started: float,
+           load0: tuple[float, float, float], json_path: Path | None) -> None:
     console.print(table(results, names))
     for line in speedups(results):
         console.print(line)
     console.print(f"{time.strftime('%Y-%m-%d', time.localtime(started))}, {platform.node()}, {os.cpu_count()} CPUs, "
                   f"load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, "
                   f"{(time.time() - started) / 60:.1f} min")
-    if args.json:
-        args.json.write_text(json.dumps({k: {w: [{"seconds": t.seconds, "probe": t.probe} for t in ts]
+    if json_path:
+        json_path.write_text(json.dumps({k: {w: [{"seconds": t.seconds, "probe": t.probe} for t in ts]
                                              for w, ts in per.items()} for k, per in results.items()}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
