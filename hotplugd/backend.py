@@ -8,7 +8,7 @@ in the backend object: the core never blocks the event loop.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,18 @@ class Backend(abc.ABC):
 
         Never raise for an expected kernel error: map it to an ``Outcome``.
         """
+
+    #: How many blocks one ``online_many`` call may take. 1: the phase calls ``online``
+    #: per block. A backend whose calls cost a round trip (a worker thread, an RPC)
+    #: raises it and overrides ``online_many`` to do a run of blocks in one.
+    batch_size: int = 1
+
+    async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
+        """Online a run of blocks, in order; one result per item, as ``online`` would give.
+
+        The default calls ``online`` for each. An exception fails every item of the run.
+        """
+        return [await self.online(block, zone) for block, zone in items]
 
     def census(self) -> Iterable[Block] | None:
         """Every block as the host reports it right now, synchronously (for scrape-time metrics).

@@ -103,24 +103,27 @@ class FinalPhase:
         busy = [0.0]
         start = self.clock()
 
-        async def worker(queue: deque[Waiting]) -> None:
+        async def worker(queue: deque[Waiting], runs: int) -> None:
+            """Takes ``runs`` blocks at a time (a node's only worker lets the backend batch)."""
             while queue and not self.stopping:
-                waiting = queue.popleft()
+                run = [queue.popleft() for _ in range(min(runs, len(queue)))]
                 if limiter is None:
-                    report = await self._online_one(waiting)
+                    done = await self._online_run(run)
                 else:
                     async with limiter:
-                        report = await self._online_one(waiting)
-                busy[0] += report.seconds
-                reports.append(report)
+                        done = await self._online_run(run)
+                for report in done:
+                    busy[0] += report.seconds
+                    reports.append(report)
 
         parallel = sum(workers.values()) > 1
         if parallel and len(batch) >= 2 * sum(workers.values()) and not self.stopping:
             await self._calibrate(queues, reports, busy)
         async with anyio.create_task_group() as tg:
             for node, queue in queues.items():
+                runs = max(1, self.backend.batch_size) if workers[node] == 1 else 1
                 for _ in range(workers[node]):
-                    tg.start_soon(worker, queue)
+                    tg.start_soon(worker, queue, runs)
 
         seconds = self.clock() - start
         untouched = [w for q in queues.values() for w in q]
@@ -169,13 +172,52 @@ class FinalPhase:
                                        requested=requested, ledger=self.ledger, config=self.config)
         return chosen if chosen is not None else narrow(requested, block.valid_zones)
 
-    async def _online_one(self, waiting: Waiting) -> BlockReport:
+    async def _online_run(self, run: list[Waiting]) -> list[BlockReport]:
+        """Online a run of blocks in one backend call (``online_many``); transient ones then retry alone."""
+        if len(run) == 1:
+            return [await self._online_one(run[0])]
+        reports: list[BlockReport] = []
+        items: list[tuple[Waiting, ZoneRequest]] = []
+        for waiting in run:
+            if waiting.block.index in self.removed:
+                reports.append(await self._online_one(waiting))  # reported gone, no call
+                continue
+            zone = self.choose_zone(waiting.block)
+            self.ledger.record(waiting.block, zone.zone_name)  # reserved: the run's next choice sees it
+            items.append((waiting, zone))
+        t0 = self.clock()
+        try:
+            results = await self.backend.online_many([(w.block, zone) for w, zone in items])
+            if len(results) != len(items):
+                raise RuntimeError(f"online_many returned {len(results)} results for {len(items)} blocks")
+        except Exception as exc:  # noqa: BLE001 - isolate backend bugs to the run
+            log.exception("backend_online_failed", blocks=[w.block.index for w, _ in items])
+            results = [OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")] * len(items)
+        share = (self.clock() - t0) / max(1, len(items))
+        for (waiting, zone), result in zip(items, results, strict=True):
+            self.ledger.unrecord(waiting.block, zone.zone_name)
+            self.metrics.online_call.observe(share)
+            if result.outcome is Outcome.TRANSIENT and self.config.scheduler.retries and not self.stopping:
+                reports.append(await self._online_one(waiting, zone, tried=1, since=t0))
+                continue
+            now = self.clock()
+            report = BlockReport(waiting.block, result, zone, 1, share, now - waiting.since)
+            self._account(report)
+            reports.append(report)
+        return reports
+
+    async def _online_one(self, waiting: Waiting, zone: ZoneRequest | None = None, tried: int = 0,
+                          since: float | None = None) -> BlockReport:
+        """Online one block, retrying transient errors with backoff (``tried``: attempts made already)."""
         block = waiting.block
         cfg = self.config.scheduler
-        zone = self.choose_zone(block)
-        attempts = 0
-        t0 = self.clock()
+        zone = zone or self.choose_zone(block)
+        attempts = tried
+        t0 = self.clock() if since is None else since
         while True:
+            if attempts:  # a retry after a transient error
+                self.metrics.retries.inc()
+                await anyio.sleep(cfg.retry_backoff * (2 ** (attempts - 1)))
             attempts += 1
             if block.index in self.removed:
                 result = OnlineResult(Outcome.GONE, detail="removed while queued")
@@ -190,8 +232,6 @@ class FinalPhase:
             self.metrics.online_call.observe(self.clock() - call_start)
             if result.outcome is not Outcome.TRANSIENT or attempts > cfg.retries or self.stopping:
                 break
-            self.metrics.retries.inc()
-            await anyio.sleep(cfg.retry_backoff * (2 ** (attempts - 1)))
         now = self.clock()
         report = BlockReport(block, result, zone, attempts, now - t0, now - waiting.since)
         self._account(report)

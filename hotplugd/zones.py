@@ -37,6 +37,13 @@ class NodeLedger:
         else:
             self.kernel[block.node] += block.size
 
+    def unrecord(self, block: Block, zone: str | None) -> None:
+        """Take back a ``record`` (a zone reserved for a block whose online then failed or landed elsewhere)."""
+        if zone == "Movable":
+            self.movable[block.node] -= block.size
+        else:
+            self.kernel[block.node] -= block.size
+
     def movable_fits(self, node: int, size: int, ratio_percent: int) -> bool:
         """Would ``size`` more movable bytes keep the node within ``ratio_percent`` of its kernel bytes?"""
         return (self.movable[node] + size) * 100 <= self.kernel[node] * ratio_percent

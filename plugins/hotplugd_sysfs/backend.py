@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -24,7 +24,7 @@ from hotplugd import (
 from .conflicts import find_conflicts
 from .intake import Intake, MemoryUEvent
 from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
-from .onlining import denied, online_block
+from .onlining import denied, online_block, online_blocks
 from .settings import Settings, parse
 from .sysfs import BlockInfo, Sysfs, SysfsIO
 
@@ -48,6 +48,7 @@ class SysfsBackend(Backend):
         self.settings = settings or Settings()
         self.sysfs = Sysfs(self.settings.root, self.settings.proc, io)
         self.concurrency = self.settings.concurrency
+        self.batch_size = self.settings.batch
         self.intake = Intake()
         self.rcvbuf = 0  # the socket's effective receive buffer, once started
         self._injected = InjectedSource()
@@ -188,4 +189,8 @@ class SysfsBackend(Backend):
 
     async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
         return await anyio.to_thread.run_sync(online_block, self.sysfs, block, zone)
+
+    async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
+        """One worker-thread call writes the run back to back (a thread round trip costs ms under load)."""
+        return await anyio.to_thread.run_sync(online_blocks, self.sysfs, list(items))
 

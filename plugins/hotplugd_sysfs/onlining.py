@@ -47,6 +47,11 @@ def online_block(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
     return OnlineResult(Outcome.ONLINED, zone=zones[0] if zones else None)
 
 
+def online_blocks(sysfs: Sysfs, items: list[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
+    """:func:`online_block` for each item, in order (one worker-thread call for a run)."""
+    return [online_block(sysfs, block, zone) for block, zone in items]
+
+
 def _failed(sysfs: Sysfs, block: Block, exc: OSError) -> OnlineResult:
     code = exc.errno or 0
     name = errno.errorcode.get(code, str(code))

@@ -21,6 +21,7 @@ class Settings:
     proc: str = "/proc"  # the proc root (meminfo, cmdline)
     udev_rules_dirs: tuple[str, ...] = UDEV_RULES_DIRS
     concurrency: int = 1  # mainline serialises onlining under device_hotplug_lock
+    batch: int = 32  # blocks a worker-thread call onlines back to back (1: a thread round trip per block)
     rcvbuf: int = DEFAULT_RCVBUF  # netlink receive buffer, bytes
     netlink: bool = True  # False: events come only from SysfsBackend.feed() (tests)
 
@@ -43,6 +44,12 @@ def _concurrency(value: Any) -> int:
     return value
 
 
+def _batch(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise ValueError(f"expected a whole number between 1 and 1024, got {value!r}")
+    return value
+
+
 def _rcvbuf(value: Any) -> int:
     size = parse_size(value)
     if not 64 << 10 <= size <= 1 << 31:
@@ -57,7 +64,7 @@ def _bool(value: Any) -> bool:
 
 
 _PARSERS = {"root": _path, "proc": _path, "udev_rules_dirs": _dirs, "concurrency": _concurrency,
-            "rcvbuf": _rcvbuf, "netlink": _bool}
+            "batch": _batch, "rcvbuf": _rcvbuf, "netlink": _bool}
 
 
 def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None) -> Settings:

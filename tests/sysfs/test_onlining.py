@@ -111,3 +111,27 @@ def test_no_permission_is_a_clear_backend_error(host, code):
 def test_the_fake_never_writes_outside_its_tree(fake_sysfs, tmp_path):
     with pytest.raises(AssertionError, match="outside the fake tree"):
         fake_sysfs.io.write(tmp_path.parent / "elsewhere", "online")
+
+
+@pytest.mark.asyncio
+async def test_a_run_is_written_back_to_back_in_one_worker_thread_call(fake_sysfs, monkeypatch):
+    import anyio.to_thread
+
+    from hotplugd_sysfs.backend import SysfsBackend
+
+    fake_sysfs.add_blocks(range(8, 12), node=0)
+    fake_sysfs.fail(10, errno.EBUSY)
+    backend = SysfsBackend.from_options(fake_sysfs.options(netlink=False, batch=4), io=fake_sysfs.io)
+    calls = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func, *args, **kwargs):
+        calls.append(func.__name__)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    blocks = [backend.sysfs.read_block(i) for i in range(8, 12)]
+    results = await backend.online_many([(b, ZoneRequest.MOVABLE) for b in blocks])
+    assert backend.batch_size == 4 and calls == ["online_blocks"]
+    assert [r.outcome for r in results] == [Outcome.ONLINED, Outcome.ONLINED, Outcome.TRANSIENT, Outcome.ONLINED]
+    assert fake_sysfs.writes == [(i, "online_movable") for i in range(8, 12)]
