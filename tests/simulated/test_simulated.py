@@ -127,7 +127,7 @@ def test_a_false_concurrency_claim_is_measured_and_reported():
 
 
 def test_a_true_concurrency_claim_is_measured():
-    sim = {"lock": "none", "nodes": 1, "cpus_per_node": 4, "add_interval": 0, "cost_fixed": "3ms",
+    sim = {"lock": "none", "nodes": 1, "cpus_per_node": 4, "add_interval": 0, "cost_fixed": "20ms",
            "scenario": [{"kind": "dimm", "size": "4GiB"}]}
     effective, logs = _measured(sim)
     assert effective > 2.5
