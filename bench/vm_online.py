@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests" / "vm"))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from harness import GiB, Guest, GuestConfig, find_assets  # noqa: E402
+from harness import HarnessError, GiB, Guest, GuestConfig, find_assets  # noqa: E402
 from onliners import HotplugdOnliner, KernelOnliner, NaiveOnliner, Onliner, UdevOnliner, provision_udev  # noqa: E402
 from onlinetime import Timing, Workload, time_online  # noqa: E402
 
@@ -149,4 +149,7 @@ def report(console: Console, results: dict[str, dict[str, list[Timing]]], names:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except HarnessError as exc:  # not provisioned, a guest that did not boot: one message, no traceback
+        sys.exit(f"{Path(__file__).name}: {exc}")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "vm"))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from harness import GiB, Guest, GuestConfig, find_assets  # noqa: E402
+from harness import HarnessError, GiB, Guest, GuestConfig, find_assets  # noqa: E402
 from onlinetime import PROBE  # noqa: E402
 
 
@@ -96,4 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except HarnessError as exc:  # not provisioned, a guest that did not boot: one message, no traceback
+        sys.exit(f"{Path(__file__).name}: {exc}")
