@@ -18,8 +18,10 @@ SUCCESS = "success"
 NOT_FOUND = "not-found"
 NOT_SUPPORTED = "operation-not-supported"
 FAILED = "operation-failed"
-MEMINFO = "/proc/meminfo"
-AUTO_ONLINE = "/sys/devices/system/memory/auto_online_blocks"
+#: Paths inside each guest, read through its agent (never this host's files).
+GUEST_SYSFS = "/sys"
+GUEST_MEMINFO = "/proc/meminfo"
+GUEST_AUTO_ONLINE = f"{GUEST_SYSFS}/devices/system/memory/auto_online_blocks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,7 @@ async def read_file(client: AgentClient, path: str, limit: int = 1 << 20) -> str
 
 async def mem_available(client: AgentClient) -> int | None:
     """The guest's MemAvailable in bytes (from /proc/meminfo); None when it cannot be read."""
-    text = await read_file(client, MEMINFO)
+    text = await read_file(client, GUEST_MEMINFO)
     return None if text is None else parse_mem_available(text)
 
 

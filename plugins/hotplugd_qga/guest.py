@@ -153,7 +153,7 @@ class GuestLink:
         if not self.available:
             return None
         try:
-            text = await commands.read_file(self.client, commands.AUTO_ONLINE)
+            text = await commands.read_file(self.client, commands.GUEST_AUTO_ONLINE)
         except AgentError as exc:
             self._failed("conflicts", exc)
             return None

@@ -66,7 +66,7 @@ def test_sigterm_lets_the_online_in_flight_finish_and_exits_0(tmp_path, notify, 
     assert daemon.wait() == 0, daemon.output()
     (finished,) = daemon.logged("phase_finished")
     # The call in flight ended with a report; no other call was started; the rest stay offline.
-    assert 1 <= finished["blocks"] < COLDPLUG_BLOCKS
+    assert 0 < finished["blocks"] < COLDPLUG_BLOCKS  # stopped mid-phase: some, not all
     assert finished["failed"] == 0
     notify.wait_for(lambda n: n.fields.get("STOPPING") == "1")
     assert daemon.logged("stopped")

@@ -201,30 +201,36 @@ def is_fresh(kernel_root: Path, out: Path) -> bool:
     return out.is_file() and stamp.get("digest") == generator_digest(kernel_root)
 
 
-def build(kernel_root: Path, busybox: Path, out: Path) -> Path:
-    """Write the initramfs to ``out`` (atomically) and its freshness stamp beside it."""
+def build(kernel_root: Path, busybox: Path, out: Path, *, modules: tuple[str, ...] = MODULES,
+          init: str = INIT_SCRIPT, dirs: tuple[str, ...] = (), digest: str | None = None) -> Path:
+    """Write an initramfs to ``out`` (atomically) and its freshness stamp beside it.
+
+    The defaults make the plain guest's; the systemd guest passes its own modules,
+    ``/init``, extra directories and generator digest.
+    """
     if not busybox.is_file():
         raise NotProvisioned(f"busybox not found at {busybox} (apt-get install busybox-static)")
     mod_dir = modules_dir(kernel_root)
     buf = io.BytesIO()
     cpio = CpioWriter(buf)
-    for d in ("bin", "dev", "proc", "sys", "newroot", "modules"):
+    for d in ("bin", "dev", "proc", "sys", "newroot", *dirs, "modules"):
         cpio.directory(d)
     cpio.char_device("dev/console", 5, 1)
     cpio.char_device("dev/null", 1, 3, 0o666)
     cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
     cpio.symlink("bin/sh", "busybox")
     names = []
-    for module in MODULES:
+    for module in modules:
         name = module.rsplit("/", 1)[-1]
         cpio.file(f"modules/{name}.ko", read_module(mod_dir, module))
         names.append(name)
     cpio.file("modules.order", ("\n".join(names) + "\n").encode())
-    cpio.file("init", INIT_SCRIPT.encode(), 0o755)
+    cpio.file("init", init.encode(), 0o755)
     cpio.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # two test processes may build at once
     tmp.write_bytes(buf.getvalue())
     os.replace(tmp, out)
-    stamp_path(out).write_text(json.dumps({"digest": generator_digest(kernel_root), "kernel": mod_dir.name}))
+    stamp = digest if digest is not None else generator_digest(kernel_root)
+    stamp_path(out).write_text(json.dumps({"digest": stamp, "kernel": mod_dir.name}))
     return out

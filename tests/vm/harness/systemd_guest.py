@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import shlex
@@ -33,7 +32,7 @@ from .assets import Assets, find_assets
 from .client import CommandResult
 from .errors import GuestError, NotProvisioned
 from .guest import Guest, GuestConfig
-from .initramfs import GUEST_SHARE, MODULES, CpioWriter, modules_dir, read_module
+from .initramfs import GUEST_SHARE, MODULES, modules_dir
 
 MODULES_SYSTEMD = (*MODULES, "fs/overlayfs/overlay")
 SYSTEMD_ARGS = ("systemd.unit=multi-user.target", "systemd.getty_auto=0", "systemd.firstboot=0")
@@ -122,31 +121,8 @@ def is_fresh(kernel_root: Path, out: Path) -> bool:
 
 def build(kernel_root: Path, busybox: Path, out: Path) -> Path:
     """Write the systemd guest's initramfs to ``out`` (atomically) and its freshness stamp."""
-    if not busybox.is_file():
-        raise NotProvisioned(f"busybox not found at {busybox} (apt-get install busybox-static)")
-    mod_dir = modules_dir(kernel_root)
-    buf = io.BytesIO()
-    cpio = CpioWriter(buf)
-    for d in ("bin", "dev", "proc", "sys", "newroot", "lower", "rw", "modules"):
-        cpio.directory(d)
-    cpio.char_device("dev/console", 5, 1)
-    cpio.char_device("dev/null", 1, 3, 0o666)
-    cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
-    cpio.symlink("bin/sh", "busybox")
-    names = []
-    for module in MODULES_SYSTEMD:
-        name = module.rsplit("/", 1)[-1]
-        cpio.file(f"modules/{name}.ko", read_module(mod_dir, module))
-        names.append(name)
-    cpio.file("modules.order", ("\n".join(names) + "\n").encode())
-    cpio.file("init", INIT_SCRIPT.encode(), 0o755)
-    cpio.close()
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out)
-    initramfs.stamp_path(out).write_text(json.dumps({"digest": generator_digest(kernel_root),
-                                                     "kernel": mod_dir.name}))
-    return out
+    return initramfs.build(kernel_root, busybox, out, modules=MODULES_SYSTEMD, init=INIT_SCRIPT,
+                           dirs=("lower", "rw"), digest=generator_digest(kernel_root))
 
 
 def find_systemd_assets(base: Assets | None = None, busybox: Path = Path("/bin/busybox")) -> Assets:
