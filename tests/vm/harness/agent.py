@@ -82,13 +82,19 @@ def list_memory_blocks(root: str = MEMORY_SYSFS) -> dict[str, Any]:
     numa = (base.parent / "node").is_dir()
     blocks: list[dict[str, Any]] = []
     for entry in base.glob("memory[0-9]*"):
-        node = next((int(p.name[4:]) for p in entry.glob("node[0-9]*")), None)
+        try:
+            node = next((int(p.name[4:]) for p in entry.glob("node[0-9]*")), None)
+        except FileNotFoundError:  # removed while we listed (virtio-mem shrinking)
+            continue
         # A hot-added block is announced before the kernel links it to its node; until then
         # its nid is NUMA_NO_NODE and reading valid_zones oopses 6.1 (zone_for_pfn_range).
         registered = node is not None or not numa
+        state = _read(entry / "state")
+        if not state:  # gone in between
+            continue
         blocks.append({
             "index": int(entry.name[6:]),
-            "state": _read(entry / "state"),
+            "state": state,
             "valid_zones": _read(entry / "valid_zones").split() if registered else [],
             "node": node,
         })
