@@ -11,18 +11,14 @@ its peak RSS bounded.
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .metrics_file import Samples
+from harness import GiB, Guest, GuestConfig
+from harness.pytest_plugin import guest_fixture
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm"))
-from harness import GiB, Guest, GuestConfig, NotProvisioned, find_assets  # noqa: E402
+from .metrics_file import Samples
 
 pytestmark = [pytest.mark.vm, pytest.mark.reliability]
 
@@ -43,18 +39,8 @@ def vm_hwm(status: str) -> int:
     raise AssertionError(f"no VmHWM in {status!r}")
 
 
-@pytest.fixture(scope="module")
-def guest() -> Iterator[Guest]:
-    """A guest of this module's own: a DIMM slot and a clean block list whatever ran before."""
-    try:
-        assets = find_assets()
-    except NotProvisioned as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{exc} (CI=true: CI must provision the VM)", pytrace=False)
-        pytest.skip(str(exc))
-    g = Guest(CONFIG, assets).start()
-    yield g
-    g.close()
+guest = guest_fixture(CONFIG, doc=(
+    "A guest of this module's own: a DIMM slot and a clean block list whatever ran before."))
 
 
 def test_lost_uevents_are_recovered_by_a_rescan_on_a_real_kernel(guest: Guest) -> None:

@@ -11,16 +11,12 @@ backend must survive.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vm"))
-from harness import GiB, Guest, GuestConfig, NotProvisioned, find_assets  # noqa: E402
+from harness import GiB, Guest, GuestConfig
+from harness.pytest_plugin import guest_fixture
 
 pytestmark = pytest.mark.vm
 
@@ -42,17 +38,7 @@ exit 1
 """
 
 
-@pytest.fixture(scope="module")
-def guest() -> Iterator[Guest]:
-    try:
-        assets = find_assets()
-    except NotProvisioned as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{exc} (CI=true: CI must provision the VM)", pytrace=False)
-        pytest.skip(str(exc))
-    g = Guest(CONFIG, assets).start()
-    yield g
-    g.close()
+guest = guest_fixture(CONFIG, doc="A guest of this module's own: two NUMA nodes, a virtio-mem device on node 1.")
 
 
 def present(guest: Guest) -> set[int]:

@@ -9,23 +9,18 @@
 Both session guests are shared by every test: blocks accumulate, so never assume block numbers
 (``before = {b.index for b in guest.agent.memory_blocks()}`` then ``exclude=before``).
 Without QEMU or the kernel the tests skip ("run scripts/provision-vm to enable"); with
-``CI=true`` they fail instead, since CI provisions.
+``CI=true`` they fail instead, since CI provisions (``vm_assets`` and the rest of that rule live in
+:mod:`harness.pytest_plugin`, registered by ``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-# Make ``harness`` importable whatever pytest's import mode.
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from harness import Assets, GiB, Guest, GuestConfig, NotProvisioned, find_assets  # noqa: E402
+from harness import Assets, GiB, Guest, GuestConfig
+from harness.pytest_plugin import boot, guest_fixture
 
 VM_MARKER = "vm: runs a real Linux kernel under QEMU (scripts/provision-vm)"
 
@@ -39,37 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", VM_MARKER)
 
 
-@pytest.fixture(scope="session")
-def vm_assets() -> Assets:
-    """QEMU, kernel and initramfs; skips (fails under ``CI=true``) when not provisioned."""
-    try:
-        return find_assets()
-    except NotProvisioned as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{exc} (CI=true: CI must provision the VM)", pytrace=False)
-        pytest.skip(str(exc))
-
-
-def _boot(config: GuestConfig, assets: Assets) -> Guest:
-    guest = Guest(config, assets).start()
-    print(f"\n{guest!r} booted in {guest.boot_seconds:.1f} s")
-    return guest
-
-
-@pytest.fixture(scope="session")
-def guest(vm_assets: Assets) -> Iterator[Guest]:
-    """The session's guest booted with ``memhp_default_state=offline`` (hot-added blocks stay offline)."""
-    g = _boot(GUEST_CONFIG, vm_assets)
-    yield g
-    g.close()
-
-
-@pytest.fixture(scope="session")
-def autoonline_guest(vm_assets: Assets) -> Iterator[Guest]:
-    """The session's guest booted with ``memhp_default_state=online`` (the kernel onlines)."""
-    g = _boot(AUTOONLINE_CONFIG, vm_assets)
-    yield g
-    g.close()
+guest = guest_fixture(GUEST_CONFIG, scope="session", doc=(
+    "The session's guest booted with ``memhp_default_state=offline`` (hot-added blocks stay offline)."))
+autoonline_guest = guest_fixture(AUTOONLINE_CONFIG, scope="session", doc=(
+    "The session's guest booted with ``memhp_default_state=online`` (the kernel onlines)."))
 
 
 @pytest.fixture
@@ -77,10 +45,10 @@ def boot_guest(vm_assets: Assets) -> Iterator[Callable[[GuestConfig], Guest]]:
     """A factory of fresh guests (about 8 s each), all closed when the test ends."""
     guests: list[Guest] = []
 
-    def boot(config: GuestConfig = GUEST_CONFIG) -> Guest:
-        guests.append(_boot(config, vm_assets))
+    def boot_one(config: GuestConfig = GUEST_CONFIG) -> Guest:
+        guests.append(boot(config, vm_assets))
         return guests[-1]
 
-    yield boot
+    yield boot_one
     for g in guests:
         g.close()

@@ -9,7 +9,6 @@ checkout, run by a guest-side venv: see :meth:`SystemdGuest.guest_venv`) and thi
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import Assets, GiB, GuestConfig, NotProvisioned
+from harness import Assets, GiB, GuestConfig
+from harness.pytest_plugin import provisioned
 from harness.systemd_guest import SystemdGuest, find_systemd_assets
 
 pytestmark = pytest.mark.vm
@@ -62,12 +62,7 @@ class Timer:
 @pytest.fixture(scope="module")
 def sd(vm_assets: Assets) -> Iterator[SystemdGuest]:
     """The guest, booted to ``running``, with hotplugd's units and default config installed."""
-    try:
-        assets = find_systemd_assets(vm_assets)
-    except NotProvisioned as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{exc} (CI=true: CI must provision the VM)", pytrace=False)
-        pytest.skip(str(exc))
+    assets = provisioned(find_systemd_assets, vm_assets)
     with Timer("boot to running"):
         guest = SystemdGuest(GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
                                          virtio_mem=False), assets)
