@@ -21,6 +21,7 @@ from hotplugd import (
     ZoneRequest,
 )
 
+from .arrivals import Arrivals
 from .conflicts import find_conflicts
 from .intake import Intake, MemoryUEvent
 from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
@@ -130,30 +131,23 @@ class SysfsBackend(Backend):
             if batch is None:
                 return
             decoded = [e for e in map(self.intake.decode, batch.datagrams) if e is not None]
-            adds = [e.index for e in decoded if e.action is Action.ADD]
-            blocks, unregistered = await self._read_added(adds) if adds else ({}, [])
+            adds = [e for e in decoded if e.action is Action.ADD]
+            arrivals = Arrivals(self.sysfs, [e.index for e in adds if not e.synthetic],
+                                [e.index for e in adds if e.synthetic])
+            if adds:
+                await arrivals.first_look()
             for uevent in decoded:
-                event = self._event(uevent, blocks)
+                if uevent.action is Action.ADD and uevent.index in arrivals.waiting:
+                    await arrivals.wait_for(uevent.index)  # in order: later events may concern this block
+                event = self._event(uevent, arrivals.found)
                 if event is not None:
                     yield event
-            if unregistered:
-                log.error("blocks_not_registered", blocks=unregistered, waited=self.sysfs.register_wait)
+            if arrivals.waiting:
+                log.error("blocks_not_registered", blocks=arrivals.waiting, waited=self.sysfs.register_wait)
                 yield Rescan("not_registered")
             if batch.overflow:
                 log.warning("uevents_lost", reason="ENOBUFS")
                 yield Rescan("overflow")
-
-    async def _read_added(self, indices: list[int]) -> tuple[dict[int, Block], list[int]]:
-        """Read added blocks; wait (briefly, backing off) for those the kernel has not linked to a node yet."""
-        found, waiting = await anyio.to_thread.run_sync(self.sysfs.read_blocks, indices)
-        deadline = anyio.current_time() + self.sysfs.register_wait
-        delay = 0.001
-        while waiting and anyio.current_time() + delay <= deadline:
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-            more, waiting = await anyio.to_thread.run_sync(self.sysfs.read_blocks, waiting)
-            found.update(more)
-        return found, waiting
 
     @staticmethod
     def _event(uevent: MemoryUEvent, blocks: dict[int, Block]) -> BlockEvent | None:

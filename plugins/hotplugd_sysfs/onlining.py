@@ -1,6 +1,6 @@
 """Onlining one block through ``memoryN/state``, and mapping the kernel's answer to an Outcome.
 
-Blocking: the backend calls :func:`online_block` from a worker thread. The
+Blocking: the backend calls :func:`online_blocks` from a worker thread. The
 kernel's ``state_store`` takes ``device_hotplug_lock`` (a loser sleeps 5 ms
 and restarts the syscall, invisibly), then ``device_online``: an online block
 answers EINVAL, which is "already online" when the re-read agrees.
@@ -12,6 +12,7 @@ import errno
 
 from hotplugd import BackendError, Block, OnlineResult, Outcome, State, ZoneRequest
 from hotplugd.model import EHWPOISON
+from hotplugd.zones import narrow
 
 from .sysfs import Sysfs, is_gone, parse_zones
 
@@ -33,23 +34,56 @@ def denied(path: object) -> BackendError:
 
 
 def online_block(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
-    """Write ``zone`` to the block's ``state``, then re-read ``state`` and ``valid_zones`` to confirm."""
-    path = sysfs.state_path(block.index)
-    try:
-        sysfs.io.write(path, zone.value)
-    except OSError as exc:
-        return _failed(sysfs, block, exc)
-    state, zones = _reread(sysfs, block)
-    if state is None:
-        return OnlineResult(Outcome.GONE, detail="removed right after onlining")
-    if state is not State.ONLINE:
-        return OnlineResult(Outcome.ERROR, detail=f"wrote {zone.value!r} but state reads {state.value!r}")
-    return OnlineResult(Outcome.ONLINED, zone=zones[0] if zones else None)
+    """Write ``zone`` to the block's ``state``, then re-read ``valid_zones`` for the zone it joined.
+
+    A block queued from a fresh ``add`` has ``valid_zones = ()`` (not read): an
+    explicit zone the kernel refuses is then narrowed to what it lists, and written again.
+    """
+    result = _write(sysfs, block, zone)
+    if result.outcome is Outcome.PERMANENT and result.errno == errno.EINVAL and not block.valid_zones:
+        narrowed = narrow(zone, _zones(sysfs, block) or ())
+        if narrowed is not zone:
+            return _write(sysfs, block, narrowed)
+    return result
 
 
 def online_blocks(sysfs: Sysfs, items: list[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
     """:func:`online_block` for each item, in order (one worker-thread call for a run)."""
     return [online_block(sysfs, block, zone) for block, zone in items]
+
+
+def _write(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
+    """One write and its confirmation.
+
+    ``state_store`` returns success only once ``device_online`` has onlined the
+    block, so after a successful write ``valid_zones`` alone is re-read: an
+    online block lists exactly its zone. More than one zone listed means it is
+    offline again (someone offlined it at once), which ``state`` then confirms.
+    """
+    try:
+        sysfs.io.write(sysfs.state_path(block.index), zone.value)
+    except OSError as exc:
+        return _failed(sysfs, block, exc)
+    zones = _zones(sysfs, block)
+    if zones is None:
+        return OnlineResult(Outcome.GONE, detail="removed right after onlining")
+    if len(zones) > 1:
+        state, zones = _reread(sysfs, block)
+        if state is None:
+            return OnlineResult(Outcome.GONE, detail="removed right after onlining")
+        if state is not State.ONLINE:
+            return OnlineResult(Outcome.ERROR, detail=f"wrote {zone.value!r} but state reads {state.value!r}")
+    return OnlineResult(Outcome.ONLINED, zone=zones[0] if zones else None)
+
+
+def _zones(sysfs: Sysfs, block: Block) -> tuple[str, ...] | None:
+    """The block's ``valid_zones`` now; None when it is gone. Only for a block linked to its node."""
+    try:
+        return parse_zones(sysfs.attr(sysfs.block_dir(block.index) / "valid_zones"))
+    except OSError as exc:
+        if is_gone(exc):
+            return None
+        raise
 
 
 def _failed(sysfs: Sysfs, block: Block, exc: OSError) -> OnlineResult:

@@ -83,14 +83,56 @@ async def test_scan_and_topology(fake_sysfs, backend):
 # -- events --------------------------------------------------------------------------
 
 
-async def test_add_events_carry_the_block_read_from_sysfs(fake_sysfs, backend):
+def record_reads(fake_sysfs, monkeypatch) -> list[str]:
+    """The names of the files the backend reads from now on (``state``, ``valid_zones``, ...)."""
+    names: list[str] = []
+    real = fake_sysfs.io.read
+
+    def read(path):
+        names.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(fake_sysfs.io, "read", read)
+    return names
+
+
+async def test_a_fresh_add_is_queued_from_its_node_link_alone(fake_sysfs, backend, monkeypatch):
     await backend.start()
     fake_sysfs.add_node(1, "4-7")
+    reads = record_reads(fake_sysfs, monkeypatch)
     for data in fake_sysfs.hot_add([70, 71], node=1):
         backend.feed(data)
     events = await collect(backend, 2)
-    assert events == [BlockEvent(Action.ADD, i, Block(i, BLOCK, 1, State.OFFLINE, ("Normal", "Movable")))
-                      for i in (70, 71)]
+    # offline (a fresh add), zones unknown: neither state nor valid_zones is read on the event path
+    assert events == [BlockEvent(Action.ADD, i, Block(i, BLOCK, 1, State.OFFLINE, ())) for i in (70, 71)]
+    assert "state" not in reads and "valid_zones" not in reads
+
+
+async def test_a_synthetic_add_is_read_in_full(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(5, node=0, zones=("Movable", "Normal"))
+    backend.feed(fake_sysfs.uevent("add", 5, synthetic=True))
+    [event] = await collect(backend, 1)
+    assert event.block == Block(5, BLOCK, 0, State.OFFLINE, ("Movable", "Normal"))
+
+
+async def test_events_after_an_unlinked_add_wait_for_it_in_order(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(7, registered=False)
+    fake_sysfs.add_block(8)
+    looks = []
+
+    def register_on_second_look(path):
+        if path.name == "memory7":
+            looks.append(path)
+            if len(looks) == 2:
+                fake_sysfs.register(7)
+
+    fake_sysfs.before_listdir.append(register_on_second_look)
+    for data in (fake_sysfs.uevent("add", 7), fake_sysfs.uevent("remove", 7), fake_sysfs.uevent("add", 8)):
+        backend.feed(data)
+    events = await collect(backend, 3)
+    assert [(e.action, e.index) for e in events] == [(Action.ADD, 7), (Action.REMOVE, 7), (Action.ADD, 8)]
 
 
 async def test_the_real_capture_stream_becomes_block_events(fake_sysfs, backend, captures):
@@ -131,6 +173,30 @@ async def test_an_add_waits_until_the_kernel_links_the_block_to_its_node(fake_sy
     backend.feed(fake_sysfs.uevent("add", 7))
     [event] = await collect(backend, 1)
     assert event.block.node == 1 and len(looks) == 3
+
+
+async def test_a_linked_add_is_not_held_back_by_a_later_unlinked_one(fake_sysfs, backend):
+    await backend.start()
+    fake_sysfs.add_block(8)
+    fake_sysfs.add_block(9, registered=False)
+    looks = []
+
+    def register_on_third_look(path):
+        if path.name == "memory9":
+            looks.append(path)
+            if len(looks) == 3:
+                fake_sysfs.register(9)
+
+    fake_sysfs.before_listdir.append(register_on_third_look)
+    backend.feed(fake_sysfs.uevent("add", 8))
+    backend.feed(fake_sysfs.uevent("add", 9))
+    seen = []
+    with anyio.fail_after(5):
+        async for event in backend.events():
+            seen.append((event.index, len(looks)))
+            if len(seen) == 2:
+                break
+    assert seen == [(8, 1), (9, 3)]
 
 
 async def test_an_add_that_never_registers_asks_for_a_rescan(fake_sysfs, backend):

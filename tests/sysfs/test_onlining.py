@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 
 import pytest
 
@@ -59,6 +60,47 @@ def test_einval_for_an_impossible_zone_is_permanent(host):
     fake.set_state(10, "offline", ("Normal",))  # the kernel refuses online_movable here
     result = online_block(sysfs, sysfs.read_block(10), ZoneRequest.MOVABLE)
     assert result.outcome is Outcome.PERMANENT
+
+
+def test_a_successful_write_rereads_valid_zones_only(host, monkeypatch):
+    fake, sysfs = host
+    block = sysfs.read_block(8)
+    names = []
+    real = fake.io.read
+    monkeypatch.setattr(fake.io, "read", lambda path: names.append(path.name) or real(path))
+    assert online_block(sysfs, block, ZoneRequest.MOVABLE).zone == "Movable"
+    assert names == ["valid_zones"]
+
+
+def test_offline_again_right_after_the_write_is_an_error(host, monkeypatch):
+    fake, sysfs = host
+    block = sysfs.read_block(8)
+    real = fake.io.write
+
+    def write_then_offline(path, value):  # another agent offlines the block at once
+        real(path, value)
+        fake.set_state(8, "offline", ("Normal", "Movable"))
+
+    monkeypatch.setattr(fake.io, "write", write_then_offline)
+    result = online_block(sysfs, block, ZoneRequest.AUTO)
+    assert result.outcome is Outcome.ERROR and "state reads 'offline'" in result.detail
+
+
+def test_a_refused_zone_of_a_block_with_unknown_zones_is_narrowed_and_written_again(host):
+    fake, sysfs = host
+    fake.set_state(10, "offline", ("Normal",))  # the kernel refuses online_movable here
+    block = replace(sysfs.read_block(10), valid_zones=())  # as queued from a fresh add
+    result = online_block(sysfs, block, ZoneRequest.MOVABLE)
+    assert (result.outcome, result.zone) == (Outcome.ONLINED, "Normal")
+    assert fake.writes == [(10, "online_movable"), (10, "online_kernel")]
+
+
+def test_a_refused_auto_online_is_not_written_again(host):
+    fake, sysfs = host
+    fake.fail(10, errno.EINVAL)
+    block = replace(sysfs.read_block(10), valid_zones=())
+    assert online_block(sysfs, block, ZoneRequest.AUTO).outcome is Outcome.PERMANENT
+    assert fake.writes == [(10, "online")]
 
 
 @pytest.mark.parametrize(("code", "outcome"), [
