@@ -10,6 +10,7 @@ from .config import Config, ConfigProblem
 from .errors import BackendError, ConfigError, HotplugdError, PluginError
 from .hookspecs import hookimpl
 from .model import (
+    HOST_DOMAIN,
     Action,
     Block,
     BlockEvent,
@@ -30,6 +31,7 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
 __all__ = [
+    "HOST_DOMAIN",
     "Action",
     "Backend",
     "BackendError",

@@ -24,10 +24,19 @@ class Backend(abc.ABC):
     then ``events()`` and ``online()`` concurrently, and ``await stop()``.
     """
 
-    #: How many ``online()`` calls can truly run at once. Mainline sysfs
-    #: serialises every online under ``device_hotplug_lock``: 1. The daemon
-    #: never runs more workers than this, and measures what it really got.
+    #: How many ``online()`` calls can truly run at once within one domain (one
+    #: kernel). Mainline sysfs serialises every online under ``device_hotplug_lock``:
+    #: 1. The daemon never runs more workers than this in a domain, and measures
+    #: what it really got.
     concurrency: int = 1
+
+    #: How many domains may run a final phase at the same time (0: all of them).
+    #: A backend onlining inside guests sets it when the host's cores bound the gain.
+    parallel_domains: int = 0
+
+    def domain_concurrency(self, domain: str) -> int:
+        """The real concurrency of ``domain``'s kernel; by default :attr:`concurrency` for every domain."""
+        return self.concurrency
 
     async def start(self) -> None:
         """Acquire resources (sockets, connections). Raise BackendError if impossible."""

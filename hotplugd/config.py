@@ -105,6 +105,8 @@ class MetricsConfig:
     address: str = _opt("127.0.0.1", _typed(str), "listen address (ignored when systemd hands a socket)")
     port: int = _opt(DEFAULT_METRICS_PORT, _number(0, 65535, int), "listen port; 0 picks a free one")
     textfile: str = _opt("", _typed(str), "also write a node_exporter textfile here after each phase")
+    max_domains: int = _opt(64, _number(1, 100000, int),
+                            "domains (guests) with their own `domain` label; later ones share domain=\"other\"")
 
 
 @dataclass

@@ -71,7 +71,7 @@ class Daemon:
         self.config = config
         self.pm = pm
         self.overrides = list(overrides)
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(max_domains=config.metrics.max_domains)
         self.notifier = notifier or Notifier()
         self.backend = build_backend(pm, config)
         self.scheduler = Scheduler(self.backend, pm, config, self.metrics, clock)
@@ -225,7 +225,7 @@ class Daemon:
                         hint=f"restart the service to apply [plugins.{new.backend}]")
         for section in ("scheduler", "zones", "log_level", "log_format", "plugins"):
             setattr(self.config, section, getattr(new, section))
-        self.scheduler.queue.limit = new.scheduler.max_pending_blocks
+        self.scheduler.reconfigured()
         logs.configure(new.log_level, new.log_format)
         self.metrics.reloads.labels("applied").inc()
         log.info("reloaded", source=str(new.source), ratio=new.scheduler.parallel_hotplug_ratio,

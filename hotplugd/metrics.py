@@ -7,6 +7,12 @@ start, so ``increase()`` and alerts see the first event.
 
 Scrape-time collectors (the block census, dropped messages, the scheduler's
 queue age) run in the metrics server's thread and only read.
+
+Per-node series carry a ``domain`` label (``host`` on a one-domain backend, the
+guest's name with ``qga``). It is bounded: the first ``max_domains`` domains seen
+keep their name, later ones share ``domain="other"``, so a host with
+thousands of guests cannot blow up the series count; queue, phase and
+outcome metrics are aggregates over all domains.
 """
 
 from __future__ import annotations
@@ -39,15 +45,20 @@ PHASE_BYTE_BUCKETS = tuple(float(1 << shift) for shift in range(27, 41))
 RESCAN_REASONS = ("start", "overflow", "request", "queue_full")
 DROP_REASONS = ("malformed", "not_kernel")
 RELOAD_RESULTS = ("applied", "refused")
+#: Domains exported under their own name before they share :data:`OTHER_DOMAINS`.
+DEFAULT_MAX_DOMAINS = 64
+OTHER_DOMAINS = "other"
 
 
 class Metrics:
     """Every metric the daemon updates, on its own registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_domains: int = DEFAULT_MAX_DOMAINS) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self._children: dict[tuple[int, tuple[object, ...]], Any] = {}
+        self.max_domains = max_domains
+        self._domain_labels: dict[str, str] = {}
         self.build_info = Info("hotplugd_build", "hotplugd's version and the backend it runs", registry=r)
         # -- intake
         self.uevents = Counter("hotplugd_uevents_received_total", "Memory block events received, by action",
@@ -71,8 +82,8 @@ class Metrics:
                                    "Blocks whose online failed for good; they stay offline until the next rescan",
                                    registry=r)
         # -- onlining
-        self.onlined = Counter("hotplugd_blocks_onlined_total", "Blocks onlined by hotplugd, by node and zone",
-                               ["node", "zone"], registry=r)
+        self.onlined = Counter("hotplugd_blocks_onlined_total", "Blocks onlined by hotplugd, by domain, node and zone",
+                               ["domain", "node", "zone"], registry=r)
         self.outcomes = Counter("hotplugd_online_outcomes_total",
                                 "Final outcome of each block's online, by kind (onlined, already_online, transient, "
                                 "permanent, gone, error) and errno (0: none)", ["outcome", "errno"], registry=r)
@@ -94,8 +105,9 @@ class Metrics:
                                       buckets=PHASE_BLOCK_BUCKETS, registry=r)
         self.phase_bytes = Histogram("hotplugd_phase_size_bytes", "Bytes handled by one final phase",
                                      buckets=PHASE_BYTE_BUCKETS, registry=r)
-        self.phase_workers = Gauge("hotplugd_phase_workers", "Workers per node in the current (or last) phase",
-                                   ["node"], registry=r)
+        self.phase_workers = Gauge("hotplugd_phase_workers",
+                                   "Workers per node in the domain's current (or last) phase", ["domain", "node"],
+                                   registry=r)
         self.last_phase_blocks = Gauge("hotplugd_last_phase_blocks", "Blocks in the last final phase", registry=r)
         self.last_phase_bytes = Gauge("hotplugd_last_phase_bytes", "Bytes in the last final phase", registry=r)
         self.last_phase_seconds = Gauge("hotplugd_last_phase_duration_seconds", "Duration of the last final phase",
@@ -113,7 +125,7 @@ class Metrics:
         self.conflicts = Gauge("hotplugd_conflicting_onliners",
                                "Other onliners found on the host at start (kernel auto-online, udev rules)", registry=r)
         ProcessCollector(namespace="hotplugd", registry=r)
-        self._worker_nodes: set[int] = set()
+        self._worker_nodes: dict[str, set[int]] = {}
         self._initialise_labels()
 
     def _initialise_labels(self) -> None:
@@ -128,14 +140,25 @@ class Metrics:
 
     # -- updates from the core ---------------------------------------------------
 
+    def domain_label(self, domain: str) -> str:
+        """The ``domain`` label of ``domain``: its name, or ``other`` once ``max_domains`` names are taken."""
+        label = self._domain_labels.get(domain)
+        if label is None:
+            if len(self._domain_labels) >= self.max_domains:
+                return OTHER_DOMAINS
+            label = self._domain_labels[domain] = domain
+        return label
+
     def phase_started(self, info: PhaseInfo) -> None:
-        """Count the phase under its trigger; set the workers of its nodes (0 for nodes it does not touch)."""
+        """Count the phase under its trigger; set the workers of its domain's nodes (0 for nodes it does not touch)."""
         self.phases.labels(info.trigger).inc()
-        for node in self._worker_nodes - set(info.workers):
-            self.phase_workers.labels(str(node)).set(0)
-        self._worker_nodes |= set(info.workers)
+        domain = self.domain_label(info.domain)
+        seen = self._worker_nodes.setdefault(domain, set())
+        for node in seen - set(info.workers):
+            self.phase_workers.labels(domain, str(node)).set(0)
+        seen |= set(info.workers)
         for node, n in info.workers.items():
-            self.phase_workers.labels(str(node)).set(n)
+            self.phase_workers.labels(domain, str(node)).set(n)
 
     def phase_finished(self, info: PhaseInfo, seconds: float, effective_concurrency: float) -> None:
         """Observe one finished phase's duration and size."""
@@ -152,10 +175,10 @@ class Metrics:
 
     def watch_scheduler(self, scheduler: Scheduler) -> None:
         """Read the queue (size, bytes, age) and the failed blocks from ``scheduler`` at scrape time."""
-        self.pending_blocks.set_function(lambda: len(scheduler.queue))
-        self.pending_bytes.set_function(lambda: scheduler.queue.bytes)
+        self.pending_blocks.set_function(lambda: scheduler.pending)
+        self.pending_bytes.set_function(lambda: scheduler.pending_bytes)
         self.pending_age.set_function(lambda: _oldest_age(scheduler))
-        self.failed_blocks.set_function(lambda: len(scheduler.failed))
+        self.failed_blocks.set_function(lambda: scheduler.failed)
 
     def child(self, metric: Any, *labels: object) -> Any:
         """``metric.labels(*map(str, labels))``, cached by the raw values: the per-block hot path."""
@@ -167,8 +190,8 @@ class Metrics:
             return child
 
     def add_census(self, census: Callable[[], Iterable[Block] | None]) -> None:
-        """Export blocks and bytes per node, zone and state, read from the host at scrape time."""
-        self.registry.register(_CensusCollector(census))
+        """Export blocks and bytes per domain, node, zone and state, read from the host at scrape time."""
+        self.registry.register(_CensusCollector(census, self.domain_label))
 
     def add_dropped(self, dropped: Callable[[], dict[str, int]]) -> None:
         """Export the event source's dropped-message counts (malformed, not_kernel, ...)."""
@@ -183,7 +206,7 @@ def _oldest_age(scheduler: Scheduler) -> float:
     """Seconds the oldest queued block has waited; the queue changes under us, so retry a torn read."""
     for _ in range(3):
         try:
-            oldest = scheduler.queue.oldest
+            oldest = scheduler.oldest
         except RuntimeError:  # the event loop resized the queue mid-read
             continue
         return 0.0 if oldest is None else max(0.0, scheduler.clock() - oldest)
@@ -193,19 +216,20 @@ def _oldest_age(scheduler: Scheduler) -> float:
 class _CensusCollector(Collector):
     """``hotplugd_memory_blocks`` and ``hotplugd_memory_bytes``: what the host says now, whoever onlined it."""
 
-    def __init__(self, census: Callable[[], Iterable[Block] | None]) -> None:
+    def __init__(self, census: Callable[[], Iterable[Block] | None], domain_label: Callable[[str], str]) -> None:
         self._census = census
+        self._domain_label = domain_label
 
     def describe(self) -> Iterator[Any]:
         return iter(self._families())
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        labels = ["node", "zone", "state"]
+        labels = ["domain", "node", "zone", "state"]
         return (GaugeMetricFamily("hotplugd_memory_blocks",
-                                  "Memory blocks present, by node, zone (none: offline) and state, read at scrape time",
+                                  "Memory blocks present, by domain, node, zone (none: offline) and state, read at scrape time",
                                   labels=labels),
                 GaugeMetricFamily("hotplugd_memory_bytes",
-                                  "Memory block bytes present, by node, zone (none: offline) and state, read at scrape time",
+                                  "Memory block bytes present, by domain, node, zone (none: offline) and state, read at scrape time",
                                   labels=labels),
                 GaugeMetricFamily("hotplugd_memory_census_success",
                                   "1 when the scrape-time read of the host's blocks worked, else 0"))
@@ -214,9 +238,9 @@ class _CensusCollector(Collector):
         blocks_family, bytes_family, success = self._families()
         try:
             blocks = self._census()
-            counts: dict[tuple[str, str, str], list[int]] = {}
+            counts: dict[tuple[str, str, str, str], list[int]] = {}
             for b in blocks or ():
-                key = (str(b.node), b.zone or "none", str(b.state))
+                key = (self._domain_label(b.domain), str(b.node), b.zone or "none", str(b.state))
                 entry = counts.setdefault(key, [0, 0])
                 entry[0] += 1
                 entry[1] += b.size

@@ -1,12 +1,19 @@
 """The domain model: memory blocks, their events, host topology and online outcomes.
 
 Everything here is plain data. Backends produce it, the scheduler consumes it.
+
+A block belongs to a *domain* as well as a NUMA node: the kernel that onlines
+it. The machine hotplugd runs on is the domain ``"host"``; a backend that
+onlines memory inside guests (``qga``) makes each guest a domain. Block
+indices are unique within a domain; domains online in parallel, each under
+its own deferral, queue and worker pools.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 PAGE_SIZE = 4096
@@ -46,16 +53,20 @@ class ZoneRequest(enum.StrEnum):
         return {ZoneRequest.KERNEL: "Normal", ZoneRequest.MOVABLE: "Movable"}.get(self)
 
 
+#: The domain of the machine hotplugd runs on (every block of a one-domain backend).
+HOST_DOMAIN = "host"
+
 #: Zones that count as "kernel" memory when balancing movable against kernel.
 KERNEL_ZONES = frozenset({"DMA", "DMA32", "Normal"})
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One memory block (``/sys/devices/system/memory/memoryN``).
+    """One memory block (``/sys/devices/system/memory/memoryN``) of one domain.
 
     ``valid_zones`` is what sysfs lists: for an offline block the zones it may
     join (the first is the kernel's default), for an online one its zone.
+    ``index`` is unique within ``domain``.
     """
 
     index: int
@@ -63,6 +74,7 @@ class Block:
     node: int = 0
     state: State = State.OFFLINE
     valid_zones: tuple[str, ...] = ()
+    domain: str = HOST_DOMAIN
 
     @property
     def start(self) -> int:
@@ -82,7 +94,8 @@ class Block:
         return None
 
     def __repr__(self) -> str:
-        return f"<Block memory{self.index} node{self.node} [{self.state}] {self.size >> 20} MiB>"
+        where = "" if self.domain == HOST_DOMAIN else f"{self.domain}:"
+        return f"<Block {where}memory{self.index} node{self.node} [{self.state}] {self.size >> 20} MiB>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +106,7 @@ class BlockEvent:
     index: int
     block: Block | None = None
     synthetic: bool = False  # replayed (e.g. ``udevadm trigger``), not a real change
+    domain: str = HOST_DOMAIN  # for ``add``, the same as ``block.domain``
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +118,7 @@ class Rescan:
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """What the scheduler needs to know of the host."""
+    """What the scheduler needs to know of a domain: the host, or (in ``domains``) each guest."""
 
     cpus_per_node: dict[int, int]
     mem_available: int
@@ -112,9 +126,16 @@ class Topology:
     #: The kernel onlines added blocks itself (auto_online_blocks != offline):
     #: hotplugd then only verifies and counts.
     kernel_onlines: bool = False
+    #: The topology of each other domain, by name (a backend onlining inside guests).
+    #: A domain not listed here is described by this topology itself.
+    domains: Mapping[str, Topology] = field(default_factory=dict)
 
     def cpus(self, node: int) -> int:
         return self.cpus_per_node.get(node, 1)
+
+    def for_domain(self, domain: str) -> Topology:
+        """The topology of ``domain``'s kernel."""
+        return self.domains.get(domain, self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,4 +191,5 @@ class PhaseInfo:
     trigger: str
     blocks: int
     bytes: int
-    workers: dict[int, int] = field(default_factory=dict)
+    workers: dict[int, int] = field(default_factory=dict)  # by node of ``domain``
+    domain: str = HOST_DOMAIN

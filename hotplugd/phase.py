@@ -1,4 +1,4 @@
-"""The final phase: online a batch of blocks through per-node worker pools.
+"""The final phase: online a batch of one domain's blocks through per-node worker pools.
 
 Blocks are grouped by node and taken in ascending address order; each node
 gets ``max(1, floor(ratio × CPUs))`` workers, capped by the backend's declared
@@ -9,9 +9,10 @@ errors are retried with backoff; every block ends with exactly one report.
 from __future__ import annotations
 
 import errno as errno_mod
+import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -21,7 +22,7 @@ from .backend import Backend
 from .config import Config
 from .deferral import plan_workers
 from .metrics import Metrics
-from .model import Block, BlockReport, OnlineResult, Outcome, PhaseInfo, Topology, ZoneRequest
+from .model import HOST_DOMAIN, Block, BlockReport, OnlineResult, Outcome, PhaseInfo, Topology, ZoneRequest
 from .pending import Waiting
 from .plugins import PluginManager, call_isolated, first_result_isolated
 from .zones import NodeLedger, narrow, policy_request, zone_matches
@@ -44,7 +45,7 @@ class PhaseResult:
 
 
 class FinalPhase:
-    """Runs phases; holds what outlives one (the zone ledger, the phase counter)."""
+    """Runs one domain's phases; holds what outlives one (the zone ledger, the call-time yardstick)."""
 
     def __init__(
         self,
@@ -54,14 +55,21 @@ class FinalPhase:
         metrics: Metrics,
         ledger: NodeLedger,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        domain: str = HOST_DOMAIN,
+        concurrency: int | None = None,
+        numbers: Iterator[int] | None = None,
     ) -> None:
         self.backend = backend
+        self.domain = domain
+        #: The domain's real concurrency (default: the backend's).
+        self.concurrency = max(1, backend.concurrency if concurrency is None else concurrency)
+        self._numbers = numbers if numbers is not None else itertools.count(1)
         self.pm = pm
         self.config = config
         self.metrics = metrics
         self.ledger = ledger
         self.clock = clock
-        self.number = 0
         self.stopping = False  # set on SIGTERM: finish the call in flight, take no more
         #: Blocks removed while queued or in a phase; the scheduler prunes it between phases.
         self.removed: set[int] = set()
@@ -80,10 +88,10 @@ class FinalPhase:
 
     async def run(self, batch: Sequence[Waiting], trigger: str, topology: Topology,
                   budget: int | None = None) -> PhaseResult:
-        """Online ``batch``; at most ``budget`` onlines at once (default: the backend's concurrency)."""
+        """Online ``batch``; at most ``budget`` onlines at once (default: the domain's concurrency)."""
         cfg = self.config.scheduler
         serial = cfg.parallel_hotplug_ratio == 0
-        concurrency = max(1, self.backend.concurrency)
+        concurrency = self.concurrency
         budget = concurrency if budget is None else max(1, min(budget, concurrency))
         queues = self.layout(batch, topology, serial)
         if serial:
@@ -93,11 +101,11 @@ class FinalPhase:
             workers = plan_workers({n: len(q) for n, q in queues.items()}, cfg.parallel_hotplug_ratio, topology, budget)
             # per-node counts are capped already; across nodes the total may still exceed it
             limiter = anyio.CapacityLimiter(budget) if sum(workers.values()) > budget else None
-        self.number += 1
-        info = PhaseInfo(self.number, trigger, len(batch), sum(w.block.size for w in batch), workers)
+        info = PhaseInfo(next(self._numbers), trigger, len(batch), sum(w.block.size for w in batch), workers,
+                         self.domain)
         self.metrics.phase_started(info)
         call_isolated(self.pm.hook.hotplugd_phase_started, phase=info)
-        log.debug("phase_started", phase=info.number, trigger=trigger, blocks=info.blocks, workers=workers)
+        log.debug("phase_started", phase=info.number, domain=self.domain, trigger=trigger, blocks=info.blocks, workers=workers)
 
         reports: list[BlockReport] = []
         busy = [0.0]
@@ -134,12 +142,12 @@ class FinalPhase:
         if (parallel and measurable and len(reports) >= 4 * total and effective < 1 + 0.5 * (total - 1)
                 and not self._warned):
             self._warned = True
-            log.warning("parallelism_not_achieved", declared=concurrency, workers=total,
+            log.warning("parallelism_not_achieved", domain=self.domain, declared=concurrency, workers=total,
                         measured=round(effective, 2),
                         hint="the backend serialises onlines: lower its declared concurrency to stop deferring")
         self.metrics.phase_finished(info, seconds, effective)
         call_isolated(self.pm.hook.hotplugd_phase_finished, phase=info, reports=reports, seconds=seconds)
-        log.info("phase_finished", phase=info.number, trigger=trigger, blocks=len(reports),
+        log.info("phase_finished", phase=info.number, domain=self.domain, trigger=trigger, blocks=len(reports),
                  seconds=round(seconds, 4), workers=workers, effective_concurrency=round(effective, 2),
                  failed=sum(1 for r in reports if not r.result.outcome.success))
         return PhaseResult(info, reports, seconds, untouched, effective)
@@ -244,7 +252,7 @@ class FinalPhase:
         if result.outcome.success:
             self.ledger.record(block, result.zone)
             if result.outcome is Outcome.ONLINED:
-                m.child(m.onlined, block.node, result.zone or "unknown").inc()
+                m.child(m.onlined, m.domain_label(block.domain), block.node, result.zone or "unknown").inc()
             m.add_to_online.observe(report.waited)
             if not zone_matches(report.requested, result.zone):
                 m.zone_mismatch.inc()

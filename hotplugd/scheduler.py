@@ -1,32 +1,34 @@
-"""The scheduler: turns block events into a queue, and the queue into final phases.
+"""The scheduler: routes block events to their domain, and runs every domain's phases at once.
 
-``handle()`` applies one event (synchronously, from the intake task);
-``run()`` is the loop that asks the deferral policy when to start a phase.
+Each domain (the host, or a guest) has its own :class:`~hotplugd.domain.DomainScheduler`:
+its own queue, deferral bounds and worker pools, capped by the backend's
+concurrency for that domain. Domains never wait for one another, except that at
+most ``backend.parallel_domains`` of them run a phase at the same time. Full
+scans (at start, after lost events, on request) are the scheduler's: one scan
+of the backend, split by domain.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
 from .backend import Backend
 from .config import Config
-from .deferral import Trigger, decide, plan_workers
+from .domain import DomainScheduler
 from .metrics import Metrics
-from .model import Action, BlockEvent, Outcome, Rescan, State, Topology
-from .pending import PendingQueue, Waiting
-from .phase import FinalPhase, PhaseResult
+from .model import HOST_DOMAIN, Block, BlockEvent, Rescan
+from .phase import PhaseResult
 from .plugins import PluginManager
-from .zones import NodeLedger
 
 log = structlog.get_logger("hotplugd.scheduler")
-
-#: How stale MemAvailable may be when a phase decision depends on it.
-TOPOLOGY_MAX_AGE = 0.25
 
 
 class Scheduler:
@@ -39,42 +41,61 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
+        self.pm = pm
         self.config = config
         self.metrics = metrics
         self.clock = clock
-        self.queue = PendingQueue(config.scheduler.max_pending_blocks)
-        self.phase = FinalPhase(backend, pm, config, metrics, NodeLedger(), clock)
-        self.topology: Topology | None = None
-        self._topology_at = 0.0
+        self.domains: dict[str, DomainScheduler] = {}
+        self._phase_numbers = itertools.count(1)
+        limit = backend.parallel_domains
+        self._slots = anyio.CapacityLimiter(limit) if limit > 0 else None
+        self._tasks: TaskGroup | None = None
         self._wake = anyio.Event()
         self._rescan_reason: str | None = None
         self.source_done = False  # the event stream ended (a finished simulation)
         self.stopping = False
-        #: Blocks that failed for good; left offline until the next rescan.
-        self.failed: dict[int, Outcome] = {}
-        #: Blocks known online (scan, our onlines, online events): a later add
-        #: event for one of them is stale (or a synthetic replay) and changes nothing.
-        self.known_online: set[int] = set()
-        self.in_phase: set[int] = set()  # taken by a running phase
-        self.busy_nodes: set[int] = set()  # nodes with a running phase
-        self.busy_workers = 0  # backend slots held by running phases
-        self.onlined = 0
-        self.verified = 0
-        self.last_phase: PhaseResult | None = None
 
     def __repr__(self) -> str:
         state = "STOPPING" if self.stopping else "RUNNING"
-        return f"<Scheduler [{state}] pending={len(self.queue)} onlined={self.onlined} failed={len(self.failed)}>"
+        return f"<Scheduler [{state}] domains={len(self.domains)} {self.status()}>"
+
+    def __getitem__(self, name: str) -> DomainScheduler:
+        """The scheduler of domain ``name``, made (and started, when running) on first use."""
+        domain = self.domains.get(name)
+        if domain is None:
+            domain = self.domains[name] = DomainScheduler(
+                name, self.backend, self.pm, self.config, self.metrics, self.clock,
+                phase_numbers=self._phase_numbers, phase_slots=self._phase_slot)
+            domain.wants_rescan = self.request_rescan
+            domain.phase_ended = self._poke
+            if self.stopping:
+                domain.stop()
+            if self._tasks is not None:
+                self._tasks.start_soon(domain.run)
+        return domain
+
+    @property
+    def host(self) -> DomainScheduler:
+        """The host's domain: every block of a one-domain backend (sysfs, simulated)."""
+        return self[HOST_DOMAIN]
+
+    def _phase_slot(self) -> AbstractAsyncContextManager[object]:
+        return self._slots if self._slots is not None else nullcontext()
 
     # -- intake ---------------------------------------------------------------
 
-    def wake(self) -> None:
+    def _poke(self) -> None:
         self._wake.set()
 
+    def wake(self) -> None:
+        self._wake.set()
+        for domain in self.domains.values():
+            domain.wake()
+
     def request_rescan(self, reason: str) -> None:
-        """Scan the whole host before the next decision (events were lost, or asked for)."""
+        """Scan the whole backend before the next decision (events were lost, or asked for)."""
         self._rescan_reason = self._rescan_reason or reason
-        self.wake()
+        self._wake.set()
 
     def handle(self, event: BlockEvent | Rescan) -> None:
         """Apply one event from the backend's stream."""
@@ -82,154 +103,100 @@ class Scheduler:
             self.request_rescan(event.reason)
             return
         self.metrics.child(self.metrics.uevents, event.action.value).inc()
-        if event.action is Action.ADD:
-            self._handle_add(event)
-        elif event.action is Action.REMOVE:
-            self.queue.discard(event.index)
-            self.phase.removed.add(event.index)
-            self.failed.pop(event.index, None)
-            self.known_online.discard(event.index)
-            self.in_phase.discard(event.index)
-        elif event.action is Action.ONLINE:
-            first = event.index not in self.known_online
-            self.known_online.add(event.index)
-            if self.queue.discard(event.index) is not None or (self._kernel_onlines and first):
-                self.verified += 1  # another onliner (or the kernel) got there first
-                self.metrics.kernel_verified.inc()
-        elif event.action is Action.OFFLINE:
-            self.known_online.discard(event.index)
-        self.wake()
-
-    @property
-    def _kernel_onlines(self) -> bool:
-        return self.topology is not None and self.topology.kernel_onlines
-
-    def _handle_add(self, event: BlockEvent) -> None:
-        block = event.block
-        if block is None or block.state is not State.OFFLINE or self._kernel_onlines or self._known(block.index):
-            return  # gone already, online already (stale or a synthetic replay), or the kernel onlines it
-        self.phase.removed.discard(block.index)  # added again after a removal
-        if not self.queue.add(block, self.clock()):
-            self.metrics.queue_full.inc()  # the rescan after the next phase picks it up
-
-    def _known(self, index: int) -> bool:
-        return index in self.known_online or index in self.in_phase
+        self[event.domain].handle(event)
+        self._wake.set()
 
     async def rescan(self, reason: str) -> None:
-        """Queue every offline block the host has, exactly like fresh adds."""
+        """Scan the backend; every domain queues its offline blocks, exactly like fresh adds."""
         scan = await self.backend.scan()
-        self.topology = scan.topology
-        self._topology_at = self.clock()
-        self.phase.ledger = NodeLedger.from_blocks(scan.blocks)
-        self.known_online = {b.index for b in scan.blocks if b.state is State.ONLINE}
-        if self.failed:
-            # Lost events or a full queue are no reason to attempt (and report) a permanent failure
-            # again; an operator's request is. Other failures get another attempt at any rescan.
-            offline = {b.index for b in scan.blocks if b.state is State.OFFLINE}
-            self.failed = {i: o for i, o in self.failed.items()
-                           if o is Outcome.PERMANENT and reason != "request" and i in offline}
-        self.queue.overflowed = False
+        by_domain: dict[str, list[Block]] = defaultdict(list)
+        for block in scan.blocks:
+            by_domain[block.domain].append(block)
+        for name in by_domain.keys() | self.domains.keys():
+            self[name].apply_scan(by_domain.get(name, ()), scan.topology.for_domain(name), reason)
+        for name in [n for n, d in self.domains.items() if n not in by_domain and d.idle and not d.failed]:
+            self.domains.pop(name).stop()  # a guest that went away: its loop ends, its name is free again
         self.metrics.rescans.labels(reason).inc()
-        if not scan.topology.kernel_onlines:
-            now = self.clock()
-            for block in sorted(scan.blocks, key=lambda b: b.index):
-                if (block.state is State.OFFLINE and not self._known(block.index) and block.index not in self.failed
-                        and not self.queue.add(block, now)):
-                    break  # full: the rescan after the next phase takes the rest
-        log.info("rescan", reason=reason, blocks=len(scan.blocks), queued=len(self.queue))
+        log.info("rescan", reason=reason, blocks=len(scan.blocks), domains=len(by_domain), queued=self.pending)
+
+    def reconfigured(self) -> None:
+        """Apply a reloaded config's queue bound to every domain (new domains read it when made)."""
+        for domain in self.domains.values():
+            domain.queue.limit = self.config.scheduler.max_pending_blocks
 
     # -- the loop -------------------------------------------------------------
 
     def stop(self) -> None:
-        """Take no new work; let the online call in flight finish."""
+        """Take no new work; let the online calls in flight finish."""
         self.stopping = True
-        self.phase.stopping = True
-        self.wake()
+        for domain in self.domains.values():
+            domain.stop()
+        self._wake.set()
 
     @property
     def idle(self) -> bool:
-        """Nothing queued, no rescan pending, no phase running."""
-        return not len(self.queue) and self._rescan_reason is None and not self.busy_nodes
-
-    async def _fresh_topology(self) -> Topology:
-        if self.topology is None or self.clock() - self._topology_at > TOPOLOGY_MAX_AGE:
-            self.topology = await self.backend.topology()
-            self._topology_at = self.clock()
-        return self.topology
-
-    def _overlapping(self) -> bool:
-        """May phases of different nodes run at once? Only where onlines really run in parallel."""
-        return self.config.scheduler.parallel_hotplug_ratio > 0 and self.backend.concurrency > 1
+        """Nothing queued, no rescan pending, no phase running, in any domain."""
+        return self._rescan_reason is None and all(d.idle for d in self.domains.values())
 
     async def run(self, *, until_idle: bool = False) -> None:
-        """Decide and run phases until stopped (or, with ``until_idle``, until the source ended and all is done).
+        """Run every domain's phases, and the rescans, until stopped.
 
-        Where the backend onlines in parallel, each node's phase runs on its own:
-        a node busy with a phase does not hold back the others' queued blocks.
+        With ``until_idle``: until the event source ended and every domain is done.
         """
-        async with anyio.create_task_group() as phases:
-            while not self.stopping:
-                if self._rescan_reason is not None:
-                    reason, self._rescan_reason = self._rescan_reason, None
-                    await self.rescan(reason)
-                    continue
-                if until_idle and self.source_done and self.idle:
-                    return
-                topology = await self._fresh_topology()
-                decision = decide(self.config.scheduler, self.queue, self.clock(), topology, self.backend.concurrency)
-                if decision.trigger is None:
-                    await self._sleep(decision.wait)
-                    continue
-                if not self._overlapping():
-                    batch = self.queue.take()
-                    await self._run_phase(decision.trigger, batch, topology, self._reserve(batch, None))
-                    continue
-                budget = self.backend.concurrency - self.busy_workers
-                batch = self.queue.take(busy_nodes=self.busy_nodes) if budget > 0 else []
-                if not batch:  # queued blocks wait for their node's phase, or for a free worker
-                    await self._sleep(None)
-                    continue
-                counts = Counter(w.block.node for w in batch)
-                reserved = min(budget, sum(plan_workers(counts, self.config.scheduler.parallel_hotplug_ratio,
-                                                        topology, budget).values()))
-                phases.start_soon(self._run_phase, decision.trigger, batch, topology, self._reserve(batch, reserved))
+        async with anyio.create_task_group() as tg:
+            self._tasks = tg
+            for domain in list(self.domains.values()):
+                tg.start_soon(domain.run)
+            try:
+                while not self.stopping:
+                    if self._rescan_reason is not None:
+                        reason, self._rescan_reason = self._rescan_reason, None
+                        await self.rescan(reason)
+                        continue
+                    if until_idle and self.source_done and self.idle:
+                        break
+                    await self._wake.wait()
+                    self._wake = anyio.Event()
+            finally:
+                self._tasks = None
+                self.stop()
 
-    async def _sleep(self, wait: float | None) -> None:
-        with anyio.move_on_after(wait if wait is not None else float("inf")):
-            await self._wake.wait()
-        self._wake = anyio.Event()
+    # -- what the metrics and the status line read ------------------------------
 
-    def _reserve(self, batch: list[Waiting], budget: int | None) -> int | None:
-        """Mark the batch's blocks, nodes and backend slots as taken, before its phase task starts."""
-        self.in_phase |= {w.block.index for w in batch}
-        self.busy_nodes |= {w.block.node for w in batch}
-        self.busy_workers += budget or 0
-        return budget
+    def _each(self) -> Iterator[DomainScheduler]:
+        return iter(list(self.domains.values()))
 
-    async def _run_phase(self, trigger: Trigger, batch: list[Waiting], topology: Topology,
-                         budget: int | None) -> None:
-        """One phase; with a ``budget`` (overlapping phases) it holds that many backend slots. Releases them."""
-        try:
-            result = await self.phase.run(batch, trigger.value, topology, budget)
-        finally:
-            self.in_phase -= {w.block.index for w in batch}
-            self.busy_nodes -= {w.block.node for w in batch}
-            self.busy_workers -= budget or 0
-            if not self.busy_nodes:
-                self.phase.removed.clear()
-            self.wake()
-        self.last_phase = result
-        for waiting in result.untouched:  # stopping: they stay offline, and queued, for the status line
-            self.queue.add(waiting.block, waiting.since)
-        for report in result.reports:
-            if report.result.outcome.success:
-                self.onlined += 1
-                self.known_online.add(report.block.index)
-            elif report.result.outcome is not Outcome.GONE:
-                self.failed[report.block.index] = report.result.outcome
-        if self.queue.overflowed:
-            self.request_rescan("queue_full")
+    @property
+    def pending(self) -> int:
+        return sum(len(d.queue) for d in self._each())
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(d.queue.bytes for d in self._each())
+
+    @property
+    def oldest(self) -> float | None:
+        """When the longest-waiting block of any domain was added."""
+        times = [t for d in self._each() if (t := d.queue.oldest) is not None]
+        return min(times, default=None)
+
+    @property
+    def onlined(self) -> int:
+        return sum(d.onlined for d in self._each())
+
+    @property
+    def verified(self) -> int:
+        return sum(d.verified for d in self._each())
+
+    @property
+    def failed(self) -> int:
+        return sum(len(d.failed) for d in self._each())
+
+    @property
+    def last_phase(self) -> PhaseResult | None:
+        phases = [d.last_phase for d in self._each() if d.last_phase is not None]
+        return max(phases, key=lambda p: p.info.number, default=None)
 
     def status(self) -> str:
         """One line for systemd's STATUS= and the logs."""
-        return f"pending {len(self.queue)} blocks, onlined {self.onlined}, failed {len(self.failed)}"
+        return f"pending {self.pending} blocks, onlined {self.onlined}, failed {self.failed}"

@@ -95,5 +95,5 @@ async def _progress(daemon: Daemon, summary: Summary, total: int | None, console
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("online", total=total, pending=0)
         while True:
-            bar.update(task, completed=summary.onlined, pending=len(daemon.scheduler.queue))
+            bar.update(task, completed=summary.onlined, pending=daemon.scheduler.pending)
             await anyio.sleep(0.05)

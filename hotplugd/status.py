@@ -21,7 +21,7 @@ from rich.table import Table
 from .backend import Backend
 from .config import Config, MetricsConfig
 from .errors import BackendError
-from .model import Block, Outcome
+from .model import HOST_DOMAIN, Block, Outcome
 from .units import format_bytes
 
 #: ``systemctl status``'s (and LSB's) exit status for "program is not running".
@@ -36,8 +36,9 @@ Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 @dataclass
 class CensusRow:
-    """Blocks of one node, zone and state."""
+    """Blocks of one domain, node, zone and state."""
 
+    domain: str
     node: int
     zone: str
     state: str
@@ -46,10 +47,10 @@ class CensusRow:
 
 
 def census_rows(blocks: Iterable[Block]) -> list[CensusRow]:
-    """Blocks and bytes per node, zone and state, like ``lsmem --summary`` split by node."""
-    rows: dict[tuple[int, str, str], CensusRow] = {}
+    """Blocks and bytes per domain, node, zone and state, like ``lsmem --summary`` split by node."""
+    rows: dict[tuple[str, int, str, str], CensusRow] = {}
     for b in blocks:
-        key = (b.node, b.zone or "-", str(b.state))
+        key = (b.domain, b.node, b.zone or "-", str(b.state))
         row = rows.setdefault(key, CensusRow(*key))
         row.blocks += 1
         row.bytes += b.size
@@ -134,14 +135,19 @@ def read_census(backend: Backend) -> list[Block] | None:
 
 
 def render_census(console: Console, rows: list[CensusRow], source: str) -> None:
+    """One row per node, zone and state; with a ``domain`` column first when blocks span several (guests)."""
+    domains = any(r.domain != HOST_DOMAIN for r in rows)
     table = Table(title=f"memory blocks ({source})")
-    for column, justify in (("node", "right"), ("zone", "left"), ("state", "left"),
-                            ("blocks", "right"), ("size", "right")):
+    columns = (("domain", "left"),) * domains + (("node", "right"), ("zone", "left"), ("state", "left"),
+                                                 ("blocks", "right"), ("size", "right"))
+    for column, justify in columns:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in rows:
-        table.add_row(str(row.node), row.zone, row.state, str(row.blocks), format_bytes(row.bytes))
+        table.add_row(*(row.domain,) * domains, str(row.node), row.zone, row.state, str(row.blocks),
+                      format_bytes(row.bytes))
     table.add_section()
-    table.add_row("all", "", "", str(sum(r.blocks for r in rows)), format_bytes(sum(r.bytes for r in rows)))
+    table.add_row("all", *("",) * (2 + domains), str(sum(r.blocks for r in rows)),
+                  format_bytes(sum(r.bytes for r in rows)))
     console.print(table)
 
 

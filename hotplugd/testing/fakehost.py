@@ -16,6 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ..backend import Backend
 from ..model import (
+    HOST_DOMAIN,
     Action,
     Block,
     BlockEvent,
@@ -38,7 +39,8 @@ class FakeHost:
     """Blocks by index, a topology, and per-block scripted answers for ``online``."""
 
     def __init__(self, nodes: dict[int, int] | None = None, mem_available: int = 64 << 30,
-                 block_size: int = BLOCK, kernel_onlines: bool = False) -> None:
+                 block_size: int = BLOCK, kernel_onlines: bool = False, domain: str = HOST_DOMAIN) -> None:
+        self.domain = domain  # every block of this host belongs to it
         self.cpus_per_node = nodes or {0: 4}
         self.mem_available = mem_available
         self.block_size = block_size
@@ -53,7 +55,7 @@ class FakeHost:
 
     def add(self, index: int, node: int = 0, state: State = State.OFFLINE,
             zones: tuple[str, ...] = ("Normal", "Movable")) -> Block:
-        block = Block(index, self.block_size, node, state, zones)
+        block = Block(index, self.block_size, node, state, zones, self.domain)
         self.blocks[index] = block
         return block
 
@@ -96,7 +98,7 @@ class FakeHost:
     def _set_online(self, index: int, zone: str) -> None:
         old = self.blocks.get(index)
         if old is not None:
-            self.blocks[index] = Block(index, old.size, old.node, State.ONLINE, (zone,))
+            self.blocks[index] = Block(index, old.size, old.node, State.ONLINE, (zone,), self.domain)
 
     def online_indices(self) -> set[int]:
         return {i for i, b in self.blocks.items() if b.state is State.ONLINE}

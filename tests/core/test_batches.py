@@ -63,7 +63,7 @@ async def test_a_failing_run_marks_its_blocks_failed_and_the_daemon_goes_on(make
     backend.end()
     await daemon.run(until_idle=True)
     assert hook_recorder.outcomes() == {0: "error", 1: "error", 2: "error"}
-    assert set(daemon.scheduler.failed) == {0, 1, 2}
+    assert set(daemon.scheduler.host.failed) == {0, 1, 2}
 
 
 async def test_auto_movable_holds_its_ratio_within_a_run(make_daemon):

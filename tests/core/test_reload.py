@@ -23,15 +23,15 @@ async def test_reload_applies_to_queued_blocks_and_refuses_a_bad_file(tmp_path: 
     daemon = make_daemon(backend, load(path), clock=clock)
     async with running(daemon):
         backend.add(1, 2)
-        await wait_until(lambda: len(daemon.scheduler.queue) == 2)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 2)
 
         path.write_text(BASE + "[scheduler]\nsettle = 'soon'\n")
         assert not await daemon.reload()
-        assert daemon.config.scheduler.settle == 600 and len(daemon.scheduler.queue) == 2
+        assert daemon.config.scheduler.settle == 600 and len(daemon.scheduler.host.queue) == 2
 
         path.write_text(BASE + "[scheduler]\nsettle = 0.1\nmax_defer = 600\nmax_pending_blocks = 50\n")
         assert await daemon.reload()
-        assert daemon.scheduler.queue.limit == 50
+        assert daemon.scheduler.host.queue.limit == 50
         clock.advance(1)  # past the new settle: the blocks queued before the reload go online
         daemon.scheduler.wake()
         await wait_until(lambda: backend.host.online_indices() == {1, 2})

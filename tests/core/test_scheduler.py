@@ -58,7 +58,7 @@ async def test_settle_starts_one_phase_for_a_burst(make_daemon, hook_recorder):
     daemon = make_daemon(backend, clock=clock, settle=0.2, max_defer=60)
     async with running(daemon):
         backend.add(1, 2, 3)
-        await wait_until(lambda: len(daemon.scheduler.queue) == 3)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
         clock.advance(0.1)
         daemon.scheduler.wake()
         await anyio.sleep(0.01)
@@ -77,7 +77,7 @@ async def test_max_defer_bounds_the_wait_of_a_trickle(make_daemon, hook_recorder
     async with running(daemon):
         for index in range(6):  # an add every 0.1 s: never settles
             backend.add(index)
-            await wait_until(lambda i=index: i in daemon.scheduler.queue)
+            await wait_until(lambda i=index: i in daemon.scheduler.host.queue)
             clock.advance(0.1)
             daemon.scheduler.wake()
             await anyio.sleep(0)
@@ -94,7 +94,7 @@ async def test_offline_bytes_start_the_phase_without_waiting(make_daemon, hook_r
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60, max_offline_bytes="512MiB")
     async with running(daemon):
         backend.add(1, 2, 3)
-        await wait_until(lambda: len(daemon.scheduler.queue) == 3)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
         assert not backend.host.calls
         backend.add(4)  # 4 x 128 MiB = 512 MiB
         await wait_until(lambda: backend.host.online_indices() == {1, 2, 3, 4})
@@ -107,7 +107,7 @@ async def test_memmap_share_skips_deferral_under_pressure(make_daemon, hook_reco
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60, max_memmap_share=0.25)
     async with running(daemon):
         backend.add(1)  # 2 MiB of memmap = 25 % of MemAvailable: not above yet
-        await wait_until(lambda: 1 in daemon.scheduler.queue)
+        await wait_until(lambda: 1 in daemon.scheduler.host.queue)
         backend.add(2)  # 4 MiB > 2 MiB
         await wait_until(lambda: backend.host.online_indices() == {1, 2})
     assert hook_recorder.triggers() == ["memmap_share"]
@@ -159,7 +159,7 @@ async def test_remove_during_deferral_drops_the_block(make_daemon, hook_recorder
     async with running(daemon):
         backend.add(1, 2, 3, 4)
         backend.remove(2)
-        await wait_until(lambda: len(daemon.scheduler.queue) == 3)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
         clock.advance(1)
         daemon.scheduler.wake()
         await wait_until(lambda: backend.host.online_indices() == {1, 3, 4})
@@ -186,7 +186,7 @@ async def test_each_outcome_is_reported_once(make_daemon, hook_recorder, hotplug
     assert len(hook_recorder.reports) == 7
     attempts = {r.block.index: r.attempts for r in hook_recorder.reports}
     assert attempts[1] == 3 and attempts[6] == 4
-    assert daemon.scheduler.failed == {2: Outcome.PERMANENT, 5: Outcome.ERROR, 6: Outcome.TRANSIENT}
+    assert daemon.scheduler.host.failed == {2: Outcome.PERMANENT, 5: Outcome.ERROR, 6: Outcome.TRANSIENT}
     assert hotplugd_metrics.value("hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
     assert hotplugd_metrics.value("hotplugd_online_retries_total") == 2 + 3
     assert daemon.scheduler.onlined == 3
@@ -199,7 +199,7 @@ async def test_permanent_failure_is_retried_on_the_next_rescan(make_daemon, hook
     daemon = make_daemon(backend, clock=clock)
     async with running(daemon):
         backend.add(1)
-        await wait_until(lambda: 1 in daemon.scheduler.failed)
+        await wait_until(lambda: 1 in daemon.scheduler.host.failed)
         assert backend.host.online_indices().isdisjoint({1}), "a permanent failure stays offline"
         backend.inject(Rescan("request"))
         await wait_until(lambda: 1 in backend.host.online_indices())
@@ -266,9 +266,9 @@ async def test_block_onlined_by_someone_else_leaves_the_queue(make_daemon):
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60)
     async with running(daemon):
         backend.add(1, 2)
-        await wait_until(lambda: len(daemon.scheduler.queue) == 2)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 2)
         backend.inject(BlockEvent(Action.ONLINE, 1))
-        await wait_until(lambda: 1 not in daemon.scheduler.queue)
+        await wait_until(lambda: 1 not in daemon.scheduler.host.queue)
         clock.advance(120)
         daemon.scheduler.wake()
         await wait_until(lambda: 2 in backend.host.online_indices())
@@ -287,7 +287,7 @@ async def test_stop_finishes_the_call_in_flight_and_leaves_the_rest_offline(make
         daemon.scheduler.stop()
     assert host.running == 0
     assert len(host.calls) == 1 and host.online_indices() == {host.calls[0][0]}
-    assert len(daemon.scheduler.queue) == 19 and "pending 19 blocks" in daemon.scheduler.status()
+    assert len(daemon.scheduler.host.queue) == 19 and "pending 19 blocks" in daemon.scheduler.status()
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("kernel", ZoneRequest.KERNEL), ("movable", ZoneRequest.MOVABLE),

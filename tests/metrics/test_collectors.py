@@ -40,13 +40,13 @@ async def test_queue_age_and_failed_blocks_are_read_at_scrape_time(make_daemon, 
         assert hotplugd_metrics.value("hotplugd_pending_bytes") == 3 * backend.host.block_size
         clock.advance(60)  # past max_defer: the phase runs
         daemon.scheduler.wake()
-        await wait_until(lambda: hotplugd_metrics.value("hotplugd_pending_blocks") == 0 and not daemon.scheduler.in_phase)
+        await wait_until(lambda: hotplugd_metrics.value("hotplugd_pending_blocks") == 0 and not daemon.scheduler.host.in_phase)
         backend.end()
     m = hotplugd_metrics
     assert m.value("hotplugd_pending_oldest_age_seconds") == 0
     assert m.value("hotplugd_failed_blocks") == 1
     assert m.value("hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
-    assert m.value("hotplugd_blocks_onlined_total", {"node": "0", "zone": "Normal"}) == 2
+    assert m.value("hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 2
     assert m.value("hotplugd_phases_total", {"trigger": "max_defer"}) == 1
     assert m.value("hotplugd_last_phase_blocks") == 3
     assert m.value("hotplugd_last_phase_bytes") == 3 * backend.host.block_size
@@ -62,12 +62,12 @@ async def test_workers_of_nodes_left_out_of_a_phase_drop_to_zero(make_daemon, ho
     async with running(daemon):
         backend.add(1, 2, 3, 4, node=0)
         await wait_until(lambda: backend.host.online_indices() == {1, 2, 3, 4})
-        assert hotplugd_metrics.value("hotplugd_phase_workers", {"node": "0"}) == 2
+        assert hotplugd_metrics.value("hotplugd_phase_workers", {"domain": "host", "node": "0"}) == 2
         backend.add(5, node=1)
         await wait_until(lambda: 5 in backend.host.online_indices())
         backend.end()
-    assert hotplugd_metrics.value("hotplugd_phase_workers", {"node": "1"}) == 1
-    assert hotplugd_metrics.value("hotplugd_phase_workers", {"node": "0"}) == 0
+    assert hotplugd_metrics.value("hotplugd_phase_workers", {"domain": "host", "node": "1"}) == 1
+    assert hotplugd_metrics.value("hotplugd_phase_workers", {"domain": "host", "node": "0"}) == 0
 
 
 @pytest.mark.asyncio
@@ -95,7 +95,7 @@ def test_a_failing_census_does_not_fail_the_scrape():
     metrics.add_census(broken)
     metrics.pending_blocks.set(4)
     assert metrics.value("hotplugd_memory_census_success") == 0
-    assert metrics.registry.get_sample_value("hotplugd_memory_blocks", {"node": "0", "zone": "none",
+    assert metrics.registry.get_sample_value("hotplugd_memory_blocks", {"domain": "host", "node": "0", "zone": "none",
                                                                         "state": "offline"}) is None
     assert metrics.value("hotplugd_pending_blocks") == 4
 
@@ -107,12 +107,12 @@ def test_census_counts_blocks_and_bytes_by_node_zone_and_state():
               Block(2, size, 1, State.ONLINE, ("Movable",)), Block(3, size, 1, State.OFFLINE, ("Normal", "Movable"))]
     metrics.add_census(lambda: blocks)
     get = metrics.registry.get_sample_value
-    assert get("hotplugd_memory_blocks", {"node": "0", "zone": "Normal", "state": "online"}) == 2
-    assert get("hotplugd_memory_bytes", {"node": "0", "zone": "Normal", "state": "online"}) == 2 * size
-    assert get("hotplugd_memory_blocks", {"node": "1", "zone": "Movable", "state": "online"}) == 1
-    assert get("hotplugd_memory_blocks", {"node": "1", "zone": "none", "state": "offline"}) == 1
+    assert get("hotplugd_memory_blocks", {"domain": "host", "node": "0", "zone": "Normal", "state": "online"}) == 2
+    assert get("hotplugd_memory_bytes", {"domain": "host", "node": "0", "zone": "Normal", "state": "online"}) == 2 * size
+    assert get("hotplugd_memory_blocks", {"domain": "host", "node": "1", "zone": "Movable", "state": "online"}) == 1
+    assert get("hotplugd_memory_blocks", {"domain": "host", "node": "1", "zone": "none", "state": "offline"}) == 1
     blocks.append(Block(4, size, 1, State.OFFLINE, ("Normal",)))  # read again at the next scrape
-    assert get("hotplugd_memory_blocks", {"node": "1", "zone": "none", "state": "offline"}) == 2
+    assert get("hotplugd_memory_blocks", {"domain": "host", "node": "1", "zone": "none", "state": "offline"}) == 2
 
 
 def test_a_backend_without_census_exports_no_census():

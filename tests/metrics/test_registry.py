@@ -11,10 +11,10 @@ from hotplugd.metrics import Metrics
 def test_every_metrics_object_has_its_own_registry_and_import_registers_nothing():
     default = {m.name for m in prometheus_client.REGISTRY.collect()}
     one, two = Metrics(), Metrics()
-    one.onlined.labels("0", "Normal").inc(3)
+    one.onlined.labels("host", "0", "Normal").inc(3)
     assert one.registry is not two.registry
-    assert one.value("hotplugd_blocks_onlined_total", {"node": "0", "zone": "Normal"}) == 3
-    assert two.value("hotplugd_blocks_onlined_total", {"node": "0", "zone": "Normal"}) == 0
+    assert one.value("hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 3
+    assert two.value("hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 0
     assert not any(name.startswith("hotplugd") for name in default)
     assert {m.name for m in prometheus_client.REGISTRY.collect()} == default
 

@@ -60,7 +60,7 @@ async def test_backend_raising_for_one_block_fails_only_that_block(make_daemon, 
     assert outcomes[3] == "error"
     assert {i: o for i, o in outcomes.items() if i != 3} == {i: "onlined" for i in range(8) if i != 3}
     assert host.online_indices() == set(range(8)) - {3}
-    assert daemon.scheduler.failed == {3: "error"}
+    assert daemon.scheduler.host.failed == {3: "error"}
     report = next(r for r in hook_recorder.reports if r.block.index == 3)
     assert "RuntimeError: firmware said no" in report.result.detail
     assert [e["block"] for e in logs if e["event"] == "backend_online_failed"] == [3]

@@ -80,10 +80,10 @@ async def test_a_failed_block_that_vanished_is_forgotten_at_the_next_rescan(make
     daemon = make_daemon(backend)
     async with running(daemon):
         backend.add(5, 6)
-        await wait_until(lambda: 5 in daemon.scheduler.failed and 6 in host.online_indices())
+        await wait_until(lambda: 5 in daemon.scheduler.host.failed and 6 in host.online_indices())
         del host.blocks[5]  # gone, and its remove event lost
         backend.inject(Rescan("overflow"))
-        await wait_until(lambda: 5 not in daemon.scheduler.failed, what="the failed set pruned")
+        await wait_until(lambda: 5 not in daemon.scheduler.host.failed, what="the failed set pruned")
         backend.end()
     assert [r.block.index for r in hook_recorder.reports if not r.result.outcome.success] == [5]
 
@@ -96,7 +96,7 @@ async def test_a_permanent_failure_is_not_retried_by_an_overflow_rescan(make_dae
     daemon = make_daemon(backend, plugins=[("faults", recorder)])
     async with running(daemon):
         backend.add(5)
-        await wait_until(lambda: 5 in daemon.scheduler.failed)
+        await wait_until(lambda: 5 in daemon.scheduler.host.failed)
         for _ in range(3):
             backend.inject(Rescan("overflow"))
         backend.end()

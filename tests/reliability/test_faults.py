@@ -61,7 +61,7 @@ async def test_recoverable_blocks_end_online_permanent_ones_are_reported_once(se
         count = sum(1 for c in poisoned.values() if c == code)
         labels = {"outcome": "permanent", "errno": str(code)}
         assert daemon.metrics.value("hotplugd_online_outcomes_total", labels) == count
-    assert daemon.scheduler.failed == dict.fromkeys(poisoned, Outcome.PERMANENT)
+    assert daemon.scheduler.host.failed == dict.fromkeys(poisoned, Outcome.PERMANENT)
 
     # "block gone" is no failure: those blocks are simply no longer there
     gone = {r.block.index for r in recorder.reports if r.result.outcome is Outcome.GONE}
@@ -84,10 +84,10 @@ async def test_an_operator_rescan_retries_permanent_failures() -> None:
         await tg.start(daemon.run)
         failed: dict = {}
         await wait_until(lambda: daemon.scheduler.source_done and daemon.scheduler.idle, what="the scenario's end")
-        failed = dict(daemon.scheduler.failed)
+        failed = dict(daemon.scheduler.host.failed)
         assert failed and sorted(failed) == permanent()
         daemon.scheduler.request_rescan("request")
         await wait_until(lambda: len(permanent()) == 2 * len(failed), what="the retries")
         daemon.scheduler.stop()
     assert permanent() == sorted([*failed, *failed])  # still poisoned: reported once more, not forgotten
-    assert daemon.scheduler.failed == failed
+    assert daemon.scheduler.host.failed == failed

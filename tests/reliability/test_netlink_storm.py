@@ -76,5 +76,5 @@ async def test_a_forged_add_is_ignored(tree, fake_sysfs):
             await wait_until(lambda: dropped(daemon, "not_kernel") == 1, what="the forged event")
             daemon.scheduler.stop()
     assert fake_sysfs.state(64) == "offline" and fake_sysfs.writes == []
-    assert recorder.reports == [] and len(daemon.scheduler.queue) == 0
+    assert recorder.reports == [] and len(daemon.scheduler.host.queue) == 0
     assert daemon.metrics.value("hotplugd_rescans_total", {"reason": "overflow"}) == 0

@@ -59,7 +59,7 @@ class ReadyProbe(Notifier):
     def ready(self, status: str = "") -> bool:
         if self.daemon is not None and not self.at_ready:
             backend = self.daemon.backend
-            self.at_ready = {"queued": len(self.daemon.scheduler.queue),
+            self.at_ready = {"queued": len(self.daemon.scheduler.host.queue),
                              "netlink_bound": isinstance(backend._source, NetlinkSource)
                              and backend._source.sock.getsockname()[1] == 1}
         return super().ready(status)

@@ -1,0 +1,185 @@
+"""Domains: blocks of several kernels (a hypervisor's guests) through one daemon.
+
+Each domain has its own queue, deferral and workers, capped by the backend's
+concurrency for that domain; domains run at the same time, at most
+``parallel_domains`` of them; ``parallel_hotplug_ratio`` applies inside a domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import anyio
+import pytest
+
+from hotplugd.backend import Backend
+from hotplugd.metrics import Metrics
+from hotplugd.model import Action, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
+from hotplugd.testing import FakeHost, wait_until
+
+class Guests(Backend):
+    """One FakeHost per domain; the default topology is a host's, each guest has its own."""
+
+    def __init__(self, hosts: dict[str, FakeHost], per_domain: dict[str, int], parallel_domains: int = 0) -> None:
+        self.hosts = hosts
+        self.per_domain = per_domain
+        self.concurrency = 1
+        self.parallel_domains = parallel_domains
+        self.send, self.recv = anyio.create_memory_object_stream[BlockEvent | Rescan](1000)
+        self.running = 0
+        self.max_running = 0  # online calls in flight across every domain
+
+    def domain_concurrency(self, domain: str) -> int:
+        return self.per_domain.get(domain, 1)
+
+    async def scan(self) -> Scan:
+        return Scan([b for h in self.hosts.values() for b in h.blocks.values()], await self.topology())
+
+    async def topology(self) -> Topology:
+        return Topology({0: 1}, 1 << 40, 128 << 20, domains={n: h.topology() for n, h in self.hosts.items()})
+
+    def events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        async with self.recv:
+            async for event in self.recv:
+                yield event
+
+    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            return await self.hosts[block.domain].online(block, zone)
+        finally:
+            self.running -= 1
+
+    def census(self) -> Iterable[Block]:
+        return [b for h in self.hosts.values() for b in h.blocks.values()]
+
+    def add(self, domain: str, *indices: int) -> None:
+        for index in indices:
+            block = self.hosts[domain].add(index)
+            self.send.send_nowait(BlockEvent(Action.ADD, index, block, domain=domain))
+
+
+def guests(names: Iterable[str], cpus: int = 1, cost: float = 0.0) -> dict[str, FakeHost]:
+    hosts = {n: FakeHost({0: cpus}, domain=n) for n in names}
+    for host in hosts.values():
+        host.cost = cost
+    return hosts
+
+
+@pytest.mark.asyncio
+async def test_the_same_block_index_in_two_domains_is_two_blocks(make_daemon, hotplugd_metrics):
+    backend = Guests(guests(["vm1", "vm2"]), {})
+    daemon = make_daemon(backend)
+    backend.add("vm1", 32, 33)
+    backend.add("vm2", 32)
+    backend.send.close()
+    await daemon.run(until_idle=True)
+    assert backend.hosts["vm1"].online_indices() == {32, 33}
+    assert backend.hosts["vm2"].online_indices() == {32}
+    onlined = {d: hotplugd_metrics.value("hotplugd_blocks_onlined_total", {"domain": d, "node": "0", "zone": "Normal"})
+               for d in ("vm1", "vm2")}
+    assert onlined == {"vm1": 2, "vm2": 1}
+
+
+@pytest.mark.asyncio
+async def test_serial_domains_online_in_parallel_with_one_call_each(make_daemon, hook_recorder):
+    backend = Guests(guests(["a", "b", "c"], cost=0.02), {})
+    daemon = make_daemon(backend)  # defaults: defer "auto", ratio 1
+    for name in backend.hosts:
+        backend.add(name, *range(4))
+    backend.send.close()
+    await daemon.run(until_idle=True)
+    assert all(h.max_running == 1 for h in backend.hosts.values())  # each guest's kernel: one at a time
+    assert backend.max_running == 3  # but every guest at once
+    assert {p.domain for p in hook_recorder.phases} == {"a", "b", "c"}
+    assert set(hook_recorder.triggers()) == {"serial"}  # concurrency 1 in a domain: no deferral
+
+
+@pytest.mark.asyncio
+async def test_parallel_domains_bounds_the_guests_onlining_at_once(make_daemon):
+    backend = Guests(guests(["a", "b", "c", "d"], cost=0.02), {}, parallel_domains=2)
+    daemon = make_daemon(backend)
+    for name in backend.hosts:
+        backend.add(name, 1, 2)
+    backend.send.close()
+    await daemon.run(until_idle=True)
+    assert all(h.online_indices() == {1, 2} for h in backend.hosts.values())
+    assert backend.max_running == 2
+
+
+@pytest.mark.asyncio
+async def test_ratio_applies_inside_a_domain_capped_by_its_own_concurrency(make_daemon, hook_recorder):
+    backend = Guests(guests(["big", "small"], cpus=4, cost=0.01), {"big": 4, "small": 2})
+    daemon = make_daemon(backend, parallel_hotplug_ratio=1, defer="always", settle=0.05)
+    backend.add("big", *range(8))
+    backend.add("small", *range(8))
+    backend.send.close()
+    await daemon.run(until_idle=True)
+    workers = {p.domain: p.workers for p in hook_recorder.phases}
+    assert workers == {"big": {0: 4}, "small": {0: 2}}
+    assert backend.hosts["big"].max_running == 4 and backend.hosts["small"].max_running == 2
+
+
+@pytest.mark.asyncio
+async def test_a_deferring_domain_does_not_hold_back_another(make_daemon):
+    backend = Guests(guests(["waits", "serial"], cpus=4), {"waits": 4, "serial": 1})
+    daemon = make_daemon(backend, settle=3600, max_defer=3600)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        backend.add("waits", 1, 2)
+        backend.add("serial", 1, 2)
+        await wait_until(lambda: backend.hosts["serial"].online_indices() == {1, 2})
+        assert backend.hosts["waits"].online_indices() == set()  # still settling, alone
+        assert len(daemon.scheduler["waits"].queue) == 2 and daemon.scheduler.pending == 2
+        daemon.scheduler.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_removal_in_one_domain_leaves_the_same_index_elsewhere(make_daemon):
+    backend = Guests(guests(["a", "b"], cpus=4), {"a": 4, "b": 4})
+    daemon = make_daemon(backend, settle=3600, max_defer=3600)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        backend.add("a", 7)
+        backend.add("b", 7)
+        await wait_until(lambda: daemon.scheduler.pending == 2)
+        backend.send.send_nowait(BlockEvent(Action.REMOVE, 7, domain="a"))
+        await wait_until(lambda: daemon.scheduler.pending == 1)
+        assert 7 in daemon.scheduler["b"].queue
+        daemon.scheduler.stop()
+
+
+def test_the_domain_label_is_bounded():
+    metrics = Metrics(max_domains=2)
+    labels = [metrics.domain_label(name) for name in ("host", "vm1", "vm2", "vm3", "vm1")]
+    assert labels == ["host", "vm1", "other", "other", "vm1"]
+
+
+def test_a_topology_describes_each_domain_or_falls_back_to_its_own():
+    guest = Topology({0: 2}, 1 << 30, 128 << 20, kernel_onlines=True)
+    host = Topology({0: 16, 1: 16}, 1 << 40, 128 << 20, domains={"vm1": guest})
+    assert host.for_domain("vm1") is guest
+    assert host.for_domain("host") is host
+
+
+@pytest.mark.asyncio
+async def test_a_domain_gone_from_the_scan_is_dropped_and_may_come_back(make_daemon):
+    backend = Guests(guests(["stays", "goes"]), {})
+    daemon = make_daemon(backend)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        backend.add("goes", 1)
+        backend.add("stays", 1)
+        await wait_until(lambda: daemon.scheduler.onlined == 2)
+        gone = backend.hosts.pop("goes")  # the guest shut down
+        daemon.scheduler.request_rescan("request")
+        await wait_until(lambda: "goes" not in daemon.scheduler.domains)
+        assert "stays" in daemon.scheduler.domains
+        backend.hosts["goes"] = gone  # and started again, with memory added
+        backend.add("goes", 2)
+        await wait_until(lambda: gone.online_indices() == {1, 2})
+        daemon.scheduler.stop()
