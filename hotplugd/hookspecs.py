@@ -69,8 +69,9 @@ def hotplugd_choose_zone(
 
     ``requested`` is what the configured zone policy asks for this block's node
     (``auto``, ``kernel``, ``movable``, or ``auto-movable`` already resolved
-    against the node's movable:kernel ratio); ``ledger`` has the node's kernel
-    and movable bytes online per node (``ledger.kernel[node]``); ``config`` is
+    against the node's movable:kernel ratio); ``ledger`` has the kernel and
+    movable bytes online per node of the block's domain (``ledger.kernel[node]``;
+    ``block.domain`` is ``"host"`` unless the backend onlines in guests); ``config`` is
     the daemon's current :class:`hotplugd.config.Config` (your own table:
     ``config.plugins.get("<name>", {})``). Return a :class:`ZoneRequest` to
     decide, used as is, or None to pass to the next implementation. The
@@ -89,7 +90,8 @@ def hotplugd_phase_started(phase: PhaseInfo) -> None:
     """A final phase starts: ``phase.trigger`` says why, ``phase.workers`` maps node to workers.
 
     ``phase`` is a :class:`hotplugd.model.PhaseInfo` (``number``, ``trigger``,
-    ``blocks``, ``bytes``, ``workers``). Every implementation is called;
+    ``blocks``, ``bytes``, ``workers``, ``domain``). Each domain (the host, or a
+    guest) runs its own phases, and phases of different domains may overlap. Every implementation is called;
     results are ignored. Called on the event loop: return quickly. Isolated.
     """
 
