@@ -94,6 +94,9 @@ async def _progress(daemon: Daemon, summary: Summary, total: int | None, console
                TextColumn("pending {task.fields[pending]}")]
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("online", total=total, pending=0)
-        while True:
+        try:
+            while True:
+                bar.update(task, completed=summary.onlined, pending=daemon.scheduler.pending)
+                await anyio.sleep(0.05)
+        finally:  # cancelled when the scenario ended: show where it ended, not the last tick
             bar.update(task, completed=summary.onlined, pending=daemon.scheduler.pending)
-            await anyio.sleep(0.05)
