@@ -81,6 +81,8 @@ class SchedulerConfig:
     max_pending_blocks: int = _opt(1 << 20, _number(1, kind=int), "queue bound; past it, events are dropped and a rescan follows")
     retries: int = _opt(5, _number(0, 100, int), "attempts after the first for EBUSY/ENOMEM")
     retry_backoff: float = _opt(0.01, parse_duration, "first retry delay; doubles each attempt")
+    retry_failed_after: float = _opt(60.0, parse_duration,
+                                     "queue a block again this long after its transient retries ran out; 0: never")
 
 
 @dataclass

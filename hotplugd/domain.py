@@ -63,8 +63,10 @@ class DomainScheduler:
         self._topology_at = 0.0
         self._wake = anyio.Event()
         self.stopping = False
-        #: Blocks that failed for good; left offline until the next rescan.
+        #: Blocks that failed; left offline until the next rescan (or, unless permanent, ``_retry_at``).
         self.failed: dict[int, Outcome] = {}
+        #: Failed blocks queued again at a time: transient errors that outlasted the retries, errors.
+        self._retry_at: dict[int, tuple[float, Block]] = {}
         #: Blocks known online (scan, our onlines, online events): a later add
         #: event for one of them is stale (or a synthetic replay) and changes nothing.
         self.known_online: set[int] = set()
@@ -97,11 +99,13 @@ class DomainScheduler:
             self.queue.discard(event.index)
             self.phase.removed.add(event.index)
             self.failed.pop(event.index, None)
+            self._retry_at.pop(event.index, None)
             self.known_online.discard(event.index)
             self.in_phase.discard(event.index)
         elif event.action is Action.ONLINE:
             first = event.index not in self.known_online
             self.known_online.add(event.index)
+            self._retry_at.pop(event.index, None)
             if self.queue.discard(event.index) is not None or (self._kernel_onlines and first):
                 self.verified += 1  # another onliner (or the kernel) got there first
                 self.metrics.kernel_verified.inc()
@@ -137,6 +141,7 @@ class DomainScheduler:
             offline = {b.index for b in blocks if b.state is State.OFFLINE}
             self.failed = {i: o for i, o in self.failed.items()
                            if o is Outcome.PERMANENT and reason != "request" and i in offline}
+        self._retry_at = {i: r for i, r in self._retry_at.items() if i in self.failed}
         self.queue.overflowed = False
         if not topology.kernel_onlines:
             now = self.clock()
@@ -177,13 +182,16 @@ class DomainScheduler:
         """
         async with anyio.create_task_group() as phases:
             while not self.stopping:
+                if self._retry_at:
+                    self._requeue_due()
                 if not len(self.queue):
-                    await self._sleep(None)
+                    await self._sleep(self._next_retry())
                     continue
                 topology = await self._fresh_topology()
                 decision = decide(self.config.scheduler, self.queue, self.clock(), topology, self.concurrency)
                 if decision.trigger is None:
-                    await self._sleep(decision.wait)
+                    await self._sleep(min((w for w in (decision.wait, self._next_retry()) if w is not None),
+                                          default=None))
                     continue
                 if not self._overlapping():
                     batch = self.queue.take()
@@ -198,6 +206,19 @@ class DomainScheduler:
                 reserved = min(budget, sum(plan_workers(counts, self.config.scheduler.parallel_hotplug_ratio,
                                                         topology, budget).values()))
                 phases.start_soon(self._run_phase, decision.trigger, batch, topology, self._reserve(batch, reserved))
+
+    def _next_retry(self) -> float | None:
+        """Seconds until the next failed block is due to be queued again (None: none is)."""
+        if not self._retry_at:
+            return None
+        return max(0.0, min(at for at, _ in self._retry_at.values()) - self.clock())
+
+    def _requeue_due(self) -> None:
+        now = self.clock()
+        for index, (at, block) in list(self._retry_at.items()):
+            if at <= now and (self._known(index) or self.queue.add(block, now)):
+                del self._retry_at[index]  # queued again (or online meanwhile): no longer failed
+                self.failed.pop(index, None)
 
     async def _sleep(self, wait: float | None) -> None:
         with anyio.move_on_after(wait if wait is not None else float("inf")):
@@ -234,5 +255,8 @@ class DomainScheduler:
                 self.known_online.add(report.block.index)
             elif report.result.outcome is not Outcome.GONE:
                 self.failed[report.block.index] = report.result.outcome
+                again = self.config.scheduler.retry_failed_after
+                if report.result.outcome is not Outcome.PERMANENT and again > 0:
+                    self._retry_at[report.block.index] = (self.clock() + again, report.block)
         if self.queue.overflowed:
             self.wants_rescan("queue_full")

@@ -205,6 +205,27 @@ async def test_permanent_failure_is_retried_on_the_next_rescan(make_daemon, hook
         await wait_until(lambda: 1 in backend.host.online_indices())
 
 
+async def test_a_block_whose_transient_errors_outlasted_the_retries_is_queued_again_later(make_daemon, hook_recorder):
+    clock = ManualClock()
+    backend = parallel(concurrency=1)
+    busy = OnlineResult(Outcome.TRANSIENT, errno=errno.EBUSY)
+    backend.host.script(1, busy, busy)  # the first attempt and its one retry
+    backend.host.script(2, OnlineResult(Outcome.PERMANENT, errno=errno.EINVAL))
+    daemon = make_daemon(backend, clock=clock, retries=1, retry_backoff=0.0001, retry_failed_after=30)
+    async with running(daemon):
+        backend.add(1, 2)
+        await wait_until(lambda: daemon.scheduler.host.failed == {1: Outcome.TRANSIENT, 2: Outcome.PERMANENT})
+        clock.advance(29)
+        daemon.scheduler.wake()
+        await anyio.sleep(0.02)
+        assert len(backend.host.calls) == 3, "queued again before retry_failed_after"
+        clock.advance(1)
+        daemon.scheduler.wake()
+        await wait_until(lambda: 1 in backend.host.online_indices())
+        assert daemon.scheduler.host.failed == {2: Outcome.PERMANENT}  # a permanent failure is not retried
+    assert [i for i, _ in backend.host.calls] == [1, 1, 2, 1]
+
+
 async def test_rescan_after_overflow_finds_blocks_whose_events_were_lost(make_daemon, hotplugd_metrics):
     backend = parallel(concurrency=1)
     daemon = make_daemon(backend)
