@@ -47,33 +47,71 @@ def look(sysfs: Sysfs, fresh: list[int], replayed: list[int]) -> tuple[dict[int,
 
 
 class Arrivals:
-    """The added blocks of one batch of uevents: found, or still waiting for their node link."""
+    """The added blocks of one batch of uevents, looked at in the order of their events.
 
-    def __init__(self, sysfs: Sysfs, fresh: list[int], replayed: list[int]) -> None:
+    Fresh adds are looked at in the event loop's thread, one ``listdir`` of a
+    kernfs directory each: memory-only, it never waits on a device (like the
+    netlink socket's non-blocking ``recvmsg``), while a worker-thread round trip
+    costs 2 to 3 ms under TCG, which virtio-mem (adding a block at a time, then
+    waiting for its onlining) would pay on every block. Replays are read in full
+    in a worker thread.
+    """
+
+    def __init__(self, sysfs: Sysfs, replayed: list[int]) -> None:
         self.sysfs = sysfs
-        self.fresh = set(fresh)
         self.replayed = replayed
         self.found: dict[int, Block] = {}
-        self.waiting: list[int] = []
-        self._deadline = 0.0
+        self.waiting: list[int] = []  # replays not linked yet
+        self.unlinked: list[int] = []  # given up on after ``register_wait``
+        self._deadline = anyio.current_time() + sysfs.register_wait
         self._delay = 0.001
 
     def __repr__(self) -> str:
-        return f"<Arrivals found={len(self.found)} waiting={len(self.waiting)}>"
+        return f"<Arrivals found={len(self.found)} waiting={len(self.waiting)} unlinked={len(self.unlinked)}>"
 
-    async def first_look(self) -> None:
-        """Read what is readable now (one worker-thread call for the whole batch)."""
-        self._deadline = anyio.current_time() + self.sysfs.register_wait
-        await self._look(list(self.fresh), self.replayed)
+    async def read_replayed(self) -> None:
+        """Read the replayed adds (one worker-thread call)."""
+        if self.replayed:
+            await self._look_replayed(self.replayed)
 
-    async def wait_for(self, index: int) -> None:
-        """Look again at every waiting block until ``index`` is linked, or the time is up."""
-        while index in self.waiting and anyio.current_time() + self._delay <= self._deadline:
-            await anyio.sleep(self._delay)
-            self._delay = min(self._delay * 2, MAX_POLL)
-            waiting = self.waiting
-            await self._look([i for i in waiting if i in self.fresh], [i for i in waiting if i not in self.fresh])
+    async def block(self, index: int, synthetic: bool) -> Block | None:
+        """The added block ``index`` once linked to its node; None when gone, or not linked in time."""
+        if synthetic:
+            while index in self.waiting and self._pause():
+                await anyio.sleep(self._next_delay())
+                await self._look_replayed(self.waiting)
+            block = self.found.get(index)
+        else:
+            block = self._look_fresh(index)
+            while block is None and index in self.unlinked and self._pause():
+                await anyio.sleep(self._next_delay())
+                block = self._look_fresh(index)
+        if block is not None:
+            self._delay = 0.001  # the kernel links a hot-add's blocks in ascending order, quickly
+        return block
 
-    async def _look(self, fresh: list[int], replayed: list[int]) -> None:
-        found, self.waiting = await anyio.to_thread.run_sync(look, self.sysfs, fresh, replayed)
+    def _look_fresh(self, index: int) -> Block | None:
+        found, waiting = look(self.sysfs, [index], [])
+        if waiting:
+            if index not in self.unlinked:
+                self.unlinked.append(index)
+            return None
+        if index in self.unlinked:
+            self.unlinked.remove(index)
+        return found.get(index)
+
+    async def _look_replayed(self, indices: list[int]) -> None:
+        found, self.waiting = await anyio.to_thread.run_sync(look, self.sysfs, [], list(indices))
         self.found.update(found)
+
+    def _pause(self) -> bool:
+        return anyio.current_time() + self._delay <= self._deadline
+
+    def _next_delay(self) -> float:
+        delay, self._delay = self._delay, min(self._delay * 2, MAX_POLL)
+        return delay
+
+    @property
+    def not_registered(self) -> list[int]:
+        """Added blocks still without a node link when given up on."""
+        return self.unlinked + self.waiting

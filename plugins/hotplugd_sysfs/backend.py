@@ -23,7 +23,7 @@ from hotplugd import (
 
 from .arrivals import Arrivals
 from .conflicts import find_conflicts
-from .intake import Intake, MemoryUEvent
+from .intake import Intake
 from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
 from .onlining import denied, online_block, online_blocks
 from .settings import Settings, parse
@@ -131,34 +131,21 @@ class SysfsBackend(Backend):
             if batch is None:
                 return
             decoded = [e for e in map(self.intake.decode, batch.datagrams) if e is not None]
-            adds = [e for e in decoded if e.action is Action.ADD]
-            arrivals = Arrivals(self.sysfs, [e.index for e in adds if not e.synthetic],
-                                [e.index for e in adds if e.synthetic])
-            if adds:
-                await arrivals.first_look()
+            arrivals = Arrivals(self.sysfs, [e.index for e in decoded if e.action is Action.ADD and e.synthetic])
+            await arrivals.read_replayed()
             for uevent in decoded:
-                if uevent.action is Action.ADD and uevent.index in arrivals.waiting:
-                    await arrivals.wait_for(uevent.index)  # in order: later events may concern this block
-                event = self._event(uevent, arrivals.found)
-                if event is not None:
-                    yield event
-            if arrivals.waiting:
-                log.error("blocks_not_registered", blocks=arrivals.waiting, waited=self.sysfs.register_wait)
+                if uevent.action is Action.ADD:  # in order: later events may concern this block
+                    block = await arrivals.block(uevent.index, uevent.synthetic)
+                    if block is not None:
+                        yield BlockEvent(Action.ADD, uevent.index, block, uevent.synthetic)
+                elif not uevent.synthetic:  # a replayed remove/online/offline reports no change
+                    yield BlockEvent(uevent.action, uevent.index)
+            if arrivals.not_registered:
+                log.error("blocks_not_registered", blocks=arrivals.not_registered, waited=self.sysfs.register_wait)
                 yield Rescan("not_registered")
             if batch.overflow:
                 log.warning("uevents_lost", reason="ENOBUFS")
                 yield Rescan("overflow")
-
-    @staticmethod
-    def _event(uevent: MemoryUEvent, blocks: dict[int, Block]) -> BlockEvent | None:
-        if uevent.action is Action.ADD:
-            block = blocks.get(uevent.index)
-            if block is None:  # removed again before we looked
-                return None
-            return BlockEvent(Action.ADD, uevent.index, block, uevent.synthetic)
-        if uevent.synthetic:  # a replayed remove/online/offline reports no change
-            return None
-        return BlockEvent(uevent.action, uevent.index)
 
     def feed(self, data: bytes, sender: int = 0, truncated: bool = False) -> None:
         """Hand in one raw uevent datagram as if received from netlink (``netlink = false`` only)."""
