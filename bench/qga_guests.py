@@ -1,0 +1,275 @@
+"""N guests, each hot-added a 4 GiB pc-dimm at once: kernel auto-online in the guests against
+``hotplugd --backend qga`` on this machine, all guests at once and one after the other.
+
+Each trial boots N fresh QEMU guests (TCG, 2 vCPUs, 2 GiB, tests/vm's harness) at once, since
+repeated hot-adds into one guest get slower (shared/vm/QGA.md). Then a probe in every guest
+(``tests/vm/guest_probe.py online-wait``, bound to the uevent socket) is armed, the DIMMs'
+memory backends are created, and the clock (this machine's) starts right before the first
+``device_add``; it stops when the last guest reports its last new block online. The onliners:
+
+- ``kernel``: the guests boot with ``memhp_default_state=online``; nothing runs on the host.
+- ``kernel-serial``: the same, the guests hot-added one after the other (each once the previous
+  is all online), the times summed: what "one guest at a time" costs the kernel itself.
+- ``hotplugd``: the guests boot with it ``offline`` and run qemu-ga; one ``hotplugd run --backend
+  qga`` on the host, default settings, gets every guest (``tests/vm/qga_host.py``).
+- ``hotplugd-serial``: the same with ``[plugins.qga] parallel_guests = 1`` (one guest onlining at
+  a time). Without that key (hotplugd rejects it) the guests are instead hot-added one after the
+  other, each once the previous is all online, and the times are summed ("sequential hot-adds").
+
+The onliners take turns within each repetition, so that other work on the machine slows them
+alike; ratios are taken within a repetition (paired) and their median reported.
+
+    .venv/bin/python bench/qga_guests.py [--reps 3] [--guests 1,2,4] [--only kernel,hotplugd] [--json FILE]
+
+Needs ``scripts/provision-vm`` (QEMU, the guest kernel, Debian's qemu-guest-agent). Aims
+(issue 9): hotplugd within 1.10x of kernel auto-online; the speed-up of all guests at once over
+one after the other close to what the cores allow (min(N, cores): each TCG guest keeps about
+one vCPU busy while onlining).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "vm"))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from harness import GiB, Guest, GuestError, HarnessError, find_assets  # noqa: E402
+from harness.assets import Assets  # noqa: E402
+from onlinetime import PROBE, Workload  # noqa: E402
+from qga_host import QEMU_GA, QEMU_GA_MISSING, QGA_GUEST, HostDaemon, boot_guests  # noqa: E402
+
+SERIAL_KEY = {"parallel_guests": 1}
+
+
+@dataclass(frozen=True)
+class Onliner:
+    """Who onlines, and how the guests boot for it; ``settings`` None: no hotplugd on the host."""
+
+    key: str
+    name: str
+    memhp_default_state: str
+    settings: dict[str, Any] | None = None
+    sequential: bool = False  # hot-add the guests one after the other and sum the times
+
+
+@dataclass
+class Probe:
+    """A guest armed for one hot-add: its probe waits for ``count`` new blocks online."""
+
+    guest: Guest
+    fifo: str
+    proc: Any
+    hot_add: Callable[[], None]
+    count: int
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def wait(self, timeout: float) -> float:
+        """Block until the probe reports; this machine's ``perf_counter`` at that moment."""
+        out = self.guest.agent.run(["cat", self.fifo], timeout=timeout + 30)
+        done = time.perf_counter()
+        finished = self.proc.wait(30)
+        self.result = json.loads(out.stdout)
+        if not self.result.get("ok") or finished.returncode != 0:
+            raise GuestError(f"not all {self.count} blocks online within {timeout} s: {self.result} "
+                             f"{finished.stderr[-2000:]}")
+        return done
+
+
+def arm(guest: Guest, workload: Workload, timeout: float) -> Probe:
+    """Create the workload's memory backend and start the probe in ``guest`` (as onlinetime.time_online does)."""
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    fifo, ready = f"/run/qga-probe-{tag}.fifo", f"/run/qga-probe-{tag}.ready"
+    count = workload.size // guest.agent.block_size()
+    hot_add = workload.prepare(guest)
+    guest.agent.run(["mkfifo", fifo])
+    proc = guest.agent.spawn([guest.config.python, str(PROBE), "online-wait", "--count", str(count),
+                              "--ready", ready, "--out", fifo, "--timeout", str(timeout)])
+    guest.agent.wait_path(ready, 60)
+    return Probe(guest, fifo, proc, hot_add, count)
+
+
+def time_at_once(probes: Sequence[Probe], waiters: Executor, timeout: float) -> float:
+    """Hot-add into every guest back to back; seconds until the last guest's last block is online."""
+    t0 = time.perf_counter()
+    for p in probes:
+        p.hot_add()
+    ends = [waiters.submit(p.wait, timeout) for p in probes]
+    return max(f.result() for f in ends) - t0
+
+
+def time_one_after_another(probes: Sequence[Probe], timeout: float) -> float:
+    """Hot-add into each guest once the previous one is all online; the sum of the times."""
+    total = 0.0
+    for p in probes:
+        t0 = time.perf_counter()
+        p.hot_add()
+        total += p.wait(timeout) - t0
+    return total
+
+
+@contextmanager
+def host_daemon(onliner: Onliner, guests: list[Guest]) -> Iterator[HostDaemon | None]:
+    """hotplugd on this machine for ``onliner`` (None for the kernel); warns if it logged errors."""
+    if onliner.settings is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="qga-bench-") as tmp:
+        daemon = HostDaemon(guests, Path(tmp), onliner.settings)
+        try:
+            try:
+                daemon.wait_ready()
+            except AssertionError as exc:  # a bench reports it as one message
+                raise HarnessError(str(exc)) from None
+            yield daemon
+        finally:
+            code, errors = daemon.stop(), daemon.errors()
+            if code != 0 or errors:
+                print(f"WARNING {onliner.key}: hotplugd exited {code}, errors {errors}", file=sys.stderr)
+
+
+def trial(onliner: Onliner, n: int, workload: Workload, boots: Executor, waiters: Executor, assets: Assets,
+          timeout: float) -> tuple[float, list[dict[str, Any]]]:
+    """Boot ``n`` fresh guests for ``onliner``, hot-add ``workload`` into each, time it; the probes' reports."""
+    config = dataclasses.replace(QGA_GUEST, memhp_default_state=onliner.memhp_default_state)
+    booted = boot_guests(boots, [config] * n, assets, with_agent=onliner.settings is not None)
+    guests = [g for g, _ in booted]
+    try:
+        with host_daemon(onliner, guests):
+            probes = [arm(g, workload, timeout) for g in guests]
+            seconds = (time_one_after_another(probes, timeout) if onliner.sequential
+                       else time_at_once(probes, waiters, timeout))
+        return seconds, [p.result for p in probes]
+    finally:
+        for g in guests:
+            g.close()
+
+
+def onliners(serial_supported: bool) -> dict[str, Onliner]:
+    serial = (Onliner("hotplugd-serial", "hotplugd, parallel_guests = 1", "offline", dict(SERIAL_KEY))
+              if serial_supported else
+              Onliner("hotplugd-serial", "hotplugd, sequential hot-adds", "offline", {}, sequential=True))
+    return {"kernel": Onliner("kernel", "kernel auto-online", "online"),
+            "kernel-serial": Onliner("kernel-serial", "kernel auto-online, sequential hot-adds", "online",
+                                     sequential=True),
+            "hotplugd": Onliner("hotplugd", "hotplugd (defaults)", "offline", {}),
+            "hotplugd-serial": serial}
+
+
+#: The onliner each "one after the other" variant is compared with.
+AT_ONCE = {"kernel-serial": "kernel", "hotplugd-serial": "hotplugd"}
+
+
+Results = dict[int, dict[str, list[float]]]  # guests → onliner key → seconds per repetition
+
+
+def _paired(results: Results, n: int, num: str, den: str) -> list[float]:
+    a, b = results[n].get(num, []), results[n].get(den, [])
+    return [x / y for x, y in zip(a, b)]
+
+
+def _cell(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else ""
+
+
+def table(results: Results, names: dict[str, str], workload: Workload, cores: int) -> Table:
+    t = Table(title=f"{workload.label} into each of N guests at once → every block online in all (s, this machine's clock)")
+    for col in ("N", "onliner", "n", "min", "median", "×kernel", "serial ÷ at once", "ideal"):
+        t.add_column(col, justify="left" if col == "onliner" else "right")
+    for n in sorted(results):
+        for key, secs in results[n].items():
+            base = "kernel-serial" if key in AT_ONCE else "kernel"
+            ratio = _paired(results, n, key, base) if key != base else []
+            serial = next((k for k, v in AT_ONCE.items() if v == key), "")
+            speedup = _paired(results, n, serial, key) if serial and n > 1 else []
+            t.add_row(str(n), names[key], str(len(secs)), f"{min(secs):.3f}", f"{statistics.median(secs):.3f}",
+                      _cell(ratio), _cell(speedup), str(min(n, cores)) if speedup else "")
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--guests", default="1,2,4", help="comma-separated guest counts")
+    parser.add_argument("--size-gib", type=int, default=4, help="the pc-dimm hot-added into each guest")
+    parser.add_argument("--only", default="kernel,kernel-serial,hotplugd,hotplugd-serial",
+                        help="comma-separated: kernel, kernel-serial, hotplugd, hotplugd-serial "
+                             "(the -serial ones are not run for 1 guest: the same as at once)")
+    parser.add_argument("--timeout", type=float, default=180, help="seconds before a trial fails")
+    parser.add_argument("--json", type=Path, help="also write every timing here")
+    args = parser.parse_args(argv)
+    if not QEMU_GA.exists():
+        raise HarnessError(QEMU_GA_MISSING)
+    counts = [int(x) for x in args.guests.split(",")]
+    workload = Workload("dimm", args.size_gib * GiB)
+    console = Console(width=140)
+    with tempfile.TemporaryDirectory() as tmp:
+        refused = HostDaemon.accepts(SERIAL_KEY, Path(tmp))
+    if refused:
+        why = next((line.strip() for line in refused.splitlines() if "parallel_guests" in line), refused)
+        console.print(f"[yellow]parallel_guests is not available yet ({why}): "
+                      "hotplugd-serial hot-adds the guests one after the other instead[/yellow]")
+    all_onliners = onliners(refused is None)
+    keys = [k.strip() for k in args.only.split(",")]
+    unknown = set(keys) - set(all_onliners)
+    if unknown:
+        parser.error(f"unknown onliner(s) {sorted(unknown)}; known: {', '.join(all_onliners)}")
+    assets = find_assets()
+    started, load0 = time.time(), os.getloadavg()
+    results: Results = defaultdict(lambda: defaultdict(list))
+    probes: list[dict[str, Any]] = []
+    # QEMU dies with the thread that started it: the boot pool outlives every guest.
+    with ThreadPoolExecutor(max(counts)) as boots, ThreadPoolExecutor(max(counts)) as waiters:
+        try:
+            for rep in range(args.reps):
+                for n in counts:
+                    here = [k for k in keys if not (n == 1 and k in AT_ONCE)]
+                    turn = rep % len(here)
+                    for key in here[turn:] + here[:turn]:  # take turns
+                        seconds, reports = trial(all_onliners[key], n, workload, boots, waiters, assets, args.timeout)
+                        results[n][key].append(seconds)
+                        probes.append({"rep": rep, "guests": n, "onliner": key, "seconds": seconds, "probes": reports})
+                        console.print(f"rep {rep + 1}/{args.reps} N={n} {key}: {seconds:.3f} s "
+                                      f"(load {os.getloadavg()[0]:.1f})")
+        finally:  # an interrupted run still reports what it measured
+            report(console, results, {k: o.name for k, o in all_onliners.items()}, workload, started, load0)
+            if args.json:
+                args.json.write_text(json.dumps({"results": results, "trials": probes}, indent=1))
+    return 0
+
+
+def report(console: Console, results: Results, names: dict[str, str], workload: Workload, started: float,
+           load0: tuple[float, float, float]) -> None:
+    cores = os.cpu_count() or 1
+    console.print(table(results, names, workload, cores))
+    console.print("×kernel: against kernel auto-online run the same way (at once, or one after the other); "
+                  "it and serial ÷ at once are medians of the ratios within each repetition; "
+                  f"ideal: min(N, {cores} cores)")
+    console.print(f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {platform.node()}, {cores} CPUs, "
+                  f"load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, "
+                  f"{(time.time() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except HarnessError as exc:  # not provisioned, a guest that did not boot: one message, no traceback
+        sys.exit(f"{Path(__file__).name}: {exc}")
