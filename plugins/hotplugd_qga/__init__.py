@@ -47,11 +47,11 @@ from hotplugd import BackendRegistry, Config, ConfigProblem, hookimpl
 
 from .agent import AgentClient, AgentError, AgentTimeout, AgentUnavailable, CommandFailed
 from .backend import QgaBackend
-from .blocks import block_index, split_index
-from .settings import GuestSettings, Settings, parse
+from .discover import find_guests
+from .settings import GuestDirSettings, GuestSettings, Settings, parse
 
-__all__ = ["AgentClient", "AgentError", "AgentTimeout", "AgentUnavailable", "CommandFailed", "GuestSettings",
-           "QgaBackend", "Settings", "block_index", "parse", "split_index"]
+__all__ = ["AgentClient", "AgentError", "AgentTimeout", "AgentUnavailable", "CommandFailed", "GuestDirSettings",
+           "GuestSettings", "QgaBackend", "Settings", "find_guests", "parse"]
 
 
 @hookimpl

@@ -1,21 +1,23 @@
-"""The qga backend: the core's Backend contract over many guests, from the hypervisor host."""
+"""The qga backend: the core's Backend contract over many guests, one domain per guest, from the hypervisor host."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import Backend, Block, BlockEvent, OnlineResult, Outcome, Rescan, Scan, Topology, ZoneRequest
 
-from .blocks import DEFAULT_BLOCK_SIZE, split_index
+from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, removals
+from .discover import find_guests
 from .guest import GuestLink
-from .qmp import LINK_ERRORS, Monitor, QmpError
+from .qmp import Monitor, QmpError
 from .settings import Settings, parse
-from .watch import listen_guest, poll_guest
+from .watch import run_guest
 
 log = structlog.get_logger("hotplugd.qga")
 
@@ -24,19 +26,26 @@ EVENT_BUFFER = 4096
 
 
 class QgaBackend(Backend):
-    """Guests' memory blocks through their qemu-guest-agent; one guest is one node of the core's model.
+    """Guests' memory blocks through their qemu-guest-agent; each guest is a domain named by the guest's name.
 
-    Each guest counts as a node with one CPU (its agent runs one command at a
-    time) and the declared concurrency is the number of guests: with
-    ``parallel_hotplug_ratio = 1`` the final phase runs one worker per guest,
-    all guests at once.
+    ``concurrency`` and :meth:`domain_concurrency` are per guest (its kernel onlines
+    one block at a time on mainline: 1); ``parallel_domains`` is ``parallel_guests``
+    (0: every guest runs its phase at once). A phase's run of blocks goes to the
+    guest in one ``guest-set-memory-blocks`` per ``max_batch`` (``batch_size``).
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.guests = [GuestLink(number, g, settings) for number, g in enumerate(settings.guests)]
-        self.concurrency = settings.declared_concurrency
-        self._monitors: dict[int, Monitor] = {}
+        self.concurrency = settings.concurrency
+        self.parallel_domains = settings.parallel_guests
+        self.batch_size = settings.max_batch
+        self.guests: dict[str, GuestLink] = {g.name: GuestLink(g, settings) for g in settings.guests}
+        self._configured = frozenset(self.guests)  # [[plugins.qga.guest]]: never dropped
+        self._monitors: dict[str, Monitor] = {}
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._tasks: TaskGroup | None = None
+        self._send: ObjectSendStream[BlockEvent | Rescan] | None = None
+        self._skipped: set[str] = set()  # guest directories already logged as skipped
         self._zone_warned = False
 
     @classmethod
@@ -45,64 +54,119 @@ class QgaBackend(Backend):
         return cls(parse(options))
 
     def __repr__(self) -> str:
-        return f"<QgaBackend guests={[g.name for g in self.guests]} concurrency={self.concurrency}>"
+        return f"<QgaBackend guests={list(self.guests)} concurrency={self.concurrency}>"
 
     def describe(self) -> str:
-        names = ", ".join(f"{g.number}={g.name}" for g in self.guests)
-        return f"qga({len(self.guests)} guests: {names}; concurrency={self.concurrency})"
+        dirs = "".join(f"; guests in {d.glob}" for d in self.settings.guest_dirs)
+        parallel = self.parallel_domains or "all"
+        return (f"qga({len(self.guests)} guests: {', '.join(self.guests) or '-'}{dirs}; "
+                f"concurrency per guest={self.concurrency}; guests at once={parallel})")
+
+    def domain_concurrency(self, domain: str) -> int:
+        guest = self.guests.get(domain)
+        return self.settings.concurrency_of(guest.settings if guest is not None else None)
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect each guest's QMP monitor first, so no memory event is missed after the scan."""
+        """Find the guests, then connect each QMP monitor, so no memory event is missed after the scan."""
+        await self.discover()
         async with anyio.create_task_group() as tg:
-            for guest in self.guests:
+            for guest in self.guests.values():
                 if guest.settings.qmp:
                     tg.start_soon(self._connect_monitor, guest)
 
     async def _connect_monitor(self, guest: GuestLink) -> None:
         try:
-            self._monitors[guest.number] = await Monitor.connect(guest.settings.qmp, self.settings.timeout)
-        except (*LINK_ERRORS, TimeoutError, QmpError) as exc:  # the listener keeps trying
+            self._monitors[guest.name] = await Monitor.connect(guest.settings.qmp, self.settings.timeout, guest.name)
+        except QmpError as exc:  # the listener keeps trying
             log.warning("qmp_monitor_unavailable", guest=guest.name, path=guest.settings.qmp, error=str(exc))
 
     async def stop(self) -> None:
+        for scope in self._scopes.values():
+            scope.cancel()
         for monitor in self._monitors.values():
             await monitor.aclose()
         self._monitors.clear()
-        for guest in self.guests:
+        for guest in self.guests.values():
             await guest.client.close()
+
+    # -- guests that come and go ------------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Look at ``guest_dirs`` again: pick up the guests that appeared, drop those that went away."""
+        if not self.settings.guest_dirs:
+            return
+        found = await anyio.to_thread.run_sync(find_guests, self.settings.guest_dirs, self._configured)
+        for directory in found.skipped.keys() - self._skipped:
+            log.warning("qga_guest_dir_skipped", directory=directory, reason=found.skipped[directory])
+        self._skipped = set(found.skipped)
+        for name, guest in list(self.guests.items()):
+            if name not in self._configured and found.guests.get(name) != guest.settings:
+                await self._drop(name)
+        for name, settings in found.guests.items():
+            if name not in self.guests:
+                guest = self.guests[name] = GuestLink(settings, self.settings)
+                log.info("qga_guest_found", guest=name, qga=settings.qga, qmp=settings.qmp or None)
+                if self._tasks is not None:
+                    guest.wake()  # appeared at run time: list its blocks at once (they arrive as adds)
+                    self._launch(guest)
+
+    async def _drop(self, name: str) -> None:
+        """Stop watching a guest that went away; its blocks are removed, and a rescan drops its domain."""
+        guest = self.guests.pop(name)
+        scope = self._scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        monitor = self._monitors.pop(name, None)
+        if monitor is not None:
+            await monitor.aclose()
+        await guest.client.close()
+        log.info("qga_guest_gone", guest=name)
+        if self._send is not None:
+            for event in removals(name, guest.snapshot):
+                await self._send.send(event)
+            await self._send.send(Rescan("guest_gone"))
+
+    async def _discover_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.discover_interval)
+            await self.discover()
 
     # -- reading the guests -----------------------------------------------------------------
 
     async def scan(self) -> Scan:
-        found: dict[int, list[Block]] = {}
+        guests = list(self.guests.values())
+        found: dict[str, list[Block]] = {}
 
         async def one(guest: GuestLink) -> None:
-            found[guest.number] = await guest.scan()
+            found[guest.name] = await guest.scan()
 
         async with anyio.create_task_group() as tg:
-            for guest in self.guests:
+            for guest in guests:
                 tg.start_soon(one, guest)
-        blocks = [b for g in self.guests for b in found.get(g.number, [])]
-        return Scan(blocks, await self.topology())
+        return Scan([b for g in guests for b in found.get(g.name, [])], await self.topology())
 
     async def topology(self) -> Topology:
-        """From what the pollers last read: no agent round trip on the scheduler's path."""
-        sizes = Counter(g.block_size for g in self.guests if g.block_size)
+        """Each guest's own topology (``domains``), from what the pollers last read: no agent round trip."""
+        guests = list(self.guests.values())
+        sizes = Counter(g.block_size for g in guests if g.block_size)
         return Topology(
-            cpus_per_node={g.number: 1 for g in self.guests},  # one agent command at a time per guest
-            mem_available=sum(g.mem_available or 0 for g in self.guests),
+            cpus_per_node={GUEST_NODE: 1},  # the default: a domain no longer (or not yet) known
+            mem_available=sum(g.mem_available or 0 for g in guests),
             block_size=sizes.most_common(1)[0][0] if sizes else DEFAULT_BLOCK_SIZE,
+            domains={g.name: g.topology() for g in guests},
         )
 
     def census(self) -> Iterable[Block] | None:
-        if all(g.snapshot is None for g in self.guests):
+        guests = list(self.guests.values())
+        if all(g.snapshot is None for g in guests):
             return None
-        return [b for g in self.guests for b in g.blocks()]
+        return [b for g in guests for b in g.blocks()]
 
     async def conflicts(self) -> list[str]:
         """Guests whose own kernel onlines hot-added memory (``auto_online_blocks`` not ``offline``)."""
+        await self.discover()
         messages: list[str] = []
 
         async def one(guest: GuestLink) -> None:
@@ -112,7 +176,7 @@ class QgaBackend(Backend):
                                 f"(auto_online_blocks={policy}); boot it with memhp_default_state=offline")
 
         async with anyio.create_task_group() as tg:
-            for guest in self.guests:
+            for guest in list(self.guests.values()):
                 tg.start_soon(one, guest)
         return sorted(messages)
 
@@ -124,23 +188,58 @@ class QgaBackend(Backend):
     async def _events(self) -> AsyncIterator[BlockEvent | Rescan]:
         send, receive = anyio.create_memory_object_stream[BlockEvent | Rescan](EVENT_BUFFER)
         async with anyio.create_task_group() as tg:
-            for guest in self.guests:
-                tg.start_soon(poll_guest, guest, send.clone())
-                if guest.settings.qmp:
-                    tg.start_soon(listen_guest, guest, self._monitors.pop(guest.number, None))
-            send.close()
-            async with receive:
-                async for event in receive:
-                    yield event
+            self._tasks, self._send = tg, send
+            try:
+                for guest in list(self.guests.values()):
+                    self._launch(guest)
+                if self.settings.guest_dirs:
+                    tg.start_soon(self._discover_forever)
+                async with receive:
+                    async for event in receive:
+                        yield event
+            finally:
+                self._tasks, self._send = None, None
+                send.close()
+                tg.cancel_scope.cancel()
+
+    def _launch(self, guest: GuestLink) -> None:
+        """Start the guest's poller and listener, in a scope of their own (cancelled when it goes away)."""
+        assert self._tasks is not None and self._send is not None
+        scope = self._scopes[guest.name] = anyio.CancelScope()
+        self._tasks.start_soon(self._run_guest, guest, scope, self._send.clone())
+
+    async def _run_guest(self, guest: GuestLink, scope: anyio.CancelScope,
+                         send: ObjectSendStream[BlockEvent | Rescan]) -> None:
+        with scope:
+            try:
+                await run_guest(guest, send, self._monitors.pop(guest.name, None))
+            finally:
+                send.close()
 
     # -- onlining -------------------------------------------------------------------------
 
-    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
-        number, phys = split_index(block.index)
-        if number >= len(self.guests):
-            return OnlineResult(Outcome.GONE, detail=f"no guest number {number}")
+    def _check_zone(self, zone: ZoneRequest) -> None:
         if zone is not ZoneRequest.AUTO and not self._zone_warned:
             self._zone_warned = True
             log.warning("qga_zone_ignored", requested=zone.value,
                         detail="the agent writes `online`: each guest's kernel picks the zone")
-        return await self.guests[number].online(phys)
+
+    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
+        return (await self.online_many([(block, zone)]))[0]
+
+    async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
+        """A run of blocks: one ``guest-set-memory-blocks`` per guest (and per ``max_batch`` blocks)."""
+        results: list[OnlineResult | None] = [None] * len(items)
+        by_guest: dict[str, list[int]] = {}
+        for position, (block, zone) in enumerate(items):
+            self._check_zone(zone)
+            by_guest.setdefault(block.domain, []).append(position)
+        for name, positions in by_guest.items():
+            guest = self.guests.get(name)
+            if guest is None:
+                answers = [OnlineResult(Outcome.GONE, detail=f"guest {name} is gone")] * len(positions)
+            else:
+                answers = await guest.online_many([items[p][0].index for p in positions])
+            for position, answer in zip(positions, answers, strict=True):
+                results[position] = answer
+        return [r for r in results if r is not None]

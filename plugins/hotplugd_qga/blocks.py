@@ -1,46 +1,29 @@
-"""Block identity across guests, and block events from two readings of a guest's block list.
+"""Blocks of a guest in the core's model, and block events from two readings of its block list.
 
-One guest is one "node" of the core's model: ``Block.node`` is the guest's
-number (its place in ``[[plugins.qga.guest]]``), and the block's ``index``
-carries the guest number above the guest's own ``phys_index``::
-
-    index = guest << 32 | phys_index
-
-so indices are unique across guests, ascending within a guest (the final
-phase's address order), and decoded with :func:`split_index`. 2**32 blocks
-per guest exceeds any physical address space (52 bits of 128 MiB blocks is 2**25).
+Each guest is a *domain* of the core, named by the guest's name: a block's
+``index`` is the guest's own ``phys-index`` (unique within the guest, which
+is all the core asks), ``domain`` the guest's name. ``node`` is 0: the agent
+does not say which NUMA node of the guest a block belongs to.
 """
 
 from __future__ import annotations
 
 from hotplugd import Action, Block, BlockEvent, State
 
-GUEST_SHIFT = 32
-PHYS_MASK = (1 << GUEST_SHIFT) - 1
 #: Until the agent told the guest's block size (x86's memory block size).
 DEFAULT_BLOCK_SIZE = 128 << 20
+#: The agent tells no NUMA node: every block of a guest is on node 0.
+GUEST_NODE = 0
 
 
-def block_index(guest: int, phys_index: int) -> int:
-    """The core's block index of ``phys_index`` in guest number ``guest``."""
-    if not 0 <= phys_index <= PHYS_MASK:
-        raise ValueError(f"phys_index {phys_index} out of range")
-    return guest << GUEST_SHIFT | phys_index
-
-
-def split_index(index: int) -> tuple[int, int]:
-    """``(guest number, phys_index)`` of a core block index."""
-    return index >> GUEST_SHIFT, index & PHYS_MASK
-
-
-def to_block(guest: int, phys_index: int, online: bool, size: int) -> Block:
+def to_block(guest: str, phys_index: int, online: bool, size: int) -> Block:
     """A core Block; qga tells no zones, so ``valid_zones`` stays empty (the zone policy is not narrowed)."""
-    return Block(block_index(guest, phys_index), size, guest, State.ONLINE if online else State.OFFLINE)
+    return Block(phys_index, size, GUEST_NODE, State.ONLINE if online else State.OFFLINE, domain=guest)
 
 
-def diff(guest: int, size: int, previous: dict[int, bool], current: dict[int, bool],
+def diff(guest: str, size: int, previous: dict[int, bool], current: dict[int, bool],
          replay: bool = False) -> list[BlockEvent]:
-    """The events that turn ``previous`` into ``current`` (phys_index → online).
+    """The events of guest ``guest`` that turn ``previous`` into ``current`` (phys_index → online).
 
     New blocks give ``add`` (and ``online`` too when already online, as the
     kernel's uevents would); state changes give ``online``/``offline``; vanished
@@ -51,16 +34,21 @@ def diff(guest: int, size: int, previous: dict[int, bool], current: dict[int, bo
     """
     events: list[BlockEvent] = []
     for phys in sorted(previous.keys() - current.keys()):
-        events.append(BlockEvent(Action.REMOVE, block_index(guest, phys)))
+        events.append(BlockEvent(Action.REMOVE, phys, domain=guest))
     for phys in sorted(current):
         online = current[phys]
-        index = block_index(guest, phys)
         if phys not in previous:
-            events.append(BlockEvent(Action.ADD, index, to_block(guest, phys, online, size)))
+            events.append(BlockEvent(Action.ADD, phys, to_block(guest, phys, online, size), domain=guest))
             if online:
-                events.append(BlockEvent(Action.ONLINE, index))
+                events.append(BlockEvent(Action.ONLINE, phys, domain=guest))
         elif previous[phys] != online:
-            events.append(BlockEvent(Action.ONLINE if online else Action.OFFLINE, index))
+            events.append(BlockEvent(Action.ONLINE if online else Action.OFFLINE, phys, domain=guest))
         elif replay and not online:
-            events.append(BlockEvent(Action.ADD, index, to_block(guest, phys, online, size), synthetic=True))
+            events.append(BlockEvent(Action.ADD, phys, to_block(guest, phys, online, size), synthetic=True,
+                                     domain=guest))
     return events
+
+
+def removals(guest: str, blocks: dict[int, bool] | None) -> list[BlockEvent]:
+    """``remove`` for every block of a guest that went away (its domain then empties and is dropped)."""
+    return [BlockEvent(Action.REMOVE, phys, domain=guest) for phys in sorted(blocks or {})]

@@ -7,9 +7,11 @@ waiting as the next batch (at most ``max_batch`` blocks). Final-phase workers
 per guest thus set the batch size, not contention inside the guest.
 
 Health: an agent that times out or whose socket fails is "down" for
-``reconnect_interval``: onlines fail fast as transient, the poller tries again
+``reconnect_interval``, doubled after each further failure up to
+``reconnect_max``: onlines fail fast as transient, the poller tries again
 after that. When it answers again its offline blocks are announced again
-(the scheduler may have given up on them meanwhile).
+(the scheduler may have given up on them meanwhile), and its block size,
+vCPUs and ``auto_online_blocks`` are read again (it may have rebooted).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from typing import Any
 import anyio
 import structlog
 
-from hotplugd import Block, BlockEvent, OnlineResult, Outcome
+from hotplugd import Block, BlockEvent, OnlineResult, Outcome, Topology
 
 from . import commands
 from .agent import AgentClient, AgentError, CommandFailed
-from .blocks import DEFAULT_BLOCK_SIZE, diff, to_block
+from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, diff, to_block
 from .results import map_result
 from .settings import GuestSettings, Settings
 
@@ -46,11 +48,10 @@ class _Entry:
 
 
 class GuestLink:
-    """Guest number ``number`` (its node in the core's model) and everything known of it."""
+    """One guest (one domain of the core's model, named by the guest's name) and everything known of it."""
 
-    def __init__(self, number: int, settings: GuestSettings, options: Settings,
+    def __init__(self, settings: GuestSettings, options: Settings,
                  client: AgentClient | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.number = number
         self.settings = settings
         self.name = settings.name
         self.options = options
@@ -63,6 +64,8 @@ class GuestLink:
         self.auto_online: str | None = None  # the guest kernel's auto_online_blocks
         self.down_until = 0.0
         self.healthy = True
+        self.failures = 0  # in a row: each doubles the wait before the next attempt
+        self._described = False  # block size, vCPUs, auto_online_blocks read since the agent last failed
         self.resizing_until = -math.inf
         self.batches = 0  # guest-set-memory-blocks calls made
         self._meminfo_at = -math.inf
@@ -75,7 +78,7 @@ class GuestLink:
     def __repr__(self) -> str:
         state = "UP" if self.available else "DOWN"
         blocks = "?" if self.snapshot is None else len(self.snapshot)
-        return f"<GuestLink #{self.number} {self.name} [{state}] blocks={blocks} batches={self.batches}>"
+        return f"<GuestLink {self.name} [{state}] blocks={blocks} batches={self.batches}>"
 
     # -- health -------------------------------------------------------------------------
 
@@ -83,17 +86,29 @@ class GuestLink:
     def available(self) -> bool:
         return self.clock() >= self.down_until
 
+    @property
+    def kernel_onlines(self) -> bool:
+        """The guest's own kernel onlines hot-added memory (``auto_online_blocks`` read and not ``offline``)."""
+        return self.auto_online is not None and self.auto_online != "offline"
+
+    def backoff(self) -> float:
+        """How long to leave the agent alone after its latest failure."""
+        return min(self.options.reconnect_max, self.options.reconnect_interval * 2 ** max(0, self.failures - 1))
+
     def _failed(self, during: str, exc: Exception, down_for: float | None = None) -> None:
-        self.down_until = self.clock() + (self.options.reconnect_interval if down_for is None else down_for)
+        self.failures += 1
+        self.down_until = self.clock() + (self.backoff() if down_for is None else down_for)
         self._replay = True
+        self._described = False
         if self.healthy:
             log.warning("qga_agent_down", guest=self.name, during=during, error=str(exc))
         self.healthy = False
 
     def _answered(self) -> None:
         if not self.healthy:
-            log.info("qga_agent_back", guest=self.name)
+            log.info("qga_agent_back", guest=self.name, failures=self.failures)
         self.healthy = True
+        self.failures = 0
 
     # -- QMP events ---------------------------------------------------------------------
 
@@ -114,7 +129,9 @@ class GuestLink:
         if is_open:
             log.info("qga_agent_port_open", guest=self.name)
             self.down_until = 0.0
+            self.failures = 0
             self._replay = True
+            self._described = False
             self.client.desync()
             self.wake()
         else:
@@ -141,12 +158,23 @@ class GuestLink:
 
     def blocks(self) -> list[Block]:
         size = self.block_size or DEFAULT_BLOCK_SIZE
-        return [to_block(self.number, phys, online, size) for phys, online in sorted((self.snapshot or {}).items())]
+        return [to_block(self.name, phys, online, size) for phys, online in sorted((self.snapshot or {}).items())]
+
+    def topology(self) -> Topology:
+        """This guest's kernel as the core sees it, from what was last read (no agent round trip)."""
+        return Topology({GUEST_NODE: self.vcpus}, self.mem_available or 0, self.block_size or DEFAULT_BLOCK_SIZE,
+                        kernel_onlines=self.kernel_onlines)
 
     async def _describe(self) -> None:
-        if self.block_size is None:
-            self.block_size = await commands.block_size(self.client)
+        """Block size, online vCPUs and auto_online_blocks: once per connection (the guest may have rebooted)."""
+        if self._described:
+            return
+        self.block_size = await commands.block_size(self.client)
+        with contextlib.suppress(CommandFailed):  # a blocked guest-get-vcpus: one CPU
             self.vcpus = max(1, await commands.online_vcpus(self.client))
+        text = await commands.read_file(self.client, commands.GUEST_AUTO_ONLINE)
+        self.auto_online = text.strip() if text else None
+        self._described = True
 
     async def read_auto_online(self) -> str | None:
         """The guest kernel's ``auto_online_blocks`` (None when unreadable; a silent agent marks it down)."""
@@ -193,7 +221,7 @@ class GuestLink:
             self._answered()
             previous, self.snapshot = self.snapshot or {}, current
             replay, self._replay = self._replay, False
-        events = diff(self.number, self.block_size or DEFAULT_BLOCK_SIZE, previous, current, replay)
+        events = diff(self.name, self.block_size or DEFAULT_BLOCK_SIZE, previous, current, replay)
         if len(current.keys() - previous.keys()) and self.clock() < self.resizing_until:
             self.resizing_until = self.clock() + self.options.resize_quiet  # still growing
         return events
@@ -202,19 +230,25 @@ class GuestLink:
 
     async def online(self, phys: int) -> OnlineResult:
         """Online one block, in a batch with whatever else waits for this guest."""
+        return (await self.online_many([phys]))[0]
+
+    async def online_many(self, indices: list[int]) -> list[OnlineResult]:
+        """Online a run of blocks: one ``guest-set-memory-blocks`` per ``max_batch``, with whatever else waits."""
         if not self.available:
-            return OnlineResult(Outcome.TRANSIENT, detail=f"the agent of guest {self.name} is not answering")
-        entry = _Entry(phys, bool(self.snapshot and self.snapshot.get(phys)))
-        self._waiting.append(entry)
+            return [OnlineResult(Outcome.TRANSIENT, detail=f"the agent of guest {self.name} is not answering")] * len(indices)
+        known = self.snapshot or {}
+        entries = [_Entry(phys, bool(known.get(phys))) for phys in indices]
+        self._waiting.extend(entries)
         try:
             async with self._batch_lock:
-                while entry.result is None and entry in self._waiting:
+                # Holding the lock, every unanswered entry of ours is waiting: each flush answers some.
+                while self._waiting and any(e.result is None for e in entries):
                     await self._flush()
         finally:
-            if entry.result is None:
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(entry)
-        return entry.result or OnlineResult(Outcome.TRANSIENT, detail="not sent")
+            unsent = {id(e) for e in entries if e.result is None}
+            if unsent:
+                self._waiting = [w for w in self._waiting if id(w) not in unsent]
+        return [e.result or OnlineResult(Outcome.TRANSIENT, detail="not sent") for e in entries]
 
     async def _flush(self) -> None:
         batch = self._waiting[:self.options.max_batch]

@@ -1,77 +1,92 @@
-"""An async QMP session used only to receive a guest's QEMU events.
+"""A guest's QEMU events through a QMP monitor of the daemon's own, with QEMU's ``qemu.qmp`` client.
 
 The daemon has its own monitor per guest (a second ``-mon chardev=...,mode=control``
-beside the one the management stack uses): QMP is JSON lines on a unix socket,
-a greeting, ``qmp_capabilities``, then asynchronous ``{"event": ...}`` messages.
+beside the one the management stack uses). ``qemu.qmp`` (the QEMU project's
+asyncio QMP library) reads the greeting, negotiates capabilities and queues
+events; this module is the edge where its exceptions become :class:`QmpError`
+and its connection state becomes "the monitor is lost".
+
+Two things are specific to running it under anyio (on the asyncio backend):
+
+- The connect timeout is ``asyncio.wait_for``, not ``anyio.fail_after``. On a
+  failed connect ``qemu.qmp`` awaits its own clean-up; anyio's cancellation is
+  level-triggered and would cancel that clean-up too, leaving the client
+  half-closed (``Runstate.DISCONNECTING``, measured). ``wait_for`` cancels once.
+- The library's event listener never ends when QEMU goes away: :meth:`Monitor.run`
+  watches the client's runstate beside it and returns at the disconnect.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
-from anyio.streams.buffered import BufferedByteReceiveStream
+from qemu.qmp import ConnectError, QMPClient, Runstate
 
-#: One QMP message longer than this is an error (events are small).
-MAX_LINE = 1 << 20
-LINK_ERRORS = (OSError, anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
-               anyio.ClosedResourceError, anyio.DelimiterNotFound)
+#: Called with each event's name and data.
+EventHandler = Callable[[str, dict[str, Any]], None]
 
 
 class QmpError(Exception):
-    """The monitor answered something that is not QMP, or refused capabilities negotiation."""
+    """The monitor cannot be reached, is not QMP, refused negotiation, or went away."""
+
+
+def _data(message: Any) -> dict[str, Any]:
+    data = message.get("data")
+    return dict(data) if isinstance(data, dict) else {}
 
 
 class Monitor:
-    """A negotiated QMP session; iterate :meth:`events`."""
+    """A negotiated QMP session; :meth:`run` it to receive events."""
 
-    def __init__(self, stream: SocketStream, path: str) -> None:
+    def __init__(self, client: QMPClient, path: str) -> None:
         self.path = path
-        self._stream = stream
-        self._reader = BufferedByteReceiveStream(stream)
+        self._client = client
 
     def __repr__(self) -> str:
-        return f"<Monitor {self.path}>"
+        return f"<Monitor {self.path} [{self._client.runstate.name}]>"
 
     @classmethod
-    async def connect(cls, path: str, timeout: float) -> Monitor:
-        """Connect, read the greeting and negotiate; raise OSError, TimeoutError or :class:`QmpError`."""
-        stream = await anyio.connect_unix(path)
-        monitor = cls(stream, path)
+    async def connect(cls, path: str, timeout: float, name: str = "") -> Monitor:
+        """Connect, read the greeting and negotiate; raise :class:`QmpError`."""
+        client = QMPClient(name or None)
         try:
-            with anyio.fail_after(timeout):
-                greeting = await monitor._read()
-                if "QMP" not in greeting:
-                    raise QmpError(f"{path}: not a QMP greeting: {greeting!r}")
-                await stream.send(b'{"execute": "qmp_capabilities"}\n')
-                while "return" not in (reply := await monitor._read()):
-                    if "error" in reply:
-                        raise QmpError(f"{path}: qmp_capabilities refused: {reply['error']!r}")
-        except BaseException:
-            await monitor.aclose()
-            raise
-        return monitor
+            await asyncio.wait_for(client.connect(path), timeout)
+        except TimeoutError:
+            raise QmpError(f"{path}: no QMP session within {timeout:g} s") from None
+        except ConnectError as exc:
+            raise QmpError(f"{path}: {exc}") from None
+        return cls(client, path)
 
-    async def _read(self) -> dict[str, Any]:
-        line = await self._reader.receive_until(b"\n", MAX_LINE)
-        try:
-            message = json.loads(line)
-        except ValueError as exc:
-            raise QmpError(f"{self.path}: not JSON: {line[:200]!r}") from exc
-        if not isinstance(message, dict):
-            raise QmpError(f"{self.path}: not a QMP message: {message!r}")
-        return message
+    async def run(self, handle: EventHandler) -> None:
+        """Hand every event to ``handle`` until QEMU closes the monitor; then raise :class:`QmpError`."""
+        client = self._client
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every event message, until the socket closes (which raises one of :data:`LINK_ERRORS`)."""
-        while True:
-            message = await self._read()
-            if "event" in message:
-                yield message
+        async def watch(scope: anyio.CancelScope) -> None:
+            while client.runstate is Runstate.RUNNING:
+                await client.runstate_changed()
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, tg.cancel_scope)
+            async for message in client.events:
+                handle(str(message.get("event")), _data(message))
+        for message in client.events.clear():  # queued before the connection was lost
+            handle(str(message.get("event")), _data(message))
+        raise QmpError(f"{self.path}: the monitor closed ({await self._disconnect() or 'end of file'})")
+
+    async def _disconnect(self) -> str:
+        """Finish the client's disconnect; the reason it gave, if any."""
+        if self._client.runstate is Runstate.IDLE:
+            return ""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._client.disconnect()
+            except Exception as exc:  # noqa: BLE001 - the reader's error (EOFError, OSError, ...), re-raised by design
+                return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return ""
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._stream.aclose()
+        await self._disconnect()

@@ -41,6 +41,7 @@ class FakeAgent:
     requests: list[dict[str, Any]] = field(default_factory=list)
     raw: bytearray = field(default_factory=bytearray)
     connections: int = 0
+    blocked: set[str] = field(default_factory=set)  # commands refused as qemu-ga -b does
     _serving: bool = False
     _resumed: anyio.Event | None = None
     _set_gate: anyio.Event | None = None
@@ -132,8 +133,10 @@ class FakeAgent:
     async def _answer(self, request: dict[str, Any]) -> bytes:
         name, args = request.get("execute"), request.get("arguments") or {}
         handler = getattr(self, "_cmd_" + str(name).replace("-", "_"), None)
-        if handler is None:
-            reply: dict[str, Any] = {"error": {"class": "CommandNotFound", "desc": f"The command {name} has not been found"}}
+        if name in self.blocked:
+            reply: dict[str, Any] = {"error": {"class": "GenericError", "desc": f"The command {name} has been disabled"}}
+        elif handler is None:
+            reply = {"error": {"class": "CommandNotFound", "desc": f"The command {name} has not been found"}}
         else:
             try:
                 reply = {"return": await handler(**args)}
@@ -197,6 +200,7 @@ class FakeMonitor:
     path: Path
     clients: list[SocketStream] = field(default_factory=list)
     negotiated: anyio.Event = field(default_factory=anyio.Event)
+    capabilities: list[str] = field(default_factory=list)  # what the last client enabled
 
     async def serve(self, tg: TaskGroup) -> None:
         listener = await anyio.create_unix_listener(self.path)
@@ -206,14 +210,20 @@ class FakeMonitor:
         greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": ["oob"]}}
         async with stream:
             await stream.send(json.dumps(greeting).encode() + b"\r\n")
-            data = b""
-            while b"\n" not in data:
+            data, request = b"", None
+            while request is None:  # QEMU parses a JSON stream: no newline needed after a command
                 try:
                     data += await stream.receive()
                 except (anyio.EndOfStream, anyio.BrokenResourceError):
                     return
-            if json.loads(data.split(b"\n")[0]).get("execute") == "qmp_capabilities":
-                await stream.send(b'{"return": {}}\r\n')
+                try:
+                    request, _ = json.JSONDecoder().raw_decode(data.decode().strip())
+                except ValueError:
+                    continue
+            if request.get("execute") == "qmp_capabilities":
+                self.capabilities = request.get("arguments", {}).get("enable", [])
+                reply = {"return": {}, **({"id": request["id"]} if "id" in request else {})}
+                await stream.send(json.dumps(reply).encode() + b"\r\n")
                 self.clients.append(stream)
                 self.negotiated.set()
             try:

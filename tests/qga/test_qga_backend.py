@@ -14,7 +14,7 @@ from qga_fakes import FakeVM, fake_vms
 
 from hotplugd import Action, BlockEvent, Rescan, State, ZoneRequest
 from hotplugd.testing import running, wait_until
-from hotplugd_qga import QgaBackend, parse, split_index
+from hotplugd_qga import QgaBackend, parse
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,9 +46,9 @@ async def started(b: QgaBackend) -> AsyncIterator[list[BlockEvent | Rescan]]:
         await b.stop()
 
 
-def adds(seen: list[BlockEvent | Rescan]) -> dict[tuple[int, int], State]:
+def adds(seen: list[BlockEvent | Rescan]) -> dict[tuple[str, int], State]:
     """(guest, phys_index) → state of every add event."""
-    return {split_index(e.index): e.block.state for e in seen
+    return {(e.domain, e.index): e.block.state for e in seen
             if isinstance(e, BlockEvent) and e.action is Action.ADD and e.block is not None}
 
 
@@ -61,9 +61,10 @@ async def test_a_dimm_event_brings_the_new_blocks_as_adds(tmp_path: Path) -> Non
             vms[1].agent.add(range(32, 40))
             await vms[1].monitor.dimm_added()
             await wait_until(lambda: len(adds(seen)) == 8, what="8 adds from guest 1")
-        assert adds(seen) == {(1, p): State.OFFLINE for p in range(32, 40)}
+        assert adds(seen) == {("vm1", p): State.OFFLINE for p in range(32, 40)}
         block = next(e.block for e in seen if isinstance(e, BlockEvent) and e.block is not None)
-        assert (block.node, block.size, block.valid_zones) == (1, 128 << 20, ())
+        assert (block.domain, block.node, block.size, block.valid_zones) == ("vm1", 0, 128 << 20, ())
+        assert vms[1].monitor.capabilities == ["oob"]  # negotiated by qemu.qmp, as QEMU offered
 
 
 async def test_after_a_virtio_mem_event_fast_polling_finds_later_blocks(tmp_path: Path) -> None:
@@ -106,7 +107,7 @@ async def test_vserport_events_of_the_agent_port(tmp_path: Path) -> None:
             await vm.monitor.negotiated.wait()
             await vm.monitor.emit("VSERPORT_CHANGE", {"id": "other", "open": False})  # not the agent's port
             await vm.monitor.emit("VSERPORT_CHANGE", {"id": "qgaport", "open": False})
-            await wait_until(lambda: not b.guests[0].available, what="the guest marked down")
+            await wait_until(lambda: not b.guests["vm0"].available, what="the guest marked down")
             block = (await b.scan()).blocks[0]
             assert (await b.online(block, ZoneRequest.AUTO)).outcome.value == "transient"
             await vm.monitor.emit("VSERPORT_CHANGE", {"id": "qgaport", "open": True})
@@ -114,24 +115,45 @@ async def test_vserport_events_of_the_agent_port(tmp_path: Path) -> None:
             assert (await b.online(block, ZoneRequest.AUTO)).outcome.value == "onlined"
 
 
-async def test_topology_census_and_conflicts(tmp_path: Path) -> None:
+async def test_each_guest_is_a_domain_with_its_own_topology(tmp_path: Path) -> None:
     async with fake_vms(tmp_path, 2) as vms:
         vms[0].agent.add(range(0, 4), online=True)
+        vms[0].agent.vcpus = 4
+        vms[1].agent.block_size = 256 << 20
+        vms[1].agent.files["/proc/meminfo"] = "MemAvailable: 512000 kB\n"
         vms[1].agent.add([0], online=True)
         vms[1].agent.add([32])
         vms[1].agent.files["/sys/devices/system/memory/auto_online_blocks"] = "online_movable\n"
-        b = backend(vms)
+        b = backend(vms, concurrency=2, guest=[vms[0].table(), {**vms[1].table(), "concurrency": 1}],
+                    parallel_guests=1)
         assert b.census() is None  # nothing read yet
-        assert b.concurrency == 2
+        assert (b.concurrency, b.domain_concurrency("vm0"), b.domain_concurrency("vm1")) == (2, 2, 1)
+        assert b.domain_concurrency("unknown") == 2 and b.parallel_domains == 1 and b.batch_size == 256
         conflicts = await b.conflicts()
         assert len(conflicts) == 1 and "vm1" in conflicts[0] and "online_movable" in conflicts[0]
         scan = await b.scan()
-        assert scan.topology.cpus_per_node == {0: 1, 1: 1}
-        assert scan.topology.mem_available == 2 * 1024000 * 1024
-        assert scan.topology.block_size == 128 << 20 and not scan.topology.kernel_onlines
-        assert [(b_.node, b_.state) for b_ in scan.blocks] == [(0, State.ONLINE)] * 4 + [
-            (1, State.ONLINE), (1, State.OFFLINE)]
-        assert sorted(x.index for x in b.census() or []) == sorted(x.index for x in scan.blocks)
+        assert set(scan.topology.domains) == {"vm0", "vm1"}
+        vm0, vm1 = scan.topology.for_domain("vm0"), scan.topology.for_domain("vm1")
+        assert (vm0.cpus_per_node, vm0.mem_available, vm0.block_size, vm0.kernel_onlines) == (
+            {0: 4}, 1024000 * 1024, 128 << 20, False)
+        assert (vm1.cpus_per_node, vm1.mem_available, vm1.block_size, vm1.kernel_onlines) == (
+            {0: 2}, 512000 * 1024, 256 << 20, True)
+        assert [(x.domain, x.index, x.node, x.state) for x in scan.blocks] == [
+            *[("vm0", i, 0, State.ONLINE) for i in range(4)], ("vm1", 0, 0, State.ONLINE), ("vm1", 32, 0, State.OFFLINE)]
+        assert sorted((x.domain, x.index) for x in b.census() or []) == sorted((x.domain, x.index) for x in scan.blocks)
+        await b.stop()
+
+
+async def test_online_many_sends_one_batch_per_guest_and_a_gone_guest_is_gone(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path, 2) as vms:
+        for vm in vms:
+            vm.agent.add(range(32, 36))
+        b = backend(vms)
+        blocks = (await b.scan()).blocks
+        stranger = blocks[0].__class__(32, 128 << 20, domain="vm9")
+        results = await b.online_many([(x, ZoneRequest.AUTO) for x in [*blocks, stranger]])
+        assert [r.outcome.value for r in results] == ["onlined"] * 8 + ["gone"]
+        assert [vm.agent.set_calls() for vm in vms] == [[[32, 33, 34, 35]]] * 2
         await b.stop()
 
 
@@ -152,6 +174,7 @@ async def test_zone_requests_are_onlined_as_auto_and_said_once(tmp_path: Path, h
 
 async def test_the_daemon_onlines_coldplug_and_hot_added_blocks_in_two_guests(
         tmp_path: Path, make_daemon: Any, hook_recorder: Any) -> None:
+    """The same phys-indices in two guests are two domains' blocks; each guest's phase batches its run."""
     async with fake_vms(tmp_path, 2) as vms:
         for vm in vms:
             vm.agent.add(range(0, 8), online=True)
@@ -159,7 +182,7 @@ async def test_the_daemon_onlines_coldplug_and_hot_added_blocks_in_two_guests(
         config = {"plugins": {"qga": {"guest": [vm.table() for vm in vms], "poll_interval": NEVER,
                                       "resize_poll_interval": 0.01, "resize_quiet": 0.2}}}
         daemon = make_daemon("qga", config, entry_points=True, settle=0.2)
-        assert daemon.backend.concurrency == 2
+        assert daemon.backend.domain_concurrency("vm0") == 1 and daemon.backend.parallel_domains == 0
         async with running(daemon):
             await wait_until(lambda: vms[0].agent.online_indices() >= set(range(32, 36)), what="coldplug")
             for vm in vms:
@@ -170,10 +193,14 @@ async def test_the_daemon_onlines_coldplug_and_hot_added_blocks_in_two_guests(
             await wait_until(lambda: all(vm.agent.online_indices() >= set(range(40, 48)) for vm in vms),
                              what="the hot-added blocks of both guests online")
             daemon.scheduler.stop()
-        assert all(not any(not on for on in vm.agent.blocks.values()) for vm in vms)
-        outcomes = hook_recorder.outcomes()
-        assert outcomes == {**{0 << 32 | p: "onlined" for p in [*range(32, 36), *range(40, 48)]},
-                            **{1 << 32 | p: "onlined" for p in range(40, 48)}}
-        assert {r.block.node for r in hook_recorder.reports} == {0, 1}
-        phases = [p for p in hook_recorder.phases if len(p.workers) == 2]
-        assert phases and all(w == {0: 1, 1: 1} for w in (p.workers for p in phases))
+        assert all(all(vm.agent.blocks.values()) for vm in vms)
+        outcomes = {(r.block.domain, r.block.index): r.result.outcome.value for r in hook_recorder.reports}
+        assert outcomes == {**{("vm0", p): "onlined" for p in [*range(32, 36), *range(40, 48)]},
+                            **{("vm1", p): "onlined" for p in range(40, 48)}}
+        assert {r.block.node for r in hook_recorder.reports} == {0}
+        assert {p.domain for p in hook_recorder.phases} == {"vm0", "vm1"}
+        assert all(p.workers == {0: 1} for p in hook_recorder.phases)  # one guest kernel: one worker
+        # a phase's run of blocks went in one guest-set-memory-blocks: no more calls than phases
+        for vm in vms:
+            assert len(vm.agent.set_calls()) == sum(1 for p in hook_recorder.phases if p.domain == vm.name)
+        assert sorted(daemon.scheduler.domains) == ["vm0", "vm1"]

@@ -7,11 +7,10 @@ from typing import Any
 
 import anyio
 import pytest
-from qga_fakes import FakeVM, fake_vms
+from qga_fakes import FakeAgent, FakeMonitor, FakeVM, fake_vms
 
-from hotplugd import Action, OnlineResult, Outcome, State
+from hotplugd import Action, OnlineResult, Outcome, State, Topology
 from hotplugd.testing import ManualClock, wait_until
-from hotplugd_qga.blocks import split_index
 from hotplugd_qga.guest import GuestLink
 from hotplugd_qga.settings import GuestSettings, Settings
 
@@ -21,7 +20,7 @@ pytestmark = pytest.mark.asyncio
 def link(vm: FakeVM, clock: Any = None, **options: Any) -> GuestLink:
     guest = GuestSettings(vm.name, str(vm.agent.path))
     settings = Settings(guests=(guest,), **options)
-    return GuestLink(2, guest, settings, **({"clock": clock} if clock else {}))
+    return GuestLink(guest, settings, **({"clock": clock} if clock else {}))
 
 
 async def online_all(guest: GuestLink, indices: list[int]) -> dict[int, OnlineResult]:
@@ -113,7 +112,7 @@ async def test_a_silent_agent_fails_fast_until_its_down_time_is_over(tmp_path: P
         assert (await guest.online(33)).outcome is Outcome.ONLINED
         # It was down: the next listing announces its offline blocks again (the scheduler may have given up).
         events = await guest.refresh()
-        replayed = [(e.action, split_index(e.index)[1], e.synthetic) for e in events]
+        replayed = [(e.action, e.index, e.synthetic) for e in events]
         assert (Action.ONLINE, 32, False) in replayed  # the late batch did online it
         assert (Action.ADD, 34, True) in replayed
 
@@ -163,15 +162,57 @@ async def test_scan_reads_blocks_vcpus_and_memory(tmp_path: Path) -> None:
         vm.agent.add([32])
         guest = link(vm)
         blocks = await guest.scan()
-        assert [(b.index, b.node, b.size, b.state) for b in blocks] == [
-            (2 << 32 | 0, 2, 256 << 20, State.ONLINE), (2 << 32 | 1, 2, 256 << 20, State.ONLINE),
-            (2 << 32 | 32, 2, 256 << 20, State.OFFLINE)]
-        assert (guest.vcpus, guest.mem_available) == (3, 1024000 * 1024)
+        assert [(b.domain, b.index, b.node, b.size, b.state) for b in blocks] == [
+            ("vm0", 0, 0, 256 << 20, State.ONLINE), ("vm0", 1, 0, 256 << 20, State.ONLINE),
+            ("vm0", 32, 0, 256 << 20, State.OFFLINE)]
+        assert (guest.vcpus, guest.mem_available, guest.auto_online) == (3, 1024000 * 1024, "offline")
+        assert guest.topology() == Topology({0: 3}, 1024000 * 1024, 256 << 20, kernel_onlines=False)
         assert await guest.read_auto_online() == "offline"
 
 
+async def test_a_guest_whose_kernel_onlines_says_so_in_its_topology(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.files["/sys/devices/system/memory/auto_online_blocks"] = "online_movable\n"
+        guest = link(vm)
+        await guest.scan()
+        assert guest.topology().kernel_onlines
+
+
+async def test_without_file_commands_or_vcpus_the_topology_falls_back(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.files.clear()  # guest-file-open fails: no meminfo, no auto_online_blocks
+        vm.agent.blocked.add("guest-get-vcpus")
+        vm.agent.add([32])
+        guest = link(vm)
+        assert [b.index for b in await guest.scan()] == [32]
+        assert guest.topology() == Topology({0: 1}, 0, 128 << 20, kernel_onlines=False)
+
+
+async def test_one_batch_per_run_of_blocks(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add(range(32, 42))
+        guest = link(vm, max_batch=8)
+        await guest.scan()
+        results = await guest.online_many(list(range(32, 42)))
+        assert [r.outcome for r in results] == [Outcome.ONLINED] * 10
+        assert vm.agent.set_calls() == [list(range(32, 40)), [40, 41]]
+
+
+async def test_the_wait_after_a_failure_doubles_up_to_reconnect_max(tmp_path: Path) -> None:
+    clock = ManualClock()
+    guest = link(FakeVM("ghost", FakeAgent(tmp_path / "none.sock"), FakeMonitor(tmp_path / "m.sock")), clock,
+                 reconnect_interval=1.0, reconnect_max=5.0)
+    waits = []
+    for _ in range(5):
+        clock.advance(100)
+        await guest.scan()
+        waits.append(guest.down_until - clock())
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert guest.failures == 5
+
+
 async def test_a_guest_that_does_not_answer_scans_as_empty(tmp_path: Path) -> None:
-    guest = GuestLink(0, GuestSettings("ghost", str(tmp_path / "none.sock")),
+    guest = GuestLink(GuestSettings("ghost", str(tmp_path / "none.sock")),
                       Settings(guests=(GuestSettings("ghost", str(tmp_path / "none.sock")),)))
     assert await guest.scan() == []
     assert not guest.available and await guest.refresh() == []
