@@ -18,9 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream, TaskGroup
+from anyio.abc import SocketStream, TaskGroup, TaskStatus
 
 BLOCK = 128 << 20
+
+
+@dataclass
+class Overlap:
+    """guest-set-memory-blocks calls in flight across agents that share it: now, and at most."""
+
+    now: int = 0
+    most: int = 0
 
 
 def _stray_error() -> dict[str, Any]:
@@ -42,6 +50,7 @@ class FakeAgent:
     raw: bytearray = field(default_factory=bytearray)
     connections: int = 0
     blocked: set[str] = field(default_factory=set)  # commands refused as qemu-ga -b does
+    overlap: Overlap = field(default_factory=Overlap)  # share one between agents to see guests at once
     _serving: bool = False
     _resumed: anyio.Event | None = None
     _set_gate: anyio.Event | None = None
@@ -159,8 +168,13 @@ class FakeAgent:
         return items[::-1]  # the real agent lists them unsorted
 
     async def _cmd_guest_set_memory_blocks(self, **args: Any) -> list[dict[str, Any]]:
-        if self._set_gate is not None:
-            await self._set_gate.wait()
+        self.overlap.now += 1
+        self.overlap.most = max(self.overlap.most, self.overlap.now)
+        try:
+            if self._set_gate is not None:
+                await self._set_gate.wait()
+        finally:
+            self.overlap.now -= 1
         results = []
         for item in args["mem-blks"]:
             phys = item["phys-index"]
@@ -274,9 +288,55 @@ async def fake_vms(directory: Path, count: int = 1) -> AsyncIterator[list[FakeVM
            for i in range(count)]
     async with anyio.create_task_group() as tg:
         for vm in vms:
-            vm.agent.files["/proc/meminfo"] = "MemTotal: 2048000 kB\nMemAvailable: 1024000 kB\n"
-            vm.agent.files["/sys/devices/system/memory/auto_online_blocks"] = "offline\n"
+            _guest_files(vm.agent)
             await vm.agent.serve(tg)
             await vm.monitor.serve(tg)
         yield vms
+        tg.cancel_scope.cancel()
+
+
+def _guest_files(agent: FakeAgent) -> None:
+    agent.files["/proc/meminfo"] = "MemTotal: 2048000 kB\nMemAvailable: 1024000 kB\n"
+    agent.files["/sys/devices/system/memory/auto_online_blocks"] = "offline\n"
+
+
+class VMDirs:
+    """Guests in ``root/<name>/`` (``qga.sock``, ``hotplugd-qmp.sock``), as a hypervisor manager lays
+    them out; the test starts and stops them. A stopped guest's sockets are removed, as QEMU does."""
+
+    def __init__(self, root: Path, tg: TaskGroup) -> None:
+        self.root = root
+        self._tg = tg
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self.vms: dict[str, FakeVM] = {}
+
+    async def start(self, name: str) -> FakeVM:
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        vm = FakeVM(name, FakeAgent(directory / "qga.sock"), FakeMonitor(directory / "hotplugd-qmp.sock"))
+        _guest_files(vm.agent)
+        self._scopes[name] = await self._tg.start(self._serve, vm)
+        self.vms[name] = vm
+        return vm
+
+    async def _serve(self, vm: FakeVM, *, task_status: TaskStatus[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                await vm.agent.serve(tg)
+                await vm.monitor.serve(tg)
+                task_status.started(scope)
+
+    def stop(self, name: str) -> None:
+        """The guest's QEMU exits: its sockets close and disappear (its directory may stay)."""
+        self._scopes.pop(name).cancel()
+        vm = self.vms.pop(name)
+        vm.agent.path.unlink(missing_ok=True)
+        vm.monitor.path.unlink(missing_ok=True)
+
+
+@asynccontextmanager
+async def vm_dirs(root: Path) -> AsyncIterator[VMDirs]:
+    """A directory of guests (see :class:`VMDirs`), every guest stopped when the block ends."""
+    async with anyio.create_task_group() as tg:
+        yield VMDirs(root, tg)
         tg.cancel_scope.cancel()
