@@ -9,27 +9,39 @@ and by polling each guest's block list. Guests must boot with
 ``memhp_default_state=offline`` (or their kernel onlines by itself: ``hotplugd
 check`` says so). docs/qga.md has the QEMU wiring and the design.
 
-One guest is one node of the core's model: ``Block.node`` is the guest's
-number (its place in the list below), ``Block.index`` is
-``guest << 32 | phys_index`` (:func:`split_index`). The declared concurrency
-is the number of guests. The agent writes ``online``: each guest's kernel
-picks the zone, and a zone policy other than ``auto`` is logged once and not applied.
+Each guest is a *domain* of the core, named by the guest's name: its own
+queue, deferral and final phases, run at the same time as the other guests'.
+``Block.index`` is the guest's ``phys-index``, ``Block.node`` is 0 (the agent
+does not tell NUMA nodes). Each guest's topology (online vCPUs, MemAvailable,
+block size, whether its kernel onlines by itself) is read through its agent.
+The agent writes ``online``: each guest's kernel picks the zone, and a zone
+policy other than ``auto`` is logged once and not applied.
 
 The ``[plugins.qga]`` table:
 
 - ``guest``: an array of tables, one per guest: ``name``, ``qga`` (QEMU's
   socket of the ``org.qemu.guest_agent.0`` port), optionally ``qmp`` (a QMP
-  monitor for hotplugd alone) and ``port_id`` (the agent port's ``id=``, whose
-  ``VSERPORT_CHANGE`` events tell the agent is up or down). At least one.
+  monitor for hotplugd alone), ``port_id`` (the agent port's ``id=``, whose
+  ``VSERPORT_CHANGE`` events tell the agent is up or down) and ``concurrency``.
+- ``guest_dirs``: a table or an array of tables, one per directory layout of a
+  hypervisor manager: ``glob`` (e.g. ``"/run/vms/*"``: one directory per guest,
+  named after it), ``qga`` (default ``"qga.sock"``), ``qmp``, ``port_id`` (paths
+  relative to each directory) and ``concurrency``. A guest is present while its
+  ``qga`` socket exists; looked at again every ``discover_interval`` (default 5 s).
+  ``guest`` or ``guest_dirs`` is needed (with ``backend = "qga"``).
+- ``concurrency`` (default 1): blocks one guest's kernel onlines at once (mainline
+  onlines one at a time); a guest's own ``concurrency`` overrides it.
+- ``parallel_guests`` (default 0: all): guests running a final phase at once.
 - ``poll_interval`` (default 5 s): the fallback poll of every guest's block list.
 - ``resize_poll_interval`` (default 100 ms): the poll while memory is being added.
 - ``resize_quiet`` (default 1.5 s): adding is over when no block appeared and no
   memory event came for this long.
 - ``timeout`` (default 5 s): one agent request; ``online_timeout_per_block``
   (default 100 ms) is added per block of a ``guest-set-memory-blocks``.
-- ``reconnect_interval`` (default 1 s): how long an agent that failed is left alone.
-- ``max_batch`` (default 256): blocks in one ``guest-set-memory-blocks``.
-- ``concurrency`` (default 0: the number of guests): declared parallel onlines.
+- ``reconnect_interval`` (default 1 s), doubled after each further failure up to
+  ``reconnect_max`` (default 30 s): how long an agent (or monitor) that failed is left alone.
+- ``max_batch`` (default 256): blocks in one ``guest-set-memory-blocks`` (the
+  backend's ``batch_size``: a phase hands a guest its run of blocks in one call).
 - ``verify`` (default false): re-read the guest's block list after each batch. The
   agent reports ``success`` only when the write succeeded or the block was online
   already; a listing costs as much as onlining a few blocks, so by default the
