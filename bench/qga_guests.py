@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tests" / "vm"))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from hotplugd import logs  # noqa: E402
 from harness import GiB, Guest, GuestError, HarnessError, find_assets  # noqa: E402
 from harness.assets import Assets  # noqa: E402
 from onlinetime import PROBE, Workload  # noqa: E402
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180, help="seconds before a trial fails")
     parser.add_argument("--json", type=Path, help="also write every timing here")
     args = parser.parse_args(argv)
+    logs.configure("warning")  # the agent pings while guests boot re-sync at debug level
     if not QEMU_GA.exists():
         raise HarnessError(QEMU_GA_MISSING)
     counts = [int(x) for x in args.guests.split(",")]
