@@ -17,7 +17,8 @@ memory backends are created, and the clock (this machine's) starts right before 
   other, each once the previous is all online, and the times are summed ("sequential hot-adds").
 
 The onliners take turns within each repetition, so that other work on the machine slows them
-alike; ratios are taken within a repetition (paired) and their median reported.
+alike; ratios are taken within a repetition (paired) and their median reported. ``--json`` keeps
+each probe's guest-side report; ``--from-json`` prints a saved run's tables again.
 
     .venv/bin/python bench/qga_guests.py [--reps 3] [--guests 1,2,4] [--only kernel,hotplugd] [--json FILE]
 
@@ -113,8 +114,7 @@ def time_at_once(probes: Sequence[Probe], waiters: Executor, timeout: float) -> 
     t0 = time.perf_counter()
     for p in probes:
         p.hot_add()
-    ends = [waiters.submit(p.wait, timeout) for p in probes]
-    return max(f.result() for f in ends) - t0
+    return max(f.result() for f in [waiters.submit(p.wait, timeout) for p in probes]) - t0
 
 
 def time_one_after_another(probes: Sequence[Probe], timeout: float) -> float:
@@ -138,7 +138,7 @@ def host_daemon(onliner: Onliner, guests: list[Guest]) -> Iterator[HostDaemon | 
         try:
             try:
                 daemon.wait_ready()
-            except AssertionError as exc:  # a bench reports it as one message
+            except AssertionError as exc:  # one message, no traceback
                 raise HarnessError(str(exc)) from None
             yield daemon
         finally:
@@ -183,17 +183,28 @@ Results = dict[int, dict[str, list[float]]]  # guests → onliner key → second
 
 
 def _paired(results: Results, n: int, num: str, den: str) -> list[float]:
-    a, b = results[n].get(num, []), results[n].get(den, [])
-    return [x / y for x, y in zip(a, b)]
+    return [x / y for x, y in zip(results[n].get(num, []), results[n].get(den, []))]
 
 
-def _cell(values: list[float]) -> str:
+def _cell(values: list[float]) -> str:  # the median of paired ratios
     return f"{statistics.median(values):.2f}" if values else ""
 
 
-def table(results: Results, names: dict[str, str], workload: Workload, cores: int) -> Table:
+def guest_side(trials: list[dict[str, Any]], n: int, key: str) -> tuple[str, str]:
+    """Medians over guests and repetitions, guest seconds: first ``add`` to first online (how soon
+    the onliner starts), and last ``add`` to last online (the tail)."""
+    reports = [p for t in trials if t["guests"] == n and t["onliner"] == key for p in t["probes"] if "first_online" in p]
+    if not reports:
+        return "", ""
+    return (f"{statistics.median(p['first_online'] - p['first_add'] for p in reports):.3f}",
+            f"{statistics.median(p['end'] - p['last_add'] for p in reports):.3f}")
+
+
+def table(results: Results, trials: list[dict[str, Any]], names: dict[str, str], workload: Workload,
+          cores: int) -> Table:
     t = Table(title=f"{workload.label} into each of N guests at once → every block online in all (s, this machine's clock)")
-    for col in ("N", "onliner", "n", "min", "median", "×kernel", "serial ÷ at once", "ideal"):
+    for col in ("N", "onliner", "n", "min", "median", "×kernel", "serial ÷ at once", "ideal", "start (guest)",
+                "tail (guest)"):
         t.add_column(col, justify="left" if col == "onliner" else "right")
     for n in sorted(results):
         for key, secs in results[n].items():
@@ -202,7 +213,7 @@ def table(results: Results, names: dict[str, str], workload: Workload, cores: in
             serial = next((k for k, v in AT_ONCE.items() if v == key), "")
             speedup = _paired(results, n, serial, key) if serial and n > 1 else []
             t.add_row(str(n), names[key], str(len(secs)), f"{min(secs):.3f}", f"{statistics.median(secs):.3f}",
-                      _cell(ratio), _cell(speedup), str(min(n, cores)) if speedup else "")
+                      _cell(ratio), _cell(speedup), str(min(n, cores)) if speedup else "", *guest_side(trials, n, key))
     return t
 
 
@@ -216,26 +227,26 @@ def main(argv: list[str] | None = None) -> int:
                              "(the -serial ones are not run for 1 guest: the same as at once)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds before a trial fails")
     parser.add_argument("--json", type=Path, help="also write every timing here")
+    parser.add_argument("--from-json", type=Path, help="print the tables of a run saved with --json, run nothing")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return reprint(args.from_json, args.size_gib)
     logs.configure("warning")  # the agent pings while guests boot re-sync at debug level
     if not QEMU_GA.exists():
         raise HarnessError(QEMU_GA_MISSING)
-    counts = [int(x) for x in args.guests.split(",")]
-    workload = Workload("dimm", args.size_gib * GiB)
+    counts, workload = [int(x) for x in args.guests.split(",")], Workload("dimm", args.size_gib * GiB)
     console = Console(width=140)
     with tempfile.TemporaryDirectory() as tmp:
         refused = HostDaemon.accepts(SERIAL_KEY, Path(tmp))
     if refused:
-        why = next((line.strip() for line in refused.splitlines() if "parallel_guests" in line), refused)
-        console.print(f"[yellow]parallel_guests is not available yet ({why}): "
+        console.print(f"[yellow]hotplugd refuses parallel_guests ({refused.splitlines()[0]}): "
                       "hotplugd-serial hot-adds the guests one after the other instead[/yellow]")
     all_onliners = onliners(refused is None)
     keys = [k.strip() for k in args.only.split(",")]
     unknown = set(keys) - set(all_onliners)
     if unknown:
         parser.error(f"unknown onliner(s) {sorted(unknown)}; known: {', '.join(all_onliners)}")
-    assets = find_assets()
-    started, load0 = time.time(), os.getloadavg()
+    assets, started, load0 = find_assets(), time.time(), os.getloadavg()
     results: Results = defaultdict(lambda: defaultdict(list))
     probes: list[dict[str, Any]] = []
     # QEMU dies with the thread that started it: the boot pool outlives every guest.
@@ -252,22 +263,33 @@ def main(argv: list[str] | None = None) -> int:
                         console.print(f"rep {rep + 1}/{args.reps} N={n} {key}: {seconds:.3f} s "
                                       f"(load {os.getloadavg()[0]:.1f})")
         finally:  # an interrupted run still reports what it measured
-            report(console, results, {k: o.name for k, o in all_onliners.items()}, workload, started, load0)
+            names = {k: o.name for k, o in all_onliners.items()}
+            report(console, results, probes, names, workload)
+            console.print(f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {platform.node()}, "
+                          f"{os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} "
+                          f"at end, {(time.time() - started) / 60:.1f} min")
             if args.json:
-                args.json.write_text(json.dumps({"results": results, "trials": probes}, indent=1))
+                args.json.write_text(json.dumps({"names": names, "results": results, "trials": probes}, indent=1))
     return 0
 
 
-def report(console: Console, results: Results, names: dict[str, str], workload: Workload, started: float,
-           load0: tuple[float, float, float]) -> None:
+def reprint(path: Path, size_gib: int) -> int:
+    """The tables of a run saved with ``--json``."""
+    saved = json.loads(path.read_text())
+    results: Results = {int(n): per for n, per in saved["results"].items()}
+    names = saved.get("names") or {k: k for per in results.values() for k in per}
+    report(Console(width=160), results, saved["trials"], names, Workload("dimm", size_gib * GiB))
+    return 0
+
+
+def report(console: Console, results: Results, trials: list[dict[str, Any]], names: dict[str, str],
+           workload: Workload) -> None:
     cores = os.cpu_count() or 1
-    console.print(table(results, names, workload, cores))
+    console.print(table(results, trials, names, workload, cores))
     console.print("×kernel: against kernel auto-online run the same way (at once, or one after the other); "
                   "it and serial ÷ at once are medians of the ratios within each repetition; "
-                  f"ideal: min(N, {cores} cores)")
-    console.print(f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {platform.node()}, {cores} CPUs, "
-                  f"load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end, "
-                  f"{(time.time() - started) / 60:.1f} min")
+                  f"ideal: min(N, {cores} cores); start and tail (guest clock, medians over guests): first add "
+                  "to first online, last add to last online")
 
 
 if __name__ == "__main__":
