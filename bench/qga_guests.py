@@ -200,15 +200,15 @@ def guest_side(trials: list[dict[str, Any]], n: int, key: str) -> tuple[str, str
             f"{statistics.median(p['end'] - p['last_add'] for p in reports):.3f}")
 
 
-def table(results: Results, trials: list[dict[str, Any]], names: dict[str, str], workload: Workload,
-          cores: int) -> Table:
+def table(results: Results, trials: list[dict[str, Any]], names: dict[str, str], sequential: set[str],
+          workload: Workload, cores: int) -> Table:
     t = Table(title=f"{workload.label} into each of N guests at once → every block online in all (s, this machine's clock)")
     for col in ("N", "onliner", "n", "min", "median", "×kernel", "serial ÷ at once", "ideal", "start (guest)",
                 "tail (guest)"):
         t.add_column(col, justify="left" if col == "onliner" else "right")
     for n in sorted(results):
         for key, secs in results[n].items():
-            base = "kernel-serial" if key in AT_ONCE else "kernel"
+            base = "kernel-serial" if key in sequential else "kernel"  # hot-added the same way
             ratio = _paired(results, n, key, base) if key != base else []
             serial = next((k for k, v in AT_ONCE.items() if v == key), "")
             speedup = _paired(results, n, serial, key) if serial and n > 1 else []
@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         return reprint(args.from_json, args.size_gib)
     logs.configure("warning")  # the agent pings while guests boot re-sync at debug level
+    assets = find_assets()  # HarnessError: not provisioned
     if not QEMU_GA.exists():
         raise HarnessError(QEMU_GA_MISSING)
     counts, workload = [int(x) for x in args.guests.split(",")], Workload("dimm", args.size_gib * GiB)
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(keys) - set(all_onliners)
     if unknown:
         parser.error(f"unknown onliner(s) {sorted(unknown)}; known: {', '.join(all_onliners)}")
-    assets, started, load0 = find_assets(), time.time(), os.getloadavg()
+    started, load0 = time.time(), os.getloadavg()
     results: Results = defaultdict(lambda: defaultdict(list))
     probes: list[dict[str, Any]] = []
     # QEMU dies with the thread that started it: the boot pool outlives every guest.
@@ -264,32 +265,31 @@ def main(argv: list[str] | None = None) -> int:
                                       f"(load {os.getloadavg()[0]:.1f})")
         finally:  # an interrupted run still reports what it measured
             names = {k: o.name for k, o in all_onliners.items()}
-            report(console, results, probes, names, workload)
+            sequential = sorted(k for k, o in all_onliners.items() if o.sequential)
+            report(console, results, probes, names, set(sequential), workload)
             console.print(f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {platform.node()}, "
                           f"{os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} "
                           f"at end, {(time.time() - started) / 60:.1f} min")
             if args.json:
-                args.json.write_text(json.dumps({"names": names, "results": results, "trials": probes}, indent=1))
+                args.json.write_text(json.dumps({"names": names, "sequential": sequential, "results": results,
+                                                  "trials": probes}, indent=1))
     return 0
 
 
 def reprint(path: Path, size_gib: int) -> int:
-    """The tables of a run saved with ``--json``."""
     saved = json.loads(path.read_text())
     results: Results = {int(n): per for n, per in saved["results"].items()}
-    names = saved.get("names") or {k: k for per in results.values() for k in per}
-    report(Console(width=160), results, saved["trials"], names, Workload("dimm", size_gib * GiB))
+    report(Console(width=160), results, saved["trials"], saved["names"], set(saved["sequential"]), Workload("dimm", size_gib * GiB))
     return 0
 
 
 def report(console: Console, results: Results, trials: list[dict[str, Any]], names: dict[str, str],
-           workload: Workload) -> None:
+           sequential: set[str], workload: Workload) -> None:
     cores = os.cpu_count() or 1
-    console.print(table(results, trials, names, workload, cores))
-    console.print("×kernel: against kernel auto-online run the same way (at once, or one after the other); "
-                  "it and serial ÷ at once are medians of the ratios within each repetition; "
-                  f"ideal: min(N, {cores} cores); start and tail (guest clock, medians over guests): first add "
-                  "to first online, last add to last online")
+    console.print(table(results, trials, names, sequential, workload, cores))
+    console.print("×kernel: against kernel auto-online hot-added the same way; it and serial ÷ at once: medians of the "
+                  f"ratios within each repetition; ideal: min(N, {cores} cores); start, tail: guest clock, medians over "
+                  "guests, first add to first online, last add to last online")
 
 
 if __name__ == "__main__":
