@@ -29,6 +29,9 @@ from .zones import NodeLedger, narrow, policy_request, zone_matches
 
 log = structlog.get_logger("hotplugd.phase")
 
+#: A block of a run and the zone chosen for it (None: removed while queued, not called).
+_Item = tuple[Waiting, ZoneRequest | None]
+
 #: Online calls shorter than this (a zero-cost simulation) say nothing about a backend's parallelism.
 MEASURABLE_CALL = 0.0005
 
@@ -111,18 +114,22 @@ class FinalPhase:
         busy = [0.0]
         start = self.clock()
 
+        def done(report: BlockReport) -> None:
+            busy[0] += report.seconds
+            reports.append(report)
+
         async def worker(queue: deque[Waiting], runs: int) -> None:
-            """Takes ``runs`` blocks at a time (a node's only worker lets the backend batch)."""
+            """One block at a time; a node's only worker hands the backend runs of ``runs`` blocks instead."""
+            if runs > 1:
+                await self._pipeline(queue, runs, limiter or anyio.CapacityLimiter(1), done)
+                return
             while queue and not self.stopping:
-                run = [queue.popleft() for _ in range(min(runs, len(queue)))]
+                waiting = queue.popleft()
                 if limiter is None:
-                    done = await self._online_run(run)
+                    done(await self._online_one(waiting))
                 else:
                     async with limiter:
-                        done = await self._online_run(run)
-                for report in done:
-                    busy[0] += report.seconds
-                    reports.append(report)
+                        done(await self._online_one(waiting))
 
         parallel = sum(workers.values()) > 1
         if parallel and len(batch) >= 2 * sum(workers.values()) and not self.stopping:
@@ -180,33 +187,76 @@ class FinalPhase:
                                        requested=requested, ledger=self.ledger, config=self.config)
         return chosen if chosen is not None else narrow(requested, block.valid_zones)
 
-    async def _online_run(self, run: list[Waiting]) -> list[BlockReport]:
-        """Online a run of blocks in one backend call (``online_many``); transient ones then retry alone."""
-        if len(run) == 1:
-            return [await self._online_one(run[0])]
-        reports: list[BlockReport] = []
-        items: list[tuple[Waiting, ZoneRequest]] = []
+    async def _pipeline(self, queue: deque[Waiting], runs: int, slot: anyio.CapacityLimiter,
+                        done: Callable[[BlockReport], None]) -> None:
+        """Hand ``queue`` to the backend ``runs`` blocks per ``online_many`` call, in a pipeline.
+
+        The next run's call starts while the last run is accounted (metrics, ledger, hooks,
+        retries), so a backend writing from its own thread is not left idle by the event
+        loop's per-block work. ``slot`` (one backend call at a time for this worker, and the
+        phase's limit across nodes) is held around every call, retries included.
+        """
+        send, receive = anyio.create_memory_object_stream[tuple[list[_Item], list[OnlineResult], float]](0)
+
+        async def call() -> None:
+            async with send:
+                while queue and not self.stopping:
+                    items = self._prepare([queue.popleft() for _ in range(min(runs, len(queue)))])
+                    async with slot:
+                        t0 = self.clock()
+                        results = await self._call_many(items)
+                    await send.send((items, results, t0))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            async with receive:
+                async for items, results, t0 in receive:
+                    await anyio.lowlevel.checkpoint()  # let the caller start the next run's call first
+                    for report in await self._account_run(items, results, t0, slot):
+                        done(report)
+
+    def _prepare(self, run: list[Waiting]) -> list[_Item]:
+        """Choose each block's zone; reserve it in the ledger so the next choice sees it (None: removed)."""
+        items: list[_Item] = []
         for waiting in run:
             if waiting.block.index in self.removed:
-                reports.append(await self._online_one(waiting))  # reported gone, no call
+                items.append((waiting, None))
                 continue
             zone = self.choose_zone(waiting.block)
-            self.ledger.record(waiting.block, zone.zone_name)  # reserved: the run's next choice sees it
+            self.ledger.record(waiting.block, zone.zone_name)
             items.append((waiting, zone))
-        t0 = self.clock()
+        return items
+
+    async def _call_many(self, items: list[_Item]) -> list[OnlineResult]:
+        """One ``online_many`` call for the run's blocks still present; an exception fails them all."""
+        calls = [(w.block, zone) for w, zone in items if zone is not None]
+        if not calls:
+            return []
         try:
-            results = await self.backend.online_many([(w.block, zone) for w, zone in items])
-            if len(results) != len(items):
-                raise RuntimeError(f"online_many returned {len(results)} results for {len(items)} blocks")
+            results = await self.backend.online_many(calls)
+            if len(results) != len(calls):
+                raise RuntimeError(f"online_many returned {len(results)} results for {len(calls)} blocks")
         except Exception as exc:  # noqa: BLE001 - isolate backend bugs to the run
-            log.exception("backend_online_failed", blocks=[w.block.index for w, _ in items])
-            results = [OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")] * len(items)
-        share = (self.clock() - t0) / max(1, len(items))
-        for (waiting, zone), result in zip(items, results, strict=True):
+            log.exception("backend_online_failed", blocks=[b.index for b, _ in calls])
+            results = [OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")] * len(calls)
+        return list(results)
+
+    async def _account_run(self, items: list[_Item], results: list[OnlineResult], t0: float,
+                           slot: anyio.CapacityLimiter) -> list[BlockReport]:
+        """Report each block of a run; transient ones retry alone (holding ``slot``)."""
+        reports: list[BlockReport] = []
+        share = (self.clock() - t0) / max(1, len(results))
+        answers = iter(results)
+        for waiting, zone in items:
+            if zone is None:  # removed while queued: reported gone, no call
+                reports.append(await self._online_one(waiting))
+                continue
+            result = next(answers)
             self.ledger.unrecord(waiting.block, zone.zone_name)
             self.metrics.online_call.observe(share)
             if result.outcome is Outcome.TRANSIENT and self.config.scheduler.retries and not self.stopping:
-                reports.append(await self._online_one(waiting, zone, tried=1, since=t0))
+                async with slot:
+                    reports.append(await self._online_one(waiting, zone, tried=1, since=t0))
                 continue
             now = self.clock()
             report = BlockReport(waiting.block, result, zone, 1, share, now - waiting.since)

@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from hotplugd.hookspecs import hookimpl
 from hotplugd.model import OnlineResult, Outcome, State, ZoneRequest
 from hotplugd.testing import FakeBackend, FakeHost
 
@@ -80,3 +81,27 @@ async def test_auto_movable_holds_its_ratio_within_a_run(make_daemon):
     # 4 movable fit against 512 MiB of kernel memory; then kernel, which makes room for one more
     assert zones == [ZoneRequest.MOVABLE] * 4 + [ZoneRequest.KERNEL, ZoneRequest.MOVABLE,
                                                    ZoneRequest.KERNEL, ZoneRequest.MOVABLE]
+
+
+class RunsSeen:
+    """Records, for each block reported, how many online_many calls the backend had started by then."""
+
+    def __init__(self, backend: Batching) -> None:
+        self.backend = backend
+        self.calls_started: dict[int, int] = {}
+
+    @hookimpl
+    def hotplugd_block_outcome(self, report) -> None:
+        self.calls_started[report.block.index] = len(self.backend.runs)
+
+
+async def test_the_next_run_is_called_while_the_last_one_is_accounted(make_daemon):
+    backend = Batching(coldplugged(10))
+    backend.host.cost = 0.005
+    seen = RunsSeen(backend)
+    daemon = make_daemon(backend, plugins=[("runs-seen", seen)])
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert backend.host.max_running == 1  # still one backend call at a time
+    # run 1 (blocks 0-3) is accounted once run 2's call has started, run 2 once run 3's has
+    assert [seen.calls_started[i] for i in (0, 3, 4, 7, 8, 9)] == [2, 2, 3, 3, 3, 3]
