@@ -40,13 +40,14 @@ from onlinetime import Timing, Workload, time_online  # noqa: E402
 WORKLOADS = (Workload("dimm", 4 * GiB), Workload("dimm", 16 * GiB), Workload("virtio-mem", 16 * GiB))
 
 
-def onliners(hotplugd_args: list[str]) -> dict[str, Onliner]:
+def onliners(hotplugd_args: list[str], alt_args: list[str]) -> dict[str, Onliner]:
     return {
         "kernel": KernelOnliner(),
         "naive": NaiveOnliner(),
         "hotplugd-ratio0": HotplugdOnliner("hotplugd --ratio 0", ("--ratio", "0")),
         "hotplugd": HotplugdOnliner("hotplugd (defaults)" + (f" {' '.join(hotplugd_args)}" if hotplugd_args else ""),
                                     tuple(hotplugd_args)),
+        "hotplugd-alt": HotplugdOnliner("hotplugd " + " ".join(alt_args), tuple(alt_args)),
         "udev": UdevOnliner(),
     }
 
@@ -108,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                              "hotplugd-ratio0, hotplugd, udev")
     parser.add_argument("--hotplugd-arg", action="append", default=[], dest="hotplugd_args",
                         help="extra argument for the 'hotplugd' onliner (repeatable), e.g. --set=scheduler.settle=0.01")
+    parser.add_argument("--alt-arg", action="append", default=[], dest="alt_args",
+                        help="argument for the 'hotplugd-alt' onliner (repeatable): an A/B variant taking turns "
+                             "with the others, e.g. --only kernel,hotplugd,hotplugd-alt --alt-arg=--set=batch.x=1")
     parser.add_argument("--json", type=Path, help="also write every timing here")
+    parser.add_argument("--from-json", type=Path, help="print the tables of a run saved with --json, run nothing")
     args = parser.parse_args(argv)
-    all_onliners = onliners(args.hotplugd_args)
+    if args.from_json:
+        return from_json(Console(width=140), args.from_json)
+    all_onliners = onliners(args.hotplugd_args, args.alt_args)
     keys = [k.strip() for k in args.only.split(",")]
     unknown = set(keys) - set(all_onliners)
     if unknown:
@@ -135,9 +142,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def timeline(results: dict[str, dict[str, list[Timing]]], names: dict[str, str]) -> Table:
+    """The guest's own clock (medians): first ``add`` to first online, per block after, last online to the end."""
+    t = Table(title="guest-side timeline (medians, ms)")
+    for col in ("workload", "onliner", "first add → first online", "per block after", "last online → end"):
+        t.add_column(col, justify="left" if col in ("workload", "onliner") else "right")
+    for w in WORKLOADS:
+        for key, per in results.items():
+            probes = [r.probe for r in per.get(w.label, []) if "first_online" in r.probe and "first_add" in r.probe]
+            if not probes:
+                continue
+            first = statistics.median(p["first_online"] - p["first_add"] for p in probes)
+            step = statistics.median((p["last_online"] - p["first_online"]) / max(p["count"] - 1, 1) for p in probes)
+            end = statistics.median(p["end"] - p["last_online"] for p in probes)
+            t.add_row(w.label, names.get(key, key), f"{first * 1000:.0f}", f"{step * 1000:.1f}", f"{end * 1000:.0f}")
+    return t
+
+
+def from_json(console: Console, path: Path) -> int:
+    """Print the tables of a saved run (names are the onliner keys; no load or date: see the run's own output)."""
+    by_label = {w.label: w for w in WORKLOADS}
+    saved = json.loads(path.read_text())
+    results = {k: {w: [Timing(by_label[w], t["seconds"], t["probe"]) for t in ts] for w, ts in per.items()}
+               for k, per in saved.items()}
+    names = {k: k for k in results}
+    console.print(table(results, names))
+    console.print(timeline(results, names))
+    return 0
+
+
 def report(console: Console, results: dict[str, dict[str, list[Timing]]], names: dict[str, str], started: float,
            load0: tuple[float, float, float], json_path: Path | None) -> None:
     console.print(table(results, names))
+    console.print(timeline(results, names))
     for line in speedups(results):
         console.print(line)
     console.print(f"{time.strftime('%Y-%m-%d', time.localtime(started))}, {platform.node()}, {os.cpu_count()} CPUs, "
