@@ -128,33 +128,33 @@ def time_one_after_another(probes: Sequence[Probe], timeout: float) -> float:
 
 
 @contextmanager
-def host_daemon(onliner: Onliner, guests: list[Guest]) -> Iterator[HostDaemon | None]:
-    """hotplugd on this machine for ``onliner`` (None for the kernel); warns if it logged errors."""
+def host_daemon(onliner: Onliner, guests: list[Guest], workdir: Path) -> Iterator[HostDaemon | None]:
+    """hotplugd on this machine for ``onliner`` (None for the kernel), its log kept in ``workdir``."""
     if onliner.settings is None:
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="qga-bench-") as tmp:
-        daemon = HostDaemon(guests, Path(tmp), onliner.settings)
+    workdir.mkdir(parents=True)
+    daemon = HostDaemon(guests, workdir, onliner.settings)
+    try:
         try:
-            try:
-                daemon.wait_ready()
-            except AssertionError as exc:  # one message, no traceback
-                raise HarnessError(str(exc)) from None
-            yield daemon
-        finally:
-            code, errors = daemon.stop(), daemon.errors()
-            if code != 0 or errors:
-                print(f"WARNING {onliner.key}: hotplugd exited {code}, errors {errors}", file=sys.stderr)
+            daemon.wait_ready()
+        except AssertionError as exc:  # one message, no traceback
+            raise HarnessError(str(exc)) from None
+        yield daemon
+    finally:
+        code, errors = daemon.stop(), daemon.errors()
+        if code != 0 or errors:
+            print(f"WARNING {onliner.key}: hotplugd exited {code}, errors {errors} ({daemon.log})", file=sys.stderr)
 
 
 def trial(onliner: Onliner, n: int, workload: Workload, boots: Executor, waiters: Executor, assets: Assets,
-          timeout: float) -> tuple[float, list[dict[str, Any]]]:
+          timeout: float, workdir: Path) -> tuple[float, list[dict[str, Any]]]:
     """Boot ``n`` fresh guests for ``onliner``, hot-add ``workload`` into each, time it; the probes' reports."""
     config = dataclasses.replace(QGA_GUEST, memhp_default_state=onliner.memhp_default_state)
     booted = boot_guests(boots, [config] * n, assets, with_agent=onliner.settings is not None)
     guests = [g for g, _ in booted]
     try:
-        with host_daemon(onliner, guests):
+        with host_daemon(onliner, guests, workdir):
             probes = [arm(g, workload, timeout) for g in guests]
             seconds = (time_one_after_another(probes, timeout) if onliner.sequential
                        else time_at_once(probes, waiters, timeout))
@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(the -serial ones are not run for 1 guest: the same as at once)")
     parser.add_argument("--timeout", type=float, default=180, help="seconds before a trial fails")
     parser.add_argument("--json", type=Path, help="also write every timing here")
+    parser.add_argument("--logs", type=Path, help="keep hotplugd's logs here (default: a new directory in /tmp)")
     parser.add_argument("--from-json", type=Path, help="print the tables of a run saved with --json, run nothing")
     args = parser.parse_args(argv)
     if args.from_json:
@@ -236,16 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     if not QEMU_GA.exists():
         raise HarnessError(QEMU_GA_MISSING)
     counts, workload = [int(x) for x in args.guests.split(",")], Workload("dimm", args.size_gib * GiB)
-    console = Console(width=140)
-    with tempfile.TemporaryDirectory() as tmp:
-        refused = HostDaemon.accepts(SERIAL_KEY, Path(tmp))
+    console, logs_dir = Console(width=140), args.logs or Path(tempfile.mkdtemp(prefix="qga-bench-"))
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    refused = HostDaemon.accepts(SERIAL_KEY, logs_dir)
     if refused:
         console.print(f"[yellow]hotplugd refuses parallel_guests ({refused.splitlines()[0]}): "
                       "hotplugd-serial hot-adds the guests one after the other instead[/yellow]")
     all_onliners = onliners(refused is None)
     keys = [k.strip() for k in args.only.split(",")]
-    unknown = set(keys) - set(all_onliners)
-    if unknown:
+    if unknown := set(keys) - set(all_onliners):
         parser.error(f"unknown onliner(s) {sorted(unknown)}; known: {', '.join(all_onliners)}")
     started, load0 = time.time(), os.getloadavg()
     results: Results = defaultdict(lambda: defaultdict(list))
@@ -256,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.reps):
                 for n in counts:
                     here = [k for k in keys if not (n == 1 and k in AT_ONCE)]
-                    turn = rep % len(here)
-                    for key in here[turn:] + here[:turn]:  # take turns
-                        seconds, reports = trial(all_onliners[key], n, workload, boots, waiters, assets, args.timeout)
+                    for key in here[rep % len(here):] + here[:rep % len(here)]:  # take turns
+                        seconds, reports = trial(all_onliners[key], n, workload, boots, waiters, assets, args.timeout,
+                                                 logs_dir / f"rep{rep + 1}-{n}-{key}")
                         results[n][key].append(seconds)
                         probes.append({"rep": rep, "guests": n, "onliner": key, "seconds": seconds, "probes": reports})
                         console.print(f"rep {rep + 1}/{args.reps} N={n} {key}: {seconds:.3f} s "
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             report(console, results, probes, names, set(sequential), workload)
             console.print(f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {platform.node()}, "
                           f"{os.cpu_count()} CPUs, load average {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} "
-                          f"at end, {(time.time() - started) / 60:.1f} min")
+                          f"at end, {(time.time() - started) / 60:.1f} min; hotplugd's logs in {logs_dir}")
             if args.json:
                 args.json.write_text(json.dumps({"names": names, "sequential": sequential, "results": results,
                                                   "trials": probes}, indent=1))
