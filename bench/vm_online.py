@@ -21,7 +21,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,20 +36,41 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from harness import HarnessError, GiB, Guest, GuestConfig, find_assets  # noqa: E402
+from daemonctl import GuestDaemon  # noqa: E402
 from onliners import HotplugdOnliner, KernelOnliner, NaiveOnliner, Onliner, UdevOnliner, provision_udev  # noqa: E402
 from onlinetime import Timing, Workload, time_online  # noqa: E402
 
 WORKLOADS = (Workload("dimm", 4 * GiB), Workload("dimm", 16 * GiB), Workload("virtio-mem", 16 * GiB))
 
 
-def onliners(hotplugd_args: list[str], alt_args: list[str]) -> dict[str, Onliner]:
+class TreeOnliner(HotplugdOnliner):
+    """hotplugd's ``hotplugd`` and ``plugins`` packages as of another commit, first on the guest's PYTHONPATH."""
+
+    def __init__(self, name: str, args: tuple[str, ...], commit: str) -> None:
+        super().__init__(name, args)
+        self.commit = commit
+        self.tree: Path | None = None
+
+    def start(self, guest: Guest) -> None:
+        if self.tree is None:  # this machine's / is the guest's root (9p), so a temp dir is seen as it is
+            self.tree = Path(tempfile.mkdtemp(prefix=f"hotplugd-{self.commit[:12]}-"))
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", self.commit, "hotplugd", "plugins"],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(self.tree)], input=archive, check=True)
+        env = {"PYTHONPATH": f"{self.tree}:{self.tree / 'plugins'}"}
+        self.daemon = GuestDaemon.start(guest, *self.args, env=env, textfile=False)
+
+
+def onliners(hotplugd_args: list[str], alt_args: list[str], alt_commit: str | None = None) -> dict[str, Onliner]:
+    alt_name = "hotplugd " + (f"@{alt_commit} " if alt_commit else "") + " ".join(alt_args)
     return {
         "kernel": KernelOnliner(),
         "naive": NaiveOnliner(),
         "hotplugd-ratio0": HotplugdOnliner("hotplugd --ratio 0", ("--ratio", "0")),
         "hotplugd": HotplugdOnliner("hotplugd (defaults)" + (f" {' '.join(hotplugd_args)}" if hotplugd_args else ""),
                                     tuple(hotplugd_args)),
-        "hotplugd-alt": HotplugdOnliner("hotplugd " + " ".join(alt_args), tuple(alt_args)),
+        "hotplugd-alt": (TreeOnliner(alt_name, tuple(alt_args), alt_commit) if alt_commit
+                         else HotplugdOnliner(alt_name, tuple(alt_args))),
         "udev": UdevOnliner(),
     }
 
@@ -112,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alt-arg", action="append", default=[], dest="alt_args",
                         help="argument for the 'hotplugd-alt' onliner (repeatable): an A/B variant taking turns "
                              "with the others, e.g. --only kernel,hotplugd,hotplugd-alt --alt-arg=--set=batch.x=1")
+    parser.add_argument("--alt-commit", help="run 'hotplugd-alt' from this commit's hotplugd/ and plugins/ "
+                                              "(git archive into a temp dir, put first on the guest's PYTHONPATH)")
     parser.add_argument("--json", type=Path, help="also write every timing here")
     parser.add_argument("--from-json", type=Path, help="print the tables of a run saved with --json, run nothing")
     args = parser.parse_args(argv)
     if args.from_json:
         return from_json(Console(width=140), args.from_json)
-    all_onliners = onliners(args.hotplugd_args, args.alt_args)
+    all_onliners = onliners(args.hotplugd_args, args.alt_args, args.alt_commit)
     keys = [k.strip() for k in args.only.split(",")]
     unknown = set(keys) - set(all_onliners)
     if unknown:
