@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -75,11 +74,6 @@ class SysfsBackend(Backend):
     async def start(self) -> None:
         """Check write access, then bind the uevent socket (before the daemon's coldplug scan)."""
         await anyio.to_thread.run_sync(self._check_access)
-        if self.settings.switch_interval is not None:
-            # Process-wide: how long a thread wanting the GIL waits for its holder to drop it.
-            # The writer thread, its write(2) done, otherwise waits up to 5 ms while the event
-            # loop reads and handles a big hot-add's add and online events.
-            sys.setswitchinterval(self.settings.switch_interval)
         if self.settings.netlink:
             sock, self.rcvbuf = open_uevent_socket(self.settings.rcvbuf)
             self._source = NetlinkSource(sock)

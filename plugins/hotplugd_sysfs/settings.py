@@ -24,7 +24,6 @@ class Settings:
     batch: int = 32  # blocks a worker-thread call onlines back to back (1: a thread round trip per block)
     rcvbuf: int = DEFAULT_RCVBUF  # netlink receive buffer, bytes
     netlink: bool = True  # False: events come only from SysfsBackend.feed() (tests)
-    switch_interval: float | None = None  # sys.setswitchinterval at start, seconds (None: Python's 5 ms)
 
 
 def _path(value: Any) -> str:
@@ -58,12 +57,6 @@ def _rcvbuf(value: Any) -> int:
     return size
 
 
-def _interval(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0001 <= value <= 0.1:
-        raise ValueError(f"expected seconds between 0.0001 and 0.1, got {value!r}")
-    return float(value)
-
-
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -71,7 +64,7 @@ def _bool(value: Any) -> bool:
 
 
 _PARSERS = {"root": _path, "proc": _path, "udev_rules_dirs": _dirs, "concurrency": _concurrency,
-            "batch": _batch, "rcvbuf": _rcvbuf, "netlink": _bool, "switch_interval": _interval}
+            "batch": _batch, "rcvbuf": _rcvbuf, "netlink": _bool}
 
 
 def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None) -> Settings:

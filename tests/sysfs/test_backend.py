@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import sys
 
 import anyio
 import pytest
@@ -44,19 +43,6 @@ async def test_start_checks_the_memory_directory_when_no_block_exists(fake_sysfs
     fake_sysfs.writable = False
     with pytest.raises(BackendError, match=r"write access to \S*/devices/system/memory\n"):
         await backend.start()
-
-
-@pytest.mark.parametrize(("options", "expected"), [({"switch_interval": 0.0005}, 0.0005), ({}, 0.004)])
-async def test_start_sets_the_switch_interval_only_when_configured(fake_sysfs, options, expected):
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(0.004)
-    try:
-        fake_sysfs.add_block(3)
-        backend = SysfsBackend.from_options({**fake_sysfs.options(), **options}, io=fake_sysfs.io)
-        await backend.start()
-        assert sys.getswitchinterval() == pytest.approx(expected)
-    finally:
-        sys.setswitchinterval(previous)
 
 
 async def test_start_names_a_wrong_root(tmp_path):

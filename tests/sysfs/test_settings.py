@@ -33,8 +33,6 @@ def test_options_are_parsed():
     ({"netlink": "yes"}, "plugins.sysfs.netlink", "true or false"),
     ({"udev_rules_dirs": "/etc"}, "plugins.sysfs.udev_rules_dirs", "list"),
     ({"rot": "/sys"}, "plugins.sysfs.rot", "unknown key"),
-    ({"switch_interval": 1}, "plugins.sysfs.switch_interval", "between 0.0001 and 0.1"),
-    ({"switch_interval": "1ms"}, "plugins.sysfs.switch_interval", "seconds"),
 ])
 def test_invalid_options_are_config_problems(table, key, words):
     problems = hotplugd_check_config({"sysfs": table})
