@@ -103,7 +103,8 @@ def _toml(value: Any) -> str:
 class HostDaemon:
     """``hotplugd run --backend qga`` on this machine, in the background, one ``[[plugins.qga.guest]]`` a guest.
 
-    ``settings`` go into ``[plugins.qga]`` (e.g. ``{"timeout": "30s"}``); the log is JSON lines.
+    ``settings`` go into ``[plugins.qga]`` (e.g. ``{"timeout": "30s"}``); everything else is hotplugd's
+    default but the metrics server (off: other daemons may run on this machine) and the log (JSON lines).
     """
 
     def __init__(self, guests: Sequence[Guest], workdir: Path, settings: Mapping[str, Any] | None = None) -> None:
@@ -127,8 +128,7 @@ class HostDaemon:
             f'[[plugins.qga.guest]]\nname = "vm{i}"\nqga = "{g.qga_socket}"\nqmp = "{g.daemon_qmp_socket}"\n'
             f'port_id = "qgaport"\n' for i, g in enumerate(guests))
         keys = "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items())
-        return ('backend = "qga"\nlog_format = "json"\n[metrics]\nenabled = false\n'
-                '[scheduler]\nsettle = 0.02\n[plugins.qga]\n' + keys + rows)
+        return 'backend = "qga"\nlog_format = "json"\n[metrics]\nenabled = false\n[plugins.qga]\n' + keys + rows
 
     @classmethod
     def accepts(cls, settings: Mapping[str, Any], workdir: Path) -> str | None:

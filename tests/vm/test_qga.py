@@ -119,4 +119,8 @@ def test_hotplugd_on_the_host_onlines_two_guests_through_an_agent_restart(
     assert code == 0, daemon.log.read_text()
     for g in (a, b):  # nothing left offline in either guest
         assert [blk.index for blk in g.agent.memory_blocks() if not blk.online] == []
-    assert daemon.errors() == []
+    # The only failures: A's blocks tried while its agent was dead (retried until it came back).
+    a_down = [e for e in daemon.errors() if e.get("event") == "online_failed" and e.get("outcome") == "transient"
+              and "guest vm0 " in str(e.get("detail"))]
+    print(f"{len(a_down)} online_failed (transient) for guest A while its agent was dead")
+    assert [e for e in daemon.errors() if e not in a_down] == []
