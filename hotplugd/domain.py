@@ -67,6 +67,9 @@ class DomainScheduler:
         self.failed: dict[int, Outcome] = {}
         #: Failed blocks queued again at a time: transient errors that outlasted the retries, errors.
         self._retry_at: dict[int, tuple[float, Block]] = {}
+        #: Blocks announced again (synthetic adds: a replay, a guest's agent back) while their phase
+        #: ran: if that phase fails them, they are queued again at once, not after ``retry_failed_after``.
+        self._added_in_phase: set[int] = set()
         #: Blocks known online (scan, our onlines, online events): a later add
         #: event for one of them is stale (or a synthetic replay) and changes nothing.
         self.known_online: set[int] = set()
@@ -119,6 +122,9 @@ class DomainScheduler:
 
     def _handle_add(self, event: BlockEvent) -> None:
         block = event.block
+        if event.synthetic and block is not None and block.index in self.in_phase:
+            self._added_in_phase.add(block.index)  # announced again (a replay, an agent back): retry if it fails
+            return
         if block is None or block.state is not State.OFFLINE or self._kernel_onlines or self._known(block.index):
             return  # gone already, online already (stale or a synthetic replay), or the kernel onlines it
         self.phase.removed.discard(block.index)  # added again after a removal
@@ -248,15 +254,23 @@ class DomainScheduler:
             self.phase_ended()
         self.last_phase = result
         for waiting in result.untouched:  # stopping: they stay offline, and queued, for the status line
+            self._added_in_phase.discard(waiting.block.index)
             self.queue.add(waiting.block, waiting.since)
         for report in result.reports:
-            if report.result.outcome.success:
+            index, outcome = report.block.index, report.result.outcome
+            added_again = index in self._added_in_phase
+            self._added_in_phase.discard(index)
+            if outcome.success:
                 self.onlined += 1
-                self.known_online.add(report.block.index)
-            elif report.result.outcome is not Outcome.GONE:
-                self.failed[report.block.index] = report.result.outcome
+                self.known_online.add(index)
+                self.failed.pop(index, None)
+                self._retry_at.pop(index, None)
+            elif outcome is not Outcome.GONE:
                 again = self.config.scheduler.retry_failed_after
-                if report.result.outcome is not Outcome.PERMANENT and again > 0:
-                    self._retry_at[report.block.index] = (self.clock() + again, report.block)
+                if outcome is not Outcome.PERMANENT and added_again and self.queue.add(report.block, self.clock()):
+                    continue  # announced again while it failed: the cause may be gone
+                self.failed[index] = outcome
+                if outcome is not Outcome.PERMANENT and again > 0:
+                    self._retry_at[index] = (self.clock() + again, report.block)
         if self.queue.overflowed:
             self.wants_rescan("queue_full")

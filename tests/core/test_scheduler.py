@@ -226,6 +226,22 @@ async def test_a_block_whose_transient_errors_outlasted_the_retries_is_queued_ag
     assert [i for i, _ in backend.host.calls] == [1, 1, 2, 1]
 
 
+async def test_a_block_added_again_while_its_phase_fails_it_is_queued_again_at_once(make_daemon):
+    clock = ManualClock()  # never advances: retry_failed_after cannot be what brings it back
+    backend = parallel(concurrency=1)
+    backend.host.cost = 0.05
+    busy = OnlineResult(Outcome.TRANSIENT, errno=errno.EBUSY)
+    backend.host.script(1, busy, busy)  # e.g. a guest's agent down for the first attempt and its retry
+    daemon = make_daemon(backend, clock=clock, retries=1, retry_backoff=0.0001, retry_failed_after=30)
+    async with running(daemon):
+        backend.add(1)
+        await wait_until(lambda: 1 in daemon.scheduler.host.in_phase)
+        backend.inject(BlockEvent(Action.ADD, 1, backend.host.blocks[1], synthetic=True))  # the agent is back
+        await wait_until(lambda: 1 in backend.host.online_indices())
+        assert daemon.scheduler.host.failed == {}
+    assert [i for i, _ in backend.host.calls] == [1, 1, 1]
+
+
 async def test_rescan_after_overflow_finds_blocks_whose_events_were_lost(make_daemon, hotplugd_metrics):
     backend = parallel(concurrency=1)
     daemon = make_daemon(backend)
