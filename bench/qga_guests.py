@@ -40,10 +40,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,9 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from hotplugd import logs  # noqa: E402
-from harness import GiB, Guest, GuestError, HarnessError, find_assets  # noqa: E402
+from harness import GiB, Guest, HarnessError, find_assets  # noqa: E402
 from harness.assets import Assets  # noqa: E402
-from onlinetime import PROBE, Workload  # noqa: E402
+from onlinetime import Probe, Workload, arm  # noqa: E402
 from qga_host import QEMU_GA, QEMU_GA_MISSING, QGA_GUEST, HostDaemon, boot_guests  # noqa: E402
 
 SERIAL_KEY = {"parallel_guests": 1}
@@ -71,42 +71,6 @@ class Onliner:
     memhp_default_state: str
     settings: dict[str, Any] | None = None
     sequential: bool = False  # hot-add the guests one after the other and sum the times
-
-
-@dataclass
-class Probe:
-    """A guest armed for one hot-add: its probe waits for ``count`` new blocks online."""
-
-    guest: Guest
-    fifo: str
-    proc: Any
-    hot_add: Callable[[], None]
-    count: int
-    result: dict[str, Any] = field(default_factory=dict)
-
-    def wait(self, timeout: float) -> float:
-        """Block until the probe reports; this machine's ``perf_counter`` at that moment."""
-        out = self.guest.agent.run(["cat", self.fifo], timeout=timeout + 30)
-        done = time.perf_counter()
-        finished = self.proc.wait(30)
-        self.result = json.loads(out.stdout)
-        if not self.result.get("ok") or finished.returncode != 0:
-            raise GuestError(f"not all {self.count} blocks online within {timeout} s: {self.result} "
-                             f"{finished.stderr[-2000:]}")
-        return done
-
-
-def arm(guest: Guest, workload: Workload, timeout: float) -> Probe:
-    """Create the workload's memory backend and start the probe in ``guest`` (as onlinetime.time_online does)."""
-    tag = f"{os.getpid()}-{time.monotonic_ns()}"
-    fifo, ready = f"/run/qga-probe-{tag}.fifo", f"/run/qga-probe-{tag}.ready"
-    count = workload.size // guest.agent.block_size()
-    hot_add = workload.prepare(guest)
-    guest.agent.run(["mkfifo", fifo])
-    proc = guest.agent.spawn([guest.config.python, str(PROBE), "online-wait", "--count", str(count),
-                              "--ready", ready, "--out", fifo, "--timeout", str(timeout)])
-    guest.agent.wait_path(ready, 60)
-    return Probe(guest, fifo, proc, hot_add, count)
 
 
 def time_at_once(probes: Sequence[Probe], waiters: Executor, timeout: float) -> float:

@@ -16,7 +16,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,23 +71,47 @@ class Timing:
         return p["last_add"] - p["first_add"] if "first_add" in p else None
 
 
-def time_online(guest: Guest, workload: Workload, timeout: float = 180) -> Timing:
-    """Hot-add ``workload`` and time it until all of its blocks are online (GuestError if they never are)."""
+@dataclass
+class Probe:
+    """A guest armed for one hot-add: its probe waits for the workload's blocks to come online."""
+
+    guest: Guest
+    workload: Workload
+    fifo: str
+    proc: Any
+    hot_add: Callable[[], None]
+    count: int
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def wait(self, timeout: float) -> float:
+        """Block until the probe reports; this machine's ``perf_counter`` at that moment."""
+        out = self.guest.agent.run(["cat", self.fifo], timeout=timeout + 30)
+        done = time.perf_counter()
+        finished = self.proc.wait(30)
+        self.result = json.loads(out.stdout)
+        if not self.result.get("ok") or finished.returncode != 0:
+            raise GuestError(f"{self.workload.label}: not all {self.count} blocks online within {timeout} s: "
+                             f"{self.result} {finished.stderr[-2000:]}")
+        return done
+
+
+def arm(guest: Guest, workload: Workload, timeout: float) -> Probe:
+    """Create the workload's memory backend and start the probe in ``guest``, bound before the hot-add."""
     n = next(_ids)
     fifo, ready = f"/run/probe-{n}.fifo", f"/run/probe-{n}.ready"
     count = workload.size // guest.agent.block_size()
     hot_add = workload.prepare(guest)
     guest.agent.run(["mkfifo", fifo])
-    probe = guest.agent.spawn([guest.config.python, str(PROBE), "online-wait", "--count", str(count),
-                               "--ready", ready, "--out", fifo, "--timeout", str(timeout)])
+    proc = guest.agent.spawn([guest.config.python, str(PROBE), "online-wait", "--count", str(count),
+                              "--ready", ready, "--out", fifo, "--timeout", str(timeout)])
     guest.agent.wait_path(ready, 60)
+    return Probe(guest, workload, fifo, proc, hot_add, count)
+
+
+def time_online(guest: Guest, workload: Workload, timeout: float = 180) -> Timing:
+    """Hot-add ``workload`` and time it until all of its blocks are online (GuestError if they never are)."""
+    probe = arm(guest, workload, timeout)
     t0 = time.perf_counter()
-    hot_add()
-    out = guest.agent.run(["cat", fifo], timeout=timeout + 30)
-    seconds = time.perf_counter() - t0
-    done = probe.wait(30)
-    result = json.loads(out.stdout)
-    if not result["ok"] or done.returncode != 0:
-        raise GuestError(f"{workload.label}: not all {count} blocks online within {timeout} s: {result} "
-                         f"{done.stderr[-2000:]}")
-    return Timing(workload, seconds, result)
+    probe.hot_add()
+    done = probe.wait(timeout)
+    return Timing(workload, done - t0, probe.result)
