@@ -226,10 +226,12 @@ class _CensusCollector(Collector):
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         labels = ["domain", "node", "zone", "state"]
         return (GaugeMetricFamily("hotplugd_memory_blocks",
-                                  "Memory blocks present, by domain, node, zone (none: offline) and state, read at scrape time",
+                                  "Memory blocks present, by domain, node, zone (none: offline) and state, "
+                                  "read at scrape time",
                                   labels=labels),
                 GaugeMetricFamily("hotplugd_memory_bytes",
-                                  "Memory block bytes present, by domain, node, zone (none: offline) and state, read at scrape time",
+                                  "Memory block bytes present, by domain, node, zone (none: offline) and state, "
+                                  "read at scrape time",
                                   labels=labels),
                 GaugeMetricFamily("hotplugd_memory_census_success",
                                   "1 when the scrape-time read of the host's blocks worked, else 0"))

@@ -108,7 +108,8 @@ class FinalPhase:
                          self.domain)
         self.metrics.phase_started(info)
         call_isolated(self.pm.hook.hotplugd_phase_started, phase=info)
-        log.debug("phase_started", phase=info.number, domain=self.domain, trigger=trigger, blocks=info.blocks, workers=workers)
+        log.debug("phase_started", phase=info.number, domain=self.domain, trigger=trigger, blocks=info.blocks,
+                  workers=workers)
 
         reports: list[BlockReport] = []
         busy = [0.0]
