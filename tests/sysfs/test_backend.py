@@ -116,19 +116,25 @@ async def test_a_synthetic_add_is_read_in_full(fake_sysfs, backend):
     assert event.block == Block(5, BLOCK, 0, State.OFFLINE, ("Movable", "Normal"))
 
 
+def register_at_look(fake_sysfs, index: int, nth: int, node: int = 0) -> list:
+    """Link block ``index`` to ``node`` at the ``nth`` look at its directory; the looks so far."""
+    looks = []
+
+    def look(path):
+        if path.name == f"memory{index}":
+            looks.append(path)
+            if len(looks) == nth:
+                fake_sysfs.register(index, node=node)
+
+    fake_sysfs.before_listdir.append(look)
+    return looks
+
+
 async def test_events_after_an_unlinked_add_wait_for_it_in_order(fake_sysfs, backend):
     await backend.start()
     fake_sysfs.add_block(7, registered=False)
     fake_sysfs.add_block(8)
-    looks = []
-
-    def register_on_second_look(path):
-        if path.name == "memory7":
-            looks.append(path)
-            if len(looks) == 2:
-                fake_sysfs.register(7)
-
-    fake_sysfs.before_listdir.append(register_on_second_look)
+    looks = register_at_look(fake_sysfs, 7, 2)
     for data in (fake_sysfs.uevent("add", 7), fake_sysfs.uevent("remove", 7), fake_sysfs.uevent("add", 8)):
         backend.feed(data)
     events = await collect(backend, 3)
@@ -161,15 +167,7 @@ async def test_an_add_whose_block_is_already_gone_is_skipped(fake_sysfs, backend
 async def test_an_add_waits_until_the_kernel_links_the_block_to_its_node(fake_sysfs, backend):
     await backend.start()
     fake_sysfs.add_block(7, node=1, registered=False)  # the uevent comes before the node link
-    looks = []
-
-    def register_on_third_look(path):
-        if path.name == "memory7":
-            looks.append(path)
-            if len(looks) == 3:
-                fake_sysfs.register(7, node=1)
-
-    fake_sysfs.before_listdir.append(register_on_third_look)
+    looks = register_at_look(fake_sysfs, 7, 3, node=1)
     backend.feed(fake_sysfs.uevent("add", 7))
     [event] = await collect(backend, 1)
     assert event.block.node == 1 and len(looks) == 3
@@ -179,15 +177,7 @@ async def test_a_linked_add_is_not_held_back_by_a_later_unlinked_one(fake_sysfs,
     await backend.start()
     fake_sysfs.add_block(8)
     fake_sysfs.add_block(9, registered=False)
-    looks = []
-
-    def register_on_third_look(path):
-        if path.name == "memory9":
-            looks.append(path)
-            if len(looks) == 3:
-                fake_sysfs.register(9)
-
-    fake_sysfs.before_listdir.append(register_on_third_look)
+    looks = register_at_look(fake_sysfs, 9, 3)
     backend.feed(fake_sysfs.uevent("add", 8))
     backend.feed(fake_sysfs.uevent("add", 9))
     seen = []
