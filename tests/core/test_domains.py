@@ -15,7 +15,7 @@ import pytest
 from hotplugd.backend import Backend
 from hotplugd.metrics import Metrics
 from hotplugd.model import Action, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
-from hotplugd.testing import FakeHost, wait_until
+from hotplugd.testing import FakeHost, running, wait_until
 
 class Guests(Backend):
     """One FakeHost per domain; the default topology is a host's, each guest has its own."""
@@ -128,29 +128,25 @@ async def test_ratio_applies_inside_a_domain_capped_by_its_own_concurrency(make_
 async def test_a_deferring_domain_does_not_hold_back_another(make_daemon):
     backend = Guests(guests(["waits", "serial"], cpus=4), {"waits": 4, "serial": 1})
     daemon = make_daemon(backend, settle=3600, max_defer=3600)
-    async with anyio.create_task_group() as tg:
-        await tg.start(daemon.run)
+    async with running(daemon, until_idle=False):
         backend.add("waits", 1, 2)
         backend.add("serial", 1, 2)
         await wait_until(lambda: backend.hosts["serial"].online_indices() == {1, 2})
         assert backend.hosts["waits"].online_indices() == set()  # still settling, alone
         assert len(daemon.scheduler["waits"].queue) == 2 and daemon.scheduler.pending == 2
-        daemon.scheduler.stop()
 
 
 @pytest.mark.asyncio
 async def test_a_removal_in_one_domain_leaves_the_same_index_elsewhere(make_daemon):
     backend = Guests(guests(["a", "b"], cpus=4), {"a": 4, "b": 4})
     daemon = make_daemon(backend, settle=3600, max_defer=3600)
-    async with anyio.create_task_group() as tg:
-        await tg.start(daemon.run)
+    async with running(daemon, until_idle=False):
         backend.add("a", 7)
         backend.add("b", 7)
         await wait_until(lambda: daemon.scheduler.pending == 2)
         backend.send.send_nowait(BlockEvent(Action.REMOVE, 7, domain="a"))
         await wait_until(lambda: daemon.scheduler.pending == 1)
         assert 7 in daemon.scheduler["b"].queue
-        daemon.scheduler.stop()
 
 
 def test_the_domain_label_is_bounded():
@@ -170,8 +166,7 @@ def test_a_topology_describes_each_domain_or_falls_back_to_its_own():
 async def test_a_domain_gone_from_the_scan_is_dropped_and_may_come_back(make_daemon):
     backend = Guests(guests(["stays", "goes"]), {})
     daemon = make_daemon(backend)
-    async with anyio.create_task_group() as tg:
-        await tg.start(daemon.run)
+    async with running(daemon, until_idle=False):
         backend.add("goes", 1)
         backend.add("stays", 1)
         await wait_until(lambda: daemon.scheduler.onlined == 2)
@@ -182,4 +177,3 @@ async def test_a_domain_gone_from_the_scan_is_dropped_and_may_come_back(make_dae
         backend.hosts["goes"] = gone  # and started again, with memory added
         backend.add("goes", 2)
         await wait_until(lambda: gone.online_indices() == {1, 2})
-        daemon.scheduler.stop()

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import errno
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 
 from hotplugd.model import Action, BlockEvent, OnlineResult, Outcome, Rescan, State, ZoneRequest
-from hotplugd.testing import FakeBackend, FakeHost, ManualClock, wait_until
+from hotplugd.testing import FakeBackend, FakeHost, ManualClock, running, wait_until
 
 pytestmark = pytest.mark.asyncio
-
-
-@asynccontextmanager
-async def running(daemon):
-    async with anyio.create_task_group() as tg:
-        await tg.start(daemon.run)
-        yield daemon
-        daemon.scheduler.stop()
 
 
 def parallel(host: FakeHost | None = None, concurrency: int = 64) -> FakeBackend:
@@ -30,7 +21,7 @@ async def test_ratio_zero_onlines_each_block_at_once_serially(make_daemon, hook_
     backend = parallel()
     backend.host.cost = 0.001
     daemon = make_daemon(backend, parallel_hotplug_ratio=0)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(5, 3, 9)
         await wait_until(lambda: backend.host.online_indices() == {3, 5, 9})
     assert [i for i, _ in backend.host.calls] == [5, 3, 9]  # arrival order
@@ -56,7 +47,7 @@ async def test_settle_starts_one_phase_for_a_burst(make_daemon, hook_recorder):
     clock = ManualClock()
     backend = parallel()
     daemon = make_daemon(backend, clock=clock, settle=0.2, max_defer=60)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1, 2, 3)
         await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
         clock.advance(0.1)
@@ -74,7 +65,7 @@ async def test_max_defer_bounds_the_wait_of_a_trickle(make_daemon, hook_recorder
     clock = ManualClock()
     backend = parallel()
     daemon = make_daemon(backend, clock=clock, settle=0.2, max_defer=0.5)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         for index in range(6):  # an add every 0.1 s: never settles
             backend.add(index)
             await wait_until(lambda i=index: i in daemon.scheduler.host.queue)
@@ -92,7 +83,7 @@ async def test_offline_bytes_start_the_phase_without_waiting(make_daemon, hook_r
     clock = ManualClock()
     backend = parallel()
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60, max_offline_bytes="512MiB")
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1, 2, 3)
         await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
         assert not backend.host.calls
@@ -105,7 +96,7 @@ async def test_memmap_share_skips_deferral_under_pressure(make_daemon, hook_reco
     clock = ManualClock()
     backend = parallel(FakeHost({0: 4}, mem_available=8 << 20))  # 8 MiB available
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60, max_memmap_share=0.25)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1)  # 2 MiB of memmap = 25 % of MemAvailable: not above yet
         await wait_until(lambda: 1 in daemon.scheduler.host.queue)
         backend.add(2)  # 4 MiB > 2 MiB
@@ -117,7 +108,7 @@ async def test_serial_backend_onlines_at_once_by_default(make_daemon, hook_recor
     clock = ManualClock()
     backend = parallel(concurrency=1)
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1)
         await wait_until(lambda: backend.host.online_indices() == {1})
     assert hook_recorder.triggers() == ["serial"]
@@ -156,7 +147,7 @@ async def test_remove_during_deferral_drops_the_block(make_daemon, hook_recorder
     clock = ManualClock()
     backend = parallel()
     daemon = make_daemon(backend, clock=clock, settle=0.2, max_defer=60)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1, 2, 3, 4)
         backend.remove(2)
         await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
@@ -197,7 +188,7 @@ async def test_permanent_failure_is_retried_on_the_next_rescan(make_daemon, hook
     backend = parallel(concurrency=1)
     backend.host.script(1, OnlineResult(Outcome.PERMANENT, errno=errno.EINVAL))
     daemon = make_daemon(backend, clock=clock)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1)
         await wait_until(lambda: 1 in daemon.scheduler.host.failed)
         assert backend.host.online_indices().isdisjoint({1}), "a permanent failure stays offline"
@@ -212,7 +203,7 @@ async def test_a_block_whose_transient_errors_outlasted_the_retries_is_queued_ag
     backend.host.script(1, busy, busy)  # the first attempt and its one retry
     backend.host.script(2, OnlineResult(Outcome.PERMANENT, errno=errno.EINVAL))
     daemon = make_daemon(backend, clock=clock, retries=1, retry_backoff=0.0001, retry_failed_after=30)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1, 2)
         await wait_until(lambda: daemon.scheduler.host.failed == {1: Outcome.TRANSIENT, 2: Outcome.PERMANENT})
         clock.advance(29)
@@ -233,7 +224,7 @@ async def test_a_block_added_again_while_its_phase_fails_it_is_queued_again_at_o
     busy = OnlineResult(Outcome.TRANSIENT, errno=errno.EBUSY)
     backend.host.script(1, busy, busy)  # e.g. a guest's agent down for the first attempt and its retry
     daemon = make_daemon(backend, clock=clock, retries=1, retry_backoff=0.0001, retry_failed_after=30)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1)
         await wait_until(lambda: 1 in daemon.scheduler.host.in_phase)
         backend.inject(BlockEvent(Action.ADD, 1, backend.host.blocks[1], synthetic=True))  # the agent is back
@@ -245,7 +236,7 @@ async def test_a_block_added_again_while_its_phase_fails_it_is_queued_again_at_o
 async def test_rescan_after_overflow_finds_blocks_whose_events_were_lost(make_daemon, hotplugd_metrics):
     backend = parallel(concurrency=1)
     daemon = make_daemon(backend)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         for index in (10, 11, 12):
             backend.host.add(index)  # on the host, but their events were dropped
         backend.inject(Rescan("overflow"))
@@ -258,7 +249,7 @@ async def test_full_queue_loses_no_block(make_daemon, hotplugd_metrics, hook_rec
     backend = parallel()
     daemon = make_daemon(backend, clock=clock, max_pending_blocks=4, settle=60, max_defer=60)
     backend.host.cost = 0.02
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(*range(4))  # fills the queue: a phase starts at once
         await wait_until(lambda: backend.host.running > 0, what="the first phase")
         backend.add(*range(4, 10))  # 4 fit while the phase runs, 2 are refused
@@ -301,7 +292,7 @@ async def test_block_onlined_by_someone_else_leaves_the_queue(make_daemon):
     clock = ManualClock()
     backend = parallel()
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1, 2)
         await wait_until(lambda: len(daemon.scheduler.host.queue) == 2)
         backend.inject(BlockEvent(Action.ONLINE, 1))
@@ -371,7 +362,7 @@ async def test_a_busy_node_does_not_hold_back_another_nodes_blocks(make_daemon, 
     host.node_cost = {0: 0.5}  # node 0's blocks are slow to online
     backend = FakeBackend(host, concurrency=4)
     daemon = make_daemon(backend, settle=0.001)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1, 2, node=0)
         await wait_until(lambda: host.running == 2, what="node 0's phase")
         backend.add(10, 11, node=1)  # arrives while node 0's phase runs
@@ -387,7 +378,7 @@ async def test_overlapping_phases_share_the_backend_concurrency(make_daemon, hoo
     host.node_cost = {0: 0.3, 1: 0.01}
     backend = FakeBackend(host, concurrency=5)
     daemon = make_daemon(backend, settle=0.001)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(*range(8), node=0)  # takes 4 workers of 5
         await wait_until(lambda: host.running == 4, what="node 0's phase")
         backend.add(*range(100, 104), node=1)  # one slot left for node 1
@@ -402,7 +393,7 @@ async def test_serial_ratio_never_overlaps_phases(make_daemon):
     host.cost = 0.01
     backend = FakeBackend(host, concurrency=4)
     daemon = make_daemon(backend, parallel_hotplug_ratio=0)
-    async with running(daemon):
+    async with running(daemon, until_idle=False):
         backend.add(1, 2, node=0)
         backend.add(10, 11, node=1)
         await wait_until(lambda: host.online_indices() == {1, 2, 10, 11})
