@@ -3,9 +3,13 @@
 hotplugd runs on the host, beside QEMU, and drives each guest's
 qemu-guest-agent (``guest-get-memory-blocks``, ``guest-set-memory-blocks``)
 over the agent's chardev socket; the guests run no daemon of their own. It
-hears of added memory through a QMP monitor of its own per guest
-(``ACPI_DEVICE_OST`` for DIMMs, ``MEMORY_DEVICE_SIZE_CHANGE`` for virtio-mem)
-and by polling each guest's block list. Guests must boot with
+hears of added memory through a QMP monitor of its own per guest and by
+polling each guest's block list. A DIMM's blocks come from QEMU, with no
+listing before they are onlined: ``ACPI_DEVICE_OST`` (the guest created them)
+names the pc-dimm, ``query-memory-devices`` gives its address and size, hence
+its phys-indices; a listing follows as the safety net, and is the fallback
+whenever something is missing (``dimms.py``). ``MEMORY_DEVICE_SIZE_CHANGE``
+(virtio-mem) starts fast polling of the block list. Guests must boot with
 ``memhp_default_state=offline`` (or their kernel onlines by itself: ``hotplugd
 check`` says so). docs/qga.md has the QEMU wiring and the design.
 

@@ -71,7 +71,7 @@ class GuestLink:
         self._meminfo_at = -math.inf
         self._replay = False
         self._wake = anyio.Event()
-        self._refresh_lock = anyio.Lock()
+        self.listing_lock = anyio.Lock()  # held while the snapshot is read and replaced (dimms.py too)
         self._batch_lock = anyio.Lock()
         self._waiting: list[_Entry] = []
 
@@ -196,7 +196,7 @@ class GuestLink:
     async def scan(self) -> list[Block]:
         """List the guest's blocks now (the last known ones when its agent is down)."""
         if self.available:
-            async with self._refresh_lock:
+            async with self.listing_lock:
                 try:
                     await self._describe()
                     current = await commands.list_blocks(self.client)
@@ -210,7 +210,7 @@ class GuestLink:
 
     async def refresh(self) -> list[BlockEvent]:
         """List the blocks again and return what changed since the last listing."""
-        async with self._refresh_lock:
+        async with self.listing_lock:
             try:
                 await self._describe()
                 current = await commands.list_blocks(self.client)

@@ -14,6 +14,9 @@ Two things are specific to running it under anyio (on the asyncio backend):
   half-closed (``Runstate.DISCONNECTING``, measured). ``wait_for`` cancels once.
 - The library's event listener never ends when QEMU goes away: :meth:`Monitor.run`
   watches the client's runstate beside it and returns at the disconnect.
+
+Commands (:meth:`Monitor.execute`) may run while :meth:`Monitor.run` reads
+events: ``qemu.qmp`` routes replies by id and events to the listener.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from qemu.qmp import ConnectError, QMPClient, Runstate
+from qemu.qmp import ConnectError, QMPClient, QMPError, Runstate
 
 #: Called with each event's name and data.
 EventHandler = Callable[[str, dict[str, Any]], None]
@@ -59,6 +62,16 @@ class Monitor:
         except ConnectError as exc:
             raise QmpError(f"{path}: {exc}") from None
         return cls(client, path)
+
+    async def execute(self, command: str, timeout: float) -> Any:
+        """Run ``command`` and return its ``return`` value; any failure (an error reply, a lost
+        monitor, no reply within ``timeout``) raises :class:`QmpError`."""
+        try:
+            return await asyncio.wait_for(self._client.execute(command), timeout)
+        except TimeoutError:
+            raise QmpError(f"{self.path}: no reply to {command} within {timeout:g} s") from None
+        except QMPError as exc:
+            raise QmpError(f"{self.path}: {command}: {exc}") from None
 
     async def run(self, handle: EventHandler) -> None:
         """Hand every event to ``handle`` until QEMU closes the monitor; then raise :class:`QmpError`."""

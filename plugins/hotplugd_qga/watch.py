@@ -3,11 +3,14 @@
 The poller lists the guest's blocks when woken (a QMP memory event), every
 ``resize_poll_interval`` while memory is being added, and every
 ``poll_interval`` otherwise (the fallback: a guest without a QMP monitor,
-or a lost event). The listener turns QEMU's events into wake-ups:
-``ACPI_DEVICE_OST`` for a DIMM (sent once the guest created the blocks),
-``MEMORY_DEVICE_SIZE_CHANGE`` for virtio-mem (at most one a second per device,
-and virtio-mem stops plugging at 1 GiB left offline: hence the fast polling),
-and ``VSERPORT_CHANGE`` of the agent's port (the agent is up or down).
+or a lost event). The listener turns QEMU's events into block events or wake-ups:
+``ACPI_DEVICE_OST`` for a DIMM (sent once the guest created the blocks) into
+``add`` events for the DIMM's blocks at once, found by its address
+(:mod:`.dimms`, in a task of its own; a listing follows as the safety net, and
+is the fallback), ``MEMORY_DEVICE_SIZE_CHANGE`` for virtio-mem into fast polling
+(at most one event a second per device, and virtio-mem stops plugging at 1 GiB
+left offline), and ``VSERPORT_CHANGE`` of the agent's port (the agent is up or
+down). Both send on the guest's clone of the backend's event stream.
 :func:`run_guest` runs both; the backend cancels it when the guest goes away.
 """
 
@@ -15,10 +18,11 @@ from __future__ import annotations
 
 import anyio
 import structlog
-from anyio.abc import ObjectSendStream
+from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import BlockEvent, Rescan
 
+from .dimms import DimmWatcher
 from .guest import GuestLink
 from .qmp import Monitor, QmpError
 
@@ -33,8 +37,10 @@ async def poll_guest(guest: GuestLink, send: ObjectSendStream[BlockEvent | Resca
             await send.send(event)
 
 
-async def listen_guest(guest: GuestLink, monitor: Monitor | None) -> None:
-    """Forever: feed the guest's QMP events to it; reconnect (with backoff, then poll at once) after a lost monitor."""
+async def listen_guest(guest: GuestLink, monitor: Monitor | None, send: ObjectSendStream[BlockEvent | Rescan],
+                       tasks: TaskGroup) -> None:
+    """Forever: handle the guest's QMP events (DIMM queries run in ``tasks``); reconnect (with backoff,
+    then poll at once) after a lost monitor."""
     path, options = guest.settings.qmp, guest.options
     failures = 0
     while True:
@@ -44,7 +50,7 @@ async def listen_guest(guest: GuestLink, monitor: Monitor | None) -> None:
                 log.info("qmp_monitor_connected", guest=guest.name, path=path)
                 guest.memory_event()  # events may have been missed while it was away
             failures = 0
-            await monitor.run(guest.on_event)
+            await monitor.run(DimmWatcher(guest, monitor, send, tasks))
         except QmpError as exc:
             if failures == 0:
                 log.warning("qmp_monitor_lost", guest=guest.name, path=path, error=str(exc))
@@ -60,5 +66,5 @@ async def run_guest(guest: GuestLink, send: ObjectSendStream[BlockEvent | Rescan
     """The guest's poller and (with a ``qmp`` socket) its listener, until cancelled."""
     async with send, anyio.create_task_group() as tg:
         if guest.settings.qmp:
-            tg.start_soon(listen_guest, guest, monitor)
+            tg.start_soon(listen_guest, guest, monitor, send, tg)
         await poll_guest(guest, send)

@@ -1,4 +1,4 @@
-"""A fake qemu-guest-agent and a fake QMP monitor on unix sockets, for the qga backend's tests.
+"""A fake qemu-guest-agent on a unix socket, and fake guests (agent and QMP monitor), for the qga backend's tests.
 
 They follow the wire facts of ``shared/vm/QGA.md``: the agent answers a stray
 ``0xFF`` with a parse error, prefixes the ``guest-sync-delimited`` reply with
@@ -19,6 +19,9 @@ from typing import Any
 
 import anyio
 from anyio.abc import SocketStream, TaskGroup, TaskStatus
+from fake_monitor import FakeMonitor
+
+__all__ = ["BLOCK", "FakeAgent", "FakeMonitor", "FakeVM", "Overlap", "VMDirs", "fake_vms", "vm_dirs"]
 
 BLOCK = 128 << 20
 
@@ -208,70 +211,17 @@ class FakeAgent:
 
 
 @dataclass
-class FakeMonitor:
-    """QEMU's side of a QMP monitor: greeting, capabilities, then events pushed by the test."""
-
-    path: Path
-    clients: list[SocketStream] = field(default_factory=list)
-    negotiated: anyio.Event = field(default_factory=anyio.Event)
-    capabilities: list[str] = field(default_factory=list)  # what the last client enabled
-
-    async def serve(self, tg: TaskGroup) -> None:
-        listener = await anyio.create_unix_listener(self.path)
-        tg.start_soon(listener.serve, self._client)
-
-    async def _client(self, stream: SocketStream) -> None:
-        greeting = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0}}, "capabilities": ["oob"]}}
-        async with stream:
-            await stream.send(json.dumps(greeting).encode() + b"\r\n")
-            data, request = b"", None
-            while request is None:  # QEMU parses a JSON stream: no newline needed after a command
-                try:
-                    data += await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    return
-                try:
-                    request, _ = json.JSONDecoder().raw_decode(data.decode().strip())
-                except ValueError:
-                    continue
-            if request.get("execute") == "qmp_capabilities":
-                self.capabilities = request.get("arguments", {}).get("enable", [])
-                reply = {"return": {}, **({"id": request["id"]} if "id" in request else {})}
-                await stream.send(json.dumps(reply).encode() + b"\r\n")
-                self.clients.append(stream)
-                self.negotiated.set()
-            try:
-                await stream.receive()  # until the client goes away, or drop()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
-            finally:
-                if stream in self.clients:
-                    self.clients.remove(stream)
-
-    async def emit(self, event: str, data: dict[str, Any]) -> None:
-        message = {"event": event, "data": data, "timestamp": {"seconds": 0, "microseconds": 0}}
-        for stream in list(self.clients):
-            await stream.send(json.dumps(message).encode() + b"\r\n")
-
-    async def dimm_added(self, device: str = "dimm0") -> None:
-        await self.emit("ACPI_DEVICE_OST", {"info": {"device": device, "slot": "0", "slot-type": "DIMM",
-                                                     "source": 1, "status": 0}})
-
-    async def drop(self) -> None:
-        """Close every client connection (QEMU restarted)."""
-        for stream in list(self.clients):
-            await stream.aclose()
-        self.clients.clear()
-        self.negotiated = anyio.Event()
-
-
-@dataclass
 class FakeVM:
     """One guest: its agent and its monitor."""
 
     name: str
     agent: FakeAgent
     monitor: FakeMonitor
+
+    def hot_add_dimm(self, device: str, first: int, count: int) -> None:
+        """QEMU plugs a pc-dimm and the guest's kernel creates its blocks (offline); no event yet."""
+        self.monitor.plug_dimm(device, first, count, self.agent.block_size)
+        self.agent.add(range(first, first + count))
 
     def table(self, qmp: bool = True, port_id: str = "qgaport") -> dict[str, str]:
         """Its ``[[plugins.qga.guest]]`` table."""
