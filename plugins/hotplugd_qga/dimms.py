@@ -14,8 +14,8 @@ under TCG) comes before the first ``guest-set-memory-blocks``.
 They are put in the guest's snapshot as offline too (under its ``listing_lock``,
 and sent before the lock is released), so the next listing's diff does not
 announce them twice. That listing is the safety net: the poller is woken
-``resize_poll_interval`` after the announcement (by then the first batch is on
-its way, and the listing waits behind it at the agent). A block the guest
+``resize_quiet`` after the announcement, once adding is over (a listing in the
+middle of the onlining could take the agent between two batches). A block the guest
 onlined meanwhile then gives ``online``, one it never created ``remove``; blocks
 already known (a listing got there first) are not announced again, and the
 ``replay`` of an agent that was down works on the snapshot as before.
@@ -110,14 +110,14 @@ class DimmWatcher:
             self._tasks.start_soon(self.learn, device)
 
     async def learn(self, device: str) -> None:
-        """Announce the DIMM's blocks now and list the guest a little later; or list it now."""
+        """Announce the DIMM's blocks now and list the guest once adding is over; or list it now."""
         guest = self.guest
         blocks = await self._locate(device)
         if blocks is None or not await self._announce(device, blocks):
             guest.memory_event()
             return
-        await anyio.sleep(guest.options.resize_poll_interval)
-        guest.wake()  # the safety net, behind the first batch
+        await anyio.sleep(guest.options.resize_quiet)
+        guest.wake()  # the safety net, once adding is over
 
     async def _locate(self, device: str) -> range | None:
         guest = self.guest
@@ -142,7 +142,7 @@ class DimmWatcher:
             new = [phys for phys in blocks if phys not in snapshot]
             for phys in new:
                 snapshot[phys] = False
-            log.debug("qga_dimm_blocks", guest=guest.name, device=device, first=blocks.start,
+            log.info("qga_dimm_blocks", guest=guest.name, device=device, first=blocks.start,
                       blocks=len(blocks), new=len(new))
             for phys in new:
                 await self._send.send(BlockEvent(Action.ADD, phys, to_block(guest.name, phys, False, size),

@@ -20,14 +20,14 @@ from hotplugd_qga.dimms import dimm_blocks, inserted_dimm
 
 #: Long enough that only the DIMM path (or an explicit wake) can explain what happens.
 NEVER = 3600
-#: The longest resize_poll_interval: the safety-net listing does not come during the test.
-LATE = 60
+#: The longest resize_quiet: the safety-net listing does not come during the test.
+LATE = 600
 LISTING = "guest-get-memory-blocks"
 
 
 def backend(vms: list[FakeVM], **options: Any) -> QgaBackend:
     return QgaBackend(parse({"guest": [vm.table() for vm in vms], "poll_interval": NEVER,
-                             "resize_poll_interval": LATE, **options}))
+                             "resize_quiet": LATE, **options}))
 
 
 @asynccontextmanager
@@ -116,7 +116,7 @@ async def test_the_listing_afterwards_reconciles_without_announcing_twice(tmp_pa
     """The DIMM range claims a block the guest never made (40), and the guest onlined 33 itself."""
     async with fake_vms(tmp_path) as [vm]:
         vm.agent.add(range(0, 8), online=True)
-        b = backend([vm], resize_poll_interval=0.01)
+        b = backend([vm], resize_quiet=0.01)
         async with started(b) as seen:
             before = listings(vm)
             vm.hot_add_dimm("dimm0", 32, 9)
@@ -210,7 +210,7 @@ async def test_the_daemon_onlines_a_dimm_with_no_listing_before_its_first_batch(
         tmp_path: Path, make_daemon: Any, hook_recorder: Any) -> None:
     async with fake_vms(tmp_path) as [vm]:
         vm.agent.add(range(0, 8), online=True)
-        config = {"plugins": {"qga": {"guest": [vm.table()], "poll_interval": NEVER, "resize_poll_interval": LATE}}}
+        config = {"plugins": {"qga": {"guest": [vm.table()], "poll_interval": NEVER, "resize_quiet": LATE}}}
         daemon = make_daemon("qga", config, entry_points=True)
         async with running(daemon):
             await vm.monitor.negotiated.wait()
