@@ -18,6 +18,10 @@ The ``[plugins.sysfs]`` table:
 - ``rcvbuf`` (default ``"32MiB"``): the netlink receive buffer.
 - ``netlink`` (default true): false opens no socket; events then come only from
   ``SysfsBackend.feed()`` (tests on a fake tree, see :mod:`hotplugd.testing.fakesysfs`).
+- ``writer`` (default ``"process"``): who writes ``state``. ``"process"``: a small
+  child process (:mod:`hotplugd_sysfs.writer_child`, standard library only), so
+  that the writes, which block in the kernel, never wait for the daemon's
+  interpreter lock while it reads a hot-add's uevents; ``"thread"``: a worker thread.
 
 The kernel announces a block (its ``add`` uevent) before it links the block to
 its node; until the ``nodeN`` link exists, reading ``valid_zones`` oopses 6.1

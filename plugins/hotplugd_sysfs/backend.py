@@ -26,9 +26,10 @@ from .arrivals import Arrivals
 from .conflicts import find_conflicts
 from .intake import Intake
 from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
-from .onlining import denied, online_block, online_blocks
+from .onlining import denied, online_blocks
 from .settings import Settings, parse
 from .sysfs import BlockInfo, Sysfs, SysfsIO
+from .writers import Writers
 
 log = structlog.get_logger("hotplugd.sysfs")
 
@@ -43,7 +44,9 @@ class SysfsBackend(Backend):
     """Memory blocks under ``/sys/devices/system/memory``, uevents from netlink, onlining by ``state`` writes.
 
     With ``netlink = false`` no socket is opened: events come from :meth:`feed`
-    and :meth:`overflow` (tests on a fake tree, embedding).
+    and :meth:`overflow` (tests on a fake tree, embedding). An injected ``io``
+    (a test playing the kernel) is written from worker threads, whatever
+    ``writer`` says: a writer process could not reach it.
     """
 
     def __init__(self, settings: Settings | None = None, io: SysfsIO | None = None) -> None:
@@ -55,6 +58,7 @@ class SysfsBackend(Backend):
         self.rcvbuf = 0  # the socket's effective receive buffer, once started
         self._injected = InjectedSource()
         self._source: Source | None = None if self.settings.netlink else self._injected
+        self.writers = Writers(self.sysfs) if self.settings.writer == "process" and io is None else None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], io: SysfsIO | None = None) -> SysfsBackend:
@@ -67,13 +71,16 @@ class SysfsBackend(Backend):
 
     def describe(self) -> str:
         source = f"netlink rcvbuf={self.rcvbuf >> 20} MiB" if self.settings.netlink else "injected events"
-        return f"sysfs({self.settings.root}, {source}, concurrency={self.concurrency})"
+        writer = "writer process" if self.writers else "worker threads"
+        return f"sysfs({self.settings.root}, {source}, {writer}, concurrency={self.concurrency})"
 
     # -- life cycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Check write access, then bind the uevent socket (before the daemon's coldplug scan)."""
+        """Check write access, start the writer, then bind the uevent socket (before the daemon's coldplug scan)."""
         await anyio.to_thread.run_sync(self._check_access)
+        if self.writers is not None:
+            await self.writers.start()
         if self.settings.netlink:
             sock, self.rcvbuf = open_uevent_socket(self.settings.rcvbuf)
             self._source = NetlinkSource(sock)
@@ -95,6 +102,8 @@ class SysfsBackend(Backend):
     async def stop(self) -> None:
         if self._source is not None:
             self._source.close()
+        if self.writers is not None:
+            await self.writers.aclose()
 
     # -- reading the host ---------------------------------------------------------
 
@@ -173,9 +182,11 @@ class SysfsBackend(Backend):
     # -- onlining ---------------------------------------------------------------------
 
     async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
-        return await anyio.to_thread.run_sync(online_block, self.sysfs, block, zone)
+        return (await self.online_many([(block, zone)]))[0]
 
     async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
-        """One worker-thread call writes the run back to back (a thread round trip costs ms under load)."""
+        """The writer process (or one worker-thread call) writes the run back to back."""
+        if self.writers is not None:
+            return await self.writers.online_many(items)
         return await anyio.to_thread.run_sync(online_blocks, self.sysfs, list(items))
 

@@ -1,14 +1,20 @@
 """Onlining one block through ``memoryN/state``, and mapping the kernel's answer to an Outcome.
 
-Blocking: the backend calls :func:`online_blocks` from a worker thread. The
-kernel's ``state_store`` takes ``device_hotplug_lock`` (a loser sleeps 5 ms
+The kernel's ``state_store`` takes ``device_hotplug_lock`` (a loser sleeps 5 ms
 and restarts the syscall, invisibly), then ``device_online``: an online block
 answers EINVAL, which is "already online" when the re-read agrees.
+
+Two ways in: :func:`online_blocks` writes and re-reads itself (blocking: a
+worker thread calls it); or the writer process (:mod:`.writers`) writes and
+reads ``valid_zones``, and :func:`judge` maps its :class:`Written` answer, with
+:func:`settle` (blocking) for the rare answers that need sysfs read again.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+from dataclasses import dataclass
 
 from hotplugd import BackendError, Block, OnlineResult, Outcome, State, ZoneRequest
 from hotplugd.model import EHWPOISON
@@ -39,7 +45,11 @@ def online_block(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
     A block queued from a fresh ``add`` has ``valid_zones = ()`` (not read): an
     explicit zone the kernel refuses is then narrowed to what it lists, and written again.
     """
-    result = _write(sysfs, block, zone)
+    return _narrow_refused(sysfs, block, zone, _write(sysfs, block, zone))
+
+
+def _narrow_refused(sysfs: Sysfs, block: Block, zone: ZoneRequest, result: OnlineResult) -> OnlineResult:
+    """An explicit zone refused (EINVAL, still offline) for a block whose zones were unknown: write what it lists."""
     if result.outcome is Outcome.PERMANENT and result.errno == errno.EINVAL and not block.valid_zones:
         narrowed = narrow(zone, _zones(sysfs, block) or ())
         if narrowed is not zone:
@@ -52,28 +62,72 @@ def online_blocks(sysfs: Sysfs, items: list[tuple[Block, ZoneRequest]]) -> list[
     return [online_block(sysfs, block, zone) for block, zone in items]
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The writer process's answer for one block: the write's errno (0: written), then what
+    ``valid_zones`` read (``zones``), or the errno of that read (``zones_errno``)."""
+
+    errno: int
+    zones: tuple[str, ...] = ()
+    zones_errno: int = 0
+
+
+def judge(written: Written) -> OnlineResult | None:
+    """The outcome when the answer alone settles it; None when sysfs must be read again (:func:`settle`)."""
+    if written.errno == 0:
+        if written.zones_errno:
+            return _gone_after() if written.zones_errno in (errno.ENOENT, errno.ENODEV) else None
+        return _confirmed(written.zones) if len(written.zones) <= 1 else None
+    if written.errno == errno.EINVAL or written.errno in DENIED:
+        return None
+    return _mapped(written.errno, os.strerror(written.errno))
+
+
+def settle(sysfs: Sysfs, block: Block, zone: ZoneRequest, written: Written) -> OnlineResult:
+    """The outcome of an answer :func:`judge` left open: sysfs read again, a refused zone narrowed and written."""
+    if written.errno:
+        result = _failed(sysfs, block, OSError(written.errno, os.strerror(written.errno)))
+    else:
+        result = _confirm(sysfs, block, zone, None)
+    return _narrow_refused(sysfs, block, zone, result)
+
+
 def _write(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
-    """One write and its confirmation.
+    """One write and its confirmation."""
+    try:
+        sysfs.io.write(sysfs.state_path(block.index), zone.value)
+    except OSError as exc:
+        return _failed(sysfs, block, exc)
+    return _confirm(sysfs, block, zone, _zones(sysfs, block))
+
+
+def _confirm(sysfs: Sysfs, block: Block, zone: ZoneRequest, zones: tuple[str, ...] | None) -> OnlineResult:
+    """After a successful write: ``zones`` is ``valid_zones`` read since (re-read here when None or gone).
 
     ``state_store`` returns success only once ``device_online`` has onlined the
     block, so after a successful write ``valid_zones`` alone is re-read: an
     online block lists exactly its zone. More than one zone listed means it is
     offline again (someone offlined it at once), which ``state`` then confirms.
     """
-    try:
-        sysfs.io.write(sysfs.state_path(block.index), zone.value)
-    except OSError as exc:
-        return _failed(sysfs, block, exc)
-    zones = _zones(sysfs, block)
     if zones is None:
-        return OnlineResult(Outcome.GONE, detail="removed right after onlining")
+        zones = _zones(sysfs, block)
+    if zones is None:
+        return _gone_after()
     if len(zones) > 1:
         state, zones = _reread(sysfs, block)
         if state is None:
-            return OnlineResult(Outcome.GONE, detail="removed right after onlining")
+            return _gone_after()
         if state is not State.ONLINE:
             return OnlineResult(Outcome.ERROR, detail=f"wrote {zone.value!r} but state reads {state.value!r}")
+    return _confirmed(zones)
+
+
+def _confirmed(zones: tuple[str, ...]) -> OnlineResult:
     return OnlineResult(Outcome.ONLINED, zone=zones[0] if zones else None)
+
+
+def _gone_after() -> OnlineResult:
+    return OnlineResult(Outcome.GONE, detail="removed right after onlining")
 
 
 def _zones(sysfs: Sysfs, block: Block) -> tuple[str, ...] | None:
@@ -88,7 +142,6 @@ def _zones(sysfs: Sysfs, block: Block) -> tuple[str, ...] | None:
 
 def _failed(sysfs: Sysfs, block: Block, exc: OSError) -> OnlineResult:
     code = exc.errno or 0
-    name = errno.errorcode.get(code, str(code))
     if code in DENIED:
         raise denied(sysfs.state_path(block.index)) from None
     if code == errno.EINVAL:
@@ -98,8 +151,13 @@ def _failed(sysfs: Sysfs, block: Block, exc: OSError) -> OnlineResult:
         if state is State.ONLINE:  # another onliner (or the kernel) got there first
             return OnlineResult(Outcome.ALREADY_ONLINE, zone=zones[0] if zones else None, errno=code)
         return OnlineResult(Outcome.PERMANENT, errno=code, detail=f"EINVAL and the block is still {state.value}")
-    outcome = ERRNO_OUTCOMES.get(code, Outcome.ERROR)
-    return OnlineResult(outcome, errno=code, detail=f"{name}: {exc.strerror or exc}")
+    return _mapped(code, exc.strerror or str(exc))
+
+
+def _mapped(code: int, message: str) -> OnlineResult:
+    """A failed write whose errno alone gives the outcome (not EINVAL, not a denial)."""
+    name = errno.errorcode.get(code, str(code))
+    return OnlineResult(ERRNO_OUTCOMES.get(code, Outcome.ERROR), errno=code, detail=f"{name}: {message}")
 
 
 def _reread(sysfs: Sysfs, block: Block) -> tuple[State | None, tuple[str, ...]]:

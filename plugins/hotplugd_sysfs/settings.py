@@ -13,6 +13,7 @@ from hotplugd.units import parse_size
 #: directory masks one of the same name in a later one).
 UDEV_RULES_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d")
 DEFAULT_RCVBUF = 32 << 20
+WRITERS = ("process", "thread")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Settings:
     batch: int = 32  # blocks a worker-thread call onlines back to back (1: a thread round trip per block)
     rcvbuf: int = DEFAULT_RCVBUF  # netlink receive buffer, bytes
     netlink: bool = True  # False: events come only from SysfsBackend.feed() (tests)
+    writer: str = "process"  # who writes state files: a writer process, or a worker "thread"
 
 
 def _path(value: Any) -> str:
@@ -63,8 +65,14 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def _writer(value: Any) -> str:
+    if value not in WRITERS:
+        raise ValueError(f"expected one of {', '.join(map(repr, WRITERS))}, got {value!r}")
+    return str(value)
+
+
 _PARSERS = {"root": _path, "proc": _path, "udev_rules_dirs": _dirs, "concurrency": _concurrency,
-            "batch": _batch, "rcvbuf": _rcvbuf, "netlink": _bool}
+            "batch": _batch, "rcvbuf": _rcvbuf, "netlink": _bool, "writer": _writer}
 
 
 def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None) -> Settings:

@@ -1,0 +1,100 @@
+"""The writer process: writes memory blocks' ``state`` files for the sysfs backend.
+
+Run by :mod:`hotplugd_sysfs.writers` as ``python -I -S -c <this file> MEMORY_DIR``.
+It imports the standard library only (it starts in tens of milliseconds, even
+under emulation) and holds no state: everything it does is asked for on stdin.
+
+Why a process: a ``state`` write blocks in the kernel for milliseconds, so the
+daemon cannot make it from its event loop; from a worker thread, every syscall
+hands the GIL back and waits to take it again while the loop reads the rest of
+a hot-add's uevents (up to the 5 ms switch interval per syscall, several per
+block). A process has its own interpreter lock and the kernel schedules it.
+
+Protocol, ASCII lines:
+
+- request, one line per run: ``INDEX VALUE [INDEX VALUE ...]`` where VALUE is
+  ``online``, ``online_kernel`` or ``online_movable``;
+- replies, one line per block as soon as it is done, in request order:
+  ``INDEX ERRNO ZONES``. ERRNO is the write's (0: written); ZONES is what
+  ``valid_zones`` read after a successful write (maybe empty), ``!ERRNO`` when
+  that read failed, absent after a failed write.
+
+A malformed request ends the process with status 2 and a message on stderr;
+end of input ends it with status 0. SIGINT is ignored: the daemon decides when
+its writer stops (a terminal's Ctrl-C reaches the whole process group).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import BinaryIO
+
+VALUES = frozenset({b"online", b"online_kernel", b"online_movable"})
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse(line: bytes) -> list[tuple[int, bytes]]:
+    """One request line as (index, value) pairs; BadRequest when it is not one."""
+    words = line.split()
+    if not words or len(words) % 2:
+        raise BadRequest(f"expected INDEX VALUE pairs, got {line[:80]!r}")
+    items = []
+    for index, value in zip(words[::2], words[1::2], strict=True):
+        if not index.isdigit() or value not in VALUES:
+            raise BadRequest(f"bad pair {index[:20]!r} {value[:20]!r}")
+        items.append((int(index), value))
+    return items
+
+
+def online(memory_dir: str, index: int, value: bytes) -> bytes:
+    """Write ``value`` to the block's ``state``, then read its ``valid_zones``: the reply line."""
+    base = f"{memory_dir}/memory{index}"
+    try:
+        fd = os.open(f"{base}/state", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return b"%d %d\n" % (index, exc.errno or 0)
+    try:
+        fd = os.open(f"{base}/valid_zones", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            zones = os.read(fd, 4096)  # a sysfs attribute comes whole in one read
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return b"%d 0 !%d\n" % (index, exc.errno or 0)
+    return b"%d 0 %s\n" % (index, b" ".join(zones.split()))
+
+
+def serve(memory_dir: str, requests: BinaryIO, replies: BinaryIO) -> None:
+    """Answer requests until end of input."""
+    for line in requests:
+        for index, value in parse(line):
+            replies.write(online(memory_dir, index, value))
+            replies.flush()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: writer_child.py MEMORY_DIR", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        serve(argv[1], sys.stdin.buffer, sys.stdout.buffer)
+    except BadRequest as exc:
+        print(f"hotplugd sysfs writer: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the daemon is gone
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,191 @@
+"""The writer process: its protocol, the answers' judgement, and losing a writer mid-run.
+
+The child writes real files, so these tests give it plain files under a temp
+dir (the fake tree without its kernel-playing ``FakeSysfsIO``): a write just
+lands in ``state``, and ``valid_zones`` says what the test wrote there.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import signal
+
+import anyio
+import pytest
+
+from hotplugd import Outcome, ZoneRequest
+from hotplugd_sysfs import SysfsBackend
+from hotplugd_sysfs.onlining import Written, judge, settle
+from hotplugd_sysfs.sysfs import Sysfs
+from hotplugd_sysfs.writer_child import BadRequest, parse, serve
+from hotplugd_sysfs.writers import Writers, parse_reply
+
+
+def written(fake, index):
+    return (fake.memory / f"memory{index}" / "state").read_text()
+
+
+@pytest.fixture
+def plain(fake_sysfs):
+    """The fake tree read and written through plain files (what a writer process sees)."""
+    fake_sysfs.add_block(8, zones=("Movable",))
+    fake_sysfs.add_block(9, zones=("Normal",))
+    return fake_sysfs, Sysfs(fake_sysfs.sys, fake_sysfs.proc)
+
+
+# -- the child's protocol, in this process ------------------------------------------------
+
+
+def test_child_writes_each_value_and_answers_with_valid_zones(plain):
+    fake, _ = plain
+    replies = io.BytesIO()
+    serve(str(fake.memory), io.BytesIO(b"8 online_movable 9 online_kernel\n7 online\n"), replies)
+    assert replies.getvalue().splitlines() == [b"8 0 Movable", b"9 0 Normal", b"7 %d" % errno.ENOENT]
+    assert written(fake, 8).startswith("online_movable") and written(fake, 9).startswith("online_kernel")
+
+
+def test_child_reports_a_failed_valid_zones_read(plain):
+    fake, _ = plain
+    (fake.memory / "memory8" / "valid_zones").unlink()
+    replies = io.BytesIO()
+    serve(str(fake.memory), io.BytesIO(b"8 online\n"), replies)
+    assert replies.getvalue() == b"8 0 !%d\n" % errno.ENOENT
+
+
+@pytest.mark.parametrize("line", [b"\n", b"8\n", b"8 offline\n", b"x online\n", b"-1 online\n", b"8 online 9\n"])
+def test_child_refuses_a_malformed_request(line):
+    with pytest.raises(BadRequest):
+        parse(line)
+
+
+@pytest.mark.parametrize(("line", "answer"), [
+    (b"8 0 Movable\n", Written(0, ("Movable",))),
+    (b"8 0 Normal Movable\n", Written(0, ("Normal", "Movable"))),
+    (b"8 0 \n", Written(0, ())),
+    (b"8 0 !19\n", Written(0, zones_errno=19)),
+    (b"8 16\n", Written(16)),
+])
+def test_reply_lines_parse(line, answer):
+    assert parse_reply(line, 8) == answer
+
+
+@pytest.mark.parametrize("line", [b"9 0 Movable\n", b"8\n", b"eight 0\n"])
+def test_a_reply_out_of_step_is_refused(line):
+    with pytest.raises(ValueError):
+        parse_reply(line, 8)
+
+
+# -- judging an answer ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("answer", "outcome", "zone"), [
+    (Written(0, ("Movable",)), Outcome.ONLINED, "Movable"),
+    (Written(0, ()), Outcome.ONLINED, None),
+    (Written(0, zones_errno=errno.ENODEV), Outcome.GONE, None),
+    (Written(errno.EBUSY), Outcome.TRANSIENT, None),
+    (Written(errno.ENOENT), Outcome.GONE, None),
+    (Written(errno.EIO), Outcome.ERROR, None),
+])
+def test_answers_that_settle_themselves(answer, outcome, zone):
+    result = judge(answer)
+    assert result is not None and (result.outcome, result.zone) == (outcome, zone)
+
+
+@pytest.mark.parametrize("answer", [Written(errno.EINVAL), Written(errno.EACCES), Written(0, ("Normal", "Movable")),
+                                    Written(0, zones_errno=errno.EIO)])
+def test_answers_that_need_sysfs_read_again(answer):
+    assert judge(answer) is None
+
+
+def test_einval_on_a_block_now_online_settles_as_already_online(fake_sysfs):
+    fake_sysfs.add_block(8)
+    sysfs = Sysfs(fake_sysfs.sys, fake_sysfs.proc, fake_sysfs.io)
+    block = sysfs.read_block(8)
+    fake_sysfs.set_state(8, "online", ("Movable",))
+    result = settle(sysfs, block, ZoneRequest.KERNEL, Written(errno.EINVAL))
+    assert (result.outcome, result.zone) == (Outcome.ALREADY_ONLINE, "Movable")
+
+
+def test_offline_again_after_the_write_settles_as_an_error(fake_sysfs):
+    fake_sysfs.add_block(8)
+    sysfs = Sysfs(fake_sysfs.sys, fake_sysfs.proc, fake_sysfs.io)
+    result = settle(sysfs, sysfs.read_block(8), ZoneRequest.AUTO, Written(0, ("Normal", "Movable")))
+    assert result.outcome is Outcome.ERROR and "offline" in result.detail
+
+
+# -- real writer processes ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_writer_process_onlines_a_run(plain):
+    fake, sysfs = plain
+    writers = Writers(sysfs)
+    await writers.start()
+    try:
+        items = [(sysfs.read_block(8), ZoneRequest.MOVABLE), (sysfs.read_block(9), ZoneRequest.KERNEL)]
+        results = await writers.online_many(items)
+        again = await writers.online_many(items[:1])
+    finally:
+        await writers.aclose()
+    assert [(r.outcome, r.zone) for r in results] == [(Outcome.ONLINED, "Movable"), (Outcome.ONLINED, "Normal")]
+    assert again[0].outcome is Outcome.ONLINED
+    assert written(fake, 9).startswith("online_kernel")
+    assert writers.started == 1  # the one writer served both calls
+
+
+@pytest.mark.asyncio
+async def test_a_dead_writer_is_replaced_and_its_run_written_from_a_thread(plain):
+    fake, sysfs = plain
+    writers = Writers(sysfs)
+    await writers.start()
+    try:
+        (writer,) = writers._idle
+        os.kill(writer.process.pid, signal.SIGKILL)
+        await writer.process.wait()
+        results = await writers.online_many([(sysfs.read_block(8), ZoneRequest.MOVABLE)])
+        assert (results[0].outcome, results[0].zone) == (Outcome.ONLINED, "Movable")
+        assert written(fake, 8).startswith("online_movable")
+        assert writers._idle == []  # the dead one was dropped
+        await writers.online_many([(sysfs.read_block(9), ZoneRequest.KERNEL)])
+        assert writers.started == 2
+    finally:
+        await writers.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_writer_cancelled_mid_run_is_dropped(plain):
+    _, sysfs = plain
+    writers = Writers(sysfs)
+    await writers.start()
+    try:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await writers.online_many([(sysfs.read_block(8), ZoneRequest.MOVABLE)])
+        assert writers._idle == []
+        results = await writers.online_many([(sysfs.read_block(9), ZoneRequest.KERNEL)])
+        assert results[0].outcome is Outcome.ONLINED and writers.started == 2
+    finally:
+        await writers.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_python_that_cannot_start_is_a_clear_error(plain):
+    from hotplugd import BackendError
+
+    _, sysfs = plain
+    with pytest.raises(BackendError, match="/nonexistent/python"):
+        await Writers(sysfs, python="/nonexistent/python").start()
+
+
+def test_backend_writes_through_a_process_unless_io_is_injected(fake_sysfs):
+    assert SysfsBackend.from_options(fake_sysfs.options()).writers is not None
+    assert SysfsBackend.from_options(fake_sysfs.options(writer="thread")).writers is None
+    injected = SysfsBackend.from_options(fake_sysfs.options(), io=fake_sysfs.io)
+    assert injected.writers is None and "worker threads" in injected.describe()
+
+
+def test_an_unknown_writer_names_the_key(fake_sysfs):
+    with pytest.raises(ValueError, match="plugins.sysfs.writer.*'fork'"):
+        SysfsBackend.from_options(fake_sysfs.options(writer="fork"))
