@@ -5,6 +5,11 @@ time (``settle``, ``max_defer``) and by what waiting costs the host: the bytes
 left offline (``max_offline_bytes``) and the memmap they already hold against
 MemAvailable (``max_memmap_share``). Where the backend cannot online in
 parallel, waiting buys nothing, and with ``defer = "auto"`` it is skipped.
+
+Whatever the deferral, a phase does not start while the backend has said that
+more adds of the same hot-add follow at once (``BlockEvent.more``): they join
+it, in one backend call rather than two. That promise holds for ``MORE_HOLD``
+seconds at most, and never past a bound on what waits offline.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from dataclasses import dataclass
 from .config import SchedulerConfig
 from .model import Topology
 from .pending import PendingQueue
+
+
+#: The longest a backend's "more adds follow" (``BlockEvent.more``) holds a phase back.
+MORE_HOLD = 0.05
 
 
 class Trigger(enum.StrEnum):
@@ -60,16 +69,15 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
     """The deferral rules, in order of precedence."""
     if not len(queue):
         return Decision()
+    bound = _bound(cfg, queue, topology)
+    if bound is None and queue.held_until is not None and now < queue.held_until:
+        return Decision(wait=queue.held_until - now)  # the rest of the hot-add is on its way
     if cfg.parallel_hotplug_ratio == 0:
         return Decision(Trigger.RATIO_0)
     if cfg.defer == "auto" and total_workers(cfg.parallel_hotplug_ratio, topology, concurrency) <= 1:
         return Decision(Trigger.SERIAL)
-    if len(queue) >= queue.limit:
-        return Decision(Trigger.QUEUE_FULL)
-    if queue.bytes >= cfg.max_offline_bytes:
-        return Decision(Trigger.OFFLINE_BYTES)
-    if queue.memmap_bytes > cfg.max_memmap_share * topology.mem_available:
-        return Decision(Trigger.MEMMAP_SHARE)
+    if bound is not None:
+        return Decision(bound)
     oldest = queue.oldest if queue.oldest is not None else now
     last_add = queue.last_add if queue.last_add is not None else now
     if now - oldest >= cfg.max_defer:
@@ -77,3 +85,14 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
     if now - last_add >= cfg.settle:
         return Decision(Trigger.SETTLE)
     return Decision(wait=max(0.0, min(oldest + cfg.max_defer, last_add + cfg.settle) - now))
+
+
+def _bound(cfg: SchedulerConfig, queue: PendingQueue, topology: Topology) -> Trigger | None:
+    """The bound on what waits offline that the queue has reached, if any."""
+    if len(queue) >= queue.limit:
+        return Trigger.QUEUE_FULL
+    if queue.bytes >= cfg.max_offline_bytes:
+        return Trigger.OFFLINE_BYTES
+    if queue.memmap_bytes > cfg.max_memmap_share * topology.mem_available:
+        return Trigger.MEMMAP_SHARE
+    return None

@@ -20,7 +20,7 @@ import structlog
 
 from .backend import Backend
 from .config import Config
-from .deferral import Trigger, decide, plan_workers
+from .deferral import MORE_HOLD, Trigger, decide, plan_workers
 from .metrics import Metrics
 from .model import Action, Block, BlockEvent, Outcome, State, Topology
 from .pending import PendingQueue, Waiting
@@ -122,6 +122,7 @@ class DomainScheduler:
 
     def _handle_add(self, event: BlockEvent) -> None:
         block = event.block
+        self.queue.held_until = self.clock() + MORE_HOLD if event.more else None
         if event.synthetic and block is not None and block.index in self.in_phase:
             self._added_in_phase.add(block.index)  # announced again (a replay, an agent back): retry if it fails
             return

@@ -107,6 +107,9 @@ class BlockEvent:
     block: Block | None = None
     synthetic: bool = False  # replayed (e.g. ``udevadm trigger``), not a real change
     domain: str = HOST_DOMAIN  # for ``add``, the same as ``block.domain``
+    #: For ``add``: the backend holds more adds of the same hot-add and yields them at once, so
+    #: no phase starts before them (for at most :data:`~hotplugd.deferral.MORE_HOLD` seconds).
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

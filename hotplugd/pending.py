@@ -28,6 +28,8 @@ class PendingQueue:
         self._nodes: dict[int, dict[int, Waiting]] = {}
         self.bytes = 0
         self.last_add: float | None = None
+        #: Until when the backend's promise of more adds (``BlockEvent.more``) holds phases back.
+        self.held_until: float | None = None
         self.overflowed = False
 
     def __len__(self) -> int:

@@ -8,6 +8,8 @@ does not say which NUMA node of the guest a block belongs to.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hotplugd import Action, Block, BlockEvent, State
 
 #: Until the agent told the guest's block size (x86's memory block size).
@@ -30,7 +32,8 @@ def diff(guest: str, size: int, previous: dict[int, bool], current: dict[int, bo
     blocks give ``remove``. With ``replay`` (the agent was unreachable for a
     while, its view may have been lost) every offline block that did not change
     is announced again as a synthetic ``add``: the scheduler re-queues blocks it
-    had given up on, and ignores those it already holds.
+    had given up on, and ignores those it already holds. Every ``add`` but the
+    last says ``more``: the listing's adds go to one phase.
     """
     events: list[BlockEvent] = []
     for phys in sorted(previous.keys() - current.keys()):
@@ -46,7 +49,14 @@ def diff(guest: str, size: int, previous: dict[int, bool], current: dict[int, bo
         elif replay and not online:
             events.append(BlockEvent(Action.ADD, phys, to_block(guest, phys, online, size), synthetic=True,
                                      domain=guest))
-    return events
+    return announced_together(events)
+
+
+def announced_together(events: list[BlockEvent]) -> list[BlockEvent]:
+    """``events`` with ``more`` set on every ``add`` but the last (they are sent back to back)."""
+    adds = [i for i, e in enumerate(events) if e.action is Action.ADD]
+    held = set(adds[:-1])
+    return [dataclasses.replace(e, more=True) if i in held else e for i, e in enumerate(events)]
 
 
 def removals(guest: str, blocks: dict[int, bool] | None) -> list[BlockEvent]:

@@ -39,7 +39,7 @@ from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import Action, BlockEvent, Rescan
 
-from .blocks import to_block
+from .blocks import announced_together, to_block
 from .guest import GuestLink
 from .qmp import Monitor, QmpError
 
@@ -144,7 +144,8 @@ class DimmWatcher:
                 snapshot[phys] = False
             log.info("qga_dimm_blocks", guest=guest.name, device=device, first=blocks.start,
                       blocks=len(blocks), new=len(new))
-            for phys in new:
-                await self._send.send(BlockEvent(Action.ADD, phys, to_block(guest.name, phys, False, size),
-                                                 domain=guest.name))
+            adds = [BlockEvent(Action.ADD, phys, to_block(guest.name, phys, False, size), domain=guest.name)
+                    for phys in new]
+            for event in announced_together(adds):
+                await self._send.send(event)
         return True

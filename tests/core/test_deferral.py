@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hotplugd.config import SchedulerConfig
-from hotplugd.deferral import Trigger, decide, node_workers, total_workers
+from hotplugd.deferral import MORE_HOLD, Trigger, decide, node_workers, total_workers
 from hotplugd.model import Block, Topology
 from hotplugd.pending import PendingQueue
 
@@ -97,3 +97,20 @@ def test_total_workers_capped_by_concurrency_across_nodes():
     assert total_workers(1.0, t, 64) == 8
     assert total_workers(1.0, t, 6) == 6
     assert total_workers(1.0, t, 1) == 1
+
+
+def test_more_adds_promised_hold_the_phase_back_briefly():
+    q = queue_with([10.0])
+    q.held_until = 10.0 + MORE_HOLD
+    held = decide(cfg(), q, 10.01, topo(), 1)
+    assert held.trigger is None and held.wait == pytest.approx(MORE_HOLD - 0.01)
+    assert decide(cfg(), q, 10.0 + MORE_HOLD, topo(), 1).trigger is Trigger.SERIAL  # the promise ran out
+    q.held_until = None  # the last add came
+    assert decide(cfg(), q, 10.01, topo(), 1).trigger is Trigger.SERIAL
+
+
+def test_more_adds_promised_never_hold_past_a_bound():
+    q = queue_with([10.0] * 8)  # 1 GiB offline: the bound
+    q.held_until = 10.0 + MORE_HOLD
+    assert decide(cfg(), q, 10.0, topo(), 8).trigger is Trigger.OFFLINE_BYTES
+    assert decide(cfg(parallel_hotplug_ratio=0), q, 10.0, topo(), 8).trigger is Trigger.RATIO_0

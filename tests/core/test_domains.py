@@ -57,10 +57,12 @@ class Guests(Backend):
     def census(self) -> Iterable[Block]:
         return [b for h in self.hosts.values() for b in h.blocks.values()]
 
-    def add(self, domain: str, *indices: int) -> None:
-        for index in indices:
+    def add(self, domain: str, *indices: int, together: bool = False) -> None:
+        """Send adds; ``together``: every one but the last says ``more`` follow."""
+        for n, index in enumerate(indices, 1):
             block = self.hosts[domain].add(index)
-            self.send.send_nowait(BlockEvent(Action.ADD, index, block, domain=domain))
+            more = together and n < len(indices)
+            self.send.send_nowait(BlockEvent(Action.ADD, index, block, domain=domain, more=more))
 
 
 def guests(names: Iterable[str], cpus: int = 1, cost: float = 0.0) -> dict[str, FakeHost]:
@@ -177,3 +179,18 @@ async def test_a_domain_gone_from_the_scan_is_dropped_and_may_come_back(make_dae
         backend.hosts["goes"] = gone  # and started again, with memory added
         backend.add("goes", 2)
         await wait_until(lambda: gone.online_indices() == {1, 2})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("together", [True, False])
+async def test_adds_sent_together_make_one_phase(make_daemon, hook_recorder, together):
+    backend = Guests(guests(["vm1"], cost=0.01), {})
+    daemon = make_daemon(backend)
+    async with running(daemon, until_idle=False):
+        backend.add("vm1", *range(8), together=together)
+        await wait_until(lambda: backend.hosts["vm1"].online_indices() == set(range(8)))
+    sizes = [p.blocks for p in hook_recorder.phases]
+    if together:
+        assert sizes == [8]
+    else:  # without the promise the first add starts a phase on its own
+        assert len(sizes) > 1 and sum(sizes) == 8

@@ -32,6 +32,7 @@ def test_diff_gives_adds_state_changes_and_removes_of_the_guests_domain() -> Non
     assert [(e.block.domain, e.block.state, e.block.size) for e in adds] == [
         ("vm1", State.OFFLINE, SIZE), ("vm1", State.ONLINE, SIZE)]
     assert not any(e.synthetic for e in events)
+    assert [e.more for e in adds] == [True, False]  # sent back to back: one phase for both
 
 
 def test_diff_of_the_same_listing_is_empty_unless_replayed() -> None:

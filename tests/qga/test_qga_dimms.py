@@ -222,5 +222,6 @@ async def test_the_daemon_onlines_a_dimm_with_no_listing_before_its_first_batch(
         after = [r["execute"] for r in vm.agent.requests[mark:] if r["execute"] != "guest-sync-delimited"]
         assert after[0] == "guest-set-memory-blocks" and LISTING not in after
         assert sorted(sum(vm.agent.set_calls(), [])) == list(range(32, 40))
+        assert [p.blocks for p in hook_recorder.phases] == [8]  # sent together: one phase, one batch
         assert {r.block.index: r.result.outcome.value for r in hook_recorder.reports} == dict.fromkeys(
             range(32, 40), "onlined")
