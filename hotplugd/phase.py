@@ -135,11 +135,15 @@ class FinalPhase:
         parallel = sum(workers.values()) > 1
         if parallel and len(batch) >= 2 * sum(workers.values()) and not self.stopping:
             await self._calibrate(queues, reports, busy)
-        async with anyio.create_task_group() as tg:
-            for node, queue in queues.items():
-                runs = max(1, self.backend.batch_size) if workers[node] == 1 else 1
-                for _ in range(workers[node]):
-                    tg.start_soon(worker, queue, runs)
+        runs = {node: max(1, self.backend.batch_size) if n == 1 else 1 for node, n in workers.items()}
+        if len(queues) == 1 and sum(workers.values()) == 1:  # one worker: no task of its own
+            node, queue = next(iter(queues.items()))
+            await worker(queue, runs[node])
+        else:
+            async with anyio.create_task_group() as tg:
+                for node, queue in queues.items():
+                    for _ in range(workers[node]):
+                        tg.start_soon(worker, queue, runs[node])
 
         seconds = self.clock() - start
         untouched = [w for q in queues.values() for w in q]
@@ -197,6 +201,15 @@ class FinalPhase:
         loop's per-block work. ``slot`` (one backend call at a time for this worker, and the
         phase's limit across nodes) is held around every call, retries included.
         """
+        if len(queue) <= runs and not self.stopping:  # a single run: nothing to overlap its accounting with
+            items = self._prepare(list(queue))
+            queue.clear()
+            async with slot:
+                t0 = self.clock()
+                results = await self._call_many(items)
+            for report in await self._account_run(items, results, t0, slot):
+                done(report)
+            return
         send, receive = anyio.create_memory_object_stream[tuple[list[_Item], list[OnlineResult], float]](0)
 
         async def call() -> None:
