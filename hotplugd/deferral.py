@@ -40,6 +40,10 @@ class Trigger(enum.StrEnum):
     SETTLE = "settle"
 
 
+#: Triggers of a domain that does not defer at all: they depend on no MemAvailable.
+UNDEFERRED = frozenset({Trigger.RATIO_0, Trigger.SERIAL})
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Start a phase now (``trigger``), or wait at most ``wait`` seconds for more events."""

@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 
 import anyio
+import anyio.abc
 import structlog
 
 from .backend import Backend
 from .config import Config
-from .deferral import MORE_HOLD, Trigger, decide, plan_workers
+from .deferral import MORE_HOLD, UNDEFERRED, Decision, Trigger, decide, plan_workers
 from .metrics import Metrics
 from .model import Action, Block, BlockEvent, Outcome, State, Topology
 from .pending import PendingQueue, Waiting
@@ -61,6 +62,7 @@ class DomainScheduler:
         self._phase_slot = phase_slots  # across domains: at most the backend's ``parallel_domains`` phases
         self.topology: Topology | None = None
         self._topology_at = 0.0
+        self._refreshing = False
         self._wake = anyio.Event()
         self.stopping = False
         #: Blocks that failed; left offline until the next rescan (or, unless permanent, ``_retry_at``).
@@ -171,11 +173,37 @@ class DomainScheduler:
         """Nothing queued, no phase running."""
         return not len(self.queue) and not self.busy_nodes
 
-    async def _fresh_topology(self) -> Topology:
-        if self.topology is None or self.clock() - self._topology_at > TOPOLOGY_MAX_AGE:
+    def _stale(self) -> bool:
+        return self.topology is None or self.clock() - self._topology_at > TOPOLOGY_MAX_AGE
+
+    async def _refresh_topology(self) -> Topology:
+        self._refreshing = True
+        try:
             self.topology = (await self.backend.topology()).for_domain(self.name)
             self._topology_at = self.clock()
+        finally:
+            self._refreshing = False
         return self.topology
+
+    async def _decide(self, tasks: anyio.abc.TaskGroup) -> tuple[Topology, Decision]:
+        """The deferral decision, on a topology fresh enough for it.
+
+        A decision not to defer (ratio 0, a serial domain) depends on no
+        MemAvailable: it is taken on the last topology, which is refreshed
+        beside the phase rather than before it (a worker-thread read on the
+        way to the first write of a hot-add). Any other is taken on a fresh one.
+        """
+        cfg, topology = self.config.scheduler, self.topology
+        if topology is not None:
+            decision = decide(cfg, self.queue, self.clock(), topology, self.concurrency)
+            if not self._stale():
+                return topology, decision
+            if decision.trigger in UNDEFERRED:
+                if not self._refreshing:
+                    tasks.start_soon(self._refresh_topology)
+                return topology, decision
+        topology = await self._refresh_topology()
+        return topology, decide(cfg, self.queue, self.clock(), topology, self.concurrency)
 
     def _overlapping(self) -> bool:
         """May phases of different nodes run at once? Only where onlines really run in parallel."""
@@ -194,8 +222,7 @@ class DomainScheduler:
                 if not len(self.queue):
                     await self._sleep(self._next_retry())
                     continue
-                topology = await self._fresh_topology()
-                decision = decide(self.config.scheduler, self.queue, self.clock(), topology, self.concurrency)
+                topology, decision = await self._decide(phases)
                 if decision.trigger is None:
                     await self._sleep(min((w for w in (decision.wait, self._next_retry()) if w is not None),
                                           default=None))

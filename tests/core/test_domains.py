@@ -14,8 +14,8 @@ import pytest
 
 from hotplugd.backend import Backend
 from hotplugd.metrics import Metrics
-from hotplugd.model import Action, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
-from hotplugd.testing import FakeHost, running, wait_until
+from hotplugd.model import Action, Block, BlockEvent, OnlineResult, Rescan, Scan, State, Topology, ZoneRequest
+from hotplugd.testing import FakeHost, ManualClock, running, wait_until
 
 class Guests(Backend):
     """One FakeHost per domain; the default topology is a host's, each guest has its own."""
@@ -194,3 +194,38 @@ async def test_adds_sent_together_make_one_phase(make_daemon, hook_recorder, tog
         assert sizes == [8]
     else:  # without the promise the first add starts a phase on its own
         assert len(sizes) > 1 and sum(sizes) == 8
+
+
+class SlowTopology(Guests):
+    """Its topology reads after the first (the scan's) wait until ``release`` is set."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = anyio.Event()
+        self.reads = 0
+
+    async def topology(self) -> Topology:
+        self.reads += 1
+        if self.reads > 1:
+            await self.release.wait()
+        return await super().topology()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("ratio", "waits"), [(1.0, False), (0, False), (2.0, True)])
+async def test_only_a_deferring_domain_waits_for_a_fresh_topology(make_daemon, ratio, waits):
+    clock = ManualClock()
+    backend = SlowTopology(guests(["vm1"]), {"vm1": 1 if ratio < 2 else 4})
+    backend.hosts["vm1"].add(0, state=State.ONLINE)  # booted with a block: the scan knows the guest
+    daemon = make_daemon(backend, clock=clock, parallel_hotplug_ratio=ratio, settle=0.0)
+    async with running(daemon, until_idle=False):
+        clock.advance(10)  # the scan's topology is stale now
+        backend.add("vm1", 1, 2)
+        if waits:  # a decision on MemAvailable: taken on a fresh read, so not before it
+            await wait_until(lambda: backend.reads == 2, what="the topology read")
+            await anyio.sleep(0.05)
+            assert backend.hosts["vm1"].online_indices() == {0}
+            backend.release.set()
+        await wait_until(lambda: backend.hosts["vm1"].online_indices() == {0, 1, 2}, what="the blocks online")
+        assert backend.reads == 2  # refreshed once either way: beside the phase, or before it
+        backend.release.set()
