@@ -57,9 +57,9 @@ class Arrivals:
     in a worker thread.
     """
 
-    def __init__(self, sysfs: Sysfs, replayed: list[int]) -> None:
+    def __init__(self, sysfs: Sysfs) -> None:
         self.sysfs = sysfs
-        self.replayed = replayed
+        self.replays_read = False
         self.found: dict[int, Block] = {}
         self.waiting: list[int] = []  # replays not linked yet
         self.unlinked: list[int] = []  # given up on after ``register_wait``
@@ -69,10 +69,11 @@ class Arrivals:
     def __repr__(self) -> str:
         return f"<Arrivals found={len(self.found)} waiting={len(self.waiting)} unlinked={len(self.unlinked)}>"
 
-    async def read_replayed(self) -> None:
-        """Read the replayed adds (one worker-thread call)."""
-        if self.replayed:
-            await self._look_replayed(self.replayed)
+    async def read_replayed(self, indices: list[int]) -> None:
+        """Read the batch's replayed adds (one worker-thread call), once."""
+        self.replays_read = True
+        if indices:
+            await self._look_replayed(indices)
 
     async def block(self, index: int, synthetic: bool) -> Block | None:
         """The added block ``index`` once linked to its node; None when gone, or not linked in time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -24,7 +25,7 @@ from hotplugd import (
 
 from .arrivals import Arrivals
 from .conflicts import find_conflicts
-from .intake import Intake
+from .intake import Intake, MemoryUEvent
 from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
 from .onlining import denied, online_blocks
 from .settings import Settings, parse
@@ -140,10 +141,19 @@ class SysfsBackend(Backend):
             batch = await self._source.receive()
             if batch is None:
                 return
-            decoded = [e for e in map(self.intake.decode, batch.datagrams) if e is not None]
-            arrivals = Arrivals(self.sysfs, [e.index for e in decoded if e.action is Action.ADD and e.synthetic])
-            await arrivals.read_replayed()
-            for uevent in decoded:
+            arrivals = Arrivals(self.sysfs)
+            # Decoded one at a time, so that a hot-add's first block is queued before the rest
+            # of its events are parsed; a replay has the rest parsed at once (one sysfs read).
+            items: deque[Datagram | MemoryUEvent] = deque(batch.datagrams)
+            while items:
+                item = items.popleft()
+                uevent = self._decoded(item)
+                if uevent is None:
+                    continue
+                if uevent.action is Action.ADD and uevent.synthetic and not arrivals.replays_read:
+                    items = deque(e for e in map(self._decoded, items) if e is not None)
+                    await arrivals.read_replayed([uevent.index, *(e.index for e in items if e.action is Action.ADD
+                                                                  and e.synthetic)])
                 if uevent.action is Action.ADD:  # in order: later events may concern this block
                     block = await arrivals.block(uevent.index, uevent.synthetic)
                     if block is not None:
@@ -159,6 +169,9 @@ class SysfsBackend(Backend):
             if batch.overflow:
                 log.warning("uevents_lost", reason="ENOBUFS")
                 yield Rescan("overflow")
+
+    def _decoded(self, item: Datagram | MemoryUEvent) -> MemoryUEvent | None:
+        return item if isinstance(item, MemoryUEvent) else self.intake.decode(item)
 
     def feed(self, data: bytes, sender: int = 0, truncated: bool = False) -> None:
         """Hand in one raw uevent datagram as if received from netlink (``netlink = false`` only)."""

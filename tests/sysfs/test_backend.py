@@ -116,6 +116,34 @@ async def test_a_synthetic_add_is_read_in_full(fake_sysfs, backend):
     assert event.block == Block(5, BLOCK, 0, State.OFFLINE, ("Movable", "Normal"))
 
 
+async def test_a_fresh_add_is_yielded_before_the_rest_of_its_batch_is_parsed(fake_sysfs, backend, monkeypatch):
+    await backend.start()
+    fake_sysfs.add_blocks(range(8))
+    for i in range(8):
+        backend.feed(fake_sysfs.uevent("add", i))
+    decoded = []
+    real = backend.intake.decode
+    monkeypatch.setattr(backend.intake, "decode", lambda d: decoded.append(d) or real(d))
+    async for event in backend.events():
+        assert event.index == 0 and len(decoded) == 1
+        break
+
+
+async def test_a_batchs_replays_are_read_in_one_go_and_events_keep_their_order(fake_sysfs, backend, monkeypatch):
+    await backend.start()
+    fake_sysfs.add_blocks(range(4))
+    fake_sysfs.set_state(2, "online", ("Normal",))
+    reads = []
+    real = backend.sysfs.read_blocks
+    monkeypatch.setattr(backend.sysfs, "read_blocks", lambda indices: reads.append(list(indices)) or real(indices))
+    for index, synthetic in ((0, False), (1, True), (2, True), (3, False)):
+        backend.feed(fake_sysfs.uevent("add", index, synthetic=synthetic))
+    events = await collect(backend, 4)
+    assert [(e.index, e.synthetic, e.block.state) for e in events] == [
+        (0, False, State.OFFLINE), (1, True, State.OFFLINE), (2, True, State.ONLINE), (3, False, State.OFFLINE)]
+    assert reads == [[1, 2]]
+
+
 def register_at_look(fake_sysfs, index: int, nth: int, node: int = 0) -> list:
     """Link block ``index`` to ``node`` at the ``nth`` look at its directory; the looks so far."""
     looks = []
