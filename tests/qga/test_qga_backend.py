@@ -3,13 +3,11 @@ monitor loss, the fallback poll, topology and conflicts, and the real Daemon onl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
+from qga_run import started
 from qga_fakes import FakeVM, fake_vms
 
 from hotplugd import Action, BlockEvent, Rescan, State, ZoneRequest
@@ -24,26 +22,6 @@ NEVER = 3600
 
 def backend(vms: list[FakeVM], qmp: bool = True, **options: Any) -> QgaBackend:
     return QgaBackend(parse({"guest": [vm.table(qmp) for vm in vms], "poll_interval": NEVER, **options}))
-
-
-@asynccontextmanager
-async def started(b: QgaBackend) -> AsyncIterator[list[BlockEvent | Rescan]]:
-    """Start the backend, scan, and collect its events in the background until the block ends."""
-    seen: list[BlockEvent | Rescan] = []
-
-    async def collect() -> None:
-        async for event in b.events():
-            seen.append(event)
-
-    await b.start()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(collect)
-            await b.scan()
-            yield seen
-            tg.cancel_scope.cancel()
-    finally:
-        await b.stop()
 
 
 def adds(seen: list[BlockEvent | Rescan]) -> dict[tuple[str, int], State]:

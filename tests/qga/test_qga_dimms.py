@@ -3,13 +3,12 @@ the listing afterwards reconciles, and everything this cannot use falls back to 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from qga_run import started
 from qga_fakes import BLOCK, FakeVM, fake_vms
 
 from hotplugd import Action, BlockEvent, Rescan, State
@@ -28,26 +27,6 @@ LISTING = "guest-get-memory-blocks"
 def backend(vms: list[FakeVM], **options: Any) -> QgaBackend:
     return QgaBackend(parse({"guest": [vm.table() for vm in vms], "poll_interval": NEVER,
                              "resize_quiet": LATE, **options}))
-
-
-@asynccontextmanager
-async def started(b: QgaBackend) -> AsyncIterator[list[BlockEvent | Rescan]]:
-    """Start the backend, scan, and collect its events until the block ends."""
-    seen: list[BlockEvent | Rescan] = []
-
-    async def collect() -> None:
-        async for event in b.events():
-            seen.append(event)
-
-    await b.start()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(collect)
-            await b.scan()
-            yield seen
-            tg.cancel_scope.cancel()
-    finally:
-        await b.stop()
 
 
 def events(seen: list[BlockEvent | Rescan]) -> list[tuple[Action, int, State | None]]:

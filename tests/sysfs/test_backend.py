@@ -167,6 +167,7 @@ async def test_events_after_an_unlinked_add_wait_for_it_in_order(fake_sysfs, bac
         backend.feed(data)
     events = await collect(backend, 3)
     assert [(e.action, e.index) for e in events] == [(Action.ADD, 7), (Action.REMOVE, 7), (Action.ADD, 8)]
+    assert len(looks) == 2  # block 8's add waited for 7's second look
 
 
 async def test_the_real_capture_stream_becomes_block_events(fake_sysfs, backend, captures):

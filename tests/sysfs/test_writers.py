@@ -11,6 +11,8 @@ import errno
 import io
 import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -21,6 +23,16 @@ from hotplugd_sysfs.onlining import Written, judge, settle
 from hotplugd_sysfs.sysfs import Sysfs
 from hotplugd_sysfs.writer_child import BadRequest, parse, serve
 from hotplugd_sysfs.writers import Writers, parse_reply
+
+
+@asynccontextmanager
+async def started(sysfs: Sysfs) -> AsyncIterator[Writers]:
+    writers = Writers(sysfs)
+    await writers.start()
+    try:
+        yield writers
+    finally:
+        await writers.aclose()
 
 
 def written(fake, index):
@@ -121,14 +133,10 @@ def test_offline_again_after_the_write_settles_as_an_error(fake_sysfs):
 @pytest.mark.asyncio
 async def test_a_writer_process_onlines_a_run(plain):
     fake, sysfs = plain
-    writers = Writers(sysfs)
-    await writers.start()
-    try:
+    async with started(sysfs) as writers:
         items = [(sysfs.read_block(8), ZoneRequest.MOVABLE), (sysfs.read_block(9), ZoneRequest.KERNEL)]
         results = await writers.online_many(items)
         again = await writers.online_many(items[:1])
-    finally:
-        await writers.aclose()
     assert [(r.outcome, r.zone) for r in results] == [(Outcome.ONLINED, "Movable"), (Outcome.ONLINED, "Normal")]
     assert again[0].outcome is Outcome.ONLINED
     assert written(fake, 9).startswith("online_kernel")
@@ -138,9 +146,7 @@ async def test_a_writer_process_onlines_a_run(plain):
 @pytest.mark.asyncio
 async def test_a_dead_writer_is_replaced_and_its_run_written_from_a_thread(plain):
     fake, sysfs = plain
-    writers = Writers(sysfs)
-    await writers.start()
-    try:
+    async with started(sysfs) as writers:
         (writer,) = writers._idle
         os.kill(writer.process.pid, signal.SIGKILL)
         await writer.process.wait()
@@ -150,24 +156,18 @@ async def test_a_dead_writer_is_replaced_and_its_run_written_from_a_thread(plain
         assert writers._idle == []  # the dead one was dropped
         await writers.online_many([(sysfs.read_block(9), ZoneRequest.KERNEL)])
         assert writers.started == 2
-    finally:
-        await writers.aclose()
 
 
 @pytest.mark.asyncio
 async def test_a_writer_cancelled_mid_run_is_dropped(plain):
     _, sysfs = plain
-    writers = Writers(sysfs)
-    await writers.start()
-    try:
+    async with started(sysfs) as writers:
         with anyio.CancelScope() as scope:
             scope.cancel()
             await writers.online_many([(sysfs.read_block(8), ZoneRequest.MOVABLE)])
         assert writers._idle == []
         results = await writers.online_many([(sysfs.read_block(9), ZoneRequest.KERNEL)])
         assert results[0].outcome is Outcome.ONLINED and writers.started == 2
-    finally:
-        await writers.aclose()
 
 
 @pytest.mark.asyncio

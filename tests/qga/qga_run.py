@@ -1,0 +1,31 @@
+"""Running a qga backend outside a daemon, for the backend-level tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from hotplugd import BlockEvent, Rescan
+from hotplugd_qga import QgaBackend
+
+
+@asynccontextmanager
+async def started(b: QgaBackend) -> AsyncIterator[list[BlockEvent | Rescan]]:
+    """Start the backend, scan, and collect its events in the background until the block ends."""
+    seen: list[BlockEvent | Rescan] = []
+
+    async def collect() -> None:
+        async for event in b.events():
+            seen.append(event)
+
+    await b.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect)
+            await b.scan()
+            yield seen
+            tg.cancel_scope.cancel()
+    finally:
+        await b.stop()
