@@ -12,6 +12,7 @@ block). A process has its own interpreter lock and the kernel schedules it.
 
 Protocol, ASCII lines:
 
+- first, once: ``ready`` (from the writer, when it is up);
 - request, one line per run: ``INDEX VALUE [INDEX VALUE ...]`` where VALUE is
   ``online``, ``online_kernel`` or ``online_movable``;
 - replies, one line per block as soon as it is done, in request order:
@@ -26,12 +27,14 @@ its writer stops (a terminal's Ctrl-C reaches the whole process group).
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
-from typing import BinaryIO
 
 VALUES = frozenset({b"online", b"online_kernel", b"online_movable"})
+#: The first line out: the writer is up (the daemon says READY=1 only after it).
+READY = b"ready\n"
 
 
 class BadRequest(ValueError):
@@ -73,7 +76,7 @@ def online(memory_dir: str, index: int, value: bytes) -> bytes:
     return b"%d 0 %s\n" % (index, b" ".join(zones.split()))
 
 
-def serve(memory_dir: str, requests: BinaryIO, replies: BinaryIO) -> None:
+def serve(memory_dir: str, requests: io.BufferedIOBase, replies: io.BufferedIOBase) -> None:
     """Answer requests until end of input."""
     for line in requests:
         for index, value in parse(line):
@@ -87,6 +90,8 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        sys.stdout.buffer.write(READY)
+        sys.stdout.buffer.flush()
         serve(argv[1], sys.stdin.buffer, sys.stdout.buffer)
     except BadRequest as exc:
         print(f"hotplugd sysfs writer: {exc}", file=sys.stderr)

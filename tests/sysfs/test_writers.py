@@ -189,3 +189,15 @@ def test_backend_writes_through_a_process_unless_io_is_injected(fake_sysfs):
 def test_an_unknown_writer_names_the_key(fake_sysfs):
     with pytest.raises(ValueError, match="plugins.sysfs.writer.*'fork'"):
         SysfsBackend.from_options(fake_sysfs.options(writer="fork"))
+
+
+@pytest.mark.asyncio
+async def test_a_writer_that_exits_at_start_is_a_clear_error(plain, tmp_path):
+    from hotplugd import BackendError
+
+    _, sysfs = plain
+    script = tmp_path / "python"
+    script.write_text("#!/bin/sh\nexit 3\n")
+    script.chmod(0o755)
+    with pytest.raises(BackendError, match=r"did not start \(exit status 3\)"):
+        await Writers(sysfs, python=str(script)).start()
