@@ -9,7 +9,10 @@ parallel, waiting buys nothing, and with ``defer = "auto"`` it is skipped.
 Whatever the deferral, a phase does not start while the backend has said that
 more adds of the same hot-add follow at once (``BlockEvent.more``): they join
 it, in one backend call rather than two. That promise holds for ``MORE_HOLD``
-seconds at most, and never past a bound on what waits offline.
+seconds at most, and never against memory pressure or a full queue
+(``PRESSING``). It does hold past ``max_offline_bytes``: starting a phase with
+the first 1 GiB of a 4 GiB DIMM would keep the other 3 GiB offline until that
+phase ends, longer than the few milliseconds their events take to come.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Trigger(enum.StrEnum):
     SETTLE = "settle"
 
 
+#: Bounds that end a backend's promise of more adds at once.
+PRESSING = frozenset({Trigger.QUEUE_FULL, Trigger.MEMMAP_SHARE})
 #: Triggers of a domain that does not defer at all: they depend on no MemAvailable.
 UNDEFERRED = frozenset({Trigger.RATIO_0, Trigger.SERIAL})
 
@@ -74,7 +79,7 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
     if not len(queue):
         return Decision()
     bound = _bound(cfg, queue, topology)
-    if bound is None and queue.held_until is not None and now < queue.held_until:
+    if bound not in PRESSING and queue.held_until is not None and now < queue.held_until:
         return Decision(wait=queue.held_until - now)  # the rest of the hot-add is on its way
     if cfg.parallel_hotplug_ratio == 0:
         return Decision(Trigger.RATIO_0)
@@ -92,11 +97,11 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
 
 
 def _bound(cfg: SchedulerConfig, queue: PendingQueue, topology: Topology) -> Trigger | None:
-    """The bound on what waits offline that the queue has reached, if any."""
+    """The bound on what waits offline that the queue has reached, if any (pressing ones first)."""
     if len(queue) >= queue.limit:
         return Trigger.QUEUE_FULL
-    if queue.bytes >= cfg.max_offline_bytes:
-        return Trigger.OFFLINE_BYTES
     if queue.memmap_bytes > cfg.max_memmap_share * topology.mem_available:
         return Trigger.MEMMAP_SHARE
+    if queue.bytes >= cfg.max_offline_bytes:
+        return Trigger.OFFLINE_BYTES
     return None

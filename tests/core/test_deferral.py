@@ -109,8 +109,13 @@ def test_more_adds_promised_hold_the_phase_back_briefly():
     assert decide(cfg(), q, 10.01, topo(), 1).trigger is Trigger.SERIAL
 
 
-def test_more_adds_promised_never_hold_past_a_bound():
-    q = queue_with([10.0] * 8)  # 1 GiB offline: the bound
+def test_more_adds_promised_hold_past_the_offline_bytes_but_not_against_pressure():
+    q = queue_with([10.0] * 8)  # 1 GiB offline: max_offline_bytes reached
     q.held_until = 10.0 + MORE_HOLD
-    assert decide(cfg(), q, 10.0, topo(), 8).trigger is Trigger.OFFLINE_BYTES
-    assert decide(cfg(parallel_hotplug_ratio=0), q, 10.0, topo(), 8).trigger is Trigger.RATIO_0
+    assert decide(cfg(), q, 10.0, topo(), 8).trigger is None  # the rest of the DIMM is milliseconds away
+    assert decide(cfg(), q, 10.0 + MORE_HOLD, topo(), 8).trigger is Trigger.OFFLINE_BYTES
+    d = decide(cfg(), q, 10.0, topo(mem_available=60 * MiB), 8)  # 16 MiB memmap > 25 % of 60 MiB
+    assert d.trigger is Trigger.MEMMAP_SHARE
+    full = queue_with([10.0] * 3)
+    full.limit, full.held_until = 3, 10.0 + MORE_HOLD
+    assert decide(cfg(parallel_hotplug_ratio=0), full, 10.0, topo(), 8).trigger is Trigger.RATIO_0
