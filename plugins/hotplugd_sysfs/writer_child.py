@@ -21,8 +21,10 @@ Protocol, ASCII lines:
   that read failed, absent after a failed write.
 
 A malformed request ends the process with status 2 and a message on stderr;
-end of input ends it with status 0. SIGINT is ignored: the daemon decides when
-its writer stops (a terminal's Ctrl-C reaches the whole process group).
+end of input ends it with status 0. SIGINT and SIGTERM are ignored: the daemon
+decides when its writer stops (a terminal's Ctrl-C reaches the whole process
+group, and systemd's stop the whole cgroup, while the daemon lets the run in
+flight finish); a daemon that is gone closes the writer's input all the same.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: writer_child.py MEMORY_DIR", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     try:
         sys.stdout.buffer.write(READY)
         sys.stdout.buffer.flush()

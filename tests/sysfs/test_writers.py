@@ -201,3 +201,14 @@ async def test_a_writer_that_exits_at_start_is_a_clear_error(plain, tmp_path):
     script.chmod(0o755)
     with pytest.raises(BackendError, match=r"did not start \(exit status 3\)"):
         await Writers(sysfs, python=str(script)).start()
+
+
+@pytest.mark.asyncio
+async def test_a_writer_outlives_sigterm_and_ends_with_its_input(plain):
+    _, sysfs = plain
+    async with started(sysfs) as writers:
+        (writer,) = writers._idle
+        os.kill(writer.process.pid, signal.SIGTERM)  # systemd's stop reaches the whole cgroup
+        results = await writers.online_many([(sysfs.read_block(8), ZoneRequest.MOVABLE)])
+        assert results[0].outcome is Outcome.ONLINED and writers.started == 1
+    assert writer.process.returncode == 0  # its input closed: it ended on its own
