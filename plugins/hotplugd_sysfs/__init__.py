@@ -15,6 +15,7 @@ The ``[plugins.sysfs]`` table:
   ``/usr/lib/udev/rules.d``, highest priority first): where conflicting rules are looked for.
 - ``concurrency`` (default 1): online calls that can truly run at once. Mainline
   serialises every sysfs online under ``device_hotplug_lock``.
+- ``batch`` (default 32): blocks one online call writes back to back.
 - ``rcvbuf`` (default ``"32MiB"``): the netlink receive buffer.
 - ``netlink`` (default true): false opens no socket; events then come only from
   ``SysfsBackend.feed()`` (tests on a fake tree, see :mod:`hotplugd.testing.fakesysfs`).

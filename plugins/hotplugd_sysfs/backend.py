@@ -83,7 +83,12 @@ class SysfsBackend(Backend):
         if self.writers is not None:
             await self.writers.start()
         if self.settings.netlink:
-            sock, self.rcvbuf = open_uevent_socket(self.settings.rcvbuf)
+            try:
+                sock, self.rcvbuf = open_uevent_socket(self.settings.rcvbuf)
+            except BackendError:
+                if self.writers is not None:
+                    await self.writers.aclose()
+                raise
             self._source = NetlinkSource(sock)
             log.debug("uevent_socket_bound", rcvbuf=self.rcvbuf)
 

@@ -22,7 +22,7 @@ class Settings:
     proc: str = "/proc"  # the proc root (meminfo, cmdline)
     udev_rules_dirs: tuple[str, ...] = UDEV_RULES_DIRS
     concurrency: int = 1  # mainline serialises onlining under device_hotplug_lock
-    batch: int = 32  # blocks a worker-thread call onlines back to back (1: a thread round trip per block)
+    batch: int = 32  # blocks one online call writes back to back (one writer request, or one worker-thread call)
     rcvbuf: int = DEFAULT_RCVBUF  # netlink receive buffer, bytes
     netlink: bool = True  # False: events come only from SysfsBackend.feed() (tests)
     writer: str = "process"  # who writes state files: a writer process, or a worker "thread"
