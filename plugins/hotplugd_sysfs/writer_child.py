@@ -78,10 +78,17 @@ def online(memory_dir: str, index: int, value: bytes) -> bytes:
     return b"%d 0 %s\n" % (index, b" ".join(zones.split()))
 
 
-def serve(memory_dir: str, requests: io.BufferedIOBase, replies: io.BufferedIOBase) -> None:
-    """Answer requests until end of input."""
+def serve(memory_dir: str, requests: io.BufferedIOBase, replies: io.BufferedIOBase, parent: int | None = None) -> None:
+    """Answer requests until end of input, or until process ``parent`` (the daemon) is gone.
+
+    A daemon killed in the middle of a run leaves its writer to the init
+    process: the writer then stops after the block in flight rather than
+    onlining the rest of a run that nobody will account for.
+    """
     for line in requests:
         for index, value in parse(line):
+            if parent is not None and os.getppid() != parent:
+                return
             replies.write(online(memory_dir, index, value))
             replies.flush()
 
@@ -95,7 +102,7 @@ def main(argv: list[str]) -> int:
     try:
         sys.stdout.buffer.write(READY)
         sys.stdout.buffer.flush()
-        serve(argv[1], sys.stdin.buffer, sys.stdout.buffer)
+        serve(argv[1], sys.stdin.buffer, sys.stdout.buffer, os.getppid())
     except BadRequest as exc:
         print(f"hotplugd sysfs writer: {exc}", file=sys.stderr)
         return 2

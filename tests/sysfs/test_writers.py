@@ -58,6 +58,15 @@ def test_child_writes_each_value_and_answers_with_valid_zones(plain):
     assert written(fake, 8).startswith("online_movable") and written(fake, 9).startswith("online_kernel")
 
 
+def test_child_stops_once_its_daemon_is_gone(plain):
+    fake, _ = plain
+    replies = io.BytesIO()
+    serve(str(fake.memory), io.BytesIO(b"8 online 9 online\n"), replies, parent=os.getppid() + 1)
+    assert replies.getvalue() == b"" and written(fake, 8).startswith("offline")
+    serve(str(fake.memory), io.BytesIO(b"8 online\n"), replies, parent=os.getppid())
+    assert replies.getvalue() == b"8 0 Movable\n"
+
+
 def test_child_reports_a_failed_valid_zones_read(plain):
     fake, _ = plain
     (fake.memory / "memory8" / "valid_zones").unlink()
