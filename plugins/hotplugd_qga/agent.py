@@ -83,6 +83,7 @@ class AgentClient:
         self._synced = False
         self._resync = False  # set by desync(): sync before the next request
         self._lock = anyio.Lock()
+        self._in_flight: anyio.CancelScope | None = None  # the request being answered, for abort()
         self.syncs = 0  # handshakes done (a re-sync after each timeout)
         self.discarded = 0  # bytes thrown away while getting back in step (late replies, parse errors)
 
@@ -104,7 +105,7 @@ class AgentClient:
         async with self._lock:
             in_step = False
             try:
-                with anyio.fail_after(limit):
+                with anyio.fail_after(limit), anyio.CancelScope() as self._in_flight:
                     if not self._synced or self._resync:
                         self._resync = False
                         await self._sync()
@@ -119,6 +120,9 @@ class AgentClient:
                 raise AgentUnavailable(f"{self.name}: agent socket {self.path}: {exc or type(exc).__name__}") from None
             finally:
                 self._synced = in_step
+                self._in_flight = None
+            if not in_step:  # abort(): the agent went away, no reply will come
+                raise AgentUnavailable(f"{self.name}: the agent went away during {command}")
         if not isinstance(reply, dict):
             self._synced = False
             raise AgentError(f"{self.name}: unexpected reply to {command}: {reply!r}")
@@ -133,6 +137,13 @@ class AgentClient:
     def desync(self) -> None:
         """Sync before the next request (the agent restarted: its state is unknown)."""
         self._resync = True
+
+    def abort(self) -> None:
+        """Give up the request in flight, which raises :class:`AgentUnavailable`, and sync before the
+        next one: the agent's port closed or opened again (QEMU said so), so no reply will come."""
+        self._resync = True
+        if self._in_flight is not None:
+            self._in_flight.cancel()
 
     async def close(self) -> None:
         async with self._lock:

@@ -132,9 +132,10 @@ class GuestLink:
             self.failures = 0
             self._replay = True
             self._described = False
-            self.client.desync()
+            self.client.abort()
             self.wake()
         else:
+            self.client.abort()
             self._failed("port", AgentError("the agent closed its port"),
                          max(self.options.poll_interval, self.options.reconnect_interval))
 

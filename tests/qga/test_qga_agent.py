@@ -105,6 +105,28 @@ async def test_desync_forces_a_handshake(tmp_path: Path) -> None:
         await client.close()
 
 
+async def test_abort_gives_up_the_request_in_flight_at_once(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        client = AgentClient(str(vm.agent.path), timeout=60)
+        await client.execute("guest-get-vcpus")
+        vm.agent.pause()  # the agent died holding the request: no reply will ever come
+        with anyio.fail_after(5):  # far below the 60 s timeout
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_abort_when_sent, client, vm.agent)
+                with pytest.raises(AgentUnavailable, match="went away during guest-get-memory-block-info"):
+                    await client.execute("guest-get-memory-block-info")
+        vm.agent.resume()  # the agent is back: the next request syncs first, and is answered
+        assert await client.execute("guest-get-memory-block-info") == {"size": 128 << 20}
+        assert client.syncs == 2
+        await client.close()
+
+
+async def _abort_when_sent(client: AgentClient, agent: FakeAgent) -> None:
+    while not agent.commands("guest-get-memory-block-info"):
+        await anyio.sleep(0.001)
+    client.abort()
+
+
 async def test_requests_are_serialised(tmp_path: Path) -> None:
     async with fake_vms(tmp_path) as [vm]:
         vm.agent.add(range(8))
