@@ -40,6 +40,10 @@ class AgentUnavailable(AgentError):
     """The socket cannot be connected, or it closed (QEMU gone or restarting)."""
 
 
+class AgentAborted(AgentUnavailable):
+    """The request was given up (:meth:`AgentClient.abort`): QEMU said the agent's port changed."""
+
+
 class AgentTimeout(AgentError):
     """No reply in time (the agent is down, busy, or not started in the guest)."""
 
@@ -122,7 +126,7 @@ class AgentClient:
                 self._synced = in_step
                 self._in_flight = None
             if not in_step:  # abort(): the agent went away, no reply will come
-                raise AgentUnavailable(f"{self.name}: the agent went away during {command}")
+                raise AgentAborted(f"{self.name}: the agent went away during {command}")
         if not isinstance(reply, dict):
             self._synced = False
             raise AgentError(f"{self.name}: unexpected reply to {command}: {reply!r}")
@@ -139,7 +143,7 @@ class AgentClient:
         self._resync = True
 
     def abort(self) -> None:
-        """Give up the request in flight, which raises :class:`AgentUnavailable`, and sync before the
+        """Give up the request in flight, which raises :class:`AgentAborted`, and sync before the
         next one: the agent's port closed or opened again (QEMU said so), so no reply will come."""
         self._resync = True
         if self._in_flight is not None:

@@ -29,7 +29,7 @@ import structlog
 from hotplugd import Block, BlockEvent, OnlineResult, Outcome, Topology
 
 from . import commands
-from .agent import AgentClient, AgentError, CommandFailed
+from .agent import AgentAborted, AgentClient, AgentError, CommandFailed
 from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, diff, to_block
 from .results import map_result
 from .settings import GuestSettings, Settings
@@ -96,6 +96,8 @@ class GuestLink:
         return min(self.options.reconnect_max, self.options.reconnect_interval * 2 ** max(0, self.failures - 1))
 
     def _failed(self, during: str, exc: Exception, down_for: float | None = None) -> None:
+        if isinstance(exc, AgentAborted):  # given up on a port event, which port_changed() accounts for
+            return
         self.failures += 1
         self.down_until = self.clock() + (self.backoff() if down_for is None else down_for)
         self._replay = True

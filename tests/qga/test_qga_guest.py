@@ -154,6 +154,27 @@ async def test_port_events_take_the_guest_down_and_up(tmp_path: Path) -> None:
         assert (await guest.online(32)).outcome is Outcome.ONLINED
 
 
+async def test_a_request_lost_to_an_agent_restart_is_given_up_and_the_guest_stays_up(tmp_path: Path) -> None:
+    async with fake_vms(tmp_path) as [vm]:
+        vm.agent.add([32, 33])
+        guest = link(vm, timeout=60)
+        await guest.scan()
+        vm.agent.pause()  # the agent dies holding the request
+        with anyio.fail_after(5):  # far below the 60 s timeout
+            async with anyio.create_task_group() as tg:
+                results: list[OnlineResult] = []
+
+                async def online() -> None:
+                    results.append(await guest.online(32))
+
+                tg.start_soon(online)
+                await wait_until(lambda: vm.agent.commands("guest-set-memory-blocks"), what="the request sent")
+                guest.port_changed(True)  # QEMU: the agent's port opened again (a new agent)
+        assert results[0].outcome is Outcome.TRANSIENT and guest.available and guest.failures == 0
+        vm.agent.resume()
+        assert (await guest.online(33)).outcome is Outcome.ONLINED
+
+
 async def test_scan_reads_blocks_vcpus_and_memory(tmp_path: Path) -> None:
     async with fake_vms(tmp_path) as [vm]:
         vm.agent.block_size = 256 << 20
