@@ -85,7 +85,7 @@ class AgentClient:
         self._stream: SocketStream | None = None
         self._buf = bytearray()
         self._synced = False
-        self._resync = False  # set by desync(): sync before the next request
+        self._resync = False  # set by abort(): sync before the next request
         self._lock = anyio.Lock()
         self._in_flight: anyio.CancelScope | None = None  # the request being answered, for abort()
         self.syncs = 0  # handshakes done (a re-sync after each timeout)
@@ -137,10 +137,6 @@ class AgentClient:
             self._synced = False
             raise AgentError(f"{self.name}: unexpected reply to {command}: {reply!r}")
         return reply["return"]
-
-    def desync(self) -> None:
-        """Sync before the next request (the agent restarted: its state is unknown)."""
-        self._resync = True
 
     def abort(self) -> None:
         """Give up the request in flight, which raises :class:`AgentAborted`, and sync before the

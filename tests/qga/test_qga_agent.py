@@ -95,11 +95,11 @@ async def test_reconnects_after_the_socket_closed(tmp_path: Path) -> None:
         await client.close()
 
 
-async def test_desync_forces_a_handshake(tmp_path: Path) -> None:
+async def test_abort_with_nothing_in_flight_forces_a_handshake(tmp_path: Path) -> None:
     async with fake_vms(tmp_path) as [vm]:
         client = AgentClient(str(vm.agent.path), timeout=5)
         await client.execute("guest-get-vcpus")
-        client.desync()  # the agent restarted
+        client.abort()  # the agent restarted
         await client.execute("guest-get-vcpus")
         assert len(_syncs(vm.agent)) == 2
         await client.close()
