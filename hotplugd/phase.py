@@ -31,6 +31,8 @@ log = structlog.get_logger("hotplugd.phase")
 
 #: A block of a run and the zone chosen for it (None: removed while queued, not called).
 _Item = tuple[Waiting, ZoneRequest | None]
+#: A run after its backend call: its items, the call's results, and when the call started.
+_Run = tuple[list[_Item], list[OnlineResult], float]
 
 #: Online calls shorter than this (a zero-cost simulation) say nothing about a backend's parallelism.
 MEASURABLE_CALL = 0.0005
@@ -202,24 +204,16 @@ class FinalPhase:
         phase's limit across nodes) is held around every call, retries included.
         """
         if len(queue) <= runs and not self.stopping:  # a single run: nothing to overlap its accounting with
-            items = self._prepare(list(queue))
-            queue.clear()
-            async with slot:
-                t0 = self.clock()
-                results = await self._call_many(items)
+            items, results, t0 = await self._call_run(queue, runs, slot)
             for report in await self._account_run(items, results, t0, slot):
                 done(report)
             return
-        send, receive = anyio.create_memory_object_stream[tuple[list[_Item], list[OnlineResult], float]](0)
+        send, receive = anyio.create_memory_object_stream[_Run](0)
 
         async def call() -> None:
             async with send:
                 while queue and not self.stopping:
-                    items = self._prepare([queue.popleft() for _ in range(min(runs, len(queue)))])
-                    async with slot:
-                        t0 = self.clock()
-                        results = await self._call_many(items)
-                    await send.send((items, results, t0))
+                    await send.send(await self._call_run(queue, runs, slot))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
@@ -228,6 +222,14 @@ class FinalPhase:
                     await anyio.lowlevel.checkpoint()  # let the caller start the next run's call first
                     for report in await self._account_run(items, results, t0, slot):
                         done(report)
+
+    async def _call_run(self, queue: deque[Waiting], runs: int, slot: anyio.CapacityLimiter) -> _Run:
+        """The next ``runs`` blocks of ``queue``: their zones chosen, one backend call made (holding ``slot``)."""
+        items = self._prepare([queue.popleft() for _ in range(min(runs, len(queue)))])
+        async with slot:
+            t0 = self.clock()
+            results = await self._call_many(items)
+        return items, results, t0
 
     def _prepare(self, run: list[Waiting]) -> list[_Item]:
         """Choose each block's zone; reserve it in the ledger so the next choice sees it (None: removed)."""
