@@ -24,7 +24,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from hotplugd import BackendError, Block, OnlineResult, ZoneRequest
 
-from .onlining import Written, judge, online_blocks, settle
+from .onlining import Written, judge, online_block, settle
 from .sysfs import Sysfs
 from .writer_child import READY
 
@@ -157,7 +157,7 @@ class Writers:
         for i, ((block, zone), result) in enumerate(zip(items, results, strict=True)):
             if result is None:
                 result = settle(self.sysfs, block, zone, answers[i]) if i < len(answers) else \
-                    online_blocks(self.sysfs, [(block, zone)])[0]
+                    online_block(self.sysfs, block, zone)
             done.append(result)
         return done
 
