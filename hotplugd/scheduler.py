@@ -103,8 +103,7 @@ class Scheduler:
             self.request_rescan(event.reason)
             return
         self.metrics.child(self.metrics.uevents, event.action.value).inc()
-        self[event.domain].handle(event)
-        self._wake.set()
+        self[event.domain].handle(event)  # wakes the domain; the dispatcher has nothing to do per event
 
     async def rescan(self, reason: str) -> None:
         """Scan the backend; every domain queues its offline blocks, exactly like fresh adds."""
