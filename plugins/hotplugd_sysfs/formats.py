@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["is_gone", "parse_cpulist", "parse_meminfo", "parse_zones"]
+__all__ = ["GONE_ERRNOS", "is_gone", "parse_cpulist", "parse_meminfo", "parse_zones"]
+
+#: The device went away: ENOENT on open, ENODEV on a file opened before its removal.
+GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV})
 
 
 def is_gone(exc: OSError) -> bool:
-    """The device went away: ENOENT on open, ENODEV on a file opened before its removal."""
-    return exc.errno in (errno.ENOENT, errno.ENODEV)
+    """The device went away (:data:`GONE_ERRNOS`)."""
+    return exc.errno in GONE_ERRNOS
 
 
 def parse_cpulist(text: str) -> int:

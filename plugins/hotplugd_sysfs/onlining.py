@@ -20,6 +20,7 @@ from hotplugd import BackendError, Block, OnlineResult, Outcome, State, ZoneRequ
 from hotplugd.model import EHWPOISON
 from hotplugd.zones import narrow
 
+from .formats import GONE_ERRNOS
 from .sysfs import Sysfs, is_gone, parse_zones
 
 #: errno → outcome, for every error but EINVAL (which depends on the state re-read).
@@ -76,7 +77,7 @@ def judge(written: Written) -> OnlineResult | None:
     """The outcome when the answer alone settles it; None when sysfs must be read again (:func:`settle`)."""
     if written.errno == 0:
         if written.zones_errno:
-            return _gone_after() if written.zones_errno in (errno.ENOENT, errno.ENODEV) else None
+            return _gone_after() if written.zones_errno in GONE_ERRNOS else None
         return _confirmed(written.zones) if len(written.zones) <= 1 else None
     if written.errno == errno.EINVAL or written.errno in DENIED:
         return None
