@@ -18,6 +18,7 @@ outcome metrics are aggregates over all domains.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[object, ...]], Any] = {}
         self.max_domains = max_domains
         self._domain_labels: dict[str, str] = {}
+        self._domain_labels_lock = threading.Lock()  # the loop and the scrape thread both name domains
         self.build_info = Info("hotplugd_build", "hotplugd's version and the backend it runs", registry=r)
         # -- intake
         self.uevents = Counter("hotplugd_uevents_received_total", "Memory block events received, by action",
@@ -141,13 +143,21 @@ class Metrics:
     # -- updates from the core ---------------------------------------------------
 
     def domain_label(self, domain: str) -> str:
-        """The ``domain`` label of ``domain``: its name, or ``other`` once ``max_domains`` names are taken."""
+        """The ``domain`` label of ``domain``: its name, or ``other`` once ``max_domains`` names are taken.
+
+        Called from the event loop and from the scrape thread (the census), so
+        the check and the insert are one step: never more than ``max_domains`` names.
+        """
         label = self._domain_labels.get(domain)
-        if label is None:
-            if len(self._domain_labels) >= self.max_domains:
-                return OTHER_DOMAINS
-            label = self._domain_labels[domain] = domain
-        return label
+        if label is not None:
+            return label
+        with self._domain_labels_lock:
+            label = self._domain_labels.get(domain)
+            if label is None:
+                if len(self._domain_labels) >= self.max_domains:
+                    return OTHER_DOMAINS
+                label = self._domain_labels[domain] = domain
+            return label
 
     def phase_started(self, info: PhaseInfo) -> None:
         """Count the phase under its trigger; set the workers of its domain's nodes (0 for nodes it does not touch)."""

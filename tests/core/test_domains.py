@@ -7,6 +7,9 @@ concurrency for that domain; domains run at the same time, at most
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+import time
 from collections.abc import AsyncIterator, Iterable
 
 import anyio
@@ -155,6 +158,31 @@ def test_the_domain_label_is_bounded():
     metrics = Metrics(max_domains=2)
     labels = [metrics.domain_label(name) for name in ("host", "vm1", "vm2", "vm3", "vm1")]
     assert labels == ["host", "vm1", "other", "other", "vm1"]
+
+
+class _SlowDict(dict):
+    """A dict whose ``len`` hands the GIL over after counting: a check-then-insert race shows every time."""
+
+    def __len__(self) -> int:
+        n = super().__len__()
+        time.sleep(0.001)
+        return n
+
+
+def test_the_domain_label_bound_holds_across_threads():
+    metrics = Metrics(max_domains=1)
+    metrics._domain_labels = _SlowDict()
+    names = [f"vm{i}" for i in range(8)]
+    together = threading.Barrier(len(names))
+
+    def label(name: str) -> str:
+        together.wait()
+        return metrics.domain_label(name)
+
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        labels = list(pool.map(label, names))
+    assert sum(label != "other" for label in labels) == 1
+    assert len(metrics._domain_labels) == 1
 
 
 def test_a_topology_describes_each_domain_or_falls_back_to_its_own():
