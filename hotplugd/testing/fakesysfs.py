@@ -52,10 +52,13 @@ class FakeSysfsIO:
         with open(path, encoding="ascii") as fh:
             return fh.read()
 
-    def listdir(self, path: Path) -> list[str]:
+    def listdir(self, path: str | Path) -> list[str]:
         for hook in list(self.fake.before_listdir):
             hook(Path(path))
         return os.listdir(path)
+
+    def lexists(self, path: str | Path) -> bool:
+        return os.path.lexists(path)
 
     def writable(self, path: Path) -> bool:
         return self.fake.writable

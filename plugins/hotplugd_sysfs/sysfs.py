@@ -60,8 +60,12 @@ class SysfsIO:
         finally:
             os.close(fd)
 
-    def listdir(self, path: Path) -> list[str]:
+    def listdir(self, path: str | Path) -> list[str]:
         return os.listdir(path)
+
+    def lexists(self, path: str | Path) -> bool:
+        """Whether ``path`` exists, links not followed (one ``lstat``, half a ``listdir`` on kernfs)."""
+        return os.path.lexists(path)
 
     def writable(self, path: Path) -> bool:
         return os.access(path, os.W_OK)
@@ -88,6 +92,8 @@ class Sysfs:
         self.params_dir = self.root / "module/memory_hotplug/parameters"
         self._block_size: int | None = None
         self._numa: bool | None = None
+        self._memory_path = str(self.memory_dir)  # node_of() builds paths per add event: strings, not Paths
+        self._last_node: int | None = None
         self.register_wait = REGISTER_WAIT
 
     def __repr__(self) -> str:
@@ -132,11 +138,18 @@ class Sysfs:
         """The node from the ``nodeN`` link inside the block's directory.
 
         None while the block is not registered under a node yet (0 on a kernel without NUMA).
+        The node found last is tried first, with one ``lstat`` of its link (a hot-add's
+        blocks share a node); the directory is listed only when that link is not there.
         """
-        for name in self.io.listdir(self.block_dir(index)):
+        base = f"{self._memory_path}/memory{index}"
+        last = self._last_node
+        if last is not None and self.io.lexists(f"{base}/node{last}"):
+            return last
+        for name in self.io.listdir(base):
             match = _NODE_DIR.fullmatch(name)
             if match:
-                return int(match.group(1))
+                self._last_node = node = int(match.group(1))
+                return node
         return None if self.numa else 0
 
     def read_block(self, index: int) -> Block | None:

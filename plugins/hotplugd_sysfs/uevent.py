@@ -77,17 +77,18 @@ def parse(data: bytes) -> UEvent | None:
     raw = bytes(data)
     if not raw.endswith(b"\0"):
         return None
-    fields = raw[:-1].split(b"\0")
-    action_b, at, devpath_b = fields[0].partition(b"@")
-    if not at or not action_b or not devpath_b.startswith(b"/"):
+    # One decode for the whole datagram: a replaced byte never becomes, nor swallows,
+    # the ASCII separators (NUL, "@", "=", "/"), so the fields split as the bytes would.
+    fields = _text(raw[:-1]).split("\0")
+    action, at, devpath = fields[0].partition("@")
+    if not at or not action or not devpath.startswith("/"):
         return None
     env: dict[str, str] = {}
     for item in fields[1:]:
-        key, eq, value = item.partition(b"=")
-        if not eq or not key or b"@" in key:
+        key, eq, value = item.partition("=")
+        if not eq or not key or "@" in key:
             return None
-        env[_text(key)] = _text(value)
-    action, devpath = _text(action_b), _text(devpath_b)
+        env[key] = value
     if env.get("ACTION", action) != action or env.get("DEVPATH", devpath) != devpath:
         return None
     return UEvent(action, devpath, env)

@@ -43,6 +43,16 @@ def test_node_comes_from_the_link_in_the_block_directory(two_nodes):
     assert sysfs_of(two_nodes).node_of(5) == 1
 
 
+def test_the_last_node_is_tried_first_and_another_node_is_still_found(two_nodes):
+    listed = []
+    two_nodes.before_listdir.append(lambda path: listed.append(path.name))
+    sysfs = sysfs_of(two_nodes)
+    assert [sysfs.node_of(i) for i in (4, 5, 0, 1, 9)] == [1, 1, 0, 0, 2]
+    assert listed == ["memory4", "memory0", "memory9"]  # 5 and 1 only had their last node's link checked
+    two_nodes.add_block(12, node=1, registered=False)
+    assert sysfs.node_of(12) is None and listed[-1] == "memory12"
+
+
 def test_cpus_per_node_from_cpulist(two_nodes):
     assert sysfs_of(two_nodes).cpus_per_node() == {0: 8, 1: 4, 2: 0}
 
