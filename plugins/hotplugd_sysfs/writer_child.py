@@ -15,8 +15,8 @@ Protocol, ASCII lines:
 - first, once: ``ready`` (from the writer, when it is up);
 - request, one line per run: ``INDEX VALUE [INDEX VALUE ...]`` where VALUE is
   ``online``, ``online_kernel`` or ``online_movable``;
-- replies, one line per block as soon as it is done, in request order:
-  ``INDEX ERRNO ZONES``. ERRNO is the write's (0: written); ZONES is what
+- replies, one line per block, in request order, sent when the run is done and
+  at least every :data:`FLUSH_EVERY` seconds during it: ``INDEX ERRNO ZONES``. ERRNO is the write's (0: written); ZONES is what
   ``valid_zones`` read after a successful write (maybe empty), ``!ERRNO`` when
   that read failed, absent after a failed write.
 
@@ -33,10 +33,15 @@ import io
 import os
 import signal
 import sys
+import time
 
 VALUES = frozenset({b"online", b"online_kernel", b"online_movable"})
 #: The first line out: the writer is up (the daemon says READY=1 only after it).
 READY = b"ready\n"
+#: The longest a done block's reply waits during a run. A reply per block would cost the
+#: writer a syscall and the daemon a wake-up each; a writer that dies loses at most this
+#: much of its replies, and the daemon writes those blocks again (now online: success).
+FLUSH_EVERY = 0.02
 
 
 class BadRequest(ValueError):
@@ -86,11 +91,15 @@ def serve(memory_dir: str, requests: io.BufferedIOBase, replies: io.BufferedIOBa
     onlining the rest of a run that nobody will account for.
     """
     for line in requests:
+        flushed = time.monotonic()
         for index, value in parse(line):
             if parent is not None and os.getppid() != parent:
                 return
             replies.write(online(memory_dir, index, value))
-            replies.flush()
+            if time.monotonic() - flushed >= FLUSH_EVERY:
+                replies.flush()
+                flushed = time.monotonic()
+        replies.flush()
 
 
 def main(argv: list[str]) -> int:

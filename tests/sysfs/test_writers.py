@@ -21,6 +21,7 @@ from hotplugd import Outcome, ZoneRequest
 from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs.onlining import Written, judge, settle
 from hotplugd_sysfs.sysfs import Sysfs
+from hotplugd_sysfs import writer_child
 from hotplugd_sysfs.writer_child import BadRequest, parse, serve
 from hotplugd_sysfs.writers import Writers, parse_reply
 
@@ -56,6 +57,26 @@ def test_child_writes_each_value_and_answers_with_valid_zones(plain):
     serve(str(fake.memory), io.BytesIO(b"8 online_movable 9 online_kernel\n7 online\n"), replies)
     assert replies.getvalue().splitlines() == [b"8 0 Movable", b"9 0 Normal", b"7 %d" % errno.ENOENT]
     assert written(fake, 8).startswith("online_movable") and written(fake, 9).startswith("online_kernel")
+
+
+class Flushes(io.BytesIO):
+    """Replies that record what had been written at each flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[int] = []
+
+    def flush(self) -> None:
+        self.flushed.append(len(self.getvalue().splitlines()))
+
+
+@pytest.mark.parametrize(("every", "flushed"), [(3600.0, [2]), (0.0, [1, 2, 2])])
+def test_child_flushes_a_runs_replies_at_its_end_and_every_flush_period(plain, monkeypatch, every, flushed):
+    fake, _ = plain
+    monkeypatch.setattr(writer_child, "FLUSH_EVERY", every)
+    replies = Flushes()
+    serve(str(fake.memory), io.BytesIO(b"8 online 9 online\n"), replies)
+    assert replies.flushed == flushed
 
 
 def test_child_stops_once_its_daemon_is_gone(plain):
