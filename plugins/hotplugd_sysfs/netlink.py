@@ -66,6 +66,10 @@ def open_uevent_socket(rcvbuf: int) -> tuple[socket.socket, int]:
     return sock, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
+#: A plain int: ``socket.MSG_TRUNC`` is an IntFlag, whose ``&`` is a Python-level call per datagram.
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+
+
 class NetlinkSource:
     """Batches of datagrams from a uevent socket; ``receive`` waits with ``anyio.wait_readable``."""
 
@@ -100,7 +104,7 @@ class NetlinkSource:
                     break
                 raise
             sender = address[0] if isinstance(address, tuple) and address else -1
-            batch.datagrams.append(Datagram(data, sender, bool(flags & socket.MSG_TRUNC)))
+            batch.datagrams.append(Datagram(data, sender, bool(flags & _MSG_TRUNC)))
         return batch
 
     def close(self) -> None:
