@@ -61,11 +61,15 @@ def parse(line: bytes) -> list[tuple[int, bytes]]:
     return items
 
 
-def online(memory_dir: str, index: int, value: bytes) -> bytes:
-    """Write ``value`` to the block's ``state``, then read its ``valid_zones``: the reply line."""
-    base = f"{memory_dir}/memory{index}"
+def online(memory_dir: int, index: int, value: bytes) -> bytes:
+    """Write ``value`` to the block's ``state``, then read its ``valid_zones``: the reply line.
+
+    ``memory_dir`` is an open descriptor of the memory directory: each open walks two
+    path components instead of six.
+    """
+    base = f"memory{index}"
     try:
-        fd = os.open(f"{base}/state", os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(f"{base}/state", os.O_WRONLY | os.O_CLOEXEC, dir_fd=memory_dir)
         try:
             os.write(fd, value)
         finally:
@@ -73,7 +77,7 @@ def online(memory_dir: str, index: int, value: bytes) -> bytes:
     except OSError as exc:
         return b"%d %d\n" % (index, exc.errno or 0)
     try:
-        fd = os.open(f"{base}/valid_zones", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(f"{base}/valid_zones", os.O_RDONLY | os.O_CLOEXEC, dir_fd=memory_dir)
         try:
             zones = os.read(fd, 4096)  # a sysfs attribute comes whole in one read
         finally:
@@ -83,8 +87,14 @@ def online(memory_dir: str, index: int, value: bytes) -> bytes:
     return b"%d 0 %s\n" % (index, b" ".join(zones.split()))
 
 
-def serve(memory_dir: str, requests: io.BufferedIOBase, replies: io.BufferedIOBase, parent: int | None = None) -> None:
+def open_dir(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def serve(memory_dir: int, requests: io.BufferedIOBase, replies: io.BufferedIOBase, parent: int | None = None) -> None:
     """Answer requests until end of input, or until process ``parent`` (the daemon) is gone.
+
+    ``memory_dir``: an open descriptor of the memory directory (:func:`open_dir`).
 
     A daemon killed in the middle of a run leaves its writer to the init
     process: the writer then stops after the block in flight rather than
@@ -106,12 +116,17 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: writer_child.py MEMORY_DIR", file=sys.stderr)
         return 2
+    try:
+        memory_dir = open_dir(argv[1])
+    except OSError as exc:
+        print(f"hotplugd sysfs writer: cannot open {argv[1]}: {exc.strerror}", file=sys.stderr)
+        return 2
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     try:
         sys.stdout.buffer.write(READY)
         sys.stdout.buffer.flush()
-        serve(argv[1], sys.stdin.buffer, sys.stdout.buffer, os.getppid())
+        serve(memory_dir, sys.stdin.buffer, sys.stdout.buffer, os.getppid())
     except BadRequest as exc:
         print(f"hotplugd sysfs writer: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs.onlining import Written, judge, settle
 from hotplugd_sysfs.sysfs import Sysfs
 from hotplugd_sysfs import writer_child
-from hotplugd_sysfs.writer_child import BadRequest, parse, serve
+from hotplugd_sysfs.writer_child import BadRequest, open_dir, parse, serve
 from hotplugd_sysfs.writers import Writers, parse_reply
 
 
@@ -54,7 +54,7 @@ def plain(fake_sysfs):
 def test_child_writes_each_value_and_answers_with_valid_zones(plain):
     fake, _ = plain
     replies = io.BytesIO()
-    serve(str(fake.memory), io.BytesIO(b"8 online_movable 9 online_kernel\n7 online\n"), replies)
+    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online_movable 9 online_kernel\n7 online\n"), replies)
     assert replies.getvalue().splitlines() == [b"8 0 Movable", b"9 0 Normal", b"7 %d" % errno.ENOENT]
     assert written(fake, 8).startswith("online_movable") and written(fake, 9).startswith("online_kernel")
 
@@ -75,16 +75,16 @@ def test_child_flushes_a_runs_replies_at_its_end_and_every_flush_period(plain, m
     fake, _ = plain
     monkeypatch.setattr(writer_child, "FLUSH_EVERY", every)
     replies = Flushes()
-    serve(str(fake.memory), io.BytesIO(b"8 online 9 online\n"), replies)
+    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online 9 online\n"), replies)
     assert replies.flushed == flushed
 
 
 def test_child_stops_once_its_daemon_is_gone(plain):
     fake, _ = plain
     replies = io.BytesIO()
-    serve(str(fake.memory), io.BytesIO(b"8 online 9 online\n"), replies, parent=os.getppid() + 1)
+    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online 9 online\n"), replies, parent=os.getppid() + 1)
     assert replies.getvalue() == b"" and written(fake, 8).startswith("offline")
-    serve(str(fake.memory), io.BytesIO(b"8 online\n"), replies, parent=os.getppid())
+    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online\n"), replies, parent=os.getppid())
     assert replies.getvalue() == b"8 0 Movable\n"
 
 
@@ -92,8 +92,13 @@ def test_child_reports_a_failed_valid_zones_read(plain):
     fake, _ = plain
     (fake.memory / "memory8" / "valid_zones").unlink()
     replies = io.BytesIO()
-    serve(str(fake.memory), io.BytesIO(b"8 online\n"), replies)
+    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online\n"), replies)
     assert replies.getvalue() == b"8 0 !%d\n" % errno.ENOENT
+
+
+def test_child_without_its_memory_directory_says_which(tmp_path, capsys):
+    assert writer_child.main(["writer_child.py", str(tmp_path / "nope")]) == 2
+    assert f"cannot open {tmp_path / 'nope'}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("line", [b"\n", b"8\n", b"8 offline\n", b"x online\n", b"-1 online\n", b"8 online 9\n"])
