@@ -13,6 +13,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import anyio
@@ -33,6 +34,9 @@ log = structlog.get_logger("hotplugd.phase")
 _Item = tuple[Waiting, ZoneRequest | None]
 #: A run after its backend call: its items, the call's results, and when the call started.
 _Run = tuple[list[_Item], list[OnlineResult], float]
+
+#: The slot of a run whose calls overlap nothing: entering it does not yield (a limiter's acquire does).
+_UNSHARED = nullcontext()
 
 #: Online calls shorter than this (a zero-cost simulation) say nothing about a backend's parallelism.
 MEASURABLE_CALL = 0.0005
@@ -101,7 +105,8 @@ class FinalPhase:
         queues = self.layout(batch, topology, serial)
         if serial:
             workers = {node: 1 for node in queues}
-            limiter: anyio.CapacityLimiter | None = anyio.CapacityLimiter(1)
+            # one online at a time across nodes; a single node's only worker needs no limiter for that
+            limiter: anyio.CapacityLimiter | None = anyio.CapacityLimiter(1) if len(queues) > 1 else None
         else:
             workers = plan_workers({n: len(q) for n, q in queues.items()}, cfg.parallel_hotplug_ratio, topology, budget)
             # per-node counts are capped already; across nodes the total may still exceed it
@@ -124,7 +129,7 @@ class FinalPhase:
         async def worker(queue: deque[Waiting], runs: int) -> None:
             """One block at a time; a node's only worker hands the backend runs of ``runs`` blocks instead."""
             if runs > 1:
-                await self._pipeline(queue, runs, limiter or anyio.CapacityLimiter(1), done)
+                await self._pipeline(queue, runs, limiter, done)
                 return
             while queue and not self.stopping:
                 waiting = queue.popleft()
@@ -194,20 +199,22 @@ class FinalPhase:
                                        requested=requested, ledger=self.ledger, config=self.config)
         return chosen if chosen is not None else narrow(requested, block.valid_zones)
 
-    async def _pipeline(self, queue: deque[Waiting], runs: int, slot: anyio.CapacityLimiter,
+    async def _pipeline(self, queue: deque[Waiting], runs: int, shared: anyio.CapacityLimiter | None,
                         done: Callable[[BlockReport], None]) -> None:
         """Hand ``queue`` to the backend ``runs`` blocks per ``online_many`` call, in a pipeline.
 
         The next run's call starts while the last run is accounted (metrics, ledger, hooks,
         retries), so a backend writing from its own thread is not left idle by the event
-        loop's per-block work. ``slot`` (one backend call at a time for this worker, and the
-        phase's limit across nodes) is held around every call, retries included.
+        loop's per-block work. A slot (one backend call at a time for this worker, and the
+        phase's limit across nodes: ``shared``) is held around every call, retries included.
         """
         if len(queue) <= runs and not self.stopping:  # a single run: nothing to overlap its accounting with
+            slot: AbstractAsyncContextManager[object] = shared or _UNSHARED  # its calls never overlap
             items, results, t0 = await self._call_run(queue, runs, slot)
             for report in await self._account_run(items, results, t0, slot):
                 done(report)
             return
+        slot = shared or anyio.CapacityLimiter(1)
         send, receive = anyio.create_memory_object_stream[_Run](0)
 
         async def call() -> None:
@@ -223,7 +230,7 @@ class FinalPhase:
                     for report in await self._account_run(items, results, t0, slot):
                         done(report)
 
-    async def _call_run(self, queue: deque[Waiting], runs: int, slot: anyio.CapacityLimiter) -> _Run:
+    async def _call_run(self, queue: deque[Waiting], runs: int, slot: AbstractAsyncContextManager[object]) -> _Run:
         """The next ``runs`` blocks of ``queue``: their zones chosen, one backend call made (holding ``slot``)."""
         items = self._prepare([queue.popleft() for _ in range(min(runs, len(queue)))])
         async with slot:
@@ -258,7 +265,7 @@ class FinalPhase:
         return list(results)
 
     async def _account_run(self, items: list[_Item], results: list[OnlineResult], t0: float,
-                           slot: anyio.CapacityLimiter) -> list[BlockReport]:
+                           slot: AbstractAsyncContextManager[object]) -> list[BlockReport]:
         """Report each block of a run; transient ones retry alone (holding ``slot``)."""
         reports: list[BlockReport] = []
         share = (self.clock() - t0) / max(1, len(results))

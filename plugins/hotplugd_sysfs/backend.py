@@ -163,9 +163,11 @@ class SysfsBackend(Backend):
                     block = await arrivals.block(uevent.index, uevent.synthetic)
                     if block is not None:
                         yield BlockEvent(Action.ADD, uevent.index, block, uevent.synthetic)
-                        # Let the scheduler start onlining the first blocks of a big hot-add
-                        # while the rest of its events are read (the consumer never awaits).
-                        await anyio.lowlevel.checkpoint()
+                        if items:
+                            # Let the scheduler start onlining the first blocks of a big hot-add
+                            # while the rest of its events are read (the consumer never awaits;
+                            # after a batch's last event, waiting for the next batch yields).
+                            await anyio.lowlevel.checkpoint()
                 elif not uevent.synthetic:  # a replayed remove/online/offline reports no change
                     yield BlockEvent(uevent.action, uevent.index)
             if arrivals.not_registered:
