@@ -37,7 +37,8 @@ from rich.table import Table  # noqa: E402
 
 from harness import HarnessError, GiB, Guest, GuestConfig, find_assets  # noqa: E402
 from daemonctl import GuestDaemon  # noqa: E402
-from onliners import HotplugdOnliner, KernelOnliner, NaiveOnliner, Onliner, UdevOnliner, provision_udev  # noqa: E402
+from onliners import (COnliner, HotplugdOnliner, KernelOnliner, NaiveOnliner, Onliner, UdevOnliner,  # noqa: E402
+                      build_c_onliner, provision_udev)
 from onlinetime import Timing, Workload, time_online  # noqa: E402
 
 WORKLOADS = (Workload("dimm", 4 * GiB), Workload("dimm", 16 * GiB), Workload("virtio-mem", 16 * GiB))
@@ -66,6 +67,7 @@ def onliners(hotplugd_args: list[str], alt_args: list[str], alt_commit: str | No
     return {
         "kernel": KernelOnliner(),
         "naive": NaiveOnliner(),
+        "c": COnliner(),
         "hotplugd-ratio0": HotplugdOnliner("hotplugd --ratio 0", ("--ratio", "0")),
         "hotplugd": HotplugdOnliner("hotplugd (defaults)" + (f" {' '.join(hotplugd_args)}" if hotplugd_args else ""),
                                     tuple(hotplugd_args)),
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", default="kernel,naive,hotplugd-ratio0,hotplugd,udev",
                         help="comma-separated: kernel, naive (a minimal Python onliner, for reference), "
+                             "c (a minimal C onliner: the floor for user space; needs a C compiler), "
                              "hotplugd-ratio0, hotplugd, udev")
     parser.add_argument("--hotplugd-arg", action="append", default=[], dest="hotplugd_args",
                         help="extra argument for the 'hotplugd' onliner (repeatable), e.g. --set=scheduler.settle=0.01")
@@ -149,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown onliner(s) {sorted(unknown)}; known: {', '.join(all_onliners)}")
     if "udev" in keys:
         provision_udev()
+    if "c" in keys:
+        build_c_onliner()
     console = Console(width=140)
     started, load0 = time.time(), os.getloadavg()
     results: dict[str, dict[str, list[Timing]]] = defaultdict(lambda: defaultdict(list))

@@ -8,6 +8,7 @@ and it only ever runs inside a guest, whose ``/run/udev`` gets the rules.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -87,6 +88,50 @@ class NaiveOnliner:
             self.proc.stop()
             self.proc = None
         return {}
+
+
+@dataclass
+class COnliner:
+    """The floor for any user-space onliner: ``bench/c_onliner.c``, a C loop writing ``online`` on each add.
+
+    Built with this machine's C compiler into ``.vm/c_onliner`` (:func:`build_c_onliner`);
+    the guest runs it from this machine's root.
+    """
+
+    name: str = "C loop (floor)"
+    memhp_default_state: str = "offline"
+    binary: Path = field(default_factory=lambda: project_root() / ".vm" / "c_onliner")
+    proc: GuestProcess | None = field(default=None, repr=False)
+
+    def start(self, guest: Guest) -> None:
+        if not self.binary.is_file():
+            raise HarnessError(f"{self.binary} missing: call onliners.build_c_onliner() first")
+        ready = "/run/c-onliner.ready"
+        self.proc = guest.agent.spawn([str(self.binary), ready])
+        guest.agent.wait_path(ready, 60)
+
+    def stop(self, guest: Guest) -> dict[str, Any]:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+        return {}
+
+
+def build_c_onliner(project: Path | None = None) -> Path:
+    """Compile ``bench/c_onliner.c`` into ``.vm/c_onliner`` (cc from ``$CC``, default ``cc``), once."""
+    root = project or project_root()
+    source, binary = root / "bench" / "c_onliner.c", root / ".vm" / "c_onliner"
+    if binary.is_file() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    compiler = os.environ.get("CC", "cc")
+    try:
+        subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise HarnessError(f"no C compiler ({compiler}) to build {source}: apt-get install gcc, or leave out 'c'") from None
+    except subprocess.CalledProcessError as exc:
+        raise HarnessError(f"{compiler} failed on {source}:\n{exc.stderr}") from None
+    return binary
 
 
 def udev_root(project: Path | None = None) -> Path:
