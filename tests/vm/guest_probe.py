@@ -16,6 +16,10 @@ FIFO the host reads with ``cat`` through the agent: the host's clock stops when 
 
 ``naive-onliner``: the least a userspace onliner can do, as a reference for the benchmark: one
 thread reads uevents and writes ``online`` to each added block's ``state`` at once.
+
+``kill-on-online``: bind a uevent socket, write ``--ready``, then SIGKILL every process named
+``--comm`` at the first ``online`` event of a block that did not exist at start: a kill that
+lands in the middle of an onlining, which a round trip from the host would miss.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import sys
@@ -191,6 +196,45 @@ def cmd_naive_onliner(args: argparse.Namespace) -> int:
                 pass
 
 
+def cmd_kill_on_online(args: argparse.Namespace) -> int:
+    before = present()
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)  # a burst of add events must not overflow it
+    sock.bind((0, 1))
+    sock.settimeout(args.timeout)
+    Path(args.ready).write_text(f"{os.getpid()}\n")
+    while True:
+        try:
+            event = parse_uevent(sock.recv(1 << 16))
+        except TimeoutError:
+            print(f"guest_probe: no new block came online within {args.timeout} s", file=sys.stderr)
+            return 1
+        if event is not None and event[0] == "online" and event[1] not in before:
+            killed = [pid for pid in named(args.comm) if _kill(pid)]
+            print(json.dumps({"block": event[1], "killed": killed}))
+            return 0 if killed else 1
+
+
+def named(comm: str) -> list[int]:
+    """The pids of the processes whose ``comm`` is ``comm``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and Path(f"/proc/{entry}/comm").read_text().strip() == comm:
+                pids.append(int(entry))
+        except OSError:  # gone meanwhile
+            pass
+    return pids
+
+
+def _kill(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guest_probe")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     naive = sub.add_parser("naive-onliner", help="online every added block at once, from one thread")
     naive.add_argument("--ready", required=True, help="written once the uevent socket is bound")
     naive.set_defaults(func=cmd_naive_onliner)
+    kill = sub.add_parser("kill-on-online", help="SIGKILL a process at the first online event of a new block")
+    kill.add_argument("--comm", required=True, help="the name of the processes to kill, e.g. qemu-ga")
+    kill.add_argument("--ready", required=True, help="written once the uevent socket is bound")
+    kill.add_argument("--timeout", type=float, default=120.0)
+    kill.set_defaults(func=cmd_kill_on_online)
     args = parser.parse_args(argv)
     require_marker()
     return int(args.func(args))

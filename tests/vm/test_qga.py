@@ -11,6 +11,11 @@ guest's agent socket and a QMP monitor of its own. In one daemon's life:
    dead, and A's new blocks stay offline (nobody else onlines them);
 3. A's qemu-ga is started again: every block of A comes online.
 
+Then, in a second daemon's life, guest A's qemu-ga is killed from inside A at the first online
+event of an 8 GiB DIMM (64 blocks, one agent request): the request in flight is lost with blocks
+still offline, and once the agent is started again A's blocks all come online well before the
+agent timeout (the lost request is given up when the agent's port closes).
+
 Timings are printed (``pytest -s``) and kept in ``qga-timings.json`` beside the daemon's log.
 """
 
@@ -28,7 +33,8 @@ import pytest
 from harness import GiB, Guest, GuestProcess
 from harness.assets import Assets
 from harness.pytest_plugin import require
-from qga_host import QEMU_GA, QEMU_GA_MISSING, QGA_GUEST, HostDaemon, boot_guests
+from onlinetime import PROBE
+from qga_host import QEMU_GA, QEMU_GA_MISSING, QGA_GUEST, HostDaemon, agent_answers, boot_guests
 
 pytestmark = pytest.mark.vm
 
@@ -124,3 +130,34 @@ def test_hotplugd_on_the_host_onlines_two_guests_through_an_agent_restart(
               and "guest vm0 " in str(e.get("detail"))]
     print(f"{len(a_down)} online_failed (transient) for guest A while its agent was dead")
     assert [e for e in daemon.errors() if e not in a_down] == []
+
+
+def test_an_agent_killed_in_the_middle_of_a_request_leaves_no_block_behind(
+        qga_guests: list[tuple[Guest, GuestProcess]], tmp_path: Path) -> None:
+    (a, _), (b, _) = qga_guests
+    agent_answers(a)  # started again by the test before, or still up from the boot
+    daemon = HostDaemon([a, b], tmp_path, {"timeout": f"{AGENT_TIMEOUT:g}s"})
+    blocks = 8 * BLOCKS_PER_GIB
+    try:
+        daemon.wait_ready()
+        before = _present(a)
+        ready = "/run/kill-on-online.ready"
+        killer = a.agent.spawn([a.config.python, str(PROBE), "kill-on-online", "--comm", "qemu-ga",
+                                "--ready", ready])
+        a.agent.wait_path(ready, 60)
+        a.qmp.hotplug_dimm(8 * GiB)
+        assert killer.wait(ONLINE_TIMEOUT).returncode == 0, "the agent was not killed"
+        new = [blk for blk in a.agent.memory_blocks() if blk.index not in before]
+        left = sum(not blk.online for blk in new)
+        assert len(new) == blocks and 0 < left < blocks, f"the kill should land mid-request ({left} offline)"
+
+        a.start_qga()
+        start = time.monotonic()
+        a.agent.wait_blocks(exclude=before, min_count=blocks, state="online", timeout=B_BOUND)
+        back = time.monotonic() - start
+    finally:
+        code = daemon.stop()
+    print(f"\nguest A: agent killed with {left} of {blocks} blocks offline; all online {back:.2f} s after its restart")
+    assert code == 0, daemon.log.read_text()
+    assert [blk.index for blk in a.agent.memory_blocks() if not blk.online] == []
+    assert [e for e in daemon.errors() if "guest vm0 " not in str(e.get("detail"))] == []
