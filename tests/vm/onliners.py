@@ -70,17 +70,17 @@ class HotplugdOnliner:
         return {"status": status}
 
 
-@dataclass
-class NaiveOnliner:
-    """A reference, not a product: ``guest_probe.py naive-onliner`` (one thread, write on each add event)."""
+class _LoopOnliner:
+    """An onliner that is one process in the guest: started, ready once it wrote its ready file, stopped."""
 
-    name: str = "naive Python loop"
-    memhp_default_state: str = "offline"
-    proc: GuestProcess | None = field(default=None, repr=False)
+    proc: GuestProcess | None
+
+    def argv(self, guest: Guest, ready: str) -> list[str]:
+        raise NotImplementedError
 
     def start(self, guest: Guest) -> None:
-        ready = "/run/naive-onliner.ready"
-        self.proc = guest.agent.spawn([guest.config.python, str(PROBE), "naive-onliner", "--ready", ready])
+        ready = f"/run/onliner-{id(self)}.ready"
+        self.proc = guest.agent.spawn(self.argv(guest, ready))
         guest.agent.wait_path(ready, 60)
 
     def stop(self, guest: Guest) -> dict[str, Any]:
@@ -91,7 +91,19 @@ class NaiveOnliner:
 
 
 @dataclass
-class COnliner:
+class NaiveOnliner(_LoopOnliner):
+    """A reference, not a product: ``guest_probe.py naive-onliner`` (one thread, write on each add event)."""
+
+    name: str = "naive Python loop"
+    memhp_default_state: str = "offline"
+    proc: GuestProcess | None = field(default=None, repr=False)
+
+    def argv(self, guest: Guest, ready: str) -> list[str]:
+        return [guest.config.python, str(PROBE), "naive-onliner", "--ready", ready]
+
+
+@dataclass
+class COnliner(_LoopOnliner):
     """The floor for any user-space onliner: ``bench/c_onliner.c``, a C loop writing ``online`` on each add.
 
     Built with this machine's C compiler into ``.vm/c_onliner`` (:func:`build_c_onliner`);
@@ -103,18 +115,10 @@ class COnliner:
     binary: Path = field(default_factory=lambda: project_root() / ".vm" / "c_onliner")
     proc: GuestProcess | None = field(default=None, repr=False)
 
-    def start(self, guest: Guest) -> None:
+    def argv(self, guest: Guest, ready: str) -> list[str]:
         if not self.binary.is_file():
             raise HarnessError(f"{self.binary} missing: call onliners.build_c_onliner() first")
-        ready = "/run/c-onliner.ready"
-        self.proc = guest.agent.spawn([str(self.binary), ready])
-        guest.agent.wait_path(ready, 60)
-
-    def stop(self, guest: Guest) -> dict[str, Any]:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
-        return {}
+        return [str(self.binary), ready]
 
 
 def build_c_onliner(project: Path | None = None) -> Path:
