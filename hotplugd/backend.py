@@ -52,6 +52,14 @@ class Backend(abc.ABC):
     async def topology(self) -> Topology:
         """A fresh topology (MemAvailable changes); cheaper than a full scan."""
 
+    async def domain_topology(self, domain: str) -> Topology:
+        """A fresh topology of ``domain``'s kernel alone: what each domain refreshes before its decisions.
+
+        The default is ``topology().for_domain(domain)``. A backend of many domains
+        overrides it, so that each domain's refresh does not build every other's.
+        """
+        return (await self.topology()).for_domain(domain)
+
     @abc.abstractmethod
     def events(self) -> AsyncIterator[BlockEvent | Rescan]:
         """Block events as they happen. Yield ``Rescan`` when events were lost.

@@ -179,7 +179,7 @@ class DomainScheduler:
     async def _refresh_topology(self) -> Topology:
         self._refreshing = True
         try:
-            self.topology = (await self.backend.topology()).for_domain(self.name)
+            self.topology = await self.backend.domain_topology(self.name)
             self._topology_at = self.clock()
         finally:
             self._refreshing = False

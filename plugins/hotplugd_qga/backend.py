@@ -158,6 +158,11 @@ class QgaBackend(Backend):
             domains={g.name: g.topology() for g in guests},
         )
 
+    async def domain_topology(self, domain: str) -> Topology:
+        """One guest's topology alone: each guest's domain refreshes its own, not all of them."""
+        guest = self.guests.get(domain)
+        return guest.topology() if guest is not None else (await self.topology()).for_domain(domain)
+
     def census(self) -> Iterable[Block] | None:
         guests = list(self.guests.values())
         if all(g.snapshot is None for g in guests):

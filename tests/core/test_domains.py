@@ -239,6 +239,46 @@ class SlowTopology(Guests):
         return await super().topology()
 
 
+class OwnTopologies(Guests):
+    """Answers a domain's topology alone; counts whole and per-domain reads."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.whole = 0
+        self.asked: list[str] = []
+
+    async def topology(self) -> Topology:
+        self.whole += 1
+        return await super().topology()
+
+    async def domain_topology(self, domain: str) -> Topology:
+        self.asked.append(domain)
+        return self.hosts[domain].topology()
+
+
+@pytest.mark.asyncio
+async def test_a_domain_refreshes_its_own_topology_alone(make_daemon):
+    clock = ManualClock()
+    backend = OwnTopologies(guests(["vm1", "vm2"]), {})
+    for host in backend.hosts.values():
+        host.add(0, state=State.ONLINE)  # booted with a block: the scan knows the guest
+    daemon = make_daemon(backend, clock=clock)
+    async with running(daemon, until_idle=False):
+        assert backend.whole == 1  # the start's scan
+        clock.advance(10)  # its topology is stale now
+        backend.add("vm2", 1)
+        await wait_until(lambda: backend.hosts["vm2"].online_indices() == {0, 1}, what="the block online")
+        await wait_until(lambda: backend.asked == ["vm2"], what="vm2's refresh")
+        assert backend.whole == 1
+
+
+@pytest.mark.asyncio
+async def test_by_default_a_domains_topology_is_its_part_of_the_whole():
+    backend = Guests(guests(["vm1", "vm2"], cpus=3), {})
+    assert (await backend.domain_topology("vm2")).cpus_per_node == {0: 3}
+    assert (await backend.domain_topology("gone")).cpus_per_node == {0: 1}  # the whole's own
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("ratio", "waits"), [(1.0, False), (0, False), (2.0, True)])
 async def test_only_a_deferring_domain_waits_for_a_fresh_topology(make_daemon, ratio, waits):

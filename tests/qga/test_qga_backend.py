@@ -116,6 +116,8 @@ async def test_each_guest_is_a_domain_with_its_own_topology(tmp_path: Path) -> N
             {0: 4}, 1024000 * 1024, 128 << 20, False)
         assert (vm1.cpus_per_node, vm1.mem_available, vm1.block_size, vm1.kernel_onlines) == (
             {0: 2}, 512000 * 1024, 256 << 20, True)
+        assert await b.domain_topology("vm1") == vm1  # a guest's own, without the others'
+        assert await b.domain_topology("unknown") == scan.topology.for_domain("unknown")
         assert [(x.domain, x.index, x.node, x.state) for x in scan.blocks] == [
             *[("vm0", i, 0, State.ONLINE) for i in range(4)], ("vm1", 0, 0, State.ONLINE), ("vm1", 32, 0, State.OFFLINE)]
         assert sorted((x.domain, x.index) for x in b.census() or []) == sorted((x.domain, x.index) for x in scan.blocks)
