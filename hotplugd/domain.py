@@ -25,6 +25,7 @@ from .deferral import MORE_HOLD, UNDEFERRED, Decision, Trigger, decide, plan_wor
 from .metrics import Metrics
 from .model import Action, Block, BlockEvent, Outcome, State, Topology
 from .pending import PendingQueue, Waiting
+from .onliner import Onliner
 from .phase import FinalPhase, PhaseResult
 from .plugins import PluginManager
 from .zones import NodeLedger
@@ -57,7 +58,8 @@ class DomainScheduler:
         self.clock = clock
         self.concurrency = max(1, backend.domain_concurrency(name))
         self.queue = PendingQueue(config.scheduler.max_pending_blocks)
-        self.phase = FinalPhase(backend, pm, config, metrics, NodeLedger(), clock,
+        self.onliner = Onliner(backend, pm, config, metrics, NodeLedger(), clock)
+        self.phase = FinalPhase(self.onliner, pm, config, metrics, clock,
                                 domain=name, concurrency=self.concurrency, numbers=phase_numbers)
         self._phase_slot = phase_slots  # across domains: at most the backend's ``parallel_domains`` phases
         self.topology: Topology | None = None
@@ -102,7 +104,7 @@ class DomainScheduler:
             self._handle_add(event)
         elif event.action is Action.REMOVE:
             self.queue.discard(event.index)
-            self.phase.removed.add(event.index)
+            self.onliner.removed.add(event.index)
             self.failed.pop(event.index, None)
             self._retry_at.pop(event.index, None)
             self.known_online.discard(event.index)
@@ -130,7 +132,7 @@ class DomainScheduler:
             return
         if block is None or block.state is not State.OFFLINE or self._kernel_onlines or self._known(block.index):
             return  # gone already, online already (stale or a synthetic replay), or the kernel onlines it
-        self.phase.removed.discard(block.index)  # added again after a removal
+        self.onliner.removed.discard(block.index)  # added again after a removal
         if not self.queue.add(block, self.clock()):
             self.metrics.queue_full.inc()  # the rescan after the next phase picks it up
 
@@ -142,7 +144,7 @@ class DomainScheduler:
         blocks = list(blocks)
         self.topology = topology
         self._topology_at = self.clock()
-        self.phase.ledger = NodeLedger.from_blocks(blocks)
+        self.onliner.ledger = NodeLedger.from_blocks(blocks)
         self.known_online = {b.index for b in blocks if b.state is State.ONLINE}
         if self.failed:
             # Lost events or a full queue are no reason to attempt (and report) a permanent failure
@@ -165,7 +167,7 @@ class DomainScheduler:
     def stop(self) -> None:
         """Take no new work; let the online call in flight finish."""
         self.stopping = True
-        self.phase.stopping = True
+        self.onliner.stopping = True
         self.wake()
 
     @property
@@ -277,7 +279,7 @@ class DomainScheduler:
             self.busy_nodes -= {w.block.node for w in batch}
             self.busy_workers -= budget or 0
             if not self.busy_nodes:
-                self.phase.removed.clear()
+                self.onliner.removed.clear()
             self.wake()
             self.phase_ended()
         self.last_phase = result
