@@ -150,6 +150,22 @@ def test_agent_refuses_on_this_machine() -> None:
     assert done.returncode == 2 and "refusing to run" in done.stderr
 
 
+def test_the_c_onliner_is_built_once_and_refuses_on_this_machine(tmp_path: Path) -> None:
+    """bench/c_onliner.c (the benchmark's floor) writes sysfs: without the marker it must not start."""
+    from onliners import build_c_onliner
+
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler: apt-get install gcc to build bench/c_onliner.c")
+    (tmp_path / "bench").mkdir()
+    shutil.copy(Path(__file__).parents[2] / "bench" / "c_onliner.c", tmp_path / "bench")
+    binary = build_c_onliner(tmp_path)
+    built = binary.stat().st_mtime_ns
+    assert build_c_onliner(tmp_path) == binary and binary.stat().st_mtime_ns == built  # not built again
+    done = subprocess.run([str(binary), str(tmp_path / "ready")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "refusing to run" in done.stderr
+    assert not (tmp_path / "ready").exists()
+
+
 def test_agent_reads_blocks_only_with_the_marker(tmp_path: Path) -> None:
     fake = tmp_path / "cmdline"
     fake.write_text(f"console=ttyS0 {agent.MARKER}\n")
