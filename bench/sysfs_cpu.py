@@ -1,0 +1,158 @@
+"""The daemon's own CPU per block on the sysfs path, against a bare loop doing the same I/O.
+
+Under QEMU's TCG the guest runs Python some 30 times slower than this machine,
+so the daemon's CPU per block is what decides how close hotplugd gets to the
+kernel's own onlining there (``bench/README.md``, "The floor: a C loop"). This
+measures it here, where it is cheap to repeat: ``hotplugd run --backend sysfs``
+in-process over a fake sysfs tree of plain files (``FakeSysfs``, its writer
+process writing them), with every block's ``online`` uevent fed back the
+moment the block is reported, as the kernel sends it. Two workloads:
+
+- ``burst``: a DIMM's adds all at once (N events in the socket, then the phases);
+- ``serial``: one add at a time, the next only once the last is online (virtio-mem).
+
+The baseline, run in the same invocation and the same process, is a bare loop
+over the same tree and datagrams: parse the add with the daemon's own parser,
+write ``online`` to ``state``, read ``valid_zones`` back, parse the ``online``
+uevent. The ratio is the daemon's CPU per block over the bare loop's. The
+daemon's figure leaves out its writer process (the writes and read-backs) while
+the bare loop's includes them: the ratio is the daemon's own work per block
+against the whole of the bare I/O.
+
+    .venv/bin/python bench/sysfs_cpu.py [--blocks N] [--reps R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+
+from hotplugd import hookimpl
+from hotplugd.config import from_mapping
+from hotplugd.daemon import Daemon
+from hotplugd.logs import configure
+from hotplugd.metrics import Metrics
+from hotplugd.model import BlockReport
+from hotplugd.notify import Notifier
+from hotplugd.plugins import make_manager
+from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.uevent import parse
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Kernel:
+    """Plays the kernel's side: each reported block's ``online`` uevent goes back into the daemon."""
+
+    def __init__(self, fake: FakeSysfs) -> None:
+        self.fake = fake
+        self.feed: Callable[[bytes], None] = lambda data: None
+        self.reported = 0
+        self.changed = anyio.Event()
+
+    @hookimpl
+    def hotplugd_block_outcome(self, report: BlockReport) -> None:
+        self.feed(self.fake.uevent("online", report.block.index))
+        self.reported += 1
+        self.changed.set()
+
+    async def until(self, count: int) -> None:
+        while self.reported < count:
+            await self.changed.wait()
+            self.changed = anyio.Event()
+
+
+def offline_blocks(fake: FakeSysfs, blocks: int) -> list[bytes]:
+    """``blocks`` new offline blocks and their ``add`` uevents.
+
+    One zone each in ``valid_zones``: the writer process writes these plain files as
+    they are (no kernel behind them to change ``state``), and one listed zone is
+    what an online block shows, so its answer settles without a read-back.
+    """
+    for index in range(blocks):
+        fake.add_block(index, zones=("Normal",))
+    return [fake.uevent("add", index) for index in range(blocks)]
+
+
+def daemon_run(blocks: int, mode: str) -> float:
+    """The daemon's CPU seconds per block, adds to last report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fake = FakeSysfs(Path(tmp))
+        kernel = Kernel(fake)
+        data = {"backend": "sysfs", "metrics": {"enabled": False}, "plugins": {"sysfs": fake.options()}}
+        pm = make_manager(load_entry_points=True, extra=[("bench-kernel", kernel)], environ={})
+        daemon = Daemon(from_mapping(data), pm, metrics=Metrics(), notifier=Notifier({}), serve_metrics=False)
+        spent = 0.0
+
+        async def main() -> None:
+            nonlocal spent
+            async with anyio.create_task_group() as tg:
+                await tg.start(daemon.run)
+                backend = daemon.backend
+                kernel.feed = backend.feed
+                adds = offline_blocks(fake, blocks)
+                start = cpu()
+                if mode == "burst":
+                    for data in adds:
+                        backend.feed(data)
+                    await kernel.until(blocks)
+                else:
+                    for n, data in enumerate(adds, 1):
+                        backend.feed(data)
+                        await kernel.until(n)
+                spent = cpu() - start
+                tg.cancel_scope.cancel()
+
+        anyio.run(main)
+        if daemon.scheduler.onlined != blocks:
+            raise SystemExit(f"the daemon onlined {daemon.scheduler.onlined} of {blocks} blocks")
+        return spent / blocks
+
+
+def baseline_run(blocks: int) -> float:
+    """A bare loop's CPU seconds per block: parse the add, write state, read valid_zones, parse the online."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fake = FakeSysfs(Path(tmp))
+        adds = offline_blocks(fake, blocks)
+        memory = str(fake.memory)
+        start = cpu()
+        for data in adds:
+            index = int(parse(data).devpath.rsplit("memory", 1)[1])  # type: ignore[union-attr]
+            fd = os.open(f"{memory}/memory{index}/state", os.O_WRONLY)
+            os.write(fd, b"online")
+            os.close(fd)
+            fd = os.open(f"{memory}/memory{index}/valid_zones", os.O_RDONLY)
+            os.read(fd, 4096)
+            os.close(fd)
+            parse(fake.uevent("online", index))
+        return (cpu() - start) / blocks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=1000)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    configure("warning", "json")
+    print(f"{args.blocks} blocks, {args.reps} repetitions, medians, CPU µs per block "
+          f"(this process; the writer process not counted)")
+    for mode in ("burst", "serial"):
+        base = statistics.median(baseline_run(args.blocks) for _ in range(args.reps))
+        ours = statistics.median(daemon_run(args.blocks, mode) for _ in range(args.reps))
+        print(f"{mode:7s} bare loop {base * 1e6:7.1f}   hotplugd {ours * 1e6:7.1f}   ratio {ours / base:5.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
