@@ -24,8 +24,8 @@ from .config import Config
 from .deferral import MORE_HOLD, UNDEFERRED, Decision, Trigger, decide, plan_workers
 from .metrics import Metrics
 from .model import Action, Block, BlockEvent, Outcome, State, Topology
-from .pending import PendingQueue, Waiting
 from .onliner import Onliner
+from .pending import PendingQueue, Waiting
 from .phase import FinalPhase, PhaseResult
 from .plugins import PluginManager
 from .zones import NodeLedger

@@ -67,7 +67,7 @@ class Onliner:
         return chosen if chosen is not None else narrow(requested, block.valid_zones)
 
     async def pipeline(self, queue: deque[Waiting], runs: int, shared: anyio.CapacityLimiter | None,
-                        done: Callable[[BlockReport], None]) -> None:
+                       done: Callable[[BlockReport], None]) -> None:
         """Hand ``queue`` to the backend ``runs`` blocks per ``online_many`` call, in a pipeline.
 
         The next run's call starts while the last run is accounted (metrics, ledger, hooks,
@@ -155,7 +155,7 @@ class Onliner:
         return reports
 
     async def online_one(self, waiting: Waiting, zone: ZoneRequest | None = None, tried: int = 0,
-                          since: float | None = None) -> BlockReport:
+                         since: float | None = None) -> BlockReport:
         """Online one block, retrying transient errors with backoff (``tried``: attempts made already)."""
         block = waiting.block
         cfg = self.config.scheduler

@@ -16,9 +16,10 @@ Protocol, ASCII lines:
 - request, one line per run: ``INDEX VALUE [INDEX VALUE ...]`` where VALUE is
   ``online``, ``online_kernel`` or ``online_movable``;
 - replies, one line per block, in request order, sent when the run is done and
-  at least every :data:`FLUSH_EVERY` seconds during it: ``INDEX ERRNO ZONES``. ERRNO is the write's (0: written); ZONES is what
-  ``valid_zones`` read after a successful write (maybe empty), ``!ERRNO`` when
-  that read failed, absent after a failed write.
+  at least every :data:`FLUSH_EVERY` seconds during it: ``INDEX ERRNO ZONES``.
+  ERRNO is the write's (0: written); ZONES is what ``valid_zones`` read after a
+  successful write (maybe empty), ``!ERRNO`` when that read failed, absent
+  after a failed write.
 
 A malformed request ends the process with status 2 and a message on stderr;
 end of input ends it with status 0. SIGINT and SIGTERM are ignored: the daemon

@@ -18,10 +18,9 @@ import anyio
 import pytest
 
 from hotplugd import Outcome, ZoneRequest
-from hotplugd_sysfs import SysfsBackend
+from hotplugd_sysfs import SysfsBackend, writer_child
 from hotplugd_sysfs.onlining import Written, judge, settle
 from hotplugd_sysfs.sysfs import Sysfs
-from hotplugd_sysfs import writer_child
 from hotplugd_sysfs.writer_child import BadRequest, open_dir, parse, serve
 from hotplugd_sysfs.writers import Writers, parse_reply
 
@@ -48,13 +47,21 @@ def plain(fake_sysfs):
     return fake_sysfs, Sysfs(fake_sysfs.sys, fake_sysfs.proc)
 
 
+@pytest.fixture
+def memory_dir(plain):
+    """The fake tree's memory directory, open as the writer holds it."""
+    fd = open_dir(str(plain[0].memory))
+    yield fd
+    os.close(fd)
+
+
 # -- the child's protocol, in this process ------------------------------------------------
 
 
-def test_child_writes_each_value_and_answers_with_valid_zones(plain):
+def test_child_writes_each_value_and_answers_with_valid_zones(plain, memory_dir):
     fake, _ = plain
     replies = io.BytesIO()
-    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online_movable 9 online_kernel\n7 online\n"), replies)
+    serve(memory_dir, io.BytesIO(b"8 online_movable 9 online_kernel\n7 online\n"), replies)
     assert replies.getvalue().splitlines() == [b"8 0 Movable", b"9 0 Normal", b"7 %d" % errno.ENOENT]
     assert written(fake, 8).startswith("online_movable") and written(fake, 9).startswith("online_kernel")
 
@@ -71,28 +78,27 @@ class Flushes(io.BytesIO):
 
 
 @pytest.mark.parametrize(("every", "flushed"), [(3600.0, [2]), (0.0, [1, 2, 2])])
-def test_child_flushes_a_runs_replies_at_its_end_and_every_flush_period(plain, monkeypatch, every, flushed):
-    fake, _ = plain
+def test_child_flushes_a_runs_replies_at_its_end_and_every_flush_period(memory_dir, monkeypatch, every, flushed):
     monkeypatch.setattr(writer_child, "FLUSH_EVERY", every)
     replies = Flushes()
-    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online 9 online\n"), replies)
+    serve(memory_dir, io.BytesIO(b"8 online 9 online\n"), replies)
     assert replies.flushed == flushed
 
 
-def test_child_stops_once_its_daemon_is_gone(plain):
+def test_child_stops_once_its_daemon_is_gone(plain, memory_dir):
     fake, _ = plain
     replies = io.BytesIO()
-    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online 9 online\n"), replies, parent=os.getppid() + 1)
+    serve(memory_dir, io.BytesIO(b"8 online 9 online\n"), replies, parent=os.getppid() + 1)
     assert replies.getvalue() == b"" and written(fake, 8).startswith("offline")
-    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online\n"), replies, parent=os.getppid())
+    serve(memory_dir, io.BytesIO(b"8 online\n"), replies, parent=os.getppid())
     assert replies.getvalue() == b"8 0 Movable\n"
 
 
-def test_child_reports_a_failed_valid_zones_read(plain):
+def test_child_reports_a_failed_valid_zones_read(plain, memory_dir):
     fake, _ = plain
     (fake.memory / "memory8" / "valid_zones").unlink()
     replies = io.BytesIO()
-    serve(open_dir(str(fake.memory)), io.BytesIO(b"8 online\n"), replies)
+    serve(memory_dir, io.BytesIO(b"8 online\n"), replies)
     assert replies.getvalue() == b"8 0 !%d\n" % errno.ENOENT
 
 
