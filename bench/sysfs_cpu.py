@@ -43,6 +43,7 @@ from hotplugd.metrics import Metrics
 from hotplugd.model import BlockReport
 from hotplugd.notify import Notifier
 from hotplugd.plugins import make_manager
+from hotplugd.testing import wait_until
 from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs.uevent import parse
 
@@ -111,6 +112,8 @@ def daemon_run(blocks: int, mode: str) -> float:
                     for n, data in enumerate(adds, 1):
                         backend.feed(data)
                         await kernel.until(n)
+                # the last phase's results are counted once it returns, after its last report
+                await wait_until(lambda: daemon.scheduler.onlined == blocks, what="the last phase's end")
                 spent = cpu() - start
                 tg.cancel_scope.cancel()
 
