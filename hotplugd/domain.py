@@ -99,7 +99,7 @@ class DomainScheduler:
         self._wake.set()
 
     def handle(self, event: BlockEvent) -> None:
-        """Apply one event of this domain."""
+        """Apply one event of this domain; wake its loop unless nothing it decides on changed."""
         if event.action is Action.ADD:
             self._handle_add(event)
         elif event.action is Action.REMOVE:
@@ -112,10 +112,12 @@ class DomainScheduler:
         elif event.action is Action.ONLINE:
             first = event.index not in self.known_online
             self.known_online.add(event.index)
-            self._retry_at.pop(event.index, None)
+            retrying = self._retry_at.pop(event.index, None) is not None
             if self.queue.discard(event.index) is not None or (self._kernel_onlines and first):
                 self.verified += 1  # another onliner (or the kernel) got there first
                 self.metrics.kernel_verified.inc()
+            elif not retrying:
+                return  # a block this domain onlined (or knew online): its queue and retries are as they were
         elif event.action is Action.OFFLINE:
             self.known_online.discard(event.index)
         self.wake()
@@ -231,7 +233,7 @@ class DomainScheduler:
                     continue
                 if not self._overlapping():
                     batch = self.queue.take()
-                    await self._run_phase(decision.trigger, batch, topology, self._reserve(batch, None))
+                    await self._run_phase(decision.trigger, batch, topology, self._reserve(batch, None), inline=True)
                     continue
                 budget = self.concurrency - self.busy_workers
                 batch = self.queue.take(busy_nodes=self.busy_nodes) if budget > 0 else []
@@ -257,8 +259,11 @@ class DomainScheduler:
                 self.failed.pop(index, None)
 
     async def _sleep(self, wait: float | None) -> None:
-        with anyio.move_on_after(wait if wait is not None else float("inf")):
+        if wait is None:
             await self._wake.wait()
+        else:
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
         self._wake = anyio.Event()
 
     def _reserve(self, batch: list[Waiting], budget: int | None) -> int | None:
@@ -269,8 +274,12 @@ class DomainScheduler:
         return budget
 
     async def _run_phase(self, trigger: Trigger, batch: list[Waiting], topology: Topology,
-                         budget: int | None) -> None:
-        """One phase; with a ``budget`` (overlapping phases) it holds that many backend slots. Releases them."""
+                         budget: int | None, *, inline: bool = False) -> None:
+        """One phase; with a ``budget`` (overlapping phases) it holds that many backend slots. Releases them.
+
+        ``inline``: run by the loop itself, which goes on deciding when it returns (a
+        phase task of its own wakes the loop instead).
+        """
         try:
             async with self._phase_slot():
                 result = await self.phase.run(batch, trigger.value, topology, budget)
@@ -280,7 +289,8 @@ class DomainScheduler:
             self.busy_workers -= budget or 0
             if not self.busy_nodes:
                 self.onliner.removed.clear()
-            self.wake()
+            if not inline:
+                self.wake()
             self.phase_ended()
         self.last_phase = result
         for waiting in result.untouched:  # stopping: they stay offline, and queued, for the status line

@@ -53,6 +53,7 @@ class Scheduler:
         self._wake = anyio.Event()
         self._rescan_reason: str | None = None
         self.source_done = False  # the event stream ended (a finished simulation)
+        self._until_idle = False
         self.stopping = False
 
     def __repr__(self) -> str:
@@ -85,7 +86,9 @@ class Scheduler:
     # -- intake ---------------------------------------------------------------
 
     def _poke(self) -> None:
-        self._wake.set()
+        """A phase ended: only a run ``until_idle`` has anything to check then."""
+        if self._until_idle:
+            self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -142,6 +145,7 @@ class Scheduler:
 
         With ``until_idle``: until the event source ended and every domain is done.
         """
+        self._until_idle = until_idle
         async with anyio.create_task_group() as tg:
             self._tasks = tg
             for domain in list(self.domains.values()):
