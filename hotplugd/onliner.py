@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
 
 import anyio
 import structlog
@@ -38,27 +39,23 @@ _Run = tuple[list[_Item], list[OnlineResult], float]
 _UNSHARED = nullcontext()
 
 
+@dataclass(eq=False, repr=False)
 class Onliner:
     """Onlines one domain's blocks for its phases; holds the node ledger and what a phase must skip."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        pm: PluginManager,
-        config: Config,
-        metrics: Metrics,
-        ledger: NodeLedger,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.backend = backend
-        self.pm = pm
-        self.config = config
-        self.metrics = metrics
-        self.ledger = ledger
-        self.clock = clock
-        self.stopping = False  # set on SIGTERM: finish the call in flight, take no more
-        #: Blocks removed while queued or in a phase; the scheduler prunes it between phases.
-        self.removed: set[int] = set()
+    backend: Backend
+    pm: PluginManager
+    config: Config
+    metrics: Metrics
+    ledger: NodeLedger
+    clock: Callable[[], float] = time.monotonic
+    #: Set on SIGTERM: finish the call in flight, take no more.
+    stopping: bool = field(default=False, init=False)
+    #: Blocks removed while queued or in a phase; the scheduler prunes it between phases.
+    removed: set[int] = field(default_factory=set, init=False)
+
+    def __repr__(self) -> str:
+        return f"<Onliner {type(self.backend).__name__} removed={len(self.removed)} stopping={self.stopping}>"
 
     def choose_zone(self, block: Block) -> ZoneRequest:
         requested = policy_request(block, self.ledger, self.config.zones)
