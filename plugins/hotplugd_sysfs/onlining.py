@@ -89,7 +89,7 @@ def settle(sysfs: Sysfs, block: Block, zone: ZoneRequest, written: Written) -> O
     if written.errno:
         result = _failed(sysfs, block, OSError(written.errno, os.strerror(written.errno)))
     else:
-        result = _confirm(sysfs, block, zone, None)
+        result = _confirm(sysfs, block, zone)
     return _narrow_refused(sysfs, block, zone, result)
 
 
@@ -99,19 +99,18 @@ def _write(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
         sysfs.io.write(sysfs.state_path(block.index), zone.value)
     except OSError as exc:
         return _failed(sysfs, block, exc)
-    return _confirm(sysfs, block, zone, _zones(sysfs, block))
+    return _confirm(sysfs, block, zone)
 
 
-def _confirm(sysfs: Sysfs, block: Block, zone: ZoneRequest, zones: tuple[str, ...] | None) -> OnlineResult:
-    """After a successful write: ``zones`` is ``valid_zones`` read since (re-read here when None or gone).
+def _confirm(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
+    """After a successful write: the outcome from ``valid_zones`` (and ``state`` when it must).
 
     ``state_store`` returns success only once ``device_online`` has onlined the
     block, so after a successful write ``valid_zones`` alone is re-read: an
     online block lists exactly its zone. More than one zone listed means it is
     offline again (someone offlined it at once), which ``state`` then confirms.
     """
-    if zones is None:
-        zones = _zones(sysfs, block)
+    zones = _zones(sysfs, block)
     if zones is None:
         return _gone_after()
     if len(zones) > 1:
