@@ -233,7 +233,7 @@ class DomainScheduler:
                     continue
                 if not self._overlapping():
                     batch = self.queue.take()
-                    await self._run_phase(decision.trigger, batch, topology, self._reserve(batch, None), inline=True)
+                    await self._run_phase(decision.trigger, batch, topology, self._reserve(batch, None))
                     continue
                 budget = self.concurrency - self.busy_workers
                 batch = self.queue.take(busy_nodes=self.busy_nodes) if budget > 0 else []
@@ -274,11 +274,11 @@ class DomainScheduler:
         return budget
 
     async def _run_phase(self, trigger: Trigger, batch: list[Waiting], topology: Topology,
-                         budget: int | None, *, inline: bool = False) -> None:
+                         budget: int | None) -> None:
         """One phase; with a ``budget`` (overlapping phases) it holds that many backend slots. Releases them.
 
-        ``inline``: run by the loop itself, which goes on deciding when it returns (a
-        phase task of its own wakes the loop instead).
+        Without one it is run by the loop itself, which goes on deciding when it
+        returns; an overlapping phase, a task of its own, wakes the loop instead.
         """
         try:
             async with self._phase_slot():
@@ -289,7 +289,7 @@ class DomainScheduler:
             self.busy_workers -= budget or 0
             if not self.busy_nodes:
                 self.onliner.removed.clear()
-            if not inline:
+            if budget is not None:
                 self.wake()
             self.phase_ended()
         self.last_phase = result
