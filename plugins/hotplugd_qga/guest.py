@@ -128,16 +128,15 @@ class GuestLink:
         self.wake()
 
     def port_changed(self, is_open: bool) -> None:
+        self.client.abort()  # either way, no reply comes to the request in flight
         if is_open:
             log.info("qga_agent_port_open", guest=self.name)
             self.down_until = 0.0
             self.failures = 0
             self._replay = True
             self._described = False
-            self.client.abort()
             self.wake()
         else:
-            self.client.abort()
             self._failed("port", AgentError("the agent closed its port"),
                          max(self.options.poll_interval, self.options.reconnect_interval))
 
