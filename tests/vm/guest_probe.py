@@ -17,9 +17,9 @@ FIFO the host reads with ``cat`` through the agent: the host's clock stops when 
 ``naive-onliner``: the least a userspace onliner can do, as a reference for the benchmark: one
 thread reads uevents and writes ``online`` to each added block's ``state`` at once.
 
-``kill-on-online``: bind a uevent socket, write ``--ready``, then SIGKILL every process named
-``--comm`` at the first ``online`` event of a block that did not exist at start: a kill that
-lands in the middle of an onlining, which a round trip from the host would miss.
+``kill-on-online``: bind a uevent socket, write ``--ready``, then SIGKILL process ``--pid``, or
+every process named ``--comm``, at the first ``online`` event of a block that did not exist at
+start: a kill that lands in the middle of an onlining, which a round trip from the host would miss.
 """
 
 from __future__ import annotations
@@ -210,7 +210,8 @@ def cmd_kill_on_online(args: argparse.Namespace) -> int:
             print(f"guest_probe: no new block came online within {args.timeout} s", file=sys.stderr)
             return 1
         if event is not None and event[0] == "online" and event[1] not in before:
-            killed = [pid for pid in named(args.comm) if _kill(pid)]
+            targets = [args.pid] if args.pid is not None else named(args.comm)
+            killed = [pid for pid in targets if _kill(pid)]
             print(json.dumps({"block": event[1], "killed": killed}))
             return 0 if killed else 1
 
@@ -254,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     naive.add_argument("--ready", required=True, help="written once the uevent socket is bound")
     naive.set_defaults(func=cmd_naive_onliner)
     kill = sub.add_parser("kill-on-online", help="SIGKILL a process at the first online event of a new block")
-    kill.add_argument("--comm", required=True, help="the name of the processes to kill, e.g. qemu-ga")
+    target = kill.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid", type=int, help="the process to kill")
+    target.add_argument("--comm", help="the name of the processes to kill, e.g. qemu-ga")
     kill.add_argument("--ready", required=True, help="written once the uevent socket is bound")
     kill.add_argument("--timeout", type=float, default=120.0)
     kill.set_defaults(func=cmd_kill_on_online)

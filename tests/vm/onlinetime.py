@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import GiB, Guest, GuestError
+from harness import GiB, Guest, GuestError, GuestProcess
 
 PROBE = Path(__file__).resolve().parent / "guest_probe.py"
 _ids = itertools.count(1)
@@ -115,3 +115,14 @@ def time_online(guest: Guest, workload: Workload, timeout: float = 180) -> Timin
     probe.hot_add()
     done = probe.wait(timeout)
     return Timing(workload, done - t0, probe.result)
+
+
+def kill_on_online(guest: Guest, *, pid: int | None = None, comm: str | None = None) -> GuestProcess:
+    """Arm ``guest_probe.py kill-on-online`` in ``guest`` (SIGKILL ``pid``, or every process named
+    ``comm``, at the first ``online`` event of a new block); return once it listens. Its exit
+    status is 0 when it killed."""
+    ready = f"/run/kill-on-online-{next(_ids)}.ready"
+    target = ["--pid", str(pid)] if pid is not None else ["--comm", str(comm)]
+    killer = guest.agent.spawn([guest.config.python, str(PROBE), "kill-on-online", *target, "--ready", ready])
+    guest.agent.wait_path(ready, 60)
+    return killer

@@ -33,7 +33,7 @@ import pytest
 from harness import GiB, Guest, GuestProcess
 from harness.assets import Assets
 from harness.pytest_plugin import require
-from onlinetime import PROBE
+from onlinetime import kill_on_online
 from qga_host import QEMU_GA, QEMU_GA_MISSING, QGA_GUEST, HostDaemon, agent_answers, boot_guests
 
 pytestmark = pytest.mark.vm
@@ -141,10 +141,7 @@ def test_an_agent_killed_in_the_middle_of_a_request_leaves_no_block_behind(
     try:
         daemon.wait_ready()
         before = _present(a)
-        ready = "/run/kill-on-online.ready"
-        killer = a.agent.spawn([a.config.python, str(PROBE), "kill-on-online", "--comm", "qemu-ga",
-                                "--ready", ready])
-        a.agent.wait_path(ready, 60)
+        killer = kill_on_online(a, comm="qemu-ga")
         a.qmp.hotplug_dimm(8 * GiB)
         assert killer.wait(ONLINE_TIMEOUT).returncode == 0, "the agent was not killed"
         new = [blk for blk in a.agent.memory_blocks() if blk.index not in before]

@@ -21,6 +21,7 @@ import pytest
 from daemonctl import GuestDaemon
 from harness import GiB, Guest, GuestConfig
 from harness.assets import Assets
+from onlinetime import kill_on_online
 from scenario_checks import (
     ONLINE_TIMEOUT,
     assert_all_online,
@@ -166,13 +167,10 @@ def test_killed_during_a_phase_and_restarted_onlines_every_block(spare: Guest) -
     bs = spare.agent.block_size()
     before = {b.index for b in spare.agent.memory_blocks()}
     first = GuestDaemon.start(spare, "--ratio", "0")
-    dimm = spare.qmp.hotplug_dimm(16 * GiB)
-    # Killed from inside the guest as soon as the DIMM's first block is online: from this machine,
-    # the round trips to see it and to kill took as long as onlining all 128 blocks.
-    [addr] = [d["data"]["addr"] for d in spare.qmp.memory_devices() if d["data"].get("id") == dimm]
-    state = f"/sys/devices/system/memory/memory{addr // bs}/state"
-    killer = spare.agent.spawn(f'until read s < {state} 2>/dev/null && [ "$s" = online ]; do :; done; '
-                               f"kill -9 {first.proc.pid}")
+    # Killed from inside the guest at the DIMM's first online event: from this machine, the
+    # round trips to see it and to kill took as long as onlining all 128 blocks.
+    killer = kill_on_online(spare, pid=first.proc.pid)
+    spare.qmp.hotplug_dimm(16 * GiB)
     assert killer.wait(ONLINE_TIMEOUT).returncode == 0
     first.kill()  # reaps it
     left = offline_count(spare)
