@@ -38,7 +38,7 @@ with atheris.instrument_imports(include=["hotplugd_sysfs"]):
     from hotplugd_sysfs.netlink import Datagram
     from hotplugd_sysfs.uevent import MAX_UEVENT, UEvent, memory_header, parse
 
-from hotplugd.logs import configure  # noqa: E402
+from hotplugd.observe.logs import configure  # noqa: E402
 
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "uevents"
 SENDERS = (0, 0, 0, 1, 4242, -1)  # mostly the kernel: that is where the parser's depth is

@@ -16,10 +16,10 @@ import sys
 
 from rich.console import Console
 
+from hotplugd.commands.simulate import simulate
 from hotplugd.config import from_mapping
-from hotplugd.logs import configure
-from hotplugd.plugins import make_manager
-from hotplugd.simulate import simulate
+from hotplugd.observe.logs import configure
+from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
 
 BLOCK = 128 << 20

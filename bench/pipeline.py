@@ -27,10 +27,10 @@ def sim_table(blocks: int) -> dict:
 
 
 def run_daemon(blocks: int) -> dict:
+    from hotplugd.commands.simulate import simulate
     from hotplugd.config import from_mapping
-    from hotplugd.logs import configure
-    from hotplugd.plugins import make_manager
-    from hotplugd.simulate import simulate
+    from hotplugd.observe.logs import configure
+    from hotplugd.plugin.manager import make_manager
 
     configure("warning", "json")
     config = from_mapping({"backend": "simulated", "metrics": {"enabled": False},
@@ -43,15 +43,15 @@ def run_daemon(blocks: int) -> dict:
 
     code = simulate(config, pm, progress=False, console=Console(file=io.StringIO()))
     seconds = time.perf_counter() - start
-    onlined = pm.get_plugin("hotplugd.simulate").onlined
+    onlined = pm.get_plugin("hotplugd.commands.simulate").onlined
     return {"code": code, "onlined": onlined, "seconds": seconds}
 
 
 def run_baseline(blocks: int) -> dict:
     import anyio
+    from hotplugd_simulated.backend import SimulatedBackend
 
     from hotplugd.model import ZoneRequest
-    from hotplugd_simulated.backend import SimulatedBackend
 
     async def main() -> int:
         backend = SimulatedBackend.from_options(sim_table(blocks))

@@ -50,14 +50,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "vm"))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from hotplugd import logs  # noqa: E402
 from harness import GiB, Guest, HarnessError, find_assets  # noqa: E402
 from harness.assets import Assets  # noqa: E402
 from onlinetime import Probe, Workload, arm  # noqa: E402
 from qga_host import QEMU_GA, QEMU_GA_MISSING, QGA_GUEST, HostDaemon, boot_guests  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from hotplugd.observe import logs  # noqa: E402
 
 SERIAL_KEY = {"parallel_guests": 1}
 

@@ -34,18 +34,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+from hotplugd_sysfs.uevent import parse
 
 from hotplugd import hookimpl
 from hotplugd.config import from_mapping
 from hotplugd.daemon import Daemon
-from hotplugd.logs import configure
-from hotplugd.metrics import Metrics
 from hotplugd.model import BlockReport
-from hotplugd.notify import Notifier
-from hotplugd.plugins import make_manager
+from hotplugd.observe.logs import configure
+from hotplugd.observe.metrics import Metrics
+from hotplugd.observe.notify import Notifier
+from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import wait_until
 from hotplugd.testing.fakesysfs import FakeSysfs
-from hotplugd_sysfs.uevent import parse
 
 
 def cpu() -> float:

@@ -5,25 +5,33 @@ The public API for plugin authors is exactly ``__all__``.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .backend import Backend, BackendRegistry
-from .config import Config, ConfigProblem
-from .errors import BackendError, ConfigError, HotplugdError, PluginError
-from .hookspecs import hookimpl
-from .model import (
+from hotplugd.config import Config, ConfigProblem
+from hotplugd.errors import BackendError, ConfigError, HotplugdError, PluginError
+from hotplugd.model import (
+    EHWPOISON,
     HOST_DOMAIN,
+    KERNEL_ZONES,
     Action,
     Block,
     BlockEvent,
     BlockReport,
+    NodeLedger,
     OnlineResult,
     Outcome,
     PhaseInfo,
     Rescan,
+    RescanReason,
     Scan,
     State,
     Topology,
+    Trigger,
     ZoneRequest,
+    narrow,
+    zone_matches,
 )
+from hotplugd.plugin.backend import Backend, BackendRegistry
+from hotplugd.plugin.spec import hookimpl
+from hotplugd.units import format_bytes, parse_duration, parse_size
 
 try:
     __version__ = version("hotplugd")
@@ -31,7 +39,9 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
 __all__ = [
+    "EHWPOISON",
     "HOST_DOMAIN",
+    "KERNEL_ZONES",
     "Action",
     "Backend",
     "BackendError",
@@ -44,14 +54,22 @@ __all__ = [
     "ConfigProblem",
     "HotplugdError",
     "OnlineResult",
+    "NodeLedger",
     "Outcome",
     "PhaseInfo",
     "PluginError",
     "Rescan",
+    "RescanReason",
     "Scan",
     "State",
     "Topology",
+    "Trigger",
     "ZoneRequest",
     "__version__",
+    "format_bytes",
     "hookimpl",
+    "narrow",
+    "parse_duration",
+    "parse_size",
+    "zone_matches",
 ]

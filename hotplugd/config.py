@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .units import parse_duration, parse_size
+from hotplugd.errors import ConfigError
+from hotplugd.units import parse_duration, parse_size
 
 DEFAULT_PATH = Path("/etc/hotplugd/hotplugd.toml")
 DEFAULT_METRICS_PORT = 10964  # outside 9100-9999, which Prometheus's exporters have used up

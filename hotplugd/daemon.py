@@ -17,19 +17,23 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from . import __version__, logs
-from .backend import Backend
-from .config import Config, load
-from .errors import HotplugdError
-from .metrics import Metrics
-from .metrics_server import MetricsServer, serve, write_textfile
-from .notify import Notifier
-from .plugins import PluginManager, backend_registry, call_isolated
-from .scheduler import Scheduler
-from .testhooks import TestHooks
-from .validation import check_plugin_config
+from hotplugd import __version__
+from hotplugd.config import Config, load
+from hotplugd.engine.context import EngineContext
+from hotplugd.engine.scheduler import Scheduler
+from hotplugd.errors import HotplugdError
+from hotplugd.faults import FaultInjection
+from hotplugd.model import RescanReason
+from hotplugd.observe import logs
+from hotplugd.observe.metrics import Metrics
+from hotplugd.observe.notify import Notifier
+from hotplugd.observe.server import MetricsServer, serve, write_textfile
+from hotplugd.plugin.backend import Backend
+from hotplugd.plugin.hooks import Hooks
+from hotplugd.plugin.manager import PluginManager
+from hotplugd.plugin.validation import check_plugin_config
 
-log = structlog.get_logger("hotplugd.daemon")
+log = structlog.get_logger(__name__)
 
 #: How often STATUS= and the textfile are refreshed.
 STATUS_INTERVAL = 1.0
@@ -47,7 +51,7 @@ def user_error(group: BaseExceptionGroup) -> HotplugdError | None:
 
 
 def build_backend(pm: PluginManager, config: Config) -> Backend:
-    registry = backend_registry(pm)
+    registry = Hooks(pm).register_backends()
     return registry.build(config.backend, config.plugins.get(config.backend, {}))
 
 
@@ -65,7 +69,7 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         serve_metrics: bool = True,
         ready_file: Path | None = None,
-        test_hooks: TestHooks | None = None,
+        faults: FaultInjection | None = None,
     ) -> None:
         check_plugin_config(pm, config)
         self.config = config
@@ -74,12 +78,13 @@ class Daemon:
         self.metrics = metrics or Metrics(max_domains=config.metrics.max_domains)
         self.notifier = notifier or Notifier()
         self.backend = build_backend(pm, config)
-        self.scheduler = Scheduler(self.backend, pm, config, self.metrics, clock)
+        self.hooks = Hooks(pm)
+        self.scheduler = Scheduler(EngineContext(config, self.hooks, self.backend, self.metrics, clock))
         self.serve_metrics = serve_metrics
         self.ready_file = ready_file
         self.metrics_server: MetricsServer | None = None
         self.conflicts: list[str] = []
-        self.test_hooks = test_hooks or TestHooks.from_environ()
+        self.faults = faults or FaultInjection.from_environ()
         self._signals = 0
 
     def __repr__(self) -> str:
@@ -92,16 +97,16 @@ class Daemon:
         m.backend_concurrency.set(self.backend.concurrency)
         m.add_census(self.backend.census)
         m.add_dropped(self.backend.dropped_counts)
-        m.watch_scheduler(self.scheduler)
-        call_isolated(self.pm.hook.hotplugd_register_collectors, registry=m.registry)
+        m.watch_queue(self.scheduler)
+        self.hooks.register_collectors(m.registry)
         await self.backend.start()
         try:
             async with anyio.create_task_group() as tg:
                 # Handlers first: a SIGTERM or SIGHUP before READY is handled, never fatal.
-                await tg.start(self._signals_task, tg.cancel_scope)
+                await tg.start(self._signals_task)
                 tg.start_soon(self._intake)
                 await self._report_conflicts()
-                await self.scheduler.rescan("start")
+                await self.scheduler.rescan(RescanReason.START)
                 if self.serve_metrics:
                     self.metrics_server = serve(m.registry, self.config.metrics)
                 self._announce_ready()
@@ -170,8 +175,7 @@ class Daemon:
         except OSError as exc:
             log.warning("textfile_failed", path=self.config.metrics.textfile, error=str(exc))
 
-    async def _signals_task(self, scope: anyio.CancelScope,
-                            task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _signals_task(self, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
         with anyio.open_signal_receiver(*wanted) as signals:
             task_status.started()
@@ -179,16 +183,16 @@ class Daemon:
                 if signum == signal.SIGHUP:
                     await self.reload()
                     continue
-                if signum == signal.SIGUSR2:  # test-only (hotplugd.testhooks): stall the event loop
-                    if self.test_hooks.enabled:
-                        log.warning("test_stall", seconds=self.test_hooks.stall_seconds)
-                        self.test_hooks.stall_loop()
+                if signum == signal.SIGUSR2:  # test-only (hotplugd.faults): stall the event loop
+                    if self.faults.enabled:
+                        log.warning("test_stall", seconds=self.faults.stall_seconds)
+                        self.faults.stall_loop()
                     else:
                         log.warning("signal_ignored", signal="SIGUSR2", hint="test hooks are off")
                     continue
                 if signum == signal.SIGUSR1:  # an operator asks for a full rescan
                     log.info("rescan_requested", signal="SIGUSR1")
-                    self.scheduler.request_rescan("request")
+                    self.scheduler.request_rescan(RescanReason.REQUEST)
                     continue
                 self._signals += 1
                 if self._signals > 1:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import enum
 import errno
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-PAGE_SIZE = 4096
 #: Memory poisoned by a hardware error (Python's errno module lacks it on some builds).
 EHWPOISON = getattr(errno, "EHWPOISON", 133)
 #: The kernel's memmap costs 64 bytes of ``struct page`` per 4 KiB page: 1/64.
@@ -58,6 +58,30 @@ HOST_DOMAIN = "host"
 
 #: Zones that count as "kernel" memory when balancing movable against kernel.
 KERNEL_ZONES = frozenset({"DMA", "DMA32", "Normal"})
+
+
+def narrow(requested: ZoneRequest, valid_zones: tuple[str, ...]) -> ZoneRequest:
+    """Keep ``requested`` within what sysfs says the block may join (its ``valid_zones``).
+
+    Unknown valid zones leave the request as it is; an impossible request
+    falls back to the other explicit zone, and last to the kernel's choice.
+    """
+    if requested is ZoneRequest.AUTO or not valid_zones:
+        return requested
+    has_kernel = any(z in KERNEL_ZONES for z in valid_zones)
+    has_movable = "Movable" in valid_zones
+    if requested is ZoneRequest.MOVABLE:
+        return ZoneRequest.MOVABLE if has_movable else (ZoneRequest.KERNEL if has_kernel else ZoneRequest.AUTO)
+    return ZoneRequest.KERNEL if has_kernel else (ZoneRequest.MOVABLE if has_movable else ZoneRequest.AUTO)
+
+
+def zone_matches(requested: ZoneRequest, zone: str | None) -> bool:
+    """Did the block land where it was asked to? (AUTO accepts anything.)"""
+    if requested is ZoneRequest.AUTO or zone is None:
+        return True
+    if requested is ZoneRequest.MOVABLE:
+        return zone == "Movable"
+    return zone in KERNEL_ZONES
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +132,30 @@ class BlockEvent:
     synthetic: bool = False  # replayed (e.g. ``udevadm trigger``), not a real change
     domain: str = HOST_DOMAIN  # for ``add``, the same as ``block.domain``
     #: For ``add``: the backend holds more adds of the same hot-add and yields them at once, so
-    #: no phase starts before them (for at most :data:`~hotplugd.deferral.MORE_HOLD` seconds).
+    #: no phase starts before them (for at most :data:`~hotplugd.engine.deferral.MORE_HOLD` seconds).
     more: bool = False
+
+
+class RescanReason(enum.StrEnum):
+    """Why the whole backend is scanned again (the ``reason`` label of ``hotplugd_rescans_total``)."""
+
+    START = "start"  # the daemon started: coldplug
+    OVERFLOW = "overflow"  # the event source lost events (netlink ENOBUFS)
+    REQUEST = "request"  # an operator asked (SIGUSR1)
+    QUEUE_FULL = "queue_full"  # adds were refused by a full queue
+    NOT_REGISTERED = "not_registered"  # a block's event came before sysfs had it (sysfs backend)
+    GUEST_GONE = "guest_gone"  # a guest (qga domain) went away or came back
 
 
 @dataclass(frozen=True, slots=True)
 class Rescan:
     """The event source lost events (e.g. netlink ENOBUFS): scan everything again."""
 
-    reason: str = "overflow"
+    reason: RescanReason = RescanReason.OVERFLOW
+
+    def __post_init__(self) -> None:
+        # A plugin's free text would become an unbounded metric label: only the enum's values pass.
+        object.__setattr__(self, "reason", RescanReason(self.reason))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,3 +235,49 @@ class PhaseInfo:
     bytes: int
     workers: dict[int, int] = field(default_factory=dict)  # by node of ``domain``
     domain: str = HOST_DOMAIN
+
+
+class Trigger(enum.StrEnum):
+    """Why a final phase started (the ``trigger`` label of ``hotplugd_phases_total``)."""
+
+    RATIO_0 = "ratio_0"  # parallel_hotplug_ratio = 0: no deferral
+    SERIAL = "serial"  # the backend onlines one block at a time: waiting buys nothing
+    QUEUE_FULL = "queue_full"  # the pending queue reached its bound
+    OFFLINE_BYTES = "offline_bytes"
+    MEMMAP_SHARE = "memmap_share"
+    MAX_DEFER = "max_defer"
+    SETTLE = "settle"
+
+
+@dataclass
+class NodeLedger:
+    """Online bytes per node in kernel zones and in ZONE_MOVABLE, for the auto-movable ratio."""
+
+    kernel: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    movable: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    @classmethod
+    def from_blocks(cls, blocks: Iterable[Block]) -> NodeLedger:
+        ledger = cls()
+        for block in blocks:
+            if block.state is State.ONLINE:
+                ledger.record(block, block.zone)
+        return ledger
+
+    def record(self, block: Block, zone: str | None) -> None:
+        """Account an onlined block; an unknown zone counts as kernel memory (the safe side)."""
+        if zone == "Movable":
+            self.movable[block.node] += block.size
+        else:
+            self.kernel[block.node] += block.size
+
+    def unrecord(self, block: Block, zone: str | None) -> None:
+        """Take back a ``record`` (a zone reserved for a block whose online then failed or landed elsewhere)."""
+        if zone == "Movable":
+            self.movable[block.node] -= block.size
+        else:
+            self.kernel[block.node] -= block.size
+
+    def movable_fits(self, node: int, size: int, ratio_percent: int) -> bool:
+        """Would ``size`` more movable bytes keep the node within ``ratio_percent`` of its kernel bytes?"""
+        return (self.movable[node] + size) * 100 <= self.kernel[node] * ratio_percent

@@ -4,9 +4,9 @@ Also a pytest plugin (entry point ``pytest11``: ``hotplugd``) with fixtures
 built from these: see :mod:`hotplugd.testing.pytest_plugin`.
 """
 
-from .clock import ManualClock, wait_until
-from .fakehost import FakeBackend, FakeHost
-from .recorder import HookRecorder
-from .runner import running
+from hotplugd.testing.clock import ManualClock, wait_until
+from hotplugd.testing.fakehost import FakeBackend, FakeHost
+from hotplugd.testing.recorder import HookRecorder
+from hotplugd.testing.runner import running
 
 __all__ = ["FakeBackend", "FakeHost", "HookRecorder", "ManualClock", "running", "wait_until"]

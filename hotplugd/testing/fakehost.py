@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..backend import Backend
-from ..model import (
+from hotplugd.model import (
     HOST_DOMAIN,
     Action,
     Block,
@@ -28,6 +27,7 @@ from ..model import (
     Topology,
     ZoneRequest,
 )
+from hotplugd.plugin.backend import Backend
 
 BLOCK = 128 << 20
 

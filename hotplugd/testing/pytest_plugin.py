@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from ..backend import Backend
-from ..config import Config, from_mapping
-from ..hookspecs import hookimpl
-from ..metrics import Metrics
-from ..notify import Notifier
-from ..plugins import make_manager
-from .fakehost import FakeBackend, FakeHost
-from .fakesysfs import FakeSysfs
-from .recorder import HookRecorder
+from hotplugd.config import Config, from_mapping
+from hotplugd.observe.metrics import Metrics
+from hotplugd.observe.notify import Notifier
+from hotplugd.plugin.backend import Backend
+from hotplugd.plugin.manager import make_manager
+from hotplugd.plugin.spec import hookimpl
+from hotplugd.testing.fakehost import FakeBackend, FakeHost
+from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd.testing.recorder import HookRecorder
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def make_daemon(hotplugd_metrics: Metrics, hook_recorder: HookRecorder) -> Calla
     serving is off. The hook recorder is always registered. ``clock``
     replaces the scheduler's monotonic clock (see ``ManualClock``).
     """
-    from ..daemon import Daemon
+    from hotplugd.daemon import Daemon
 
     def build(backend: Backend | str, config: Config | dict | None = None, plugins: Iterable[tuple[str, object]] = (),
               entry_points: bool = False, clock: Callable[[], float] | None = None, **scheduler: Any) -> Daemon:

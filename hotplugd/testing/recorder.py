@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..hookspecs import hookimpl
-from ..model import BlockReport, PhaseInfo
+from hotplugd.model import BlockReport, PhaseInfo
+from hotplugd.plugin.spec import hookimpl
 
 
 class HookRecorder:

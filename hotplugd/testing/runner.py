@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from hotplugd.daemon import Daemon
 
 
 @asynccontextmanager

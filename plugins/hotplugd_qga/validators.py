@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from hotplugd.units import parse_duration
+from hotplugd import parse_duration
 
 HINT = "the keys are documented in docs/qga.md and `python -m pydoc hotplugd_qga`"
 #: A unix socket path must fit ``sockaddr_un.sun_path`` (108 bytes with the NUL).

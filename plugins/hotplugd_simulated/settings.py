@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotplugd import ConfigProblem
-from hotplugd.model import EHWPOISON
-from hotplugd.units import parse_duration, parse_size
+from hotplugd import EHWPOISON, ConfigProblem, parse_duration, parse_size
 
 LOCKS = ("global", "per-node", "none")
 STEP_KINDS = ("dimm", "virtio-mem", "remove")

@@ -16,9 +16,16 @@ import errno
 import os
 from dataclasses import dataclass
 
-from hotplugd import BackendError, Block, OnlineResult, Outcome, State, ZoneRequest
-from hotplugd.model import EHWPOISON
-from hotplugd.zones import narrow
+from hotplugd import (
+    EHWPOISON,
+    BackendError,
+    Block,
+    OnlineResult,
+    Outcome,
+    State,
+    ZoneRequest,
+    narrow,
+)
 
 from .formats import GONE_ERRNOS
 from .sysfs import Sysfs, is_gone, parse_zones

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hotplugd import ConfigProblem
-from hotplugd.units import parse_size
+from hotplugd import ConfigProblem, parse_size
 
 #: Where udev reads rules from, highest priority first (a file in an earlier
 #: directory masks one of the same name in a later one).

@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from hotplugd.hookspecs import hookimpl
 from hotplugd.model import OnlineResult, Outcome, State, ZoneRequest
+from hotplugd.plugin.spec import hookimpl
 from hotplugd.testing import FakeBackend, FakeHost
 
 pytestmark = pytest.mark.asyncio

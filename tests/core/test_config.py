@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hotplugd import config as cfgmod
-from hotplugd.cli import main
+from hotplugd.commands.cli import main
 from hotplugd.errors import EXIT_CONFIG, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hotplugd.config import SchedulerConfig
-from hotplugd.deferral import MORE_HOLD, Trigger, decide, node_workers, total_workers
-from hotplugd.model import Block, Topology
-from hotplugd.pending import PendingQueue
+from hotplugd.engine.deferral import MORE_HOLD, decide, node_workers, total_workers
+from hotplugd.engine.queue import PendingQueue
+from hotplugd.model import Block, Topology, Trigger
 
 MiB = 1 << 20
 GiB = 1 << 30

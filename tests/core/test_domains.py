@@ -15,10 +15,21 @@ from collections.abc import AsyncIterator, Iterable
 import anyio
 import pytest
 
-from hotplugd.backend import Backend
-from hotplugd.metrics import Metrics
-from hotplugd.model import Action, Block, BlockEvent, OnlineResult, Rescan, Scan, State, Topology, ZoneRequest
+from hotplugd.model import (
+    Action,
+    Block,
+    BlockEvent,
+    OnlineResult,
+    Rescan,
+    Scan,
+    State,
+    Topology,
+    ZoneRequest,
+)
+from hotplugd.observe.metrics import Metrics
+from hotplugd.plugin.backend import Backend
 from hotplugd.testing import FakeHost, ManualClock, running, wait_until
+
 
 class Guests(Backend):
     """One FakeHost per domain; the default topology is a host's, each guest has its own."""
@@ -138,7 +149,7 @@ async def test_a_deferring_domain_does_not_hold_back_another(make_daemon):
         backend.add("serial", 1, 2)
         await wait_until(lambda: backend.hosts["serial"].online_indices() == {1, 2})
         assert backend.hosts["waits"].online_indices() == set()  # still settling, alone
-        assert len(daemon.scheduler["waits"].queue) == 2 and daemon.scheduler.pending == 2
+        assert len(daemon.scheduler.domain("waits").queue) == 2 and daemon.scheduler.pending == 2
 
 
 @pytest.mark.asyncio
@@ -151,7 +162,7 @@ async def test_a_removal_in_one_domain_leaves_the_same_index_elsewhere(make_daem
         await wait_until(lambda: daemon.scheduler.pending == 2)
         backend.send.send_nowait(BlockEvent(Action.REMOVE, 7, domain="a"))
         await wait_until(lambda: daemon.scheduler.pending == 1)
-        assert 7 in daemon.scheduler["b"].queue
+        assert 7 in daemon.scheduler.domain("b").queue
 
 
 def test_the_domain_label_is_bounded():

@@ -1,5 +1,5 @@
+from hotplugd.engine.queue import PendingQueue
 from hotplugd.model import Block
-from hotplugd.pending import PendingQueue
 
 MiB = 1 << 20
 

@@ -6,11 +6,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from hotplugd import BackendError, ConfigError, PluginError, ZoneRequest, hookimpl
-from hotplugd.backend import BackendRegistry
 from hotplugd.config import Config
-from hotplugd.plugins import make_manager
+from hotplugd.plugin.backend import BackendRegistry
+from hotplugd.plugin.manager import make_manager
+from hotplugd.plugin.validation import check_plugin_config
 from hotplugd.testing import FakeBackend, FakeHost
-from hotplugd.validation import check_plugin_config
 
 pytestmark = pytest.mark.asyncio
 

@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hotplugd.config import Config, load
 from hotplugd.daemon import Daemon
-from hotplugd.notify import Notifier
-from hotplugd.plugins import make_manager
+from hotplugd.observe.notify import Notifier
+from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

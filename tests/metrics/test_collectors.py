@@ -11,9 +11,10 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hotplugd.metrics import Metrics
 from hotplugd.model import Block, OnlineResult, Outcome, State
+from hotplugd.observe.metrics import Metrics
 from hotplugd.testing import FakeBackend, FakeHost, ManualClock, running, wait_until
+
 
 class DroppingBackend(FakeBackend):
     """A fake backend whose event source has dropped messages."""

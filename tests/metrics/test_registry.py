@@ -5,7 +5,7 @@ from __future__ import annotations
 import prometheus_client
 
 from hotplugd.config import Config
-from hotplugd.metrics import Metrics
+from hotplugd.observe.metrics import Metrics
 
 
 def test_every_metrics_object_has_its_own_registry_and_import_registers_nothing():

@@ -10,8 +10,8 @@ import pytest
 
 from hotplugd.config import MetricsConfig
 from hotplugd.errors import HotplugdError
-from hotplugd.metrics import Metrics
-from hotplugd.metrics_server import listen_fds, serve, serve_socket, write_textfile
+from hotplugd.observe.metrics import Metrics
+from hotplugd.observe.server import listen_fds, serve, serve_socket, write_textfile
 
 
 def get(host: str, port: int) -> str:

@@ -12,18 +12,22 @@ import pytest
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from hotplugd import cli
+from hotplugd.commands import cli
+from hotplugd.commands.status import (
+    EXIT_NOT_RUNNING,
+    DaemonView,
+    census_rows,
+    endpoint,
+    status,
+)
 from hotplugd.config import Config, MetricsConfig
 from hotplugd.daemon import build_backend
-from hotplugd.deferral import Trigger
-from hotplugd.metrics import Metrics
-from hotplugd.model import Block, PhaseInfo, State
-from hotplugd.plugins import make_manager
+from hotplugd.model import Block, PhaseInfo, State, Trigger
+from hotplugd.observe.metrics import Metrics
+from hotplugd.plugin.manager import make_manager
 from hotplugd.units import format_bytes
-from hotplugd.status import EXIT_NOT_RUNNING, DaemonView, census_rows, endpoint, status
 
 from .live import BLOCK, live_daemon, simulated_config
-
 
 TRIGGERS = [t.value for t in Trigger]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hotplugd.plugins import DISABLE_ENV
+from hotplugd.plugin.manager import DISABLE_ENV
 
 from .fakes import Installed
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hotplugd.plugins import ENTRY_POINT_GROUP
+from hotplugd.plugin.manager import ENTRY_POINT_GROUP
 
 GOOD = """
 from hotplugd import hookimpl

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hotplugd import __version__
-from hotplugd.cli import main
-from hotplugd.plugins import DISABLE_ENV
+from hotplugd.commands.cli import main
+from hotplugd.plugin.manager import DISABLE_ENV
 
 from .fakes import EXPLODES, GOOD, TYPO, Installed, rows
 
@@ -27,7 +27,7 @@ def test_lists_plugins_versions_hooks_and_backends(installed, capsys):
     assert set(plugins["simulated"][2].split()) >= {"hotplugd_check_config", "hotplugd_register_backends"}
     assert plugins["cxl"][0] == "hotplugd-cxl 2.3.1"
     assert set(plugins["cxl"][2].split()) == {"hotplugd_block_outcome", "hotplugd_register_backends"}
-    assert plugins["hotplugd.zones"] == ["built-in", "hotplugd.zones", "hotplugd_choose_zone"]
+    assert plugins["hotplugd.builtin"] == ["built-in", "hotplugd.plugin.builtin", "hotplugd_choose_zone"]
     backends = rows(out, "backends")
     assert backends["cxl"] == ["cxl", "a test backend"]
     assert backends["simulated"][0] == "simulated"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hotplugd import hookspecs
-from hotplugd.cli import main
+from hotplugd.commands.cli import main
+from hotplugd.plugin import spec as hookspecs
 from hotplugd.testing import pytest_plugin
 
 from .fakes import Installed, rows

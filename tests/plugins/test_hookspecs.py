@@ -1,4 +1,4 @@
-"""The hook contract in hotplugd/hookspecs.py: prefixed, synchronous, typed, every argument and call documented."""
+"""The hook contract in hotplugd/plugin/spec.py: prefixed, synchronous, typed, every argument and call documented."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from hotplugd import hookspecs
-from hotplugd.plugins import hook_names, make_manager
+from hotplugd.plugin import spec as hookspecs
+from hotplugd.plugin.manager import hook_names, make_manager
 
 MARKER = f"{hookspecs.PROJECT}_spec"
 SPECS: dict[str, Callable] = {n: f for n, f in vars(hookspecs).items() if callable(f) and hasattr(f, MARKER)}

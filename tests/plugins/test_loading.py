@@ -13,9 +13,24 @@ import sys
 import pytest
 
 from hotplugd.errors import EXIT_CONFIG, ConfigError, PluginError
-from hotplugd.plugins import DISABLE_ENV, ENTRY_POINT_GROUP, backend_registry, blocked_names, make_manager
+from hotplugd.plugin.manager import (
+    DISABLE_ENV,
+    ENTRY_POINT_GROUP,
+    backend_registry,
+    blocked_names,
+    make_manager,
+)
 
-from .fakes import ASYNC, EXPLODES, GOOD, REGISTER_RAISES, STATEFUL, TYPO, WRAPPER, WRONG_ARGS
+from .fakes import (
+    ASYNC,
+    EXPLODES,
+    GOOD,
+    REGISTER_RAISES,
+    STATEFUL,
+    TYPO,
+    WRAPPER,
+    WRONG_ARGS,
+)
 
 
 def plugin_names(pm) -> set[str]:

@@ -47,7 +47,7 @@ async def test_parallel_guests_bounds_the_guests_onlining_at_once(tmp_path: Path
             held = [vm for vm in vms if vm.agent.set_calls()]
             waiting = next(vm for vm in vms if not vm.agent.set_calls())
             # the third guest's blocks are taken for a phase, which waits for a free slot
-            await wait_until(lambda: daemon.scheduler[waiting.name].in_phase == set(range(32, 36)),
+            await wait_until(lambda: daemon.scheduler.domain(waiting.name).in_phase == set(range(32, 36)),
                              what="the third guest's phase waiting")
             assert not waiting.agent.set_calls()
             held[0].agent.release_sets()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hotplugd_qga import QgaBackend, parse
+from hotplugd_qga.settings import GuestDirSettings, GuestSettings
 
 from hotplugd import ConfigError
 from hotplugd.config import from_mapping
-from hotplugd.plugins import make_manager
-from hotplugd.validation import check_plugin_config
-from hotplugd_qga import QgaBackend, parse
-from hotplugd_qga.settings import GuestDirSettings, GuestSettings
+from hotplugd.plugin.manager import make_manager
+from hotplugd.plugin.validation import check_plugin_config
 
 GUESTS = [{"name": "vm1", "qga": "/run/vm1/qga.sock", "qmp": "/run/vm1/qmp.sock", "port_id": "qgaport"},
           {"name": "vm2", "qga": "/run/vm2/qga.sock", "concurrency": 2}]

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-
 import hotplugd_simulated
+
 from hotplugd.config import from_mapping
 from hotplugd.daemon import Daemon
-from hotplugd.metrics import Metrics
-from hotplugd.notify import Notifier
-from hotplugd.plugins import make_manager
+from hotplugd.observe.metrics import Metrics
+from hotplugd.observe.notify import Notifier
+from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
 
 #: Online calls that cost nothing: the daemon, not the model, is what runs.

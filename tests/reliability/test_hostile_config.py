@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hotplugd.cli import main
+from hotplugd.commands.cli import main
 from hotplugd.errors import EXIT_CONFIG
-from hotplugd.plugins import ENTRY_POINT_GROUP, backend_registry, make_manager
+from hotplugd.plugin.manager import ENTRY_POINT_GROUP, backend_registry, make_manager
 
 pytestmark = pytest.mark.reliability
 

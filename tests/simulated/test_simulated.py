@@ -7,10 +7,10 @@ import io
 import pytest
 from rich.console import Console
 
-from hotplugd.cli import main
+from hotplugd.commands.cli import main
+from hotplugd.commands.simulate import Summary, simulate
 from hotplugd.config import from_mapping
-from hotplugd.plugins import make_manager
-from hotplugd.simulate import Summary, simulate
+from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
 
 GiB = 1 << 30
@@ -24,7 +24,7 @@ def run(sim: dict, **scheduler) -> tuple[int, Summary, HookRecorder, str]:
     pm.register(recorder, name="recorder")
     out = io.StringIO()
     code = simulate(config, pm, progress=False, console=Console(file=out, width=100))
-    summary = pm.get_plugin("hotplugd.simulate")
+    summary = pm.get_plugin("hotplugd.commands.simulate")
     return code, summary, recorder, out.getvalue()
 
 
@@ -107,7 +107,7 @@ def test_simulate_cli_ratio(capsys, ratio):
 def _measured(sim: dict) -> tuple[float, list[dict]]:
     from structlog.testing import capture_logs
 
-    from hotplugd.logs import configure
+    from hotplugd.observe.logs import configure
 
     configure("info")  # an earlier CLI test may have left the level at warning
     with capture_logs() as logs:

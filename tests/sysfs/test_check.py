@@ -6,9 +6,10 @@ import io
 import json
 from pathlib import Path
 
-from hotplugd.check import check
-from hotplugd.cli import main
 from hotplugd_sysfs import SysfsBackend
+
+from hotplugd.commands.check import check
+from hotplugd.commands.cli import main
 
 SAMPLES = Path(__file__).parent / "samples"
 

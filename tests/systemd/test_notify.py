@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hotplugd.notify import Notifier
+from hotplugd.observe.notify import Notifier
 
 from .fakesystemd import NotifyListener
 

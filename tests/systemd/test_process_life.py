@@ -152,7 +152,7 @@ def test_the_test_hook_stalls_the_event_loop_so_watchdog_pings_stop(tmp_path, no
     assert daemon.wait() == 0
 
 
-def test_without_test_hooks_sigusr2_is_ignored(tmp_path, notify, start) -> None:
+def test_without_faults_sigusr2_is_ignored(tmp_path, notify, start) -> None:
     daemon = start(write_config(tmp_path / "c.toml", scheduler=HOLD), {"HOTPLUGD_TEST_HOOKS": "0"})
     notify.wait_for(ready)
     daemon.signal(signal.SIGUSR2)

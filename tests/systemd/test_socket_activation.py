@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from hotplugd.errors import EXIT_CONFIG
-from hotplugd.metrics import Metrics
-from hotplugd.metrics_server import serve_socket
+from hotplugd.observe.metrics import Metrics
+from hotplugd.observe.server import serve_socket
 
 from .daemonconfig import HOLD, free_port, write_config
 from .fakesystemd import DaemonProcess, NotifyListener

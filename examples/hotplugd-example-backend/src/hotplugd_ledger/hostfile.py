@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotplugd import BackendError, Block, OnlineResult, Outcome, State, Topology, ZoneRequest
-from hotplugd.model import EHWPOISON
-from hotplugd.units import parse_size
+from hotplugd import (
+    EHWPOISON,
+    BackendError,
+    Block,
+    OnlineResult,
+    Outcome,
+    State,
+    Topology,
+    ZoneRequest,
+    parse_size,
+)
 
 #: The errnos a block's ``fault`` may name; the first two are transient (hotplugd retries them).
 FAULTS = {"EBUSY": errno.EBUSY, "ENOMEM": errno.ENOMEM, "EINVAL": errno.EINVAL, "EHWPOISON": EHWPOISON}

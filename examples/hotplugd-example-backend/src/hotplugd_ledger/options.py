@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hotplugd import ConfigProblem
-from hotplugd.units import parse_size
+from hotplugd import ConfigProblem, parse_size
 
 NAME = "ledger"
 KEYS = ("host", "concurrency", "kernel_first")

@@ -9,8 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hotplugd import BackendRegistry, Block, Config, ConfigProblem, ZoneRequest, hookimpl
-from hotplugd.zones import NodeLedger
+from hotplugd import (
+    BackendRegistry,
+    Block,
+    Config,
+    ConfigProblem,
+    NodeLedger,
+    ZoneRequest,
+    hookimpl,
+)
 
 from .backend import LedgerBackend
 from .options import NAME, parse

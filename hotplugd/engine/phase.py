@@ -3,7 +3,7 @@
 Blocks are grouped by node and taken in ascending address order; each node
 gets ``max(1, floor(ratio × CPUs))`` workers, capped by the backend's declared
 concurrency, and a shared limiter keeps the total within it as well. The
-workers online through the domain's :class:`~hotplugd.onliner.Onliner` (zones,
+workers online through the domain's :class:`~hotplugd.engine.onliner.Onliner` (zones,
 backend calls, retries, one report per block); the phase is counted, hooked
 and logged as a whole, and measures the parallelism it really got.
 """
@@ -11,24 +11,20 @@ and logged as a whole, and measures the parallelism it really got.
 from __future__ import annotations
 
 import itertools
-import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 import structlog
 
-from .backend import Backend
-from .config import Config
-from .deferral import plan_workers
-from .metrics import Metrics
-from .model import HOST_DOMAIN, BlockReport, Outcome, PhaseInfo, Topology
-from .onliner import Onliner
-from .pending import Waiting
-from .plugins import PluginManager, call_isolated
+from hotplugd.engine.context import EngineContext
+from hotplugd.engine.deferral import plan_workers
+from hotplugd.engine.onliner import Onliner
+from hotplugd.engine.queue import Waiting
+from hotplugd.model import HOST_DOMAIN, BlockReport, Outcome, PhaseInfo, Topology
 
-log = structlog.get_logger("hotplugd.phase")
+log = structlog.get_logger(__name__)
 
 #: Online calls shorter than this (a zero-cost simulation) say nothing about a backend's parallelism.
 MEASURABLE_CALL = 0.0005
@@ -50,32 +46,26 @@ class FinalPhase:
 
     def __init__(
         self,
+        ctx: EngineContext,
         onliner: Onliner,
-        pm: PluginManager,
-        config: Config,
-        metrics: Metrics,
-        clock: Callable[[], float] = time.monotonic,
         *,
         domain: str = HOST_DOMAIN,
         concurrency: int | None = None,
         numbers: Iterator[int] | None = None,
     ) -> None:
+        self.ctx = ctx
         self.onliner = onliner
-        self.backend: Backend = onliner.backend
         self.domain = domain
         #: The domain's real concurrency (default: the backend's).
-        self.concurrency = max(1, self.backend.concurrency if concurrency is None else concurrency)
+        self.concurrency = max(1, ctx.backend.concurrency if concurrency is None else concurrency)
         self._numbers = numbers if numbers is not None else itertools.count(1)
-        self.pm = pm
-        self.config = config
-        self.metrics = metrics
-        self.clock = clock
         #: Uncontended duration of one online call (EWMA of each parallel phase's first,
         #: solo, call): the yardstick for the speed-up a phase really achieved.
         self.solo_seconds: float | None = None
         self._warned = False
 
-    def layout(self, batch: Sequence[Waiting], topology: Topology, serial: bool) -> dict[int, deque[Waiting]]:
+    @staticmethod
+    def layout(batch: Sequence[Waiting], serial: bool) -> dict[int, deque[Waiting]]:
         """Group by node, ascending address (arrival order when serial)."""
         by_node: dict[int, deque[Waiting]] = {}
         ordered = batch if serial else sorted(batch, key=lambda w: w.block.start)
@@ -86,11 +76,11 @@ class FinalPhase:
     async def run(self, batch: Sequence[Waiting], trigger: str, topology: Topology,
                   budget: int | None = None) -> PhaseResult:
         """Online ``batch``; at most ``budget`` onlines at once (default: the domain's concurrency)."""
-        cfg = self.config.scheduler
+        cfg = self.ctx.config.scheduler
         serial = cfg.parallel_hotplug_ratio == 0
         concurrency = self.concurrency
         budget = concurrency if budget is None else max(1, min(budget, concurrency))
-        queues = self.layout(batch, topology, serial)
+        queues = self.layout(batch, serial)
         if serial:
             workers = {node: 1 for node in queues}
             # one online at a time across nodes; a single node's only worker needs no limiter for that
@@ -101,14 +91,14 @@ class FinalPhase:
             limiter = anyio.CapacityLimiter(budget) if sum(workers.values()) > budget else None
         info = PhaseInfo(next(self._numbers), trigger, len(batch), sum(w.block.size for w in batch), workers,
                          self.domain)
-        self.metrics.phase_started(info)
-        call_isolated(self.pm.hook.hotplugd_phase_started, phase=info)
+        self.ctx.metrics.phase_started(info)
+        self.ctx.hooks.phase_started(info)
         log.debug("phase_started", phase=info.number, domain=self.domain, trigger=trigger, blocks=info.blocks,
                   workers=workers)
 
         reports: list[BlockReport] = []
         busy = [0.0]
-        start = self.clock()
+        start = self.ctx.clock()
 
         def done(report: BlockReport) -> None:
             busy[0] += report.seconds
@@ -130,7 +120,7 @@ class FinalPhase:
         parallel = sum(workers.values()) > 1
         if parallel and len(batch) >= 2 * sum(workers.values()) and not self.onliner.stopping:
             await self._calibrate(queues, reports, busy)
-        runs = {node: max(1, self.backend.batch_size) if n == 1 else 1 for node, n in workers.items()}
+        runs = {node: max(1, self.ctx.backend.batch_size) if n == 1 else 1 for node, n in workers.items()}
         if len(queues) == 1 and sum(workers.values()) == 1:  # one worker: no task of its own
             node, queue = next(iter(queues.items()))
             await worker(queue, runs[node])
@@ -140,7 +130,7 @@ class FinalPhase:
                     for _ in range(workers[node]):
                         tg.start_soon(worker, queue, runs[node])
 
-        seconds = self.clock() - start
+        seconds = self.ctx.clock() - start
         untouched = [w for q in queues.values() for w in q]
         effective = self._effective(len(reports), busy[0], seconds, parallel)
         total = sum(workers.values())
@@ -152,8 +142,8 @@ class FinalPhase:
             log.warning("parallelism_not_achieved", domain=self.domain, declared=concurrency, workers=total,
                         measured=round(effective, 2),
                         hint="the backend serialises onlines: lower its declared concurrency to stop deferring")
-        self.metrics.phase_finished(info, seconds, effective)
-        call_isolated(self.pm.hook.hotplugd_phase_finished, phase=info, reports=reports, seconds=seconds)
+        self.ctx.metrics.phase_finished(info, seconds, effective)
+        self.ctx.hooks.phase_finished(info, reports, seconds)
         log.info("phase_finished", phase=info.number, domain=self.domain, trigger=trigger, blocks=len(reports),
                  seconds=round(seconds, 4), workers=workers, effective_concurrency=round(effective, 2),
                  failed=sum(1 for r in reports if not r.result.outcome.success))

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import anyio
 
-from .backend import Backend
+from hotplugd.plugin.backend import Backend
 
 EXIT_CLEAN = 0
 EXIT_CONFLICTS = 1

@@ -8,15 +8,21 @@ from dataclasses import dataclass, field
 
 import anyio
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from .config import Config
-from .daemon import Daemon
-from .hookspecs import hookimpl
-from .model import BlockReport, Outcome, PhaseInfo
-from .plugins import PluginManager
-from .units import format_bytes
+from hotplugd.config import Config
+from hotplugd.daemon import Daemon
+from hotplugd.model import BlockReport, Outcome, PhaseInfo
+from hotplugd.plugin.manager import PluginManager
+from hotplugd.plugin.spec import hookimpl
+from hotplugd.units import format_bytes
 
 
 @dataclass
@@ -70,7 +76,7 @@ def simulate(config: Config, pm: PluginManager, *, progress: bool = True, serve_
     """Play the configured scenario to the end; 0 when every added block ended online (or was removed)."""
     console = console or Console()
     summary = Summary()
-    pm.register(summary, name="hotplugd.simulate")
+    pm.register(summary, name="hotplugd.commands.simulate")
     daemon = Daemon(config, pm, serve_metrics=serve_metrics)
     total = getattr(daemon.backend, "expected_blocks", None)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from .config import Config, ConfigProblem, raise_problems
-from .plugins import ENTRY_POINT_GROUP, PluginManager, call_checked
+from hotplugd.config import Config, ConfigProblem, raise_problems
+from hotplugd.plugin.hooks import Hooks
+from hotplugd.plugin.manager import ENTRY_POINT_GROUP, PluginManager
 
 
 def installed_plugins(pm: PluginManager) -> set[str]:
@@ -29,6 +30,5 @@ def check_plugin_config(pm: PluginManager, config: Config) -> None:
         if name not in installed:
             problems.append(ConfigProblem("disabled_plugins", f"no installed plugin is named {name!r}",
                                           f"installed plugins: {', '.join(sorted(installed))}"))
-    for result in call_checked(pm.hook.hotplugd_check_config, plugins=config.plugins, config=config):
-        problems.extend(result)
+    problems.extend(Hooks(pm).check_config(config.plugins, config))
     raise_problems(problems, config.source)

@@ -1,4 +1,4 @@
-"""Test-only hooks into the running daemon. Off unless ``HOTPLUGD_TEST_HOOKS=1``: never set it in production.
+"""Fault injection for the daemon's own tests (not plugin hooks). Off unless ``HOTPLUGD_TEST_HOOKS=1``: never set it in production.
 
 With the hooks on, SIGUSR2 stalls the daemon's event loop on purpose: the
 signal task calls ``time.sleep`` in the loop itself, so nothing else runs,
@@ -21,8 +21,8 @@ DEFAULT_STALL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
-class TestHooks:
-    """Which test hooks are on; built from the environment by :meth:`from_environ`."""
+class FaultInjection:
+    """Which faults may be injected; built from the environment by :meth:`from_environ`."""
 
     __test__ = False  # not a pytest test class
 
@@ -31,7 +31,7 @@ class TestHooks:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> TestHooks:
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> FaultInjection:
         """``HOTPLUGD_TEST_HOOKS=1`` turns them on; a bad stall length falls back to the default."""
         env = os.environ if environ is None else environ
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hotplugd.testhooks import DEFAULT_STALL_SECONDS, TestHooks
+from hotplugd.faults import DEFAULT_STALL_SECONDS, FaultInjection
 
 
 @pytest.mark.parametrize(("env", "enabled", "seconds"), [
@@ -17,12 +17,12 @@ from hotplugd.testhooks import DEFAULT_STALL_SECONDS, TestHooks
     ({"HOTPLUGD_TEST_HOOKS": "1", "HOTPLUGD_TEST_STALL_SECONDS": "-4"}, True, 0.0),
 ])
 def test_from_environ(env: dict[str, str], enabled: bool, seconds: float) -> None:
-    hooks = TestHooks.from_environ(env)
+    hooks = FaultInjection.from_environ(env)
     assert (hooks.enabled, hooks.stall_seconds) == (enabled, seconds)
 
 
 def test_stall_sleeps_in_the_calling_thread_only_when_enabled() -> None:
     slept: list[float] = []
-    assert TestHooks(enabled=True, stall_seconds=7.0, sleep=slept.append).stall_loop() is True
-    assert TestHooks(enabled=False, stall_seconds=7.0, sleep=slept.append).stall_loop() is False
+    assert FaultInjection(enabled=True, stall_seconds=7.0, sleep=slept.append).stall_loop() is True
+    assert FaultInjection(enabled=False, stall_seconds=7.0, sleep=slept.append).stall_loop() is False
     assert slept == [7.0]

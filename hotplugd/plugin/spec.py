@@ -32,10 +32,9 @@ import pluggy
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-    from .backend import BackendRegistry
-    from .config import Config, ConfigProblem
-    from .model import Block, BlockReport, PhaseInfo, ZoneRequest
-    from .zones import NodeLedger
+    from hotplugd.config import Config, ConfigProblem
+    from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
+    from hotplugd.plugin.backend import BackendRegistry
 
 PROJECT = "hotplugd"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -49,10 +48,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
     """Register backend factories with ``registry.add(name, factory, summary=...)``.
 
-    ``registry`` is a :class:`hotplugd.backend.BackendRegistry`.
+    ``registry`` is a :class:`hotplugd.plugin.backend.BackendRegistry`.
     ``factory(options)`` receives the config table of the backend's name
     (``[plugins.<backend name>]``, a mapping, possibly empty) and returns a
-    :class:`hotplugd.backend.Backend`; only the configured backend is built.
+    :class:`hotplugd.plugin.backend.Backend`; only the configured backend is built.
     Every implementation is called, once per daemon (and by ``hotplugd plugins``);
     results are ignored. Two plugins registering the same name is a config error.
     """

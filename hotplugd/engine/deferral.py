@@ -17,30 +17,16 @@ phase ends, longer than the few milliseconds their events take to come.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .config import SchedulerConfig
-from .model import Topology
-from .pending import PendingQueue
-
+from hotplugd.config import SchedulerConfig
+from hotplugd.engine.queue import PendingQueue
+from hotplugd.model import Topology, Trigger
 
 #: The longest a backend's "more adds follow" (``BlockEvent.more``) holds a phase back.
 MORE_HOLD = 0.05
-
-
-class Trigger(enum.StrEnum):
-    """Why a phase started (a metric label)."""
-
-    RATIO_0 = "ratio_0"  # parallel_hotplug_ratio = 0: no deferral
-    SERIAL = "serial"  # the backend onlines one block at a time: waiting buys nothing
-    QUEUE_FULL = "queue_full"  # the pending queue reached its bound
-    OFFLINE_BYTES = "offline_bytes"
-    MEMMAP_SHARE = "memmap_share"
-    MAX_DEFER = "max_defer"
-    SETTLE = "settle"
 
 
 #: Bounds that end a backend's promise of more adds at once.

@@ -18,11 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from .backend import Backend
-from .config import Config, MetricsConfig
-from .errors import BackendError
-from .model import HOST_DOMAIN, Block, Outcome
-from .units import format_bytes
+from hotplugd.config import Config, MetricsConfig
+from hotplugd.errors import BackendError
+from hotplugd.model import HOST_DOMAIN, Block, Outcome
+from hotplugd.plugin.backend import Backend
+from hotplugd.units import format_bytes
 
 #: ``systemctl status``'s (and LSB's) exit status for "program is not running".
 EXIT_NOT_RUNNING = 3

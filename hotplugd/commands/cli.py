@@ -13,11 +13,12 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__, logs
-from .config import DEFAULT_PATH, Config, load
-from .errors import EXIT_FAILURE, HotplugdError
-from .plugins import make_manager
-from .validation import check_plugin_config
+from hotplugd import __version__
+from hotplugd.config import DEFAULT_PATH, Config, load
+from hotplugd.errors import EXIT_FAILURE, HotplugdError
+from hotplugd.observe import logs
+from hotplugd.plugin.manager import make_manager
+from hotplugd.plugin.validation import check_plugin_config
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -80,7 +81,7 @@ def _toml_string(text: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     import faulthandler
 
-    from .daemon import Daemon
+    from hotplugd.daemon import Daemon
 
     # A watchdog kill (SIGABRT) then leaves every thread's stack in the journal.
     try:
@@ -96,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import simulate
+    from hotplugd.commands.simulate import simulate
 
     config = config_from_args(args, force_backend="simulated")
     logs.configure("warning" if not args.log_level else config.log_level, config.log_format)
@@ -108,7 +109,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .plugins import backend_registry, describe_plugins
+    from hotplugd.plugin.manager import backend_registry, describe_plugins
 
     config = load(args.config) if args.config else Config()
     pm = make_manager(config.disabled_plugins)
@@ -130,8 +131,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .daemon import build_backend
-    from .status import status
+    from hotplugd.commands.status import status
+    from hotplugd.daemon import build_backend
 
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
@@ -140,8 +141,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import check
-    from .daemon import build_backend
+    from hotplugd.commands.check import check
+    from hotplugd.daemon import build_backend
 
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
@@ -153,11 +154,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
     check_plugin_config(pm, config)
-    from .plugins import backend_registry
+    from hotplugd.plugin.manager import backend_registry
 
     names = backend_registry(pm).names()
     if config.backend not in names:
-        from .errors import ConfigError
+        from hotplugd.errors import ConfigError
 
         raise ConfigError(f"unknown backend {config.backend!r}; installed backends: {', '.join(names)}")
     print(f"{config.source or 'defaults'}: OK (backend {config.backend})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .model import MEMMAP_DIVISOR, Block
+from hotplugd.model import MEMMAP_DIVISOR, Block
 
 
 @dataclass(slots=True)

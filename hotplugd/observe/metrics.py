@@ -17,24 +17,27 @@ outcome metrics are aggregates over all domains.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .deferral import Trigger
-from .model import Action, Block, PhaseInfo
+from hotplugd.model import Action, Block, PhaseInfo, RescanReason, Trigger
 
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
-
-log = structlog.get_logger("hotplugd.metrics")
+log = structlog.get_logger("hotplugd.observe.metrics")
 
 # Onlining one 128 MiB block takes ~5 ms on a real kernel; a TiB serially takes ~40 s.
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -43,12 +46,34 @@ PHASE_BLOCK_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384,
 #: 128 MiB (one x86 block) to 1 TiB, by powers of two.
 PHASE_BYTE_BUCKETS = tuple(float(1 << shift) for shift in range(27, 41))
 
-RESCAN_REASONS = ("start", "overflow", "request", "queue_full")
 DROP_REASONS = ("malformed", "not_kernel")
 RELOAD_RESULTS = ("applied", "refused")
 #: Domains exported under their own name before they share :data:`OTHER_DOMAINS`.
 DEFAULT_MAX_DOMAINS = 64
 OTHER_DOMAINS = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """The engine's queue in numbers, taken whole on the event loop; the scrape thread reads only these."""
+
+    pending: int = 0
+    pending_bytes: int = 0
+    #: When the longest-waiting block was added (the engine's monotonic clock), None: none waits.
+    oldest: float | None = None
+    failed: int = 0
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def oldest_age(self) -> float:
+        """Seconds the longest-waiting block has waited by now (0: none waits)."""
+        return 0.0 if self.oldest is None else max(0.0, self.clock() - self.oldest)
+
+
+class QueueView(Protocol):
+    """What the metrics read of the engine: a read-only view, given to them by the daemon."""
+
+    def queue_snapshot(self) -> QueueSnapshot: ...
 
 
 class Metrics:
@@ -133,8 +158,8 @@ class Metrics:
     def _initialise_labels(self) -> None:
         for action in Action:
             self.uevents.labels(action.value)
-        for reason in RESCAN_REASONS:
-            self.rescans.labels(reason)
+        for reason in RescanReason:
+            self.rescans.labels(reason.value)
         for trigger in Trigger:
             self.phases.labels(trigger.value)
         for result in RELOAD_RESULTS:
@@ -183,12 +208,12 @@ class Metrics:
 
     # -- scrape-time sources -------------------------------------------------------
 
-    def watch_scheduler(self, scheduler: Scheduler) -> None:
-        """Read the queue (size, bytes, age) and the failed blocks from ``scheduler`` at scrape time."""
-        self.pending_blocks.set_function(lambda: scheduler.pending)
-        self.pending_bytes.set_function(lambda: scheduler.pending_bytes)
-        self.pending_age.set_function(lambda: _oldest_age(scheduler))
-        self.failed_blocks.set_function(lambda: scheduler.failed)
+    def watch_queue(self, view: QueueView) -> None:
+        """Read the queue (size, bytes, age) and the failed blocks from ``view`` at scrape time."""
+        self.pending_blocks.set_function(lambda: view.queue_snapshot().pending)
+        self.pending_bytes.set_function(lambda: view.queue_snapshot().pending_bytes)
+        self.pending_age.set_function(lambda: view.queue_snapshot().oldest_age)
+        self.failed_blocks.set_function(lambda: view.queue_snapshot().failed)
 
     def child(self, metric: Any, *labels: object) -> Any:
         """``metric.labels(*map(str, labels))``, cached by the raw values: the per-block hot path."""
@@ -210,17 +235,6 @@ class Metrics:
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's value (0 when absent): for tests and the status command."""
         return self.registry.get_sample_value(name, labels or {}) or 0.0
-
-
-def _oldest_age(scheduler: Scheduler) -> float:
-    """Seconds the oldest queued block has waited; the queue changes under us, so retry a torn read."""
-    for _ in range(3):
-        try:
-            oldest = scheduler.oldest
-        except RuntimeError:  # the event loop resized the queue mid-read
-            continue
-        return 0.0 if oldest is None else max(0.0, scheduler.clock() - oldest)
-    return math.nan
 
 
 class _CensusCollector(Collector):

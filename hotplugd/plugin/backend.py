@@ -12,8 +12,16 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BackendError, ConfigError, HotplugdError
-from .model import Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
+from hotplugd.errors import BackendError, ConfigError, HotplugdError
+from hotplugd.model import (
+    Block,
+    BlockEvent,
+    OnlineResult,
+    Rescan,
+    Scan,
+    Topology,
+    ZoneRequest,
+)
 
 
 class Backend(abc.ABC):

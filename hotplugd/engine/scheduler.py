@@ -1,6 +1,6 @@
 """The scheduler: routes block events to their domain, and runs every domain's phases at once.
 
-Each domain (the host, or a guest) has its own :class:`~hotplugd.domain.DomainScheduler`:
+Each domain (the host, or a guest) has its own :class:`~hotplugd.engine.domain.DomainScheduler`:
 its own queue, deferral bounds and worker pools, capped by the backend's
 concurrency for that domain. Domains never wait for one another, except that at
 most ``backend.parallel_domains`` of them run a phase at the same time. Full
@@ -11,47 +11,37 @@ of the backend, split by domain.
 from __future__ import annotations
 
 import itertools
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from .backend import Backend
-from .config import Config
-from .domain import DomainScheduler
-from .metrics import Metrics
-from .model import HOST_DOMAIN, Block, BlockEvent, Rescan
-from .phase import PhaseResult
-from .plugins import PluginManager
+from hotplugd.engine.context import EngineContext
+from hotplugd.engine.domain import DomainScheduler
+from hotplugd.engine.phase import PhaseResult
+from hotplugd.model import HOST_DOMAIN, Block, BlockEvent, Rescan, RescanReason
+from hotplugd.observe.metrics import QueueSnapshot
 
-log = structlog.get_logger("hotplugd.scheduler")
+log = structlog.get_logger(__name__)
+
+#: How often the queue's numbers are published for the metrics (and at every rescan and stop).
+SNAPSHOT_INTERVAL = 0.1
 
 
 class Scheduler:
-    def __init__(
-        self,
-        backend: Backend,
-        pm: PluginManager,
-        config: Config,
-        metrics: Metrics,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.backend = backend
-        self.pm = pm
-        self.config = config
-        self.metrics = metrics
-        self.clock = clock
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
         self.domains: dict[str, DomainScheduler] = {}
         self._phase_numbers = itertools.count(1)
-        limit = backend.parallel_domains
+        limit = ctx.backend.parallel_domains
         self._slots = anyio.CapacityLimiter(limit) if limit > 0 else None
         self._tasks: TaskGroup | None = None
         self._wake = anyio.Event()
-        self._rescan_reason: str | None = None
+        self._rescan_reason: RescanReason | None = None
+        self._snapshot = QueueSnapshot()
         self.source_done = False  # the event stream ended (a finished simulation)
         self._until_idle = False
         self.stopping = False
@@ -60,13 +50,12 @@ class Scheduler:
         state = "STOPPING" if self.stopping else "RUNNING"
         return f"<Scheduler [{state}] domains={len(self.domains)} {self.status()}>"
 
-    def __getitem__(self, name: str) -> DomainScheduler:
+    def domain(self, name: str) -> DomainScheduler:
         """The scheduler of domain ``name``, made (and started, when running) on first use."""
         domain = self.domains.get(name)
         if domain is None:
-            domain = self.domains[name] = DomainScheduler(
-                name, self.backend, self.pm, self.config, self.metrics, self.clock,
-                phase_numbers=self._phase_numbers, phase_slots=self._phase_slot)
+            domain = self.domains[name] = DomainScheduler(self.ctx, name, phase_numbers=self._phase_numbers,
+                                                          phase_slots=self._phase_slot)
             domain.wants_rescan = self.request_rescan
             domain.phase_ended = self._poke
             if self.stopping:
@@ -78,7 +67,7 @@ class Scheduler:
     @property
     def host(self) -> DomainScheduler:
         """The host's domain: every block of a one-domain backend (sysfs, simulated)."""
-        return self[HOST_DOMAIN]
+        return self.domain(HOST_DOMAIN)
 
     def _phase_slot(self) -> AbstractAsyncContextManager[object]:
         return self._slots if self._slots is not None else nullcontext()
@@ -95,9 +84,9 @@ class Scheduler:
         for domain in self.domains.values():
             domain.wake()
 
-    def request_rescan(self, reason: str) -> None:
+    def request_rescan(self, reason: RescanReason) -> None:
         """Scan the whole backend before the next decision (events were lost, or asked for)."""
-        self._rescan_reason = self._rescan_reason or reason
+        self._rescan_reason = self._rescan_reason or RescanReason(reason)
         self._wake.set()
 
     def handle(self, event: BlockEvent | Rescan) -> None:
@@ -105,26 +94,28 @@ class Scheduler:
         if isinstance(event, Rescan):
             self.request_rescan(event.reason)
             return
-        self.metrics.child(self.metrics.uevents, event.action.value).inc()
-        self[event.domain].handle(event)  # wakes the domain; the dispatcher has nothing to do per event
+        self.ctx.metrics.child(self.ctx.metrics.uevents, event.action.value).inc()
+        self.domain(event.domain).handle(event)  # wakes the domain; the dispatcher has nothing to do per event
 
-    async def rescan(self, reason: str) -> None:
+    async def rescan(self, reason: RescanReason) -> None:
         """Scan the backend; every domain queues its offline blocks, exactly like fresh adds."""
-        scan = await self.backend.scan()
+        reason = RescanReason(reason)
+        scan = await self.ctx.backend.scan()
         by_domain: dict[str, list[Block]] = defaultdict(list)
         for block in scan.blocks:
             by_domain[block.domain].append(block)
         for name in by_domain.keys() | self.domains.keys():
-            self[name].apply_scan(by_domain.get(name, ()), scan.topology.for_domain(name), reason)
-        for name in [n for n, d in self.domains.items() if n not in by_domain and d.idle and not d.failed]:
+            self.domain(name).apply_scan(by_domain.get(name, ()), scan.topology.for_domain(name), reason)
+        for name in [n for n, d in self.domains.items() if n not in by_domain and d.idle and not d.book.failed_count]:
             self.domains.pop(name).stop()  # a guest that went away: its loop ends, its name is free again
-        self.metrics.rescans.labels(reason).inc()
+        self.ctx.metrics.rescans.labels(reason.value).inc()
+        self.publish()
         log.info("rescan", reason=reason, blocks=len(scan.blocks), domains=len(by_domain), queued=self.pending)
 
     def reconfigured(self) -> None:
         """Apply a reloaded config's queue bound to every domain (new domains read it when made)."""
         for domain in self.domains.values():
-            domain.queue.limit = self.config.scheduler.max_pending_blocks
+            domain.queue.limit = self.ctx.config.scheduler.max_pending_blocks
 
     # -- the loop -------------------------------------------------------------
 
@@ -150,6 +141,7 @@ class Scheduler:
             self._tasks = tg
             for domain in list(self.domains.values()):
                 tg.start_soon(domain.run)
+            tg.start_soon(self._publishing)
             try:
                 while not self.stopping:
                     if self._rescan_reason is not None:
@@ -163,8 +155,25 @@ class Scheduler:
             finally:
                 self._tasks = None
                 self.stop()
+                self.publish()
 
     # -- what the metrics and the status line read ------------------------------
+
+    async def _publishing(self) -> None:
+        while not self.stopping:
+            await anyio.sleep(SNAPSHOT_INTERVAL)
+            self.publish()
+
+    def publish(self) -> None:
+        """Take the queue's numbers on the event loop, for the scrape thread to read whole."""
+        domains = list(self.domains.values())
+        oldest = min((t for d in domains if (t := d.queue.oldest) is not None), default=None)
+        self._snapshot = QueueSnapshot(sum(len(d.queue) for d in domains), sum(d.queue.bytes for d in domains),
+                                       oldest, sum(d.book.failed_count for d in domains), self.ctx.clock)
+
+    def queue_snapshot(self) -> QueueSnapshot:
+        """The queue as last published (at most ``SNAPSHOT_INTERVAL`` old): safe from any thread."""
+        return self._snapshot
 
     def _each(self) -> Iterator[DomainScheduler]:
         return iter(list(self.domains.values()))
@@ -172,16 +181,6 @@ class Scheduler:
     @property
     def pending(self) -> int:
         return sum(len(d.queue) for d in self._each())
-
-    @property
-    def pending_bytes(self) -> int:
-        return sum(d.queue.bytes for d in self._each())
-
-    @property
-    def oldest(self) -> float | None:
-        """When the longest-waiting block of any domain was added."""
-        times = [t for d in self._each() if (t := d.queue.oldest) is not None]
-        return min(times, default=None)
 
     @property
     def onlined(self) -> int:
@@ -192,8 +191,9 @@ class Scheduler:
         return sum(d.verified for d in self._each())
 
     @property
-    def failed(self) -> int:
-        return sum(len(d.failed) for d in self._each())
+    def failed_count(self) -> int:
+        """Blocks of every domain whose online failed."""
+        return sum(d.book.failed_count for d in self._each())
 
     @property
     def last_phase(self) -> PhaseResult | None:
@@ -202,4 +202,4 @@ class Scheduler:
 
     def status(self) -> str:
         """One line for systemd's STATUS= and the logs."""
-        return f"pending {self.pending} blocks, onlined {self.onlined}, failed {self.failed}"
+        return f"pending {self.pending} blocks, onlined {self.onlined}, failed {self.failed_count}"

@@ -11,7 +11,6 @@ the ``hotplugd_block_outcome`` hook and the log.
 from __future__ import annotations
 
 import errno as errno_mod
-import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -20,15 +19,21 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from .backend import Backend
-from .config import Config
-from .metrics import Metrics
-from .model import Block, BlockReport, OnlineResult, Outcome, ZoneRequest
-from .pending import Waiting
-from .plugins import PluginManager, call_isolated, first_result_isolated
-from .zones import NodeLedger, narrow, policy_request, zone_matches
+from hotplugd.engine.context import EngineContext
+from hotplugd.engine.queue import Waiting
+from hotplugd.engine.zones import policy_request
+from hotplugd.model import (
+    Block,
+    BlockReport,
+    NodeLedger,
+    OnlineResult,
+    Outcome,
+    ZoneRequest,
+    narrow,
+    zone_matches,
+)
 
-log = structlog.get_logger("hotplugd.phase")  # the blocks' events are their phase's, as before the split
+log = structlog.get_logger(__name__)
 
 #: A block of a run and the zone chosen for it (None: removed while queued, not called).
 _Item = tuple[Waiting, ZoneRequest | None]
@@ -41,26 +46,22 @@ _UNSHARED = nullcontext()
 
 @dataclass(eq=False, repr=False)
 class Onliner:
-    """Onlines one domain's blocks for its phases; holds the node ledger and what a phase must skip."""
+    """Onlines one domain's blocks for its phases; holds the node ledger."""
 
-    backend: Backend
-    pm: PluginManager
-    config: Config
-    metrics: Metrics
+    ctx: EngineContext
     ledger: NodeLedger
-    clock: Callable[[], float] = time.monotonic
+    #: Whether a block was removed since its phase took it (the domain's block book says).
+    removed: Callable[[int], bool] = lambda index: False
     #: Set on SIGTERM: finish the call in flight, take no more.
     stopping: bool = field(default=False, init=False)
-    #: Blocks removed while queued or in a phase; the scheduler prunes it between phases.
-    removed: set[int] = field(default_factory=set, init=False)
 
     def __repr__(self) -> str:
-        return f"<Onliner {type(self.backend).__name__} removed={len(self.removed)} stopping={self.stopping}>"
+        return f"<Onliner {type(self.ctx.backend).__name__} stopping={self.stopping}>"
 
     def choose_zone(self, block: Block) -> ZoneRequest:
-        requested = policy_request(block, self.ledger, self.config.zones)
-        chosen = first_result_isolated(self.pm.hook.hotplugd_choose_zone, expect=ZoneRequest, block=block,
-                                       requested=requested, ledger=self.ledger, config=self.config)
+        """The policy's request, then the plugins' choice (the core's own, last, narrows it to valid zones)."""
+        requested = policy_request(block, self.ledger, self.ctx.config.zones)
+        chosen = self.ctx.hooks.choose_zone(block, requested, self.ledger, self.ctx.config)
         return chosen if chosen is not None else narrow(requested, block.valid_zones)
 
     async def pipeline(self, queue: deque[Waiting], runs: int, shared: anyio.CapacityLimiter | None,
@@ -98,7 +99,7 @@ class Onliner:
         """The next ``runs`` blocks of ``queue``: their zones chosen, one backend call made (holding ``slot``)."""
         items = self._prepare([queue.popleft() for _ in range(min(runs, len(queue)))])
         async with slot:
-            t0 = self.clock()
+            t0 = self.ctx.clock()
             results = await self._call_many(items)
         return items, results, t0
 
@@ -106,33 +107,48 @@ class Onliner:
         """Choose each block's zone; reserve it in the ledger so the next choice sees it (None: removed)."""
         items: list[_Item] = []
         for waiting in run:
-            if waiting.block.index in self.removed:
+            if self.removed(waiting.block.index):
                 items.append((waiting, None))
                 continue
-            zone = self.choose_zone(waiting.block)
-            self.ledger.record(waiting.block, zone.zone_name)
-            items.append((waiting, zone))
+            items.append((waiting, self._reserve(waiting.block)))
         return items
 
+    def _reserve(self, block: Block, zone: ZoneRequest | None = None) -> ZoneRequest:
+        """Choose (unless given) and reserve ``block``'s zone in the node ledger until its report,
+        so that every choice made meanwhile (other workers, the next run) sees it."""
+        zone = zone or self.choose_zone(block)
+        self.ledger.record(block, zone.zone_name)
+        return zone
+
     async def _call_many(self, items: list[_Item]) -> list[OnlineResult]:
-        """One ``online_many`` call for the run's blocks still present; an exception fails them all."""
-        calls = [(w.block, zone) for w, zone in items if zone is not None]
+        """One backend call for the run's blocks still present (see :meth:`_call`)."""
+        return await self._call([(w.block, zone) for w, zone in items if zone is not None], many=True)
+
+    async def _call(self, calls: list[tuple[Block, ZoneRequest]], many: bool) -> list[OnlineResult]:
+        """One backend call: ``online_many`` for a run (``many``), ``online`` for one block.
+
+        A backend that raises, or answers for the wrong number of blocks, fails
+        every block of the call with an error outcome (one place for both paths).
+        """
         if not calls:
             return []
         try:
-            results = await self.backend.online_many(calls)
+            if not many:
+                return [await self.ctx.backend.online(*calls[0])]
+            results = list(await self.ctx.backend.online_many(calls))
             if len(results) != len(calls):
                 raise RuntimeError(f"online_many returned {len(results)} results for {len(calls)} blocks")
-        except Exception as exc:  # noqa: BLE001 - isolate backend bugs to the run
-            log.exception("backend_online_failed", blocks=[b.index for b, _ in calls])
-            results = [OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")] * len(calls)
-        return list(results)
+            return results
+        except Exception as exc:  # noqa: BLE001 - isolate backend bugs to the call
+            where = {"blocks": [b.index for b, _ in calls]} if many else {"block": calls[0][0].index}
+            log.exception("backend_online_failed", **where)
+            return [OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")] * len(calls)
 
     async def _account_run(self, items: list[_Item], results: list[OnlineResult], t0: float,
                            slot: AbstractAsyncContextManager[object]) -> list[BlockReport]:
         """Report each block of a run; transient ones retry alone (holding ``slot``)."""
         reports: list[BlockReport] = []
-        share = (self.clock() - t0) / max(1, len(results))
+        share = (self.ctx.clock() - t0) / max(1, len(results))
         answers = iter(results)
         for waiting, zone in items:
             if zone is None:  # removed while queued: reported gone, no call
@@ -140,12 +156,12 @@ class Onliner:
                 continue
             result = next(answers)
             self.ledger.unrecord(waiting.block, zone.zone_name)
-            self.metrics.online_call.observe(share)
-            if result.outcome is Outcome.TRANSIENT and self.config.scheduler.retries and not self.stopping:
+            self.ctx.metrics.online_call.observe(share)
+            if result.outcome is Outcome.TRANSIENT and self.ctx.config.scheduler.retries and not self.stopping:
                 async with slot:
                     reports.append(await self.online_one(waiting, zone, tried=1, since=t0))
                 continue
-            now = self.clock()
+            now = self.ctx.clock()
             report = BlockReport(waiting.block, result, zone, 1, share, now - waiting.since)
             self._account(report)
             reports.append(report)
@@ -155,36 +171,34 @@ class Onliner:
                          since: float | None = None) -> BlockReport:
         """Online one block, retrying transient errors with backoff (``tried``: attempts made already)."""
         block = waiting.block
-        cfg = self.config.scheduler
-        zone = zone or self.choose_zone(block)
+        cfg = self.ctx.config.scheduler
+        clock = self.ctx.clock
+        zone = self._reserve(block, zone)
         attempts = tried
-        t0 = self.clock() if since is None else since
+        t0 = clock() if since is None else since
         while True:
             if attempts:  # a retry after a transient error
-                self.metrics.retries.inc()
+                self.ctx.metrics.retries.inc()
                 await anyio.sleep(cfg.retry_backoff * (2 ** (attempts - 1)))
             attempts += 1
-            if block.index in self.removed:
+            if self.removed(block.index):
                 result = OnlineResult(Outcome.GONE, detail="removed while queued")
                 break
-            call_start = self.clock()
+            call_start = clock()
             # Not cancelled on SIGTERM: ``stopping`` lets the call in flight finish.
-            try:
-                result = await self.backend.online(block, zone)
-            except Exception as exc:  # noqa: BLE001 - isolate backend bugs to one block
-                log.exception("backend_online_failed", block=block.index)
-                result = OnlineResult(Outcome.ERROR, detail=f"{type(exc).__name__}: {exc}")
-            self.metrics.online_call.observe(self.clock() - call_start)
+            [result] = await self._call([(block, zone)], many=False)
+            self.ctx.metrics.online_call.observe(clock() - call_start)
             if result.outcome is not Outcome.TRANSIENT or attempts > cfg.retries or self.stopping:
                 break
-        now = self.clock()
+        self.ledger.unrecord(block, zone.zone_name)
+        now = clock()
         report = BlockReport(block, result, zone, attempts, now - t0, now - waiting.since)
         self._account(report)
         return report
 
     def _account(self, report: BlockReport) -> None:
         result, block = report.result, report.block
-        m = self.metrics
+        m = self.ctx.metrics
         m.child(m.outcomes, result.outcome.value, result.errno or 0).inc()
         if result.outcome.success:
             self.ledger.record(block, result.zone)
@@ -198,4 +212,4 @@ class Onliner:
             log.error("online_failed", block=block.index, outcome=result.outcome.value,
                       errno=errno_mod.errorcode.get(result.errno or 0, result.errno), detail=result.detail,
                       attempts=report.attempts)
-        call_isolated(self.pm.hook.hotplugd_block_outcome, report=report)
+        self.ctx.hooks.block_outcome(report)

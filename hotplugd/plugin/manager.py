@@ -16,15 +16,16 @@ from typing import Any
 import pluggy
 import structlog
 
-from . import hookspecs
-from .backend import BackendRegistry
-from .errors import HotplugdError, PluginError
+from hotplugd.errors import HotplugdError, PluginError
+from hotplugd.plugin import builtin
+from hotplugd.plugin import spec as hookspecs
+from hotplugd.plugin.backend import BackendRegistry
 
 ENTRY_POINT_GROUP = "hotplugd"
 DISABLE_ENV = "HOTPLUGD_DISABLED_PLUGINS"
 _BLOCK_HINT = "fix or uninstall it, or block it with " + DISABLE_ENV + "={name}"
 
-log = structlog.get_logger("hotplugd.plugins")
+log = structlog.get_logger("hotplugd.plugin.manager")
 
 
 def blocked_names(disabled: Iterable[str] = (), environ: dict[str, str] | None = None) -> set[str]:
@@ -57,11 +58,9 @@ def make_manager(
     imported. A plugin that fails to import, or implements a hook that does
     not exist (or as ``async def``, or as a wrapper), raises PluginError naming it.
     """
-    from . import zones  # the core's built-in zone chooser (a trylast implementation)
-
     pm = PluginManager()
     pm.add_hookspecs(hookspecs)
-    pm.register(zones, name="hotplugd.zones")
+    pm.register(builtin, name="hotplugd.builtin")
     blocked = blocked_names(disabled, environ)
     for name in blocked:
         pm.set_blocked(name)
@@ -91,7 +90,7 @@ def _register(pm: PluginManager, plugin: object, name: str) -> None:
 
 
 def hook_names() -> list[str]:
-    """Every hook hotplugd defines (the specs in :mod:`hotplugd.hookspecs`)."""
+    """Every hook hotplugd defines (the specs in :mod:`hotplugd.plugin.spec`)."""
     marker = f"{hookspecs.PROJECT}_spec"
     return sorted(n for n, f in vars(hookspecs).items() if n.startswith("hotplugd_") and hasattr(f, marker))
 

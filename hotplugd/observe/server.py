@@ -19,13 +19,18 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
 
 import structlog
-from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    make_wsgi_app,
+    start_http_server,
+    write_to_textfile,
+)
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from .config import MetricsConfig
-from .errors import ConfigError, HotplugdError
+from hotplugd.config import MetricsConfig
+from hotplugd.errors import ConfigError, HotplugdError
 
-log = structlog.get_logger("hotplugd.metrics_server")
+log = structlog.get_logger("hotplugd.observe.server")
 
 SD_LISTEN_FDS_START = 3
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")

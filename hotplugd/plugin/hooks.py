@@ -1,0 +1,60 @@
+"""The typed facade the core calls hooks through: one method per hook, keyword arguments only.
+
+No part of the core spells ``pm.hook.<name>``: each method here says how its
+hook is called (isolated or checked, every implementation or the first
+result) once, and its signature is the spec's (:mod:`hotplugd.plugin.spec`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prometheus_client.registry import CollectorRegistry
+
+from hotplugd.config import Config, ConfigProblem
+from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
+from hotplugd.plugin.backend import BackendRegistry
+from hotplugd.plugin.manager import PluginManager, backend_registry, call_checked, call_isolated, first_result_isolated
+
+
+class Hooks:
+    """Calls into the plugins of one plugin manager."""
+
+    def __init__(self, pm: PluginManager) -> None:
+        self.pm = pm
+
+    def __repr__(self) -> str:
+        plugins = [name for name, plugin in self.pm.list_name_plugin() if plugin is not None]
+        return f"<Hooks {len(plugins)} plugins>"
+
+    # -- start-up: a plugin that raises is a PluginError naming it -------------------
+
+    def register_backends(self) -> BackendRegistry:
+        """Every plugin's backends (``hotplugd_register_backends``)."""
+        return backend_registry(self.pm)
+
+    def check_config(self, plugins: Mapping[str, Mapping[str, Any]], config: Config) -> list[ConfigProblem]:
+        """Every plugin's problems with its table (``hotplugd_check_config``)."""
+        return [problem for result in call_checked(self.pm.hook.hotplugd_check_config, plugins=plugins,
+                                                   config=config) for problem in result]
+
+    # -- while running: isolated, a plugin that raises is logged and skipped ------------
+
+    def register_collectors(self, registry: CollectorRegistry) -> None:
+        call_isolated(self.pm.hook.hotplugd_register_collectors, registry=registry)
+
+    def choose_zone(self, block: Block, requested: ZoneRequest, ledger: NodeLedger,
+                    config: Config) -> ZoneRequest | None:
+        """The first plugin's zone for ``block`` (None: every implementation passed or failed)."""
+        return first_result_isolated(self.pm.hook.hotplugd_choose_zone, expect=ZoneRequest, block=block,
+                                     requested=requested, ledger=ledger, config=config)
+
+    def phase_started(self, phase: PhaseInfo) -> None:
+        call_isolated(self.pm.hook.hotplugd_phase_started, phase=phase)
+
+    def phase_finished(self, phase: PhaseInfo, reports: Sequence[BlockReport], seconds: float) -> None:
+        call_isolated(self.pm.hook.hotplugd_phase_finished, phase=phase, reports=reports, seconds=seconds)
+
+    def block_outcome(self, report: BlockReport) -> None:
+        call_isolated(self.pm.hook.hotplugd_block_outcome, report=report)
