@@ -38,6 +38,10 @@ class State(enum.StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
     GOING_OFFLINE = "going-offline"
+    #: Not a sysfs spelling: ``state`` reads offline while ``online`` reads 1. The seed's kernel
+    #: (Anolis) sent the ``online`` uevent at its PREPARE step and its final phase is still to run;
+    #: only the kernel can finish it (writing ``online`` fails with EINVAL), with no uevent at the end.
+    KERNEL_DEFERRED = "kernel-deferred"
 
 
 class ZoneRequest(enum.StrEnum):
@@ -197,6 +201,9 @@ class Outcome(enum.StrEnum):
     PERMANENT = "permanent"  # EINVAL while still offline, EHWPOISON: leave offline
     GONE = "gone"  # the block was removed
     ERROR = "error"  # the backend raised unexpectedly; the block is marked failed
+    #: The seed's kernel holds the block half-online (:attr:`State.KERNEL_DEFERRED`): not an
+    #: error and not a retry; hotplugd watches ``state`` until the kernel's final phase ends.
+    KERNEL_DEFERRED = "kernel_deferred"
 
     @property
     def success(self) -> bool:
@@ -281,3 +288,32 @@ class NodeLedger:
     def movable_fits(self, node: int, size: int, ratio_percent: int) -> bool:
         """Would ``size`` more movable bytes keep the node within ``ratio_percent`` of its kernel bytes?"""
         return (self.movable[node] + size) * 100 <= self.kernel[node] * ratio_percent
+
+
+class Executor(enum.StrEnum):
+    """Who onlines a domain's added blocks (the plan's choice, a metric label)."""
+
+    KERNEL = "kernel"  # the kernel's own auto-online, set up by hotplugd; hotplugd verifies
+    HOTPLUGD = "hotplugd"  # hotplugd writes each block's state; the kernel's auto-online is kept off
+
+
+#: The kernel's onlining knobs, as sysfs names them (``/sys/devices/system/memory/`` and
+#: ``/sys/module/memory_hotplug/parameters/``); ``parallel_hotplug_ratio`` exists only on the
+#: seed's kernel (Anolis), in percent of a node's CPUs.
+KNOB_NAMES = ("auto_online_blocks", "online_policy", "auto_movable_ratio", "auto_movable_numa_aware",
+              "parallel_hotplug_ratio")
+
+
+@dataclass(frozen=True, slots=True)
+class KernelKnobs:
+    """A kernel's onlining knobs as read: name -> value as sysfs spells it (absent: no such knob),
+    and the knobs hotplugd cannot write (a read-only /sys, a missing parameter file)."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    read_only: frozenset[str] = frozenset()
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def writable(self, name: str) -> bool:
+        return name in self.values and name not in self.read_only

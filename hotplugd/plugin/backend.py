@@ -14,8 +14,10 @@ from typing import Any
 
 from hotplugd.errors import BackendError, ConfigError, HotplugdError
 from hotplugd.model import (
+    HOST_DOMAIN,
     Block,
     BlockEvent,
+    KernelKnobs,
     OnlineResult,
     Rescan,
     Scan,
@@ -107,8 +109,38 @@ class Backend(abc.ABC):
         return {}
 
     async def conflicts(self) -> list[str]:
-        """Other onliners on this host (kernel auto-online, udev rules), one message each."""
+        """Other onliners on this host (udev rules, tools), one message each.
+
+        The kernel's own auto-online is not one of them here: the backend reports its
+        knobs (:meth:`kernel_knobs`) and the daemon's plan decides whether they conflict.
+        """
         return []
+
+    async def kernel_knobs(self, domain: str = HOST_DOMAIN) -> KernelKnobs | None:
+        """The onlining knobs of ``domain``'s kernel (``auto_online_blocks``, ``online_policy``, ...).
+
+        None (the default): this backend cannot direct the kernel's own onlining, and
+        hotplugd onlines every block itself. Read-only: called by ``hotplugd check`` too.
+        """
+        return None
+
+    async def set_kernel_knobs(self, values: Mapping[str, str], domain: str = HOST_DOMAIN) -> None:
+        """Write ``values`` (knob name -> value as sysfs spells it) to ``domain``'s kernel, in order.
+
+        Raise :class:`BackendError` naming the knob that could not be written. Only
+        called when :meth:`kernel_knobs` said the knob exists and is writable.
+        """
+        raise BackendError(f"{type(self).__name__} cannot set the kernel's onlining knobs")
+
+    async def verify(self, blocks: Sequence[Block]) -> list[Block | None]:
+        """Each block as the host reports it now (``state``, ``zone``, ``valid_zones``); None: gone.
+
+        Called after another onliner (the kernel) onlined a block, to prove where it
+        went, and to watch a block the kernel holds half-online
+        (:attr:`State.KERNEL_DEFERRED`). The default reads a full scan.
+        """
+        present = {(b.domain, b.index): b for b in (await self.scan()).blocks}
+        return [present.get((b.domain, b.index)) for b in blocks]
 
     def describe(self) -> str:
         """One line for logs and ``hotplugd plugins``."""
