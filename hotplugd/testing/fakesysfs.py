@@ -14,10 +14,29 @@ an ``online*`` write to an offline block sets ``state`` to ``online`` and
 ``valid_zones`` to the zone joined; a write to an online block fails with
 EINVAL; a write to a removed block with ENOENT. Nothing is ever written
 outside the tree.
+
+The kernel's onlining knobs are files too (``auto_online_blocks``, the
+``memory_hotplug`` parameters; :meth:`FakeSysfs.set_read_only` makes some
+unwritable, as a read-only /sys does), and the fake kernel follows them:
+
+- while ``auto_online_blocks`` is not ``offline``, :meth:`FakeSysfs.hot_add`
+  onlines the blocks itself into the zone the knobs say and returns their
+  ``online`` uevents after the ``add`` ones (``left_offline`` keeps some
+  offline, as a failed or lost auto-online does);
+- the seed's kernel (``FakeSysfs(..., anolis=True)``: Anolis's
+  ``parallel_hotplug_ratio``; ``shared/kernel/ANOLIS.md``): with the ratio
+  above 0, an online into a zone the node already has pages in leaves the
+  block half-online (``state`` offline, ``online`` 1, its ``online`` uevent
+  sent); :meth:`FakeSysfs.finish_deferred` plays the kernel's final phase
+  (``state`` online, no uevent). Writing ``online`` to a half-online block's
+  ``state`` fails with EINVAL; writing 1 to its ``online`` changes nothing.
+
+Zones and knob values follow :mod:`hotplugd.testing.fakekernel`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -26,9 +45,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from hotplugd.model import Block, State
+from hotplugd.testing.fakekernel import KNOB_DEFAULTS, knob_value, online_zone, populated
+
 __all__ = ["FakeSysfs", "FakeSysfsIO"]
 
-_ONLINE_ZONES = {"online_kernel": "Normal", "online_movable": "Movable"}
 _ONLINE_TYPES = ("online", "online_kernel", "online_movable")
 
 
@@ -61,15 +82,17 @@ class FakeSysfsIO:
         return os.path.lexists(path)
 
     def writable(self, path: Path) -> bool:
-        return self.fake.writable
+        return self.fake.writable and Path(path) not in self.fake.read_only
 
     def write(self, path: Path, value: str) -> None:
         path = Path(path)
         if not path.is_relative_to(self.fake.base):
             raise AssertionError(f"write outside the fake tree: {path}")  # never touch the real /sys
+        if path in self.fake.read_only:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         index = self.fake.index_of(path)
         if index is None:
-            path.write_text(value)
+            self.fake.store(path, value)
             return
         self.fake.writes.append((index, value))
         for hook in list(self.fake.before_write):
@@ -87,7 +110,7 @@ class FakeSysfs:
 
     def __init__(self, base: Path, *, block_size: int = 128 << 20, nodes: dict[int, str] | None = None,
                  mem_available: int = 16 << 30, auto_online_blocks: str = "offline",
-                 cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/vda ro") -> None:
+                 cmdline: str = "BOOT_IMAGE=/vmlinuz root=/dev/vda ro", anolis: bool = False) -> None:
         self.base = Path(base)
         self.sys = self.base / "sys"
         self.proc = self.base / "proc"
@@ -102,7 +125,11 @@ class FakeSysfs:
         self.errors: dict[int, deque[int]] = defaultdict(deque)
         self.before_write: list[Callable[[int, str], None]] = []
         self.before_listdir: list[Callable[[Path], None]] = []
-        self.kernel_events: list[bytes] = []  # what the kernel broadcast (online events)
+        self.kernel_events: list[bytes] = []  # what the kernel broadcast (online and offline events)
+        self.knob_writes: list[tuple[str, str]] = []  # (knob name, value) written through the io
+        self.read_only: set[Path] = set()  # files the io refuses to write (EROFS)
+        #: Blocks the seed's kernel holds half-online: index -> (node, zone its final phase onlines it into).
+        self.deferred: dict[int, tuple[int, str]] = {}
         self.writable = True
         self._seqnum = 1000
         for directory in (self.memory, self.node, self.params, self.proc, *self.udev_dirs):
@@ -113,9 +140,10 @@ class FakeSysfs:
             self.add_node(node, cpus)
         self.set_mem_available(mem_available)
         self.set_cmdline(cmdline)
-        for name, value in (("online_policy", "contig-zones"), ("auto_movable_ratio", "301"),
-                            ("memmap_on_memory", "N")):
-            self.set_param(name, value)
+        params = ["online_policy", "auto_movable_ratio", "auto_movable_numa_aware"]
+        for name in params + ["parallel_hotplug_ratio"] * anolis:
+            self.set_param(name, KNOB_DEFAULTS[name])
+        self.set_param("memmap_on_memory", "N")
 
     def __repr__(self) -> str:
         return f"<FakeSysfs {self.base} blocks={len(self.indices())} writes={len(self.writes)}>"
@@ -145,6 +173,7 @@ class FakeSysfs:
         if registered:
             self.register(index, node)
         (directory / "state").write_text(state + "\n")
+        (directory / "online").write_text("1\n" if state == "online" else "0\n")
         (directory / "valid_zones").write_text(" ".join(zones) + "\n")
         (directory / "phys_index").write_text(f"{index:08x}\n")
         (directory / "removable").write_text("1\n")
@@ -173,13 +202,26 @@ class FakeSysfs:
         for link in self.node.glob(f"node*/memory{index}"):
             link.unlink()
         shutil.rmtree(self.memory / f"memory{index}")
+        self.deferred.pop(index, None)
 
     def set_state(self, index: int, state: str, zones: Iterable[str] | None = None) -> None:
-        """Change a block behind the backend's back (another onliner, the kernel)."""
+        """Change a block behind the backend's back (another onliner, the kernel); ``online`` follows."""
         directory = self.memory / f"memory{index}"
         (directory / "state").write_text(state + "\n")
+        (directory / "online").write_text("1\n" if state == "online" else "0\n")
+        self.deferred.pop(index, None)
         if zones is not None:
             (directory / "valid_zones").write_text(" ".join(zones) + "\n")
+
+    def set_half_online(self, index: int, zone: str = "Normal") -> None:
+        """Leave a block as the seed's kernel's PREPARE step does: ``state`` offline, ``online`` 1.
+
+        ``valid_zones`` keeps the offline candidates; :meth:`finish_deferred` onlines it into ``zone``.
+        """
+        directory = self.memory / f"memory{index}"
+        (directory / "state").write_text("offline\n")
+        (directory / "online").write_text("1\n")
+        self.deferred[index] = (self.node_of(index), zone)
 
     def set_auto_online(self, value: str) -> None:
         (self.memory / "auto_online_blocks").write_text(value + "\n")
@@ -195,6 +237,21 @@ class FakeSysfs:
     def set_param(self, name: str, value: str) -> None:
         """A ``memory_hotplug`` module parameter."""
         (self.params / name).write_text(value + "\n")
+
+    def knob_file(self, name: str) -> Path:
+        """The file of an onlining knob (``auto_online_blocks`` or a ``memory_hotplug`` parameter)."""
+        return self.memory / name if name == "auto_online_blocks" else self.params / name
+
+    def knob(self, name: str) -> str | None:
+        """A knob's value now; None when this kernel lacks it."""
+        try:
+            return self.knob_file(name).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def set_read_only(self, *names: str) -> None:
+        """Make these knobs unwritable (``access(W_OK)`` says no, a write fails with EROFS)."""
+        self.read_only.update(self.knob_file(name) for name in names)
 
     def add_udev_rule(self, name: str, text: str, where: str = "etc") -> Path:
         """A rules file in the ``etc``, ``run`` or ``usr/lib`` rules directory."""
@@ -216,6 +273,23 @@ class FakeSysfs:
 
     def online_indices(self) -> set[int]:
         return {i for i in self.indices() if self.state(i) == "online"}
+
+    def online_flag(self, index: int) -> str:
+        """``memoryN/online``: "1" online (or half-online on the seed's kernel), "0" offline."""
+        return (self.memory / f"memory{index}" / "online").read_text().strip()
+
+    def node_of(self, index: int) -> int:
+        """The node ``memoryN`` is linked to (0 while it is not)."""
+        links = [p.name for p in (self.memory / f"memory{index}").glob("node[0-9]*")]
+        return int(links[0][4:]) if links else 0
+
+    def block(self, index: int) -> Block:
+        """``memoryN`` as the model's Block (a half-online block reads offline, as ``state`` does)."""
+        return Block(index, self.block_size, self.node_of(index), State(self.state(index)), self.valid_zones(index))
+
+    def online_blocks(self) -> Iterable[Block]:
+        """Every online block, read lazily (the zone choice needs them only under some knobs)."""
+        return (self.block(i) for i in self.indices() if self.state(i) == "online")
 
     def index_of(self, path: Path) -> int | None:
         """N when ``path`` is ``memoryN/state`` of this tree."""
@@ -240,9 +314,53 @@ class FakeSysfs:
             env["SYNTH_UUID"] = "0"
         return _encode(action, f"/devices/system/memory/memory{index}", env)
 
-    def hot_add(self, indices: Iterable[int], node: int = 0) -> list[bytes]:
-        """Add offline blocks and return their ``add`` uevents, in order."""
-        return [self.uevent("add", i) for i in self.add_blocks(indices, node)]
+    def hot_add(self, indices: Iterable[int], node: int = 0, *, left_offline: Iterable[int] = ()) -> list[bytes]:
+        """Add offline blocks, as one ``add_memory()``: their ``add`` uevents, in order, then the kernel's own onlines.
+
+        While ``auto_online_blocks`` is not ``offline`` the kernel onlines each block
+        (or holds it half-online, on the seed's kernel) and its ``online`` uevent
+        follows the adds. A block in ``left_offline``, or whose zone is not valid,
+        stays offline: a failed auto-online, a block the kernel left to user space.
+        """
+        added = self.add_blocks(indices, node)
+        events = [self.uevent("add", i) for i in added]
+        mode = self.knob("auto_online_blocks") or "offline"
+        if mode != "offline":
+            skip = set(left_offline)
+            for index in added:
+                if index not in skip:
+                    with contextlib.suppress(OSError):  # online_memory_block() failed: the block stays offline
+                        events.append(self.kernel_online(index, mode))
+        return events
+
+    def finish_deferred(self) -> list[int]:
+        """The seed's kernel's final phase: each half-online block's ``state`` reads online. No uevent.
+
+        Like ``deferred_online_memory()``, it does nothing while ``auto_online_blocks``
+        reads ``offline``. The blocks finished, ascending.
+        """
+        if (self.knob("auto_online_blocks") or "offline") == "offline":
+            return []
+        done = sorted(self.deferred)
+        for index in done:
+            _, zone = self.deferred[index]
+            self.set_state(index, "online", (zone,))
+        return done
+
+    def store(self, path: Path, value: str) -> None:
+        """A write to a file other than ``memoryN/state``: a knob, ``memoryN/online``, anything else."""
+        name = next((n for n in KNOB_DEFAULTS if self.knob_file(n) == path), None)
+        if name is not None:
+            try:
+                stored = knob_value(name, value)
+            except ValueError:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(path)) from None
+            self.knob_writes.append((name, value))
+            path.write_text(stored + "\n")
+        elif path.name == "online" and path.parent.parent == self.memory:
+            self.kernel_online_store(int(path.parent.name[6:]), value.strip())
+        else:
+            path.write_text(value)
 
     def kernel_state_store(self, index: int, value: str) -> None:
         """What ``state_store`` does with a write that got through (no injected error)."""
@@ -258,11 +376,49 @@ class FakeSysfs:
             self.set_state(index, "offline", ("Normal", "Movable"))
             self.kernel_events.append(self.uevent("offline", index))
             return
-        if current == "online":
+        if current == "online" or index in self.deferred:  # device_online(): online already
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(directory / "state"))
-        zones = self.valid_zones(index)
-        zone = _ONLINE_ZONES.get(value) or (zones[0] if zones else "Normal")
-        if zones and zone not in zones:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(directory / "state"))
-        self.set_state(index, "online", (zone,))
-        self.kernel_events.append(self.uevent("online", index))
+        self.kernel_online(index, value)
+
+    def kernel_online_store(self, index: int, value: str) -> None:
+        """What a write to ``memoryN/online`` does: 1 onlines (a plain ``online``), 0 offlines.
+
+        Already there: success, no change (a half-online block takes 1 so). 0 to a
+        half-online block: EBUSY (the seed's kernel's answer is not known).
+        """
+        path = self.memory / f"memory{index}" / "online"
+        if value not in ("0", "1"):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(path))
+        if value == self.online_flag(index):
+            return
+        if index in self.deferred:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+        if value == "1":
+            self.kernel_online(index, "online")
+        else:
+            self.kernel_state_store(index, "offline")
+
+    def kernel_online(self, index: int, online_type: str) -> bytes:
+        """``online_pages()`` of an offline block: the zone the knobs pick, or half-online on the seed's kernel.
+
+        EINVAL when the zone is not one ``valid_zones`` lists. Returns (and
+        records in ``kernel_events``) the ``online`` uevent.
+        """
+        block = self.block(index)
+        knobs = self._knobs() if online_type == "online" else {}
+        zone = online_zone(online_type, knobs, block, self.online_blocks())
+        if block.valid_zones and zone not in block.valid_zones:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(self.memory / f"memory{index}" / "state"))
+        ratio = self.knob("parallel_hotplug_ratio")
+        if ratio not in (None, "0") and populated(zone, block.node, self.online_blocks(), self.deferred):
+            self.set_half_online(index, zone)
+        else:
+            self.set_state(index, "online", (zone,))
+        event = self.uevent("online", index)
+        self.kernel_events.append(event)
+        return event
+
+    def _knobs(self) -> dict[str, str]:
+        """The knobs a plain ``online`` consults (explicit zones need none)."""
+        return {name: value for name in ("online_policy", "auto_movable_ratio", "auto_movable_numa_aware")
+                if (value := self.knob(name)) is not None}

@@ -11,11 +11,13 @@ import anyio.lowlevel
 import structlog
 
 from hotplugd import (
+    HOST_DOMAIN,
     Action,
     Backend,
     BackendError,
     Block,
     BlockEvent,
+    KernelKnobs,
     OnlineResult,
     Rescan,
     Scan,
@@ -26,6 +28,7 @@ from hotplugd import (
 from .arrivals import Arrivals
 from .conflicts import find_conflicts
 from .intake import Intake, MemoryUEvent
+from .knobs import read_knobs, write_knobs
 from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
 from .onlining import denied, online_blocks
 from .settings import Settings, parse
@@ -133,6 +136,27 @@ class SysfsBackend(Backend):
 
     async def conflicts(self) -> list[str]:
         return await anyio.to_thread.run_sync(find_conflicts, self.sysfs, self.settings.udev_rules_dirs)
+
+    # -- the kernel's own onlining --------------------------------------------------
+
+    async def kernel_knobs(self, domain: str = HOST_DOMAIN) -> KernelKnobs | None:
+        """The host kernel's knobs (:func:`.knobs.read_knobs`); None for any other domain (there is none)."""
+        if domain != HOST_DOMAIN:
+            return None
+        return await anyio.to_thread.run_sync(read_knobs, self.sysfs)
+
+    async def set_kernel_knobs(self, values: Mapping[str, str], domain: str = HOST_DOMAIN) -> None:
+        """Write the knobs in order, from one worker-thread call (:func:`.knobs.write_knobs`)."""
+        if domain != HOST_DOMAIN:
+            raise BackendError(f"the sysfs backend has only the {HOST_DOMAIN!r} domain, not {domain!r}")
+        await anyio.to_thread.run_sync(write_knobs, self.sysfs, dict(values))
+
+    async def verify(self, blocks: Sequence[Block]) -> list[Block | None]:
+        """Just these blocks read back (``state``, ``online``, ``valid_zones``), in one worker-thread call."""
+        return await anyio.to_thread.run_sync(self._verify, list(blocks))
+
+    def _verify(self, blocks: list[Block]) -> list[Block | None]:
+        return [self.sysfs.verify_block(block) for block in blocks]
 
     # -- events ---------------------------------------------------------------------
 

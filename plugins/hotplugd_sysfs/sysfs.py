@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hotplugd import Block, State, Topology
@@ -174,6 +174,34 @@ class Sysfs:
         state = State(self.attr(base / "state"))
         zones = parse_zones(self.attr(base / "valid_zones"))
         return Block(index, self.block_size, node, state, zones)
+
+    def block_state(self, index: int) -> State:
+        """``state``; :attr:`State.KERNEL_DEFERRED` when it reads offline while ``online`` reads 1.
+
+        The seed's kernel (Anolis) leaves a block so between its PREPARE step and its
+        final phase. ``online`` is read only for an offline block. OSError when gone.
+        """
+        base = self.block_dir(index)
+        state = State(self.attr(base / "state"))
+        if state is State.OFFLINE and self.attr(base / "online") == "1":
+            return State.KERNEL_DEFERRED
+        return state
+
+    def verify_block(self, block: Block) -> Block | None:
+        """``block`` as the host shows it now (``state``, ``online``, ``valid_zones``); None when gone.
+
+        Three reads (and one ``lstat``): cheap enough for each block another onliner
+        onlined. A block not linked to its node yet keeps ``valid_zones = ()``.
+        """
+        try:
+            node = self.node_of(block.index)
+            state = self.block_state(block.index)
+            zones = () if node is None else parse_zones(self.attr(self.block_dir(block.index) / "valid_zones"))
+        except OSError as exc:
+            if is_gone(exc):
+                return None
+            raise
+        return replace(block, node=block.node if node is None else node, state=state, valid_zones=zones)
 
     def read_blocks(self, indices: Iterable[int]) -> tuple[dict[int, Block], list[int]]:
         """The blocks of ``indices`` that exist and are registered; and those not registered yet."""
