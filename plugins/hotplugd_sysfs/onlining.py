@@ -2,7 +2,10 @@
 
 The kernel's ``state_store`` takes ``device_hotplug_lock`` (a loser sleeps 5 ms
 and restarts the syscall, invisibly), then ``device_online``: an online block
-answers EINVAL, which is "already online" when the re-read agrees.
+answers EINVAL, which is "already online" when the re-read agrees. So does a
+block the seed's kernel (Anolis) holds half-online, ``state`` offline and
+``online`` 1 until its final phase ends: that re-read says
+:attr:`Outcome.KERNEL_DEFERRED`, neither an error nor a retry.
 
 Two ways in: :func:`online_blocks` writes and re-reads itself (blocking: a
 worker thread calls it); or the writer process (:mod:`.writers`) writes and
@@ -124,6 +127,8 @@ def _confirm(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
         state, zones = _reread(sysfs, block)
         if state is None:
             return _gone_after()
+        if state is State.KERNEL_DEFERRED:  # the seed's kernel took the write but holds the block
+            return _kernel_deferred()
         if state is not State.ONLINE:
             return OnlineResult(Outcome.ERROR, detail=f"wrote {zone.value!r} but state reads {state.value!r}")
     return _confirmed(zones)
@@ -135,6 +140,11 @@ def _confirmed(zones: tuple[str, ...]) -> OnlineResult:
 
 def _gone_after() -> OnlineResult:
     return OnlineResult(Outcome.GONE, detail="removed right after onlining")
+
+
+def _kernel_deferred(code: int | None = None) -> OnlineResult:
+    return OnlineResult(Outcome.KERNEL_DEFERRED, errno=code,
+                        detail="state reads offline, online reads 1: the kernel's deferred phase finishes it")
 
 
 def _zones(sysfs: Sysfs, block: Block) -> tuple[str, ...] | None:
@@ -157,6 +167,8 @@ def _failed(sysfs: Sysfs, block: Block, exc: OSError) -> OnlineResult:
             return OnlineResult(Outcome.GONE, errno=code, detail="removed while onlining")
         if state is State.ONLINE:  # another onliner (or the kernel) got there first
             return OnlineResult(Outcome.ALREADY_ONLINE, zone=zones[0] if zones else None, errno=code)
+        if state is State.KERNEL_DEFERRED:  # the seed's kernel onlined it, all but its final phase
+            return _kernel_deferred(code)
         return OnlineResult(Outcome.PERMANENT, errno=code, detail=f"EINVAL and the block is still {state.value}")
     return _mapped(code, exc.strerror or str(exc))
 
@@ -168,11 +180,10 @@ def _mapped(code: int, message: str) -> OnlineResult:
 
 
 def _reread(sysfs: Sysfs, block: Block) -> tuple[State | None, tuple[str, ...]]:
-    """The block's state and valid_zones now; (None, ()) when it is gone."""
-    base = sysfs.block_dir(block.index)
+    """The block's state (``online`` read too when offline) and valid_zones now; (None, ()) when it is gone."""
     try:
-        state = State(sysfs.attr(base / "state"))
-        zones = parse_zones(sysfs.attr(base / "valid_zones"))
+        state = sysfs.block_state(block.index)
+        zones = parse_zones(sysfs.attr(sysfs.block_dir(block.index) / "valid_zones"))
     except OSError as exc:
         if is_gone(exc):
             return None, ()

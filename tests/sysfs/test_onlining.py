@@ -177,3 +177,38 @@ async def test_a_run_is_written_back_to_back_in_one_worker_thread_call(fake_sysf
     assert backend.batch_size == 4 and calls == ["online_blocks"]
     assert [r.outcome for r in results] == [Outcome.ONLINED, Outcome.ONLINED, Outcome.TRANSIENT, Outcome.ONLINED]
     assert fake_sysfs.writes == [(i, "online_movable") for i in range(8, 12)]
+
+
+# -- the seed's kernel (Anolis): a block held half-online ------------------------------------
+
+
+def test_einval_on_a_half_online_block_is_kernel_deferred_not_permanent(host):
+    fake, sysfs = host
+    block = sysfs.read_block(9)
+    fake.set_half_online(9, "Normal")  # state offline, online 1: the kernel's final phase is to come
+    result = online_block(sysfs, block, ZoneRequest.AUTO)
+    assert (result.outcome, result.errno, result.zone) == (Outcome.KERNEL_DEFERRED, errno.EINVAL, None)
+    assert not result.outcome.success and "online reads 1" in result.detail
+    assert fake.writes == [(9, "online")]  # not narrowed and written again
+    assert (fake.state(9), fake.online_flag(9)) == ("offline", "1")
+
+
+def test_einval_with_online_0_stays_permanent(host):
+    fake, sysfs = host
+    fake.fail(9, errno.EINVAL)
+    assert fake.online_flag(9) == "0"
+    assert online_block(sysfs, sysfs.read_block(9), ZoneRequest.KERNEL).outcome is Outcome.PERMANENT
+
+
+def test_a_write_the_seed_kernel_takes_but_holds_half_online_is_kernel_deferred(host, monkeypatch):
+    fake, sysfs = host
+    real = fake.io.write
+
+    def prepare_only(path, value):  # the write succeeds; the block is left after PREPARE
+        real(path, value)
+        fake.set_state(8, "offline", ("Normal", "Movable"))  # valid_zones lists the offline candidates
+        fake.set_half_online(8, "Normal")
+
+    monkeypatch.setattr(fake.io, "write", prepare_only)
+    result = online_block(sysfs, sysfs.read_block(8), ZoneRequest.AUTO)
+    assert (result.outcome, result.errno) == (Outcome.KERNEL_DEFERRED, None)

@@ -161,6 +161,15 @@ def test_einval_on_a_block_now_online_settles_as_already_online(fake_sysfs):
     assert (result.outcome, result.zone) == (Outcome.ALREADY_ONLINE, "Movable")
 
 
+def test_einval_on_a_half_online_block_settles_as_kernel_deferred(fake_sysfs):
+    fake_sysfs.add_block(8)
+    sysfs = Sysfs(fake_sysfs.sys, fake_sysfs.proc, fake_sysfs.io)
+    block = sysfs.read_block(8)
+    fake_sysfs.set_half_online(8)  # the seed's kernel: state offline, online 1
+    result = settle(sysfs, block, ZoneRequest.KERNEL, Written(errno.EINVAL))
+    assert (result.outcome, result.errno) == (Outcome.KERNEL_DEFERRED, errno.EINVAL)
+
+
 def test_offline_again_after_the_write_settles_as_an_error(fake_sysfs):
     fake_sysfs.add_block(8)
     sysfs = Sysfs(fake_sysfs.sys, fake_sysfs.proc, fake_sysfs.io)
