@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from rich.console import Console
@@ -19,10 +21,13 @@ from rich.table import Table
 
 from hotplugd.config import Config
 from hotplugd.daemon import Daemon
-from hotplugd.model import BlockReport, Outcome, PhaseInfo
+from hotplugd.model import BlockReport, Outcome, PhaseInfo, State
 from hotplugd.plugin.manager import PluginManager
 from hotplugd.plugin.spec import hookimpl
 from hotplugd.units import format_bytes
+
+
+KERNEL_NAMES = {"anolis": "seed's (anolis)", "mainline": "mainline", "per-block": "per-block parallel"}
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Summary:
     workers: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
     serial_seconds: float = 0.0  # the online calls' own durations, summed: a serial onliner's time
+    kernel_onlined: int = 0  # blocks the simulated kernel onlined itself (auto-online)
 
     @hookimpl
     def hotplugd_phase_started(self, phase: PhaseInfo) -> None:
@@ -60,6 +66,8 @@ def render(summary: Summary, config: Config, console: Console) -> None:
     table.add_column(justify="right")
     table.add_row("parallel_hotplug_ratio", f"{config.scheduler.parallel_hotplug_ratio:g}")
     table.add_row("blocks onlined", str(summary.onlined))
+    if summary.kernel_onlined:
+        table.add_row("blocks onlined by the kernel", str(summary.kernel_onlined))
     table.add_row("bytes onlined", format_bytes(summary.bytes_onlined))
     for outcome, n in sorted(summary.outcomes.items()):
         if outcome not in (Outcome.ONLINED, Outcome.ALREADY_ONLINE):
@@ -71,6 +79,27 @@ def render(summary: Summary, config: Config, console: Console) -> None:
     console.print(table)
 
 
+def render_kernels(predictions: Sequence[Any], console: Console) -> None:
+    """Serial against parallel on each kernel, computed for the scenario, with the reason for each.
+
+    ``predictions`` come in pairs per kernel: ratio 0 first, then the parallel ratio."""
+    ratio = predictions[-1].ratio
+    table = Table(title=f"this scenario on each kernel (computed): serial against ratio {ratio:g}")
+    for column in ("kernel", "serial", "parallel", "speed-up", "why"):
+        table.add_column(column, justify="left" if column in ("kernel", "why") else "right",
+                         no_wrap=column != "why")
+    for serial, parallel in zip(predictions[::2], predictions[1::2], strict=True):
+        speedup = f"{serial.seconds / parallel.seconds:.1f}x" if parallel.seconds else "-"
+        table.add_row(KERNEL_NAMES.get(serial.kernel, serial.kernel), f"{serial.seconds:.3f} s",
+                      f"{parallel.seconds:.3f} s", speedup, parallel.reason)
+    console.print(table)
+
+
+def _online_count(backend: Any) -> int:
+    census = backend.census() or ()
+    return sum(1 for b in census if b.state is State.ONLINE)
+
+
 def simulate(config: Config, pm: PluginManager, *, progress: bool = True, serve_metrics: bool = False,
              console: Console | None = None) -> int:
     """Play the configured scenario to the end; 0 when every added block ended online (or was removed)."""
@@ -79,6 +108,7 @@ def simulate(config: Config, pm: PluginManager, *, progress: bool = True, serve_
     pm.register(summary, name="hotplugd.commands.simulate")
     daemon = Daemon(config, pm, serve_metrics=serve_metrics)
     total = getattr(daemon.backend, "expected_blocks", None)
+    online_before = _online_count(daemon.backend)
 
     async def main() -> None:
         start = time.monotonic()
@@ -90,8 +120,13 @@ def simulate(config: Config, pm: PluginManager, *, progress: bool = True, serve_
         summary.seconds = time.monotonic() - start
 
     anyio.run(main)
+    summary.kernel_onlined = max(0, _online_count(daemon.backend) - online_before - summary.onlined)
     render(summary, config, console)
-    bad = sum(n for o, n in summary.outcomes.items() if o not in (Outcome.ONLINED, Outcome.ALREADY_ONLINE, Outcome.GONE))
+    compare = getattr(daemon.backend, "compare", None)
+    if compare is not None:
+        render_kernels(compare(config.scheduler.parallel_hotplug_ratio or 1.0), console)
+    fine = (Outcome.ONLINED, Outcome.ALREADY_ONLINE, Outcome.GONE)
+    bad = sum(n for o, n in summary.outcomes.items() if o not in fine)
     return 1 if bad else 0
 
 

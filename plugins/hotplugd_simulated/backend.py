@@ -10,6 +10,7 @@ import anyio
 from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
 
 from .host import Host
+from .predict import Prediction, predict
 from .scenario import Scenario
 from .settings import Settings, parse
 from .statefile import StateFile, fingerprint
@@ -38,9 +39,14 @@ class SimulatedBackend(Backend):
         """Blocks the scenario will add (for progress bars)."""
         return self.scenario.total_blocks
 
+    def compare(self, ratio: float) -> list[Prediction]:
+        """This scenario computed on the seed's kernel and on mainline, serially and at ``ratio``."""
+        steps = self.settings.scenario
+        return [predict(self.settings, steps, kernel, r) for kernel in ("anolis", "mainline") for r in (0.0, ratio)]
+
     def describe(self) -> str:
         s = self.settings
-        return (f"simulated({s.nodes} nodes x {s.cpus_per_node} CPUs, lock={s.lock}, "
+        return (f"simulated({s.kernel} kernel, {s.nodes} nodes x {s.cpus_per_node} CPUs, lock={s.lock_model}, "
                 f"concurrency={self.concurrency}, {s.block_size >> 20} MiB blocks)")
 
     async def start(self) -> None:
@@ -56,7 +62,8 @@ class SimulatedBackend(Backend):
 
     async def topology(self) -> Topology:
         s = self.settings
-        return Topology({n: s.cpus_per_node for n in range(s.nodes)}, self.host.mem_available, s.block_size)
+        return Topology({n: s.cpus_per_node for n in range(s.nodes)}, self.host.mem_available, s.block_size,
+                        kernel_onlines=s.auto_online)
 
     async def events(self) -> AsyncIterator[BlockEvent | Rescan]:
         async for event in self.scenario.events():

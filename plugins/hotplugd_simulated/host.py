@@ -1,4 +1,8 @@
-"""A modelled host: memory blocks, per-block online cost, the hotplug lock and injected faults."""
+"""A modelled host: memory blocks, each simulated kernel's online path, the hotplug lock and injected faults.
+
+Time is real here (``anyio.sleep`` of each modelled cost): the daemon runs against it. For
+sizes where sleeping would take minutes, :mod:`.predict` computes the same costs instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import contextvars
 import errno
 import random
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -13,11 +19,10 @@ import anyio.lowlevel
 
 from hotplugd import Block, OnlineResult, Outcome, State, ZoneRequest
 
+from .kernels import TRYLOCK_RETRY, chunks
 from .settings import Settings
 from .statefile import Saved, SavedBlock, StateFile
 
-#: A loser of mainline's device_hotplug_lock trylock sleeps this long and restarts the syscall.
-TRYLOCK_RETRY = 0.005
 TRANSIENT = frozenset({errno.EBUSY, errno.ENOMEM})
 #: Zero-cost onlines still yield to the event loop this often.
 CHECKPOINT_EVERY = 64
@@ -39,8 +44,18 @@ class HostBlock:
     zone: str | None = None
     poisoned: int = 0  # a permanent errno, once drawn
 
+    @property
+    def online_attr(self) -> int:
+        """What ``memoryN/online`` reads: 1 once PREPARE ran, even while ``state`` reads offline."""
+        return int(self.state in (State.ONLINE, State.KERNEL_DEFERRED))
+
+    @property
+    def sysfs_state(self) -> str:
+        """What ``memoryN/state`` reads: a half-online block reads ``offline``."""
+        return "online" if self.state is State.ONLINE else "offline"
+
     def view(self, size: int) -> Block:
-        zones = (self.zone,) if self.state is State.ONLINE and self.zone else ("Normal", "Movable")
+        zones = (self.zone,) if self.online_attr and self.zone else ("Normal", "Movable")
         return Block(self.index, size, self.node, self.state, zones)
 
 
@@ -56,8 +71,12 @@ class Host:
         self.onlined_bytes = 0
         self.online_calls = 0
         self._attempts: dict[int, int] = {}
-        self._locks = {n: anyio.Lock() for n in range(settings.nodes)} if settings.lock == "per-node" else {}
+        self._locks = {n: anyio.Lock() for n in range(settings.nodes)} if settings.lock_model == "per-node" else {}
         self._global = anyio.Lock()
+        self.costs = settings.costs()
+        self.populated: Counter[tuple[int, str]] = Counter()  # (node, zone): blocks online or half-online
+        self.lock_retries = 0  # trylocks lost (each one slept TRYLOCK_RETRY)
+        self.inflight = self.max_inflight = 0  # onlines spending their cost at once
         self.changed = anyio.Event()  # set when a block goes online while someone waits (virtio-mem)
         self.waiting = 0
         self.offline_count = 0
@@ -65,13 +84,14 @@ class Host:
             for _ in range(settings.boot_memory // settings.block_size):
                 booted = self.plug(node)
                 booted.state, booted.zone = State.ONLINE, "Normal"
+                self.populated[node, "Normal"] += 1
                 self.offline_count -= 1
             for _ in range(settings.offline_at_start // settings.block_size):
                 self.plug(node)
 
     def __repr__(self) -> str:
         online = sum(1 for b in self.blocks.values() if b.state is State.ONLINE)
-        return f"<Host {len(self.blocks)} blocks, {online} online, lock={self.s.lock}>"
+        return f"<Host {self.s.kernel} {len(self.blocks)} blocks, {online} online, lock={self.s.lock_model}>"
 
     def plug(self, node: int, step: int = -1) -> HostBlock:
         block = HostBlock(self.next_index, node)
@@ -107,6 +127,7 @@ class Host:
                                               b.poisoned) for b in saved.blocks.values()}
             self.next_index, self.onlined_bytes = saved.next_index, saved.onlined_bytes
             self.offline_count = sum(1 for b in self.blocks.values() if b.state is State.OFFLINE)
+            self.populated = Counter((b.node, b.zone) for b in self.blocks.values() if b.zone)
         self.resumed = saved
         self.journal.open(saved)
 
@@ -120,7 +141,7 @@ class Host:
 
     def offline_bytes(self, indices: range | None = None) -> int:
         blocks = self.blocks.values() if indices is None else (self.blocks[i] for i in indices if i in self.blocks)
-        return sum(self.s.block_size for b in blocks if b.state is State.OFFLINE)
+        return sum(self.s.block_size for b in blocks if b.state is not State.ONLINE)  # half-online counts
 
     @property
     def mem_available(self) -> int:
@@ -149,17 +170,91 @@ class Host:
         _overslept.set(max(0.0, time.monotonic() - start - owed))
 
     async def _hold(self, lock: anyio.Lock | None, cost: float) -> None:
-        """Spend ``cost`` under ``lock`` with mainline's trylock-and-restart behaviour."""
+        """Spend ``cost`` under ``lock``, taken as mainline takes ``device_hotplug_lock`` from sysfs:
+        by trylock; a loser sleeps ``TRYLOCK_RETRY`` (msleep(5) at HZ=250) and restarts."""
         if lock is None:
             if cost:
-                await self._spend(cost)
+                await self._spending(cost)
             elif self.online_calls % CHECKPOINT_EVERY == 0:
                 await anyio.lowlevel.checkpoint()
             return
-        while lock.locked():
-            await anyio.sleep(TRYLOCK_RETRY)
-        async with lock:
+        while True:
+            try:
+                lock.acquire_nowait()
+                break
+            except anyio.WouldBlock:
+                self.lock_retries += 1
+                await anyio.sleep(TRYLOCK_RETRY)
+        try:
+            await self._spending(cost)
+        finally:
+            lock.release()
+
+    async def _spending(self, cost: float) -> None:
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
             await self._spend(cost)
+        finally:
+            self.inflight -= 1
+
+    def _lock(self, block: HostBlock) -> anyio.Lock | None:
+        return self._global if self.s.lock_model == "global" else self._locks.get(block.node)
+
+    def _defers(self, block: HostBlock, zone: str) -> bool:
+        """Anolis takes the PREPARE path when its ratio is set and the target zone is populated."""
+        return self.s.kernel == "anolis" and self.s.kernel_ratio > 0 and self.populated[block.node, zone] > 0
+
+    def _cost(self, deferring: bool) -> float:
+        if deferring:
+            return self.costs.prepare
+        if self.s.kernel == "per-block" and self.s.kernel_ratio > 0:
+            return self.costs.per_block(self.s.workers)
+        return self.costs.serial
+
+    def _set_online(self, block: HostBlock) -> None:
+        block.state = State.ONLINE
+        self.onlined_bytes += self.s.block_size
+        self.offline_count -= 1
+        if self.journal is not None and block.zone:
+            self.journal.onlined(block.index, block.zone)
+        if self.waiting:
+            self.notify()
+
+    async def kernel_online(self, block: HostBlock) -> None:
+        """The kernel's own onlining of a block it just added (auto_online_blocks = online)."""
+        deferring = self._defers(block, "Normal")
+        await self._hold(self._lock(block), self._cost(deferring))
+        if block.index not in self.blocks or block.state is not State.OFFLINE:
+            return
+        block.zone = "Normal"
+        self.populated[block.node, "Normal"] += 1
+        if deferring:
+            block.state = State.KERNEL_DEFERRED
+        else:
+            self._set_online(block)
+
+    async def deferred_online_memory(self, node: int, indices: Sequence[int]) -> None:
+        """Anolis's final phase over a node's range: one worker per chunk, each block online at its
+        chunk's pace, with no uevent. Skips online blocks, and everything while auto-online is off."""
+        if not self.s.auto_online:
+            return
+        todo = [self.blocks[i] for i in indices if i in self.blocks and self.blocks[i].state is State.KERNEL_DEFERRED]
+        parts = chunks(len(todo), self.s.workers)
+        if len(parts) > 1:
+            await self._spend(self.costs.setup)
+
+        async def worker(mine: list[HostBlock]) -> None:
+            for block in mine:
+                await self._spending(self.costs.deferred)
+                if block.index in self.blocks:
+                    self._set_online(block)
+
+        async with anyio.create_task_group() as tg:
+            start = 0
+            for size in parts:
+                tg.start_soon(worker, todo[start:start + size])
+                start += size
 
     async def online(self, index: int, zone: ZoneRequest) -> OnlineResult:
         """Write ``zone`` to ``memory<index>/state``, then read back, as the kernel would answer."""
@@ -167,11 +262,14 @@ class Host:
         block = self.blocks.get(index)
         if block is None:
             return OnlineResult(Outcome.GONE, errno=errno.ENOENT, detail="no such block")
-        lock = self._global if self.s.lock == "global" else self._locks.get(block.node)
         if block.state is State.ONLINE:
             return OnlineResult(Outcome.ALREADY_ONLINE, zone=block.zone, errno=errno.EINVAL)
+        if block.state is State.KERNEL_DEFERRED:  # state reads offline, online reads 1: only the kernel finishes it
+            return OnlineResult(Outcome.KERNEL_DEFERRED, zone=block.zone, errno=errno.EINVAL)
+        name = "Movable" if zone is ZoneRequest.MOVABLE else "Normal"
+        deferring = self._defers(block, name)
         fault = block.poisoned or self._fault(index)
-        await self._hold(lock, self.s.block_cost())
+        await self._hold(self._lock(block), self._cost(deferring))
         if fault in TRANSIENT:
             return OnlineResult(Outcome.TRANSIENT, errno=fault)
         if fault == errno.ENOENT:
@@ -184,15 +282,16 @@ class Host:
             return OnlineResult(Outcome.PERMANENT, errno=fault)
         if index not in self.blocks:  # removed while we held the lock
             return OnlineResult(Outcome.GONE, errno=errno.ENOENT)
-        block.state = State.ONLINE
-        block.zone = "Movable" if zone is ZoneRequest.MOVABLE else "Normal"
-        self.onlined_bytes += self.s.block_size
-        self.offline_count -= 1
-        if self.journal is not None:
-            self.journal.onlined(index, block.zone)
-        if self.waiting:
-            self.notify()
-        return _ONLINED[block.zone]
+        if block.state is not State.OFFLINE:  # another writer got there while we slept on the lock
+            return OnlineResult(Outcome.ALREADY_ONLINE if block.state is State.ONLINE else Outcome.KERNEL_DEFERRED,
+                                zone=block.zone, errno=errno.EINVAL)
+        block.zone = name
+        self.populated[block.node, name] += 1
+        if deferring:  # PREPARE only: left half-online until the kernel's final phase runs
+            block.state = State.KERNEL_DEFERRED
+            return OnlineResult(Outcome.KERNEL_DEFERRED, zone=name)
+        self._set_online(block)
+        return _ONLINED[name]
 
     def notify(self) -> None:
         """Wake whoever waits for a change (virtio-mem waiting for its blocks to be onlined)."""

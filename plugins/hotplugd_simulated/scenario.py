@@ -45,9 +45,16 @@ class Scenario:
                 yield event
             self.host.finished(number)
 
+    @property
+    def kernel_defers(self) -> bool:
+        """The seed's kernel with its ratio set and auto-online on: its driver runs the final phase."""
+        return self.s.kernel == "anolis" and self.s.kernel_ratio > 0 and self.s.auto_online
+
     async def _add(self, node: int, number: int) -> BlockEvent:
         block = self.host.plug(node, number)
         self.added += 1
+        if self.s.auto_online:  # the kernel onlines (or PREPAREs) before the uevent reaches anyone
+            await self.host.kernel_online(block)
         if self.s.add_interval:
             await anyio.sleep(self.s.add_interval)
         elif self.added % CHECKPOINT_EVERY == 0:
@@ -55,18 +62,29 @@ class Scenario:
         return BlockEvent(Action.ADD, block.index, block.view(self.s.block_size))
 
     async def _dimm(self, step: Step, number: int, done: int) -> AsyncIterator[BlockEvent]:
-        """A DIMM: every block added in one burst (``done`` were added before a restart)."""
+        """A DIMM: every block added in one burst (``done`` were added before a restart).
+
+        On anolis the DIMM then gets the final phase like virtio-mem's requests (an assumption:
+        the ACPI driver's source was not available, ANOLIS.md)."""
+        first = self.host.next_index
         for _ in range(step.size // self.s.block_size - done):
             yield await self._add(step.node, number)
+        if self.kernel_defers:
+            await self.host.deferred_online_memory(step.node, range(first, self.host.next_index))
 
     async def _virtio_mem(self, step: Step, number: int, done: int) -> AsyncIterator[BlockEvent]:
-        """virtio-mem: plugs block by block, but waits while 1 GiB of its blocks sits offline."""
+        """virtio-mem: plugs block by block, but waits while 1 GiB of its blocks sits offline.
+
+        The seed's kernel skips that wait while its ratio is set, adds the whole request, then
+        runs ``deferred_online_memory`` over it."""
         first = self.host.next_index - done  # a step's blocks are the newest ones
         for _ in range(step.size // self.s.block_size - done):
             mine = range(first, self.host.next_index)
-            while self.host.offline_bytes(mine) >= VIRTIO_MEM_OFFLINE_LIMIT:
+            while not self.kernel_defers and self.host.offline_bytes(mine) >= VIRTIO_MEM_OFFLINE_LIMIT:
                 await self.host.wait_for_change()
             yield await self._add(step.node, number)
+        if self.kernel_defers:
+            await self.host.deferred_online_memory(step.node, range(first, self.host.next_index))
 
     async def _remove(self, step: Step, number: int, done: int) -> AsyncIterator[BlockEvent]:
         """Unplug the newest ``count`` offline blocks (e.g. virtio-mem shrinking during deferral)."""

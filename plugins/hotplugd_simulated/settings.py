@@ -9,7 +9,14 @@ from typing import Any
 
 from hotplugd import EHWPOISON, ConfigProblem, parse_duration, parse_size
 
+from .kernels import KERNELS, Costs, kernel_workers
+
 LOCKS = ("global", "per-node", "none")
+#: The largest machine Linux builds for (x86-64 MAXSMP): CONFIG_NODES_SHIFT=10, NR_CPUS=8192;
+#: and all memory must fit a 64-bit physical address space.
+MAX_NUMNODES = 1 << 10
+NR_CPUS = 8192
+MAX_MEMORY = 1 << 64
 STEP_KINDS = ("dimm", "virtio-mem", "remove")
 FAULTS = {"EBUSY": errno.EBUSY, "ENOMEM": errno.ENOMEM, "EINVAL": errno.EINVAL,
           "EHWPOISON": EHWPOISON, "ENOENT": errno.ENOENT}
@@ -34,11 +41,22 @@ class Settings:
     boot_memory: int = 4 << 30  # per node, online at start
     offline_at_start: int = 0  # per node, present but offline at start (coldplug)
     mem_available: int = 16 << 30
-    lock: str = "none"  # a kernel that onlines in parallel; "global" is mainline
+    kernel: str = "mainline"  # mainline | per-block | anolis (kernels.py)
+    #: The kernel's own parallel_hotplug_ratio, percent of a node's CPUs (per-block and anolis).
+    kernel_ratio: int = 100
+    #: The kernel onlines added blocks itself (auto_online_blocks = online); on anolis this is
+    #: what runs the final phase (its driver calls deferred_online_memory after a request).
+    auto_online: bool = False
+    #: None: the kernel's own (every kernel takes the global device_hotplug_lock). "none" and
+    #: "per-node" are idealised kernels for the engine's parallel-phase tests and bench/parallel.py.
+    lock: str | None = None
     concurrency: int | None = None  # declared; default follows the lock model
-    cost_fixed: float = 100e-6  # seconds per online call
-    cost_init_per_page: float = 30e-9  # __init_single_page
-    cost_free_per_page: float = 15e-9  # __free_pages_core
+    #: Costs fitted to the guest's 6.1 kernel (bench/README.md): 3.1 ms a 128 MiB block.
+    cost_fixed: float = 400e-6  # seconds per online call: lock, spans, notifiers
+    cost_init_per_page: float = 55e-9  # __init_single_page
+    cost_free_per_page: float = 27.5e-9  # __free_pages_core
+    #: Queueing page work on a node's CPUs and joining it (per block on per-block, per phase on anolis).
+    cost_setup: float = 5.6e-3
     add_interval: float = 200e-6  # between two add events of one burst
     fault_rate: float = 0.0
     fault_errnos: tuple[int, ...] = (errno.EBUSY,)
@@ -48,14 +66,28 @@ class Settings:
     state_file: str = ""
 
     @property
+    def lock_model(self) -> str:
+        return self.lock or "global"
+
+    @property
     def declared_concurrency(self) -> int:
         if self.concurrency is not None:
             return self.concurrency
-        return {"global": 1, "per-node": self.nodes}.get(self.lock, self.nodes * self.cpus_per_node)
+        return {"global": 1, "per-node": self.nodes}.get(self.lock_model, self.nodes * self.cpus_per_node)
+
+    def costs(self, block_size: int | None = None) -> Costs:
+        """This kernel's costs for ``block_size`` (default: the host's)."""
+        return Costs(self.kernel, block_size or self.block_size, self.cost_fixed,
+                     self.cost_init_per_page + self.cost_free_per_page, self.cost_setup)
 
     def block_cost(self) -> float:
-        pages = self.block_size // 4096
-        return self.cost_fixed + pages * (self.cost_init_per_page + self.cost_free_per_page)
+        """One block onlined the normal way (serially)."""
+        return self.costs().serial
+
+    @property
+    def workers(self) -> int:
+        """Workers per node of the kernel's own parallel onlining (per-block, anolis)."""
+        return kernel_workers(self.cpus_per_node, self.kernel_ratio)
 
 
 #: The embedded default: a 16 GiB DIMM burst on node 0, then virtio-mem growing 8 GiB on node 1.
@@ -65,11 +97,17 @@ _SCALARS: dict[str, Any] = {
     "nodes": ("int", 1), "cpus_per_node": ("int", 1), "block_size": ("size", 4096), "boot_memory": ("size", 0),
     "offline_at_start": ("size", 0), "mem_available": ("size", 0), "cost_fixed": ("duration", 0),
     "cost_init_per_page": ("duration", 0), "cost_free_per_page": ("duration", 0), "add_interval": ("duration", 0),
-    "fault_rate": ("rate", 0), "seed": ("int", 0), "concurrency": ("int", 1),
+    "cost_setup": ("duration", 0), "fault_rate": ("rate", 0), "seed": ("int", 0), "concurrency": ("int", 1),
+    "kernel_ratio": ("int", 0), "auto_online": ("bool", 0),
 }
+_CHOICES = {"lock": LOCKS, "kernel": KERNELS}
 
 
 def _scalar(kind: str, lo: float, value: Any) -> Any:
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
     if kind == "size":
         out = parse_size(value)
     elif kind == "duration":
@@ -106,6 +144,29 @@ def _step(raw: Any, key: str, problems: list[ConfigProblem]) -> Step | None:
         return None
 
 
+def _machine_bounds(s: Settings) -> list[ConfigProblem]:
+    """Sizes no machine has: more nodes or CPUs than Linux builds for, more memory than 64 bits address."""
+    out = []
+    if s.nodes > MAX_NUMNODES:
+        out.append(ConfigProblem("plugins.simulated.nodes", f"{s.nodes} nodes: Linux has at most {MAX_NUMNODES} "
+                                 "(MAX_NUMNODES, CONFIG_NODES_SHIFT=10)"))
+    elif s.nodes * s.cpus_per_node > NR_CPUS:
+        out.append(ConfigProblem("plugins.simulated.cpus_per_node",
+                                 f"{s.nodes} nodes x {s.cpus_per_node} CPUs: Linux has at most {NR_CPUS} CPUs "
+                                 "(NR_CPUS with MAXSMP)"))
+    if s.kernel_ratio > 100:
+        out.append(ConfigProblem("plugins.simulated.kernel_ratio",
+                                 f"percent of a node's CPUs, 0 to 100, got {s.kernel_ratio}"))
+    booted = min(s.nodes, MAX_NUMNODES) * (s.boot_memory + s.offline_at_start)
+    added = sum(step.size for step in s.scenario if step.kind != "remove")
+    if booted + added > MAX_MEMORY:
+        key = "boot_memory" if booted > MAX_MEMORY else "scenario"
+        out.append(ConfigProblem(f"plugins.simulated.{key}", f"{(booted + added) // s.block_size} blocks of "
+                                 f"{s.block_size} bytes: more than a 64-bit physical address space holds",
+                                 "nodes x (boot_memory + offline_at_start) + the scenario's sizes: at most 16 EiB"))
+    return out
+
+
 def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None) -> Settings:
     """Settings from the plugin's table; problems are appended (or raised as ValueError when not collected)."""
     collect: list[ConfigProblem] = [] if problems is None else problems
@@ -115,9 +176,9 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None)
         try:
             if key in _SCALARS:
                 kwargs[key] = _scalar(*_SCALARS[key], value)
-            elif key == "lock":
-                if value not in LOCKS:
-                    raise ValueError(f"expected one of {', '.join(LOCKS)}, got {value!r}")
+            elif key in _CHOICES:
+                if value not in _CHOICES[key]:
+                    raise ValueError(f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
                 kwargs[key] = value
             elif key == "fault_errnos":
                 names = [value] if isinstance(value, str) else value
@@ -135,13 +196,14 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None)
                 steps = [_step(raw, f"{dotted}[{i}]", collect) for i, raw in enumerate(value)]
                 kwargs[key] = tuple(s for s in steps if s is not None)
             else:
-                known = [*_SCALARS, "lock", "fault_errnos", "scenario", "state_file"]
+                known = [*_SCALARS, *_CHOICES, "fault_errnos", "scenario", "state_file"]
                 collect.append(ConfigProblem(dotted, "unknown key", f"known keys: {', '.join(known)}"))
         except ValueError as exc:
             collect.append(ConfigProblem(dotted, str(exc)))
     settings = Settings(**kwargs)
     if settings.block_size & (settings.block_size - 1):
         collect.append(ConfigProblem("plugins.simulated.block_size", "must be a power of two"))
+    collect.extend(_machine_bounds(settings))
     if problems is None and collect:
         raise ValueError("; ".join(f"{p.key}: {p.message}" for p in collect))
     return settings
