@@ -9,6 +9,12 @@ reply carrying that id. Replies to requests that timed out arrive late, ahead
 of the next sync reply, and are discarded with it. Any timeout, cancellation
 or unexpected reply puts the client out of step; the next request syncs first.
 
+The agent is the tenant's, so every reply is untrusted: :mod:`.framing` bounds
+each one (size, tokens, depth), and a sync gives up, as a ``flood``, after
+:data:`MAX_STALE_REPLIES` replies that are not its own or :data:`MAX_DISCARD`
+bytes thrown away. Those breaches raise :class:`AgentProtocolError`, whose
+``reason`` says which, and drop the connection (and what it buffered).
+
 The agent serves one client per socket (a second connection is accepted and
 never served) and one request at a time: requests are serialised by a lock.
 """
@@ -23,12 +29,15 @@ import anyio
 import structlog
 from anyio.abc import SocketStream
 
+from .framing import MAX_FRAME, FrameError, Framer
+
 log = structlog.get_logger("hotplugd.qga")
 
 MARKER = b"\xff"
-#: A reply bigger than this is not one: the stream is out of step.
-MAX_BUFFER = 16 << 20
-_DECODER = json.JSONDecoder()
+#: Bytes one sync may throw away before the agent is taken for a flood (late replies are a few MiB at most).
+MAX_DISCARD = MAX_FRAME
+#: Replies that are not the sync's own (late ones, ids never sent) one sync may skip: one per timed-out sync is normal.
+MAX_STALE_REPLIES = 64
 _LINK_ERRORS = (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
@@ -48,6 +57,25 @@ class AgentTimeout(AgentError):
     """No reply in time (the agent is down, busy, or not started in the guest)."""
 
 
+class AgentProtocolError(AgentError):
+    """The agent broke the protocol: ``reason`` is ``protocol_error``, ``oversized_reply`` or ``flood``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def failure_reason(exc: Exception) -> str:
+    """Why an agent counts as down, as a short word for logs: its protocol breach, or how the link failed."""
+    if isinstance(exc, AgentProtocolError):
+        return exc.reason
+    if isinstance(exc, AgentTimeout):
+        return "timeout"
+    if isinstance(exc, AgentUnavailable):
+        return "unavailable"
+    return "error"
+
+
 class CommandFailed(AgentError):
     """The agent answered with an error object (``class``, ``desc``)."""
 
@@ -56,23 +84,6 @@ class CommandFailed(AgentError):
         self.command = command
         self.error_class = error_class
         self.desc = desc
-
-
-def take_object(buf: bytearray) -> Any | None:
-    """Remove and return the first JSON value at the start of ``buf`` (after whitespace); None if incomplete."""
-    try:
-        text = bytes(buf).decode()
-    except UnicodeDecodeError as exc:  # a character split across two reads: decode the whole part
-        text = bytes(buf[:exc.start]).decode()
-    start = len(text) - len(text.lstrip())
-    if start == len(text):
-        return None
-    try:
-        value, end = _DECODER.raw_decode(text, start)
-    except json.JSONDecodeError:
-        return None
-    del buf[:len(text[:end].encode())]
-    return value
 
 
 class AgentClient:
@@ -119,6 +130,9 @@ class AgentClient:
                     in_step = True
             except TimeoutError:
                 raise AgentTimeout(f"{self.name}: no reply to {command} within {limit:g} s") from None
+            except FrameError as exc:
+                await self._disconnect()
+                raise AgentProtocolError(exc.reason, f"{self.name}: {command}: {exc}") from None
             except _LINK_ERRORS as exc:
                 await self._disconnect()
                 raise AgentUnavailable(f"{self.name}: agent socket {self.path}: {exc or type(exc).__name__}") from None
@@ -129,13 +143,13 @@ class AgentClient:
                 raise AgentAborted(f"{self.name}: the agent went away during {command}")
         if not isinstance(reply, dict):
             self._synced = False
-            raise AgentError(f"{self.name}: unexpected reply to {command}: {reply!r}")
+            raise AgentProtocolError("protocol_error", f"{self.name}: unexpected reply to {command}: {_short(reply)}")
         if "error" in reply:
             error = reply["error"] if isinstance(reply["error"], dict) else {}
             raise CommandFailed(command, str(error.get("class", "?")), str(error.get("desc", reply["error"])))
         if "return" not in reply:
             self._synced = False
-            raise AgentError(f"{self.name}: unexpected reply to {command}: {reply!r}")
+            raise AgentProtocolError("protocol_error", f"{self.name}: unexpected reply to {command}: {_short(reply)}")
         return reply["return"]
 
     def abort(self) -> None:
@@ -158,12 +172,16 @@ class AgentClient:
         token = random.randrange(1, 1 << 31)
         sync = {"execute": "guest-sync-delimited", "arguments": {"id": token}}
         await self._send(MARKER + json.dumps(sync).encode())
+        discarded, stale = self.discarded, 0
         while True:
-            await self._discard_to_marker()
+            await self._discard_to_marker(discarded + MAX_DISCARD)
             reply = await self._read_object()
             if isinstance(reply, dict) and reply.get("return") == token:
                 break
-            log.debug("qga_stale_sync_reply", guest=self.name, reply=reply)
+            stale += 1
+            if stale > MAX_STALE_REPLIES:
+                raise FrameError("flood", f"more than {MAX_STALE_REPLIES} replies that are not the sync's own")
+            log.debug("qga_stale_sync_reply", guest=self.name, reply=_short(reply))
         self._synced = True
         self.syncs += 1
 
@@ -174,19 +192,21 @@ class AgentClient:
     async def _receive(self) -> None:
         assert self._stream is not None
         self._buf += await self._stream.receive(65536)
-        if len(self._buf) > MAX_BUFFER:
-            raise anyio.BrokenResourceError(f"more than {MAX_BUFFER} bytes without a complete reply")
 
-    async def _discard_to_marker(self) -> None:
+    async def _discard_to_marker(self, limit: int) -> None:
+        """Throw away everything up to the next marker; a :class:`FrameError` past ``limit`` discarded bytes."""
         while (at := self._buf.find(MARKER)) < 0:
             self.discarded += len(self._buf)
             self._buf.clear()
+            if self.discarded > limit:
+                raise FrameError("flood", f"more than {MAX_DISCARD} bytes without the sync's marker")
             await self._receive()
         self.discarded += at
         del self._buf[:at + 1]
 
     async def _read_object(self) -> Any:
-        while (value := take_object(self._buf)) is None:
+        framer = Framer()
+        while (value := framer.take(self._buf)) is None:
             await self._receive()
         return value
 
@@ -197,3 +217,9 @@ class AgentClient:
         if stream is not None:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
+
+
+def _short(reply: Any) -> str:
+    """A reply for a log line or a message: a hostile one may be megabytes."""
+    text = repr(reply)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"

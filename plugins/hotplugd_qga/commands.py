@@ -11,7 +11,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from .agent import AgentClient, AgentError, CommandFailed
+from .agent import AgentClient, AgentError, AgentProtocolError, CommandFailed
 
 #: qga's GuestMemoryBlockResponseType values.
 SUCCESS = "success"
@@ -22,6 +22,9 @@ FAILED = "operation-failed"
 GUEST_SYSFS = "/sys"
 GUEST_MEMINFO = "/proc/meminfo"
 GUEST_AUTO_ONLINE = f"{GUEST_SYSFS}/devices/system/memory/auto_online_blocks"
+#: No guest has a block at or past this phys-index (2^52 bytes of physical address space in 2^20-byte blocks):
+#: a listing that claims one is not believed.
+MAX_PHYS_INDEX = 1 << 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +37,13 @@ class SetResult:
 
 
 def _bad(command: str, reply: Any) -> AgentError:
-    return AgentError(f"{command}: unexpected reply {str(reply)[:200]!r}")
+    return AgentProtocolError("protocol_error", f"{command}: unexpected reply {str(reply)[:200]!r}")
+
+
+def _phys_index(item: Any) -> int | None:
+    """An answer's ``phys-index`` when it is one a guest can have, else None."""
+    phys = item.get("phys-index") if isinstance(item, dict) else None
+    return phys if isinstance(phys, int) and not isinstance(phys, bool) and 0 <= phys < MAX_PHYS_INDEX else None
 
 
 async def list_blocks(client: AgentClient) -> dict[int, bool]:
@@ -44,8 +53,7 @@ async def list_blocks(client: AgentClient) -> dict[int, bool]:
         raise _bad("guest-get-memory-blocks", reply)
     blocks: dict[int, bool] = {}
     for item in reply:
-        if not (isinstance(item, dict) and isinstance(item.get("phys-index"), int)
-                and isinstance(item.get("online"), bool)):
+        if _phys_index(item) is None or not isinstance(item.get("online"), bool):
             raise _bad("guest-get-memory-blocks", item)
         blocks[item["phys-index"]] = item["online"]
     return blocks
@@ -73,8 +81,7 @@ async def set_online(client: AgentClient, indices: list[int], timeout: float) ->
         raise _bad("guest-set-memory-blocks", reply)
     results = []
     for item in reply:
-        if not (isinstance(item, dict) and isinstance(item.get("phys-index"), int)
-                and isinstance(item.get("response"), str)):
+        if _phys_index(item) is None or not isinstance(item.get("response"), str):
             raise _bad("guest-set-memory-blocks", item)
         code = item.get("error-code")
         results.append(SetResult(item["phys-index"], item["response"], code if isinstance(code, int) else None))

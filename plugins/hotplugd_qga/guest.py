@@ -12,6 +12,15 @@ Health: an agent that times out or whose socket fails is "down" for
 after that. When it answers again its offline blocks are announced again
 (the scheduler may have given up on them meanwhile), and its block size,
 vCPUs and ``auto_online_blocks`` are read again (it may have rebooted).
+``down_reason`` says why it is down (:func:`~.agent.failure_reason`: ``timeout``,
+``unavailable``, ``port_closed``, ``protocol_error``, ``oversized_reply``, ``flood``,
+``false_success``), in the ``qga_agent_down`` log and the guest's repr.
+
+Lies: the agent is the tenant's, so a ``success`` is a claim. The blocks it
+claimed to online are checked against the next listing; one still offline
+there is a false success: logged (``qga_false_success``, naming the guest and
+blocks), sent to the core as ``offline`` (it is not onlined), and the guest is
+marked down (``false_success``). What the host can and cannot check is in docs/qga.md.
 """
 
 from __future__ import annotations
@@ -26,10 +35,10 @@ from typing import Any
 import anyio
 import structlog
 
-from hotplugd import Block, BlockEvent, OnlineResult, Outcome, Topology
+from hotplugd import Action, Block, BlockEvent, OnlineResult, Outcome, Topology
 
 from . import commands
-from .agent import AgentAborted, AgentClient, AgentError, CommandFailed
+from .agent import AgentAborted, AgentClient, AgentError, AgentProtocolError, CommandFailed, failure_reason
 from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, diff, to_block
 from .results import map_result
 from .settings import GuestSettings, Settings
@@ -64,6 +73,7 @@ class GuestLink:
         self.auto_online: str | None = None  # the guest kernel's auto_online_blocks
         self.down_until = 0.0
         self.healthy = True
+        self.down_reason: str | None = None  # why it is down (failure_reason); None while it answers
         self.failures = 0  # in a row: each doubles the wait before the next attempt
         self._described = False  # block size, vCPUs, auto_online_blocks read since the agent last failed
         self.resizing_until = -math.inf
@@ -74,9 +84,10 @@ class GuestLink:
         self.listing_lock = anyio.Lock()  # held while the snapshot is read and replaced (dimms.py too)
         self._batch_lock = anyio.Lock()
         self._waiting: list[_Entry] = []
+        self._claimed: set[int] = set()  # blocks the agent said it onlined, until a listing confirms them
 
     def __repr__(self) -> str:
-        state = "UP" if self.available else "DOWN"
+        state = "UP" if self.available else f"DOWN {self.down_reason or ''}".rstrip()
         blocks = "?" if self.snapshot is None else len(self.snapshot)
         return f"<GuestLink {self.name} [{state}] blocks={blocks} batches={self.batches}>"
 
@@ -102,14 +113,16 @@ class GuestLink:
         self.down_until = self.clock() + (self.backoff() if down_for is None else down_for)
         self._replay = True
         self._described = False
+        self.down_reason = failure_reason(exc)
         if self.healthy:
-            log.warning("qga_agent_down", guest=self.name, during=during, error=str(exc))
+            log.warning("qga_agent_down", guest=self.name, during=during, reason=self.down_reason, error=str(exc))
         self.healthy = False
 
     def _answered(self) -> None:
         if not self.healthy:
-            log.info("qga_agent_back", guest=self.name, failures=self.failures)
+            log.info("qga_agent_back", guest=self.name, failures=self.failures, reason=self.down_reason)
         self.healthy = True
+        self.down_reason = None
         self.failures = 0
 
     # -- QMP events ---------------------------------------------------------------------
@@ -137,7 +150,7 @@ class GuestLink:
             self._described = False
             self.wake()
         else:
-            self._failed("port", AgentError("the agent closed its port"),
+            self._failed("port", AgentProtocolError("port_closed", "the agent closed its port"),
                          max(self.options.poll_interval, self.options.reconnect_interval))
 
     def wake(self) -> None:
@@ -224,9 +237,21 @@ class GuestLink:
             previous, self.snapshot = self.snapshot or {}, current
             replay, self._replay = self._replay, False
         events = diff(self.name, self.block_size or DEFAULT_BLOCK_SIZE, previous, current, replay)
+        events += self._check_claims(current)
         if len(current.keys() - previous.keys()) and self.clock() < self.resizing_until:
             self.resizing_until = self.clock() + self.options.resize_quiet  # still growing
         return events
+
+    def _check_claims(self, current: dict[int, bool]) -> list[BlockEvent]:
+        """``offline`` for each block the agent claimed to online that this listing shows offline (a lie)."""
+        claimed, self._claimed = self._claimed, set()
+        lied = sorted(phys for phys in claimed if current.get(phys) is False)
+        if not lied:
+            return []
+        log.warning("qga_false_success", guest=self.name, blocks=lied[:32], count=len(lied),
+                    detail="the agent reported success, its next listing shows the blocks offline")
+        self._failed("verify", AgentProtocolError("false_success", f"{len(lied)} blocks reported onlined read offline"))
+        return [BlockEvent(Action.OFFLINE, phys, domain=self.name) for phys in lied]
 
     # -- onlining -------------------------------------------------------------------------
 
@@ -237,7 +262,8 @@ class GuestLink:
     async def online_many(self, indices: list[int]) -> list[OnlineResult]:
         """Online a run of blocks: one ``guest-set-memory-blocks`` per ``max_batch``, with whatever else waits."""
         if not self.available:
-            return [OnlineResult(Outcome.TRANSIENT, detail=f"the agent of guest {self.name} is not answering")] * len(indices)
+            down = OnlineResult(Outcome.TRANSIENT, detail=f"the agent of guest {self.name} is not answering")
+            return [down] * len(indices)
         known = self.snapshot or {}
         entries = [_Entry(phys, bool(known.get(phys))) for phys in indices]
         self._waiting.extend(entries)
@@ -289,3 +315,10 @@ class GuestLink:
                 log.debug("qga_verify_failed", guest=self.name, error=str(exc))
         for entry, result in zip(batch, results, strict=True):
             entry.result = map_result(result if result.phys_index == entry.phys else None, after, entry.was_online)
+            if result.phys_index != entry.phys:
+                log.warning("qga_reply_mismatch", guest=self.name, block=entry.phys, answered=result.phys_index)
+            elif entry.result.outcome is Outcome.ONLINED:
+                self._claimed.add(entry.phys)  # checked by the next listing
+            elif result.response == commands.SUCCESS and entry.result.outcome is Outcome.ERROR:
+                log.warning("qga_false_success", guest=self.name, blocks=[entry.phys], count=1,
+                            detail="the agent reported success, the read-back shows the block offline")
