@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "seed_table.py"
@@ -13,6 +14,7 @@ MiB, GiB = 1 << 20, 1 << 30
 def load():
     spec = importlib.util.spec_from_file_location("seed_table", BENCH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
