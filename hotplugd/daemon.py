@@ -28,9 +28,8 @@ from hotplugd.observe import logs
 from hotplugd.observe.metrics import Metrics
 from hotplugd.observe.notify import Notifier
 from hotplugd.observe.server import MetricsServer, serve, write_textfile
-from hotplugd.plugin.backend import Backend
 from hotplugd.plugin.hooks import Hooks
-from hotplugd.plugin.manager import PluginManager
+from hotplugd.plugin.manager import PluginManager, build_backend
 from hotplugd.plugin.validation import check_plugin_config
 
 log = structlog.get_logger(__name__)
@@ -48,11 +47,6 @@ def user_error(group: BaseExceptionGroup) -> HotplugdError | None:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first if isinstance(first, HotplugdError) else None
-
-
-def build_backend(pm: PluginManager, config: Config) -> Backend:
-    registry = Hooks(pm).register_backends()
-    return registry.build(config.backend, config.plugins.get(config.backend, {}))
 
 
 class Daemon:
@@ -95,6 +89,8 @@ class Daemon:
         m = self.metrics
         m.build_info.info({"version": __version__, "backend": self.config.backend})
         m.backend_concurrency.set(self.backend.concurrency)
+        for name in self.pm.failures:
+            m.plugin_failures.labels(name).set(1)
         m.add_census(self.backend.census)
         m.add_dropped(self.backend.dropped_counts)
         m.watch_queue(self.scheduler)

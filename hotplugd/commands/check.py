@@ -19,15 +19,10 @@ EXIT_CLEAN = 0
 EXIT_CONFLICTS = 1
 
 
-async def find(backend: Backend) -> list[str]:
-    """The backend's conflicts, one human message each."""
-    return await backend.conflicts()
-
-
 def check(backend: Backend, name: str, out: TextIO | None = None) -> int:
     """Print every conflict ``backend`` finds; the exit code says whether there was any."""
     stream = out or sys.stdout
-    conflicts = anyio.run(find, backend)
+    conflicts = anyio.run(backend.conflicts)
     if not conflicts:
         print(f"no conflicts: nothing else onlines memory on this host (backend {name})", file=stream)
         return EXIT_CLEAN

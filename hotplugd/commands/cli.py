@@ -113,6 +113,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     config = load(args.config) if args.config else Config()
     pm = make_manager(config.disabled_plugins)
+    registry = backend_registry(pm)  # first: a plugin failing to register its backends shows as failed
     # In a pipe rich would assume 80 columns and cut names short; scripts grep this output.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     table = Table(title="plugins")
@@ -124,7 +125,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     backends = Table(title="backends")
     for column in ("backend", "plugin", "summary"):
         backends.add_column(column)
-    for entry in backend_registry(pm).entries():
+    for entry in registry.entries():
         backends.add_row(entry.name, entry.plugin, entry.summary)
     console.print(backends)
     return 0
@@ -132,7 +133,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from hotplugd.commands.status import status
-    from hotplugd.daemon import build_backend
+    from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
@@ -142,7 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from hotplugd.commands.check import check
-    from hotplugd.daemon import build_backend
+    from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)

@@ -18,7 +18,6 @@ phase ends, longer than the few milliseconds their events take to come.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hotplugd.config import SchedulerConfig
@@ -53,10 +52,9 @@ def plan_workers(counts: dict[int, int], ratio: float, topology: Topology, budge
     return {node: min(n, node_workers(ratio, topology.cpus(node), budget)) for node, n in counts.items()}
 
 
-def total_workers(ratio: float, topology: Topology, concurrency: int, nodes: Iterable[int] | None = None) -> int:
-    """How many onlines the final phase could run at once across ``nodes`` (default: all)."""
-    nodes = topology.cpus_per_node if nodes is None else nodes
-    total = sum(node_workers(ratio, topology.cpus(n), concurrency) for n in nodes)
+def total_workers(ratio: float, topology: Topology, concurrency: int) -> int:
+    """How many onlines the final phase could run at once across the domain's nodes."""
+    total = sum(node_workers(ratio, topology.cpus(n), concurrency) for n in topology.cpus_per_node)
     return min(total, max(1, concurrency))
 
 

@@ -26,7 +26,7 @@ from hotplugd.engine.phase import FinalPhase, PhaseResult
 from hotplugd.engine.queue import PendingQueue, Waiting
 from hotplugd.model import Action, Block, BlockEvent, NodeLedger, Outcome, RescanReason, State, Topology, Trigger
 
-log = structlog.get_logger("hotplugd.engine.scheduler")
+log = structlog.get_logger(__name__)
 
 #: How stale MemAvailable may be when a phase decision depends on it.
 TOPOLOGY_MAX_AGE = 0.25

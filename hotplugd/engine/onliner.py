@@ -29,7 +29,6 @@ from hotplugd.model import (
     OnlineResult,
     Outcome,
     ZoneRequest,
-    narrow,
     zone_matches,
 )
 
@@ -59,10 +58,11 @@ class Onliner:
         return f"<Onliner {type(self.ctx.backend).__name__} stopping={self.stopping}>"
 
     def choose_zone(self, block: Block) -> ZoneRequest:
-        """The policy's request, then the plugins' choice (the core's own, last, narrows it to valid zones)."""
+        """The policy's request, then the plugins' choice: the core's own implementation, last,
+        narrows the request to the block's valid zones (:mod:`hotplugd.plugin.builtin`)."""
         requested = policy_request(block, self.ledger, self.ctx.config.zones)
         chosen = self.ctx.hooks.choose_zone(block, requested, self.ledger, self.ctx.config)
-        return chosen if chosen is not None else narrow(requested, block.valid_zones)
+        return requested if chosen is None else chosen
 
     async def pipeline(self, queue: deque[Waiting], runs: int, shared: anyio.CapacityLimiter | None,
                        done: Callable[[BlockReport], None]) -> None:

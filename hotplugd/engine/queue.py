@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hotplugd.model import MEMMAP_DIVISOR, Block
@@ -69,10 +68,6 @@ class PendingQueue:
             del self._nodes[waiting.block.node]
         self.bytes -= waiting.block.size
         return waiting.block
-
-    def nodes(self) -> Iterable[int]:
-        """Nodes with queued blocks."""
-        return self._nodes.keys()
 
     def take(self, busy_nodes: set[int] | frozenset[int] = frozenset()) -> list[Waiting]:
         """Remove and return every queued block, in arrival order, except those of ``busy_nodes``."""

@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 
 from hotplugd.model import Action, Block, PhaseInfo, RescanReason, Trigger
 
-log = structlog.get_logger("hotplugd.observe.metrics")
+log = structlog.get_logger(__name__)
 
 # Onlining one 128 MiB block takes ~5 ms on a real kernel; a TiB serially takes ~40 s.
 CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -149,6 +149,9 @@ class Metrics:
         # -- the daemon
         self.reloads = Counter("hotplugd_config_reloads_total", "Configuration reloads (SIGHUP), by result",
                                ["result"], registry=r)
+        self.plugin_failures = Gauge("hotplugd_plugin_failures",
+                                     "Plugins left out because they failed to load or register (1 each), by plugin",
+                                     ["plugin"], registry=r)
         self.conflicts = Gauge("hotplugd_conflicting_onliners",
                                "Other onliners found on the host at start (kernel auto-online, udev rules)", registry=r)
         ProcessCollector(namespace="hotplugd", registry=r)
@@ -232,9 +235,6 @@ class Metrics:
         """Export the event source's dropped-message counts (malformed, not_kernel, ...)."""
         self.registry.register(_DroppedCollector(dropped))
 
-    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """A sample's value (0 when absent): for tests and the status command."""
-        return self.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 class _CensusCollector(Collector):

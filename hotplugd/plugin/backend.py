@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hotplugd.errors import BackendError, ConfigError, HotplugdError
+from hotplugd.errors import BackendError, ConfigError, HotplugdError, PluginError
 from hotplugd.model import (
     HOST_DOMAIN,
     Block,
@@ -204,6 +204,10 @@ class BackendRegistry:
             raise
         except ValueError as exc:  # a factory's own validation of its options
             raise ConfigError(f"backend {name!r} refused its options [plugins.{name}]: {exc}") from None
+        except ImportError as exc:  # the backend's own dependencies, imported when it is built
+            raise PluginError(f"backend {name!r} (plugin {entry.plugin!r}) cannot be imported: "
+                              f"{type(exc).__name__}: {exc}",
+                              hint=f"fix the plugin's dependencies, or choose another backend than {name!r}") from None
         except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name without a traceback
             raise BackendError(f"backend {name!r} (plugin {entry.plugin!r}) failed to start: "
                                f"{type(exc).__name__}: {exc}") from None

@@ -2,6 +2,13 @@
 
 Built-in plugins (``plugins/`` in the source tree) load through the ``hotplugd``
 entry-point group exactly like third-party ones; nothing here names them.
+
+One broken plugin never stops the others: an entry-point plugin that fails to
+import, to register, or to register its backends is logged, kept in
+:attr:`PluginManager.failures` (``hotplugd plugins`` shows it, a metric counts it)
+and left out. It is fatal only when the config chooses a backend it would
+have provided (:func:`build_backend`). A plugin registered directly (``extra``:
+tests, embedding) still raises: its caller wrote it.
 """
 
 from __future__ import annotations
@@ -16,16 +23,17 @@ from typing import Any
 import pluggy
 import structlog
 
+from hotplugd.config import Config
 from hotplugd.errors import HotplugdError, PluginError
 from hotplugd.plugin import builtin
 from hotplugd.plugin import spec as hookspecs
-from hotplugd.plugin.backend import BackendRegistry
+from hotplugd.plugin.backend import Backend, BackendRegistry
 
 ENTRY_POINT_GROUP = "hotplugd"
 DISABLE_ENV = "HOTPLUGD_DISABLED_PLUGINS"
 _BLOCK_HINT = "fix or uninstall it, or block it with " + DISABLE_ENV + "={name}"
 
-log = structlog.get_logger("hotplugd.plugin.manager")
+log = structlog.get_logger(__name__)
 
 
 def blocked_names(disabled: Iterable[str] = (), environ: dict[str, str] | None = None) -> set[str]:
@@ -35,11 +43,26 @@ def blocked_names(disabled: Iterable[str] = (), environ: dict[str, str] | None =
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, remembering which distribution each entry-point plugin came from."""
+    """pluggy's manager, remembering where each entry-point plugin came from and which failed."""
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.versions: dict[str, str] = {}
+        #: Entry-point plugins left out, by name: the error, with its hint.
+        self.failures: dict[str, PluginError] = {}
+        self._entry_points: set[str] = set()
+
+    def fail(self, name: str, error: PluginError) -> None:
+        """Leave plugin ``name`` out (unregistered, blocked) and remember why."""
+        self.failures.setdefault(name, error)
+        if self.get_plugin(name) is not None:
+            self.unregister(name=name)
+        self.set_blocked(name)
+        log.error("plugin_failed", plugin=name, error=error.args[0], hint=error.hint)
+
+    def isolates(self, name: str) -> bool:
+        """Whether a failure of plugin ``name`` leaves it out (an entry point) rather than raises."""
+        return name in self._entry_points
 
 
 def make_manager(
@@ -56,7 +79,9 @@ def make_manager(
     arguments, once per manager).
     Blocked plugins (``disabled`` and ``HOTPLUGD_DISABLED_PLUGINS``) are never
     imported. A plugin that fails to import, or implements a hook that does
-    not exist (or as ``async def``, or as a wrapper), raises PluginError naming it.
+    not exist (or as ``async def``, or as a wrapper), is a PluginError naming it:
+    an entry point's is kept in ``pm.failures`` and the plugin left out; an
+    ``extra`` plugin's is raised.
     """
     pm = PluginManager()
     pm.add_hookspecs(hookspecs)
@@ -86,7 +111,10 @@ def _register(pm: PluginManager, plugin: object, name: str) -> None:
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:  # an implementation's arguments are not in its spec
-        raise PluginError(f"plugin {name!r} is invalid: {exc}", hint=_BLOCK_HINT.format(name=name)) from None
+        error = PluginError(f"plugin {name!r} is invalid: {exc}", hint=_BLOCK_HINT.format(name=name))
+        if not pm.isolates(name):
+            raise error from None
+        pm.fail(name, error)
 
 
 def hook_names() -> list[str]:
@@ -103,6 +131,7 @@ def check_hooks(pm: PluginManager) -> None:
     implementation on its own, so the wrapper would never resume).
     """
     specs = hook_names()
+    failed: list[tuple[str, PluginError]] = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
@@ -112,8 +141,13 @@ def check_hooks(pm: PluginManager) -> None:
                     continue
                 problem, hint = _impl_problem(caller, impl, specs)
                 if problem:
-                    raise PluginError(f"plugin {_describe(pm, name)} {problem}",
-                                      hint=hint or _BLOCK_HINT.format(name=name))
+                    error = PluginError(f"plugin {_describe(pm, name)} {problem}",
+                                        hint=hint or _BLOCK_HINT.format(name=name))
+                    if not pm.isolates(name):
+                        raise error
+                    failed.append((name, error))
+    for name, error in failed:
+        pm.fail(name, error)
 
 
 def _impl_problem(caller: pluggy.HookCaller, impl: pluggy.HookImpl, specs: list[str]) -> tuple[str, str]:
@@ -134,16 +168,18 @@ def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in blocked or pm.get_plugin(ep.name) is not None:
             continue
+        pm._entry_points.add(ep.name)
         try:
             plugin = ep.load()
             if inspect.isclass(plugin):  # a class: one fresh instance per manager, so state lives per daemon
                 plugin = plugin()
         except Exception as exc:  # noqa: BLE001 - any import failure is reported by name
-            raise PluginError(
+            pm.fail(ep.name, PluginError(
                 f"plugin {ep.name!r} (entry point {ep.value!r}, group {ENTRY_POINT_GROUP!r}) failed to load: "
                 f"{type(exc).__name__}: {exc}",
                 hint=_BLOCK_HINT.format(name=ep.name),
-            ) from None
+            ))
+            continue
         dist = getattr(ep, "dist", None)
         if dist is not None:
             pm.versions[ep.name] = f"{dist.name} {dist.version}"
@@ -151,12 +187,14 @@ def _load_entry_points(pm: PluginManager, blocked: set[str]) -> None:
 
 
 def _each(caller: pluggy.HookCaller, kwargs: dict[str, Any], *, isolate: bool,
-          before: Callable[[Any], None] | None = None) -> Iterator[tuple[Any, Any]]:
+          before: Callable[[Any], None] | None = None,
+          failed: Callable[[str, PluginError], None] | None = None) -> Iterator[tuple[Any, Any]]:
     """(implementation, result) for each implementation, in pluggy's call order.
 
     An implementation that raises is logged with its plugin and skipped when
-    ``isolate``; otherwise it becomes a PluginError naming the plugin (start-up hooks).
-    ``before(impl)`` runs ahead of each call.
+    ``isolate``; otherwise it becomes a PluginError naming the plugin (start-up hooks),
+    handed to ``failed(plugin, error)`` when given, else raised. ``before(impl)``
+    runs ahead of each call.
     """
     for impl in reversed(caller.get_hookimpls()):
         if before is not None:
@@ -169,18 +207,46 @@ def _each(caller: pluggy.HookCaller, kwargs: dict[str, Any], *, isolate: bool,
             if isolate:
                 log.exception("hook_failed", hook=caller.name, plugin=impl.plugin_name)
                 continue
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {caller.name}: {type(exc).__name__}: {exc}",
-                              hint=_BLOCK_HINT.format(name=impl.plugin_name)) from None
+            error = PluginError(f"plugin {impl.plugin_name!r} failed in {caller.name}: {type(exc).__name__}: {exc}",
+                                hint=_BLOCK_HINT.format(name=impl.plugin_name))
+            if failed is None:
+                raise error from None
+            failed(impl.plugin_name, error)
+            continue
         yield impl, result
 
 
-def backend_registry(pm: pluggy.PluginManager) -> BackendRegistry:
-    """Ask every plugin for its backends, remembering which plugin registered which."""
+def backend_registry(pm: PluginManager) -> BackendRegistry:
+    """Ask every plugin for its backends, remembering which plugin registered which.
+
+    An entry-point plugin that raises is left out (:meth:`PluginManager.fail`); its
+    backends are missing, which matters only to a config that chooses one of them.
+    """
     registry = BackendRegistry()
+    failures: list[tuple[str, PluginError]] = []
+
+    def failed(name: str, error: PluginError) -> None:
+        if not pm.isolates(name):
+            raise error
+        failures.append((name, error))
+
     for _ in _each(pm.hook.hotplugd_register_backends, {"registry": registry}, isolate=False,
-                   before=lambda impl: registry._registering_for(impl.plugin_name)):
+                   before=lambda impl: registry._registering_for(impl.plugin_name), failed=failed):
         pass
+    for name, error in failures:
+        pm.fail(name, error)
     return registry
+
+
+def build_backend(pm: PluginManager, config: Config) -> Backend:
+    """The backend the config chooses. Unknown, it names the plugins that failed: one of
+    them may be the one that provides it (exit 78, as for any config error)."""
+    registry = backend_registry(pm)
+    if config.backend not in registry.names() and pm.failures:
+        failures = "; ".join(error.args[0] for error in pm.failures.values())
+        raise PluginError(f"backend {config.backend!r} is not available: {failures}",
+                          hint=next(iter(pm.failures.values())).hint)
+    return registry.build(config.backend, config.plugins.get(config.backend, {}))
 
 
 def call_isolated(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
@@ -212,6 +278,8 @@ def describe_plugins(pm: PluginManager) -> list[dict[str, Any]]:
     rows = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda p: p[0]):
         if plugin is None:
+            if name in pm.failures:
+                rows.append({"name": name, "version": "FAILED", "module": pm.failures[name].args[0], "hooks": []})
             continue
         hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
         rows.append({

@@ -8,5 +8,6 @@ from hotplugd.testing.clock import ManualClock, wait_until
 from hotplugd.testing.fakehost import FakeBackend, FakeHost
 from hotplugd.testing.recorder import HookRecorder
 from hotplugd.testing.runner import running
+from hotplugd.testing.samples import sample
 
-__all__ = ["FakeBackend", "FakeHost", "HookRecorder", "ManualClock", "running", "wait_until"]
+__all__ = ["FakeBackend", "FakeHost", "HookRecorder", "ManualClock", "running", "sample", "wait_until"]

@@ -57,23 +57,41 @@ Registered through the ``hotplugd`` entry-point group like any third-party plugi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hotplugd import BackendRegistry, Config, ConfigProblem, hookimpl
 
 from .agent import AgentClient, AgentError, AgentTimeout, AgentUnavailable, CommandFailed
-from .backend import QgaBackend
 from .discover import find_guests
 from .settings import GuestDirSettings, GuestSettings, Settings, parse
+
+if TYPE_CHECKING:
+    from .backend import QgaBackend
 
 __all__ = ["AgentClient", "AgentError", "AgentTimeout", "AgentUnavailable", "CommandFailed", "GuestDirSettings",
            "GuestSettings", "QgaBackend", "Settings", "find_guests", "parse"]
 
 
+def __getattr__(name: str) -> Any:
+    """``QgaBackend`` on first use: its QMP client (``qemu.qmp``) is imported only by who builds one."""
+    if name == "QgaBackend":
+        from .backend import QgaBackend
+
+        return QgaBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _build(options: Mapping[str, Any]) -> QgaBackend:
+    """The backend, imported when the config chooses it: a host that does not use qga never
+    imports ``qemu.qmp``, so a broken install of it stops nothing there."""
+    from .backend import QgaBackend
+
+    return QgaBackend.from_options(options)
+
+
 @hookimpl
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
-    registry.add("qga", QgaBackend.from_options,
-                 summary="guests onlined from the hypervisor host through qemu-guest-agent")
+    registry.add("qga", _build, summary="guests onlined from the hypervisor host through qemu-guest-agent")
 
 
 @hookimpl

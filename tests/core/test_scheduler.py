@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from hotplugd.model import Action, BlockEvent, OnlineResult, Outcome, Rescan, State, ZoneRequest
-from hotplugd.testing import FakeBackend, FakeHost, ManualClock, running, wait_until
+from hotplugd.testing import FakeBackend, FakeHost, ManualClock, running, sample, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,7 +40,7 @@ async def test_coldplug_queues_offline_blocks_at_start(make_daemon, hotplugd_met
     await daemon.run(until_idle=True)
     assert host.online_indices() == {0, 1, 2}
     assert [i for i, _ in host.calls] == [1, 2]
-    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "start"}) == 1
+    assert sample(hotplugd_metrics, "hotplugd_rescans_total", {"reason": "start"}) == 1
 
 
 async def test_settle_starts_one_phase_for_a_burst(make_daemon, hook_recorder):
@@ -156,7 +156,7 @@ async def test_remove_during_deferral_drops_the_block(make_daemon, hook_recorder
         await wait_until(lambda: backend.host.online_indices() == {1, 3, 4})
     assert 2 not in [i for i, _ in backend.host.calls]
     assert all(outcome == "onlined" for outcome in hook_recorder.outcomes().values())
-    assert hotplugd_metrics.value("hotplugd_uevents_received_total", {"action": "remove"}) == 1
+    assert sample(hotplugd_metrics, "hotplugd_uevents_received_total", {"action": "remove"}) == 1
 
 
 async def test_each_outcome_is_reported_once(make_daemon, hook_recorder, hotplugd_metrics):
@@ -178,8 +178,8 @@ async def test_each_outcome_is_reported_once(make_daemon, hook_recorder, hotplug
     attempts = {r.block.index: r.attempts for r in hook_recorder.reports}
     assert attempts[1] == 3 and attempts[6] == 4
     assert daemon.scheduler.host.failed == {2: Outcome.PERMANENT, 5: Outcome.ERROR, 6: Outcome.TRANSIENT}
-    assert hotplugd_metrics.value("hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
-    assert hotplugd_metrics.value("hotplugd_online_retries_total") == 2 + 3
+    assert sample(hotplugd_metrics, "hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
+    assert sample(hotplugd_metrics, "hotplugd_online_retries_total") == 2 + 3
     assert daemon.scheduler.onlined == 3
 
 
@@ -241,7 +241,7 @@ async def test_rescan_after_overflow_finds_blocks_whose_events_were_lost(make_da
             backend.host.add(index)  # on the host, but their events were dropped
         backend.inject(Rescan("overflow"))
         await wait_until(lambda: backend.host.online_indices() == {10, 11, 12})
-    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "overflow"}) == 1
+    assert sample(hotplugd_metrics, "hotplugd_rescans_total", {"reason": "overflow"}) == 1
 
 
 async def test_full_queue_loses_no_block(make_daemon, hotplugd_metrics, hook_recorder):
@@ -253,14 +253,14 @@ async def test_full_queue_loses_no_block(make_daemon, hotplugd_metrics, hook_rec
         backend.add(*range(4))  # fills the queue: a phase starts at once
         await wait_until(lambda: backend.host.running > 0, what="the first phase")
         backend.add(*range(4, 10))  # 4 fit while the phase runs, 2 are refused
-        await wait_until(lambda: hotplugd_metrics.value("hotplugd_queue_full_total") >= 2, what="refused adds")
+        await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_queue_full_total") >= 2, what="refused adds")
         with anyio.fail_after(10):
             while backend.host.online_indices() != set(range(10)):
                 clock.advance(120)  # what the rescan finds waits for the timers like any add
                 daemon.scheduler.wake()
                 await anyio.sleep(0.001)
     assert "queue_full" in hook_recorder.triggers()
-    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "queue_full"}) >= 1
+    assert sample(hotplugd_metrics, "hotplugd_rescans_total", {"reason": "queue_full"}) >= 1
     assert sorted(r.block.index for r in hook_recorder.reports) == list(range(10))
 
 
@@ -285,7 +285,7 @@ async def test_kernel_auto_online_is_only_verified(make_daemon, hotplugd_metrics
     backend.end()
     await daemon.run(until_idle=True)
     assert host.calls == []
-    assert hotplugd_metrics.value("hotplugd_blocks_verified_total") == 2
+    assert sample(hotplugd_metrics, "hotplugd_blocks_verified_total") == 2
 
 
 async def test_block_onlined_by_someone_else_leaves_the_queue(make_daemon):
@@ -398,3 +398,24 @@ async def test_serial_ratio_never_overlaps_phases(make_daemon):
         backend.add(10, 11, node=1)
         await wait_until(lambda: host.online_indices() == {1, 2, 10, 11})
     assert host.max_running == 1
+
+
+async def test_concurrent_single_block_onlines_hold_the_auto_movable_ratio(make_daemon):
+    """Each worker's zone is reserved in the node ledger until its report, as a run's are.
+
+    Two workers online one block each at the same time; only one more movable block fits
+    the node's ratio. Before the single-block path reserved its zone (only the run path
+    did), both workers chose movable against the same ledger.
+    """
+    host = FakeHost({0: 2})
+    for index in range(100, 104):  # 512 MiB of kernel memory on node 0
+        host.add(index, state=State.ONLINE, zones=("Normal",))
+    host.cost = 0.05  # both calls are in flight at once
+    backend = FakeBackend(host, concurrency=2)
+    daemon = make_daemon(backend, {"zones": {"policy": "auto-movable", "auto_movable_ratio": 25},
+                                   "scheduler": {"parallel_hotplug_ratio": 1.0, "defer": "always", "settle": 0.01}})
+    backend.add(1, 2, node=0)
+    backend.end()
+    await daemon.run(until_idle=True)
+    assert host.max_running == 2
+    assert sorted(zone for _, zone in host.calls) == [ZoneRequest.KERNEL, ZoneRequest.MOVABLE]

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hotplugd.model import Block, OnlineResult, Outcome, State
 from hotplugd.observe.metrics import Metrics
-from hotplugd.testing import FakeBackend, FakeHost, ManualClock, running, wait_until
+from hotplugd.testing import FakeBackend, FakeHost, ManualClock, running, sample, wait_until
 
 
 class DroppingBackend(FakeBackend):
@@ -35,24 +35,24 @@ async def test_queue_age_and_failed_blocks_are_read_at_scrape_time(make_daemon, 
     daemon = make_daemon(backend, clock=clock, settle=60, max_defer=60)
     async with running(daemon):
         backend.add(1, 2, 3)
-        await wait_until(lambda: hotplugd_metrics.value("hotplugd_pending_blocks") == 3)
+        await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_pending_blocks") == 3)
         clock.advance(25)
-        assert hotplugd_metrics.value("hotplugd_pending_oldest_age_seconds") == 25
-        assert hotplugd_metrics.value("hotplugd_pending_bytes") == 3 * backend.host.block_size
+        assert sample(hotplugd_metrics, "hotplugd_pending_oldest_age_seconds") == 25
+        assert sample(hotplugd_metrics, "hotplugd_pending_bytes") == 3 * backend.host.block_size
         clock.advance(60)  # past max_defer: the phase runs
         daemon.scheduler.wake()
-        await wait_until(lambda: hotplugd_metrics.value("hotplugd_pending_blocks") == 0 and not daemon.scheduler.host.in_phase)
+        await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_pending_blocks") == 0 and not daemon.scheduler.host.in_phase)
         backend.end()
     m = hotplugd_metrics
-    assert m.value("hotplugd_pending_oldest_age_seconds") == 0
-    assert m.value("hotplugd_failed_blocks") == 1
-    assert m.value("hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
-    assert m.value("hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 2
-    assert m.value("hotplugd_phases_total", {"trigger": "max_defer"}) == 1
-    assert m.value("hotplugd_last_phase_blocks") == 3
-    assert m.value("hotplugd_last_phase_bytes") == 3 * backend.host.block_size
-    assert m.value("hotplugd_uevents_dropped_total", {"reason": "not_kernel"}) == 3
-    assert m.value("hotplugd_uevents_dropped_total", {"reason": "oversized"}) == 1
+    assert sample(m, "hotplugd_pending_oldest_age_seconds") == 0
+    assert sample(m, "hotplugd_failed_blocks") == 1
+    assert sample(m, "hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
+    assert sample(m, "hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 2
+    assert sample(m, "hotplugd_phases_total", {"trigger": "max_defer"}) == 1
+    assert sample(m, "hotplugd_last_phase_blocks") == 3
+    assert sample(m, "hotplugd_last_phase_bytes") == 3 * backend.host.block_size
+    assert sample(m, "hotplugd_uevents_dropped_total", {"reason": "not_kernel"}) == 3
+    assert sample(m, "hotplugd_uevents_dropped_total", {"reason": "oversized"}) == 1
     assert m.registry.get_sample_value("hotplugd_uevents_dropped_total", {"reason": "malformed"}) == 0
 
 
@@ -63,12 +63,12 @@ async def test_workers_of_nodes_left_out_of_a_phase_drop_to_zero(make_daemon, ho
     async with running(daemon):
         backend.add(1, 2, 3, 4, node=0)
         await wait_until(lambda: backend.host.online_indices() == {1, 2, 3, 4})
-        assert hotplugd_metrics.value("hotplugd_phase_workers", {"domain": "host", "node": "0"}) == 2
+        assert sample(hotplugd_metrics, "hotplugd_phase_workers", {"domain": "host", "node": "0"}) == 2
         backend.add(5, node=1)
         await wait_until(lambda: 5 in backend.host.online_indices())
         backend.end()
-    assert hotplugd_metrics.value("hotplugd_phase_workers", {"domain": "host", "node": "1"}) == 1
-    assert hotplugd_metrics.value("hotplugd_phase_workers", {"domain": "host", "node": "0"}) == 0
+    assert sample(hotplugd_metrics, "hotplugd_phase_workers", {"domain": "host", "node": "1"}) == 1
+    assert sample(hotplugd_metrics, "hotplugd_phase_workers", {"domain": "host", "node": "0"}) == 0
 
 
 @pytest.mark.asyncio
@@ -77,14 +77,14 @@ async def test_sigusr1_requests_a_rescan(make_daemon, hotplugd_metrics):
     daemon = make_daemon(backend)
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
-        assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "request"}) == 0
+        assert sample(hotplugd_metrics, "hotplugd_rescans_total", {"reason": "request"}) == 0
         backend.host.add(7)  # added without an event: only a rescan finds it
         await wait_until(lambda: signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None),
                          what="the signal task to handle SIGUSR1")
         os.kill(os.getpid(), signal.SIGUSR1)
         await wait_until(lambda: 7 in backend.host.online_indices(), what="the rescan to online block 7")
         daemon.scheduler.stop()
-    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "request"}) == 1
+    assert sample(hotplugd_metrics, "hotplugd_rescans_total", {"reason": "request"}) == 1
 
 
 def test_a_failing_census_does_not_fail_the_scrape():
@@ -95,10 +95,10 @@ def test_a_failing_census_does_not_fail_the_scrape():
 
     metrics.add_census(broken)
     metrics.pending_blocks.set(4)
-    assert metrics.value("hotplugd_memory_census_success") == 0
+    assert sample(metrics, "hotplugd_memory_census_success") == 0
     assert metrics.registry.get_sample_value("hotplugd_memory_blocks", {"domain": "host", "node": "0", "zone": "none",
                                                                         "state": "offline"}) is None
-    assert metrics.value("hotplugd_pending_blocks") == 4
+    assert sample(metrics, "hotplugd_pending_blocks") == 4
 
 
 def test_census_counts_blocks_and_bytes_by_node_zone_and_state():

@@ -6,6 +6,7 @@ import prometheus_client
 
 from hotplugd.config import Config
 from hotplugd.observe.metrics import Metrics
+from hotplugd.testing import sample
 
 
 def test_every_metrics_object_has_its_own_registry_and_import_registers_nothing():
@@ -13,8 +14,8 @@ def test_every_metrics_object_has_its_own_registry_and_import_registers_nothing(
     one, two = Metrics(), Metrics()
     one.onlined.labels("host", "0", "Normal").inc(3)
     assert one.registry is not two.registry
-    assert one.value("hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 3
-    assert two.value("hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 0
+    assert sample(one, "hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 3
+    assert sample(two, "hotplugd_blocks_onlined_total", {"domain": "host", "node": "0", "zone": "Normal"}) == 0
     assert not any(name.startswith("hotplugd") for name in default)
     assert {m.name for m in prometheus_client.REGISTRY.collect()} == default
 

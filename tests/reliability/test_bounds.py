@@ -11,13 +11,12 @@ import errno
 
 import anyio
 import pytest
-
-from hotplugd import Outcome, Rescan
-from hotplugd.model import OnlineResult
-from hotplugd.testing import FakeBackend, FakeHost, HookRecorder, running, wait_until
 from hotplugd_sysfs.netlink import MAX_BATCH, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
 from hotplugd_sysfs.uevent import encode
 
+from hotplugd import Outcome, Rescan
+from hotplugd.model import OnlineResult
+from hotplugd.testing import FakeBackend, FakeHost, HookRecorder, running, sample, wait_until
 from hotplugd.testing.netns import Forger, in_new_netns
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio]
@@ -67,9 +66,9 @@ async def test_rescan_requests_coalesce_into_one(make_daemon, hotplugd_metrics) 
     async with running(daemon):
         for _ in range(100):
             daemon.scheduler.request_rescan("overflow")  # no await in between: the loop sees one request
-        await wait_until(lambda: hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "overflow"}) >= 1)
+        await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_rescans_total", {"reason": "overflow"}) >= 1)
         backend.end()
-    assert hotplugd_metrics.value("hotplugd_rescans_total", {"reason": "overflow"}) == 1
+    assert sample(hotplugd_metrics, "hotplugd_rescans_total", {"reason": "overflow"}) == 1
 
 
 async def test_a_failed_block_that_vanished_is_forgotten_at_the_next_rescan(make_daemon, hook_recorder) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from hotplugd import Outcome, State
 from hotplugd.model import EHWPOISON
-from hotplugd.testing import HookRecorder, wait_until
+from hotplugd.testing import HookRecorder, sample, wait_until
 
 from .simulated import FREE, run_to_the_end, simulated_daemon
 
@@ -46,8 +46,8 @@ async def test_recoverable_blocks_end_online_permanent_ones_are_reported_once(se
     # every fault kind happened, and the transient ones were retried
     outcomes = {(r.result.outcome, r.result.errno) for r in recorder.reports}
     assert {(Outcome.PERMANENT, errno.EINVAL), (Outcome.PERMANENT, EHWPOISON), (Outcome.GONE, errno.ENOENT)} <= outcomes
-    assert daemon.metrics.value("hotplugd_online_retries_total") > 0
-    assert daemon.metrics.value("hotplugd_rescans_total", {"reason": "queue_full"}) > 0
+    assert sample(daemon.metrics, "hotplugd_online_retries_total") > 0
+    assert sample(daemon.metrics, "hotplugd_rescans_total", {"reason": "queue_full"}) > 0
 
     # recoverable: online; permanent: offline, left alone
     assert all((b.state is State.ONLINE) == (b.index not in poisoned) for b in added)
@@ -60,7 +60,7 @@ async def test_recoverable_blocks_end_online_permanent_ones_are_reported_once(se
     for code in (errno.EINVAL, EHWPOISON):
         count = sum(1 for c in poisoned.values() if c == code)
         labels = {"outcome": "permanent", "errno": str(code)}
-        assert daemon.metrics.value("hotplugd_online_outcomes_total", labels) == count
+        assert sample(daemon.metrics, "hotplugd_online_outcomes_total", labels) == count
     assert daemon.scheduler.host.failed == dict.fromkeys(poisoned, Outcome.PERMANENT)
 
     # "block gone" is no failure: those blocks are simply no longer there
