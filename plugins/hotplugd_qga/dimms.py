@@ -25,7 +25,9 @@ as for any memory event, with fast polling): an ``_OST`` that failed or is not
 an insertion, a DIMM without an ``id``, a guest not listed yet (no block size or
 snapshot), whose agent is down, or whose kernel onlines by itself, a device
 ``query-memory-devices`` does not show, or a QMP error or timeout. The query
-runs in a task of its own: the event reader never waits for it.
+runs in a task of its own: the event reader never waits for it. The guest can
+raise ``_OST`` events at will (its kernel runs the method), so one query per
+device is in flight at a time: a repeat while it runs is dropped.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def dimm_blocks(devices: Any, device: str, block_size: int) -> range | None:
         return None
     for item in devices:
         data = item.get("data") if isinstance(item, dict) else None
-        if item.get("type") != "dimm" or not isinstance(data, dict) or data.get("id") != device:
+        if not isinstance(data, dict) or item.get("type") != "dimm" or data.get("id") != device:
             continue
         addr, size = data.get("addr"), data.get("size")
         if not (isinstance(addr, int) and isinstance(size, int) and addr >= 0 and size > 0):
@@ -97,6 +99,7 @@ class DimmWatcher:
         self._monitor = monitor
         self._send = send
         self._tasks = tasks
+        self._learning: set[str] = set()  # devices whose query is in flight
 
     def __repr__(self) -> str:
         return f"<DimmWatcher {self.guest.name} {self._monitor.path}>"
@@ -106,13 +109,17 @@ class DimmWatcher:
         device = inserted_dimm(name, data)
         if device is None or not _usable(self.guest):
             self.guest.on_event(name, data)  # a DIMM event this cannot use wakes the poller there
-        else:
+        elif device not in self._learning:  # a repeat while it is learned adds nothing (a guest can flood _OST)
+            self._learning.add(device)
             self._tasks.start_soon(self.learn, device)
 
     async def learn(self, device: str) -> None:
         """Announce the DIMM's blocks now and list the guest once adding is over; or list it now."""
         guest = self.guest
-        blocks = await self._locate(device)
+        try:
+            blocks = await self._locate(device)
+        finally:
+            self._learning.discard(device)
         if blocks is None or not await self._announce(device, blocks):
             guest.memory_event()
             return
