@@ -6,11 +6,14 @@ link), the CPUs of each node from ``/sys/devices/system/node/nodeN/cpulist``
 and MemAvailable from ``/proc/meminfo``; listens to the kernel's uevents on a
 ``NETLINK_KOBJECT_UEVENT`` socket; and onlines a block by writing ``online``,
 ``online_kernel`` or ``online_movable`` to its ``state``, then re-reading it.
+It also reads and writes the kernel's own onlining knobs (:mod:`.knobs`:
+``auto_online_blocks`` and the ``memory_hotplug`` parameters), which the core's
+plan sets, and reads back the blocks the kernel onlined (``verify()``).
 
 The ``[plugins.sysfs]`` table:
 
 - ``root`` (default ``"/sys"``): the sysfs root; every sysfs path is built from it.
-- ``proc`` (default ``"/proc"``): the proc root (``meminfo``, ``cmdline``).
+- ``proc`` (default ``"/proc"``): the proc root (``meminfo``).
 - ``udev_rules_dirs`` (default ``/etc/udev/rules.d``, ``/run/udev/rules.d``,
   ``/usr/lib/udev/rules.d``, highest priority first): where conflicting rules are looked for.
 - ``concurrency`` (default 1): online calls that can truly run at once. Mainline

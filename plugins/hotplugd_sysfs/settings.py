@@ -18,7 +18,7 @@ WRITERS = ("process", "thread")
 @dataclass(frozen=True)
 class Settings:
     root: str = "/sys"  # the sysfs root; every sysfs path is built from it
-    proc: str = "/proc"  # the proc root (meminfo, cmdline)
+    proc: str = "/proc"  # the proc root (meminfo)
     udev_rules_dirs: tuple[str, ...] = UDEV_RULES_DIRS
     concurrency: int = 1  # mainline serialises onlining under device_hotplug_lock
     batch: int = 32  # blocks one online call writes back to back (one writer request, or one worker-thread call)

@@ -281,12 +281,6 @@ class Sysfs:
     def mem_available(self) -> int:
         return parse_meminfo(self.io.read(self.proc / "meminfo")) or 0
 
-    def cmdline(self) -> str:
-        try:
-            return self.attr(self.proc / "cmdline")
-        except FileNotFoundError:
-            return ""
-
     def module_param(self, name: str) -> str | None:
         """A ``memory_hotplug`` module parameter, or None when this kernel lacks it."""
         try:

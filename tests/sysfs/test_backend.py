@@ -291,6 +291,6 @@ async def test_conflicts_from_the_backend(fake_sysfs, backend):
     assert await backend.conflicts() == []
     fake_sysfs.set_auto_online("online")
     fake_sysfs.add_udev_rule("99-mem.rules", 'SUBSYSTEM=="memory", ATTR{state}="online"\n', where="run")
-    messages = await backend.conflicts()
-    assert len(messages) == 2 and "99-mem.rules:1" in messages[1]
+    [message] = await backend.conflicts()  # the kernel's auto-online is the plan's to judge
+    assert "99-mem.rules:1" in message
     assert (await backend.topology()).kernel_onlines

@@ -1,4 +1,4 @@
-"""Conflict detection: kernel auto-online, the command line, module parameters, udev rules."""
+"""Conflict detection: udev rules that online memory, memmap_on_memory; never the kernel's own auto-online."""
 
 from __future__ import annotations
 
@@ -75,38 +75,19 @@ def test_a_clean_host_has_no_conflicts(fake_sysfs, sysfs):
 
 
 @pytest.mark.parametrize("value", ["online", "online_kernel", "online_movable"])
-def test_auto_online_blocks(fake_sysfs, sysfs, value):
+def test_the_kernels_auto_online_is_no_conflict_here(fake_sysfs, sysfs, value):
+    """hotplugd sets these knobs itself: the core's plan judges them, not the backend."""
     fake_sysfs.set_auto_online(value)
-    [message] = kernel_conflicts(sysfs)
-    assert "auto_online_blocks" in message and repr(value) in message and "only verifies" in message
-
-
-@pytest.mark.parametrize(("cmdline", "found"), [
-    ("root=/dev/vda memhp_default_state=online quiet", True),
-    ("memhp_default_state=online_movable", True),
-    ("root=/dev/vda memhp_default_state=offline", False),
-    ("root=/dev/vda xmemhp_default_state=online", False),
-])
-def test_memhp_default_state_on_the_cmdline(fake_sysfs, sysfs, cmdline, found):
-    fake_sysfs.set_cmdline(cmdline)
-    messages = kernel_conflicts(sysfs)
-    assert any("memhp_default_state" in m for m in messages) is found
-
-
-def test_module_parameters(fake_sysfs, sysfs):
+    fake_sysfs.set_cmdline(f"root=/dev/vda memhp_default_state={value}")
     fake_sysfs.set_param("online_policy", "auto-movable")
-    fake_sysfs.set_param("auto_movable_ratio", "200")
-    fake_sysfs.set_param("memmap_on_memory", "Y")
-    messages = kernel_conflicts(sysfs)
-    assert len(messages) == 2
-    assert "online_policy=auto-movable (auto_movable_ratio=200)" in messages[0]
-    assert "memmap_on_memory=Y" in messages[1]
-
-
-def test_a_ratio_without_the_auto_movable_policy_is_reported_as_unused(fake_sysfs, sysfs):
     fake_sysfs.set_param("auto_movable_ratio", "150")
+    assert find_conflicts(sysfs, fake_sysfs.options()["udev_rules_dirs"]) == []
+
+
+def test_memmap_on_memory_is_reported(fake_sysfs, sysfs):
+    fake_sysfs.set_param("memmap_on_memory", "Y")
     [message] = kernel_conflicts(sysfs)
-    assert "auto_movable_ratio=150" in message and "unused" in message
+    assert "memmap_on_memory=Y" in message
 
 
 def test_a_kernel_without_the_parameters_is_fine(fake_sysfs, sysfs):
@@ -117,7 +98,8 @@ def test_a_kernel_without_the_parameters_is_fine(fake_sysfs, sysfs):
 
 def test_everything_together_kernel_first_then_rules(fake_sysfs, sysfs):
     fake_sysfs.set_auto_online("online")
+    fake_sysfs.set_param("memmap_on_memory", "Y")
     fake_sysfs.add_udev_rule("40-vm-hotadd.rules", UBUNTU, where="lib")
     messages = find_conflicts(sysfs, fake_sysfs.options()["udev_rules_dirs"])
     assert len(messages) == 2
-    assert "auto_online_blocks" in messages[0] and "40-vm-hotadd.rules:8" in messages[1]
+    assert "memmap_on_memory" in messages[0] and "40-vm-hotadd.rules:8" in messages[1]

@@ -125,12 +125,14 @@ def test_hotplugd_onlines_dimms_and_virtio_mem_on_both_nodes(guest: Guest) -> No
     assert "BUG:" not in dmesg and "Oops" not in dmesg
 
 
-def test_check_reports_the_kernel_onlining_itself(guest: Guest) -> None:
+def test_check_never_says_to_turn_the_kernels_onlining_off(guest: Guest) -> None:
+    """The kernel onlining by itself is the plan's to judge (hotplugd sets the knobs), not a conflict."""
     auto = "/sys/devices/system/memory/auto_online_blocks"
     guest.agent.write_file(auto, "online_movable")  # the guest's own sysfs
     try:
         result = guest.agent.run([str(guest.hotplugd_path()), "check", "--backend", "sysfs"], check=False, timeout=120)
     finally:
         guest.agent.write_file(auto, "offline")
-    assert result.returncode == 1
-    assert "auto_online_blocks" in result.stdout and "'online_movable'" in result.stdout
+    assert result.returncode in (0, 1), result.stderr
+    assert "write 'offline'" not in result.stdout and "memhp_default_state=offline" not in result.stdout
+    assert "onlines hot-added memory itself" not in result.stdout
