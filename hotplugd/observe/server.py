@@ -1,8 +1,9 @@
 """Serving the metrics: on a socket systemd hands over (``LISTEN_FDS``), else on our own.
 
-The HTTP server is prometheus_client's threaded WSGI server, in its own thread,
-so a scrape never waits for the event loop (and scrape-time collectors only
-read). The default address is loopback: the endpoint tells about the host's
+The HTTP server (``hotplugd/observe/httpserver.py``) runs in threads of its own, so a
+scrape never waits for the event loop (and scrape-time collectors only read), and its
+cost is bounded: ``metrics.max_connections`` connections, ``metrics.read_timeout`` for a
+request's head. The default address is loopback: the endpoint tells about the host's
 memory, which is nobody else's business unless the operator says so.
 """
 
@@ -10,30 +11,25 @@ from __future__ import annotations
 
 import os
 import socket
-import socketserver
-import threading
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler
 
 import structlog
-from prometheus_client import (
-    CollectorRegistry,
-    make_wsgi_app,
-    start_http_server,
-    write_to_textfile,
-)
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, write_to_textfile
 
 from hotplugd.config import MetricsConfig
 from hotplugd.errors import ConfigError, HotplugdError
+from hotplugd.observe.endpoint import responder
+from hotplugd.observe.httpserver import BoundedHTTPServer
 
 log = structlog.get_logger("hotplugd.observe.server")
 
 SD_LISTEN_FDS_START = 3
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+#: The listen backlog of a socket we bind, as ``Backlog=`` in systemd/hotplugd.socket: connections
+#: past ``metrics.max_connections`` wait there, costing the daemon nothing.
+BACKLOG = 64
 
 
 def listen_fds(environ: MutableMapping[str, str] | None = None, *, unset: bool = False) -> list[int]:
@@ -59,50 +55,15 @@ def listen_fds(environ: MutableMapping[str, str] | None = None, *, unset: bool =
 class MetricsServer:
     """A running endpoint: ``address`` is where it listens (the real port when 0 was asked)."""
 
-    server: ThreadingWSGIServer
-    thread: threading.Thread
+    http: BoundedHTTPServer
+    address: tuple[str, int]
 
     def __repr__(self) -> str:
         host, port = self.address
         return f"<MetricsServer http://{host}:{port}/metrics>"
 
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
-
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log on stderr: a scrape every few seconds is not news."""
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
-        pass
-
-
-class _HandedServer(ThreadingWSGIServer):
-    """The WSGI server on a socket it did not bind; a unix stream socket works too.
-
-    It never calls ``socket()`` itself (TCPServer's constructor would, even unbound): under
-    ``RestrictAddressFamilies=AF_UNIX AF_NETLINK`` an AF_INET ``socket()`` fails, while the
-    AF_INET socket systemd hands over works.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        host, port = _socket_name(sock)
-        socketserver.BaseServer.__init__(self, (host, port), _QuietHandler)
-        self.socket = sock
-        self.address_family = sock.family
-        self.server_name, self.server_port = host, port
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        conn, peer = self.socket.accept()
-        if self.socket.family == socket.AF_UNIX:
-            peer = ("unix", 0)  # wsgiref reads client_address[0]; a unix peer has no address
-        return conn, peer
+        self.http.close()
 
 
 def _socket_name(sock: socket.socket) -> tuple[str, int]:
@@ -113,19 +74,23 @@ def _socket_name(sock: socket.socket) -> tuple[str, int]:
     return ("@" + path[1:] if path.startswith("\0") else path), 0
 
 
-def serve_socket(sock: socket.socket, registry: CollectorRegistry) -> MetricsServer:
-    """Serve ``registry`` on an already bound and listening socket (systemd socket activation)."""
+def serve_socket(sock: socket.socket, registry: CollectorRegistry, cfg: MetricsConfig | None = None) -> MetricsServer:
+    """Serve ``registry`` on an already bound and listening socket (systemd socket activation).
+
+    The socket is used as it is: no ``socket()`` call of our own, so that under
+    ``RestrictAddressFamilies=AF_UNIX AF_NETLINK`` the AF_INET socket systemd hands over
+    still works; a unix stream socket works too.
+    """
     if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         raise ConfigError(
             f"the socket systemd handed over (fd {sock.fileno()}) is not a listening stream socket",
             hint="hotplugd.socket needs ListenStream= and Accept=no",
         )
-    server = _HandedServer(sock)
-    server.setup_environ()
-    server.set_app(make_wsgi_app(registry))
-    thread = threading.Thread(target=server.serve_forever, name="hotplugd-metrics", daemon=True)
-    thread.start()
-    return MetricsServer(server, thread)
+    cfg = cfg or MetricsConfig()
+    http = BoundedHTTPServer(sock, responder(registry), max_connections=cfg.max_connections,
+                             read_timeout=cfg.read_timeout)
+    http.start()
+    return MetricsServer(http, _socket_name(sock))
 
 
 def serve(registry: CollectorRegistry, cfg: MetricsConfig, environ: dict[str, str] | None = None) -> MetricsServer | None:
@@ -134,17 +99,24 @@ def serve(registry: CollectorRegistry, cfg: MetricsConfig, environ: dict[str, st
     for fd in fds[1:]:
         log.warning("socket_ignored", fd=fd, hint="hotplugd serves metrics on the first socket only")
     if fds:
-        return serve_socket(socket.socket(fileno=fds[0]), registry)
+        return serve_socket(socket.socket(fileno=fds[0]), registry, cfg)
     if not cfg.enabled:
         return None
+    return serve_socket(_bind(cfg.address, cfg.port), registry, cfg)
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    """A listening socket on ``address:port``, IPv4 or IPv6 as the address says."""
     try:
-        server, thread = start_http_server(cfg.port, cfg.address, registry=registry)
+        family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
+                                                       flags=socket.AI_PASSIVE)[0]
+        return socket.create_server(sockaddr, family=family, backlog=BACKLOG,
+                                    dualstack_ipv6=family == socket.AF_INET6 and socket.has_dualstack_ipv6())
     except OSError as exc:
         raise HotplugdError(
-            f"cannot serve metrics on {cfg.address}:{cfg.port}: {exc.strerror or exc}",
+            f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}",
             hint="change metrics.port or metrics.address, or set metrics.enabled = false",
         ) from None
-    return MetricsServer(server, thread)
 
 
 def write_textfile(registry: CollectorRegistry, path: str) -> None:
