@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotplugd_simulated.predict import Prediction, predict, spread
-from hotplugd_simulated.settings import Settings
 from rich.console import Console
 from rich.table import Table
 
 from hotplugd import format_bytes
+from hotplugd_simulated.predict import Prediction, predict, spread
+from hotplugd_simulated.settings import Settings
 
 MiB, GiB = 1 << 20, 1 << 30
 PLOT = Path(__file__).with_suffix(".png")

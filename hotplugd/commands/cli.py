@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(sim)
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     sim.add_argument("--metrics", action="store_true", help="also serve metrics while it runs")
+    sim.add_argument("--kernel", help="mainline (default), per-block or anolis (the seed's kernel, auto-online)")
+    sim.add_argument("--from-host", nargs="?", const="/sys", metavar="SYSFS_ROOT",
+                     help="predict a hot-add on this host's shape, read only from SYSFS_ROOT (default /sys)")
+    sim.add_argument("--size", help="with --from-host: the hot-add's size (default: the host's memory)")
 
     plugins = sub.add_parser("plugins", help="list plugins, their versions, hooks and backends")
     plugins.add_argument("-c", "--config", type=Path, help="config (for disabled_plugins)")
@@ -99,9 +103,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from hotplugd.commands.simulate import simulate
 
+    if args.kernel:  # before the user's --set, which win
+        seeds = ["plugins.simulated.auto_online=true"] if args.kernel == "anolis" else []
+        args.overrides = [f"plugins.simulated.kernel={_toml_string(args.kernel)}", *seeds, *args.overrides]
     config = config_from_args(args, force_backend="simulated")
     logs.configure("warning" if not args.log_level else config.log_level, config.log_format)
     pm = make_manager(config.disabled_plugins)
+    if args.from_host is not None:
+        from hotplugd.commands.whatif import whatif
+
+        return whatif(pm, Path(args.from_host), args.size)
     return simulate(config, pm, progress=not args.no_progress, serve_metrics=args.metrics)
 
 

@@ -26,7 +26,6 @@ from hotplugd.plugin.manager import PluginManager
 from hotplugd.plugin.spec import hookimpl
 from hotplugd.units import format_bytes
 
-
 KERNEL_NAMES = {"anolis": "seed's (anolis)", "mainline": "mainline", "per-block": "per-block parallel"}
 
 

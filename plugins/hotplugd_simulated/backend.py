@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -10,7 +10,7 @@ import anyio
 from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
 
 from .host import Host
-from .predict import Prediction, predict
+from .predict import Prediction, predict, spread
 from .scenario import Scenario
 from .settings import Settings, parse
 from .statefile import StateFile, fingerprint
@@ -43,6 +43,14 @@ class SimulatedBackend(Backend):
         """This scenario computed on the seed's kernel and on mainline, serially and at ``ratio``."""
         steps = self.settings.scenario
         return [predict(self.settings, steps, kernel, r) for kernel in ("anolis", "mainline") for r in (0.0, ratio)]
+
+    def whatif(self, size: int, cpus: Sequence[int], ratios: Sequence[float]) -> list[Prediction]:
+        """A hot-add of ``size`` spread over this host's nodes (``cpus`` each), on every kernel and ratio;
+        the seed's kernel also with virtio-mem's 1 GiB threshold kept."""
+        steps = spread(size - size % (self.settings.block_size * len(cpus)), len(cpus))
+        variants = (("mainline", False), ("per-block", False), ("anolis", False), ("anolis", True))
+        return [predict(self.settings, steps, kernel, r, bound=bound, cpus=cpus)
+                for kernel, bound in variants for r in ratios]
 
     def describe(self) -> str:
         s = self.settings

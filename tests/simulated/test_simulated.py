@@ -143,3 +143,16 @@ def test_a_true_concurrency_claim_is_measured():
     effective, logs = _measured(sim)
     assert effective > 2.5
     assert not any(e["event"] == "parallelism_not_achieved" for e in logs)
+
+
+def test_simulate_kernel_flag_picks_the_seeds_kernel(capsys):
+    code = main(["simulate", "--no-progress", "--kernel", "anolis", "--set", "plugins.simulated.add_interval=0",
+                 "--set", 'plugins.simulated.scenario=[{kind="virtio-mem", size="1GiB"}]'])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "blocks onlined by the kernel" in out and "seed's (anolis)" in out
+
+
+def test_simulate_unknown_kernel_is_a_config_error(capsys):
+    assert main(["simulate", "--no-progress", "--kernel", "linux-2.4"]) == 78
+    assert "plugins.simulated.kernel" in capsys.readouterr().err

@@ -1,0 +1,57 @@
+"""``hotplugd simulate --from-host``: a fake host's shape read from its sysfs, each kernel's time predicted."""
+
+from __future__ import annotations
+
+import pytest
+
+from hotplugd.commands.cli import main
+from hotplugd.commands.whatif import count_cpus, read_shape
+from hotplugd.testing.fakesysfs import FakeSysfs
+
+
+def snapshot(fake: FakeSysfs) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(fake.sys.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture
+def fake(tmp_path) -> FakeSysfs:
+    fake = FakeSysfs(tmp_path, block_size=1 << 30, nodes={0: "0-15", 1: "16-31", 2: ""})  # node 2: CXL, no CPUs
+    fake.add_blocks(range(0, 48), node=0, state="online", zones=("Normal",))
+    return fake
+
+
+def test_the_shape_is_read_from_sysfs(fake):
+    shape = read_shape(fake.sys)
+    assert shape.cpus == (16, 16, 0) and shape.block_size == 1 << 30 and shape.memory == 48 << 30
+    assert count_cpus("0-3,8-11\n") == 8 and count_cpus("\n") == 0
+
+
+def test_whatif_predicts_each_kernel_and_never_writes(fake, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    before = snapshot(fake)
+    assert main(["simulate", "--from-host", str(fake.sys), "--size", "96GiB"]) == 0
+    out = capsys.readouterr().out
+    assert "3 nodes" in out and "96.0 GiB" in out
+    for label in ("mainline", "per-block parallel", "seed's (anolis)", "seed's, 1 GiB bound"):
+        assert label in out
+    assert "1 (100 %)" in out and "16" in out  # the seed's kernel at the host's CPU count
+    assert snapshot(fake) == before and fake.writes == []
+
+
+def test_the_seeds_kernel_at_full_ratio_beats_serial_on_this_host(fake):
+    from hotplugd.plugin.manager import backend_registry, make_manager
+
+    shape = read_shape(fake.sys)
+    backend = backend_registry(make_manager()).build("simulated", {
+        "nodes": 3, "cpus_per_node": 16, "block_size": shape.block_size, "boot_memory": "16GiB", "scenario": []})
+    by = {(p.kernel, p.ratio, p.bound): p for p in backend.whatif(96 << 30, shape.cpus, (0.0, 1.0))}
+    serial = by["mainline", 0.0, False].seconds
+    assert by["mainline", 1.0, False].seconds == serial
+    # node 2 has no CPU: its third of the hot-add gets one worker and bounds the phase
+    with_cpus = {(p.kernel, p.ratio, p.bound): p for p in backend.whatif(96 << 30, (16, 16, 16), (0.0, 1.0))}
+    assert with_cpus["anolis", 1.0, False].seconds < serial / 3 < by["anolis", 1.0, False].seconds < serial
+
+
+def test_a_tree_that_is_not_sysfs_is_a_clear_error(tmp_path, capsys):
+    assert main(["simulate", "--from-host", str(tmp_path)]) == 78
+    assert "--from-host" in capsys.readouterr().err
