@@ -53,6 +53,11 @@ __all__ = ["FakeSysfs", "FakeSysfsIO"]
 _ONLINE_TYPES = ("online", "online_kernel", "online_movable")
 
 
+def _oserror(code: int, path: object) -> OSError:
+    """The error a syscall on ``path`` fails with."""
+    return OSError(code, os.strerror(code), str(path))
+
+
 def _encode(action: str, devpath: str, env: dict[str, str]) -> bytes:
     items = {"ACTION": action, "DEVPATH": devpath, **env}
     return f"{action}@{devpath}".encode() + b"\0" + b"".join(f"{k}={v}".encode() + b"\0" for k, v in items.items())
@@ -89,7 +94,7 @@ class FakeSysfsIO:
         if not path.is_relative_to(self.fake.base):
             raise AssertionError(f"write outside the fake tree: {path}")  # never touch the real /sys
         if path in self.fake.read_only:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            raise _oserror(errno.EROFS, path)
         index = self.fake.index_of(path)
         if index is None:
             self.fake.store(path, value)
@@ -100,7 +105,7 @@ class FakeSysfsIO:
         queued = self.fake.errors.get(index)
         if queued:
             code = queued.popleft()
-            raise OSError(code, os.strerror(code), str(path))
+            raise _oserror(code, path)
         self.fake.kernel_state_store(index, value.strip())
 
 
@@ -314,15 +319,17 @@ class FakeSysfs:
             env["SYNTH_UUID"] = "0"
         return _encode(action, f"/devices/system/memory/memory{index}", env)
 
-    def hot_add(self, indices: Iterable[int], node: int = 0, *, left_offline: Iterable[int] = ()) -> list[bytes]:
+    def hot_add(self, indices: Iterable[int], node: int = 0, *, left_offline: Iterable[int] = (),
+                zones: Iterable[str] = ("Normal", "Movable")) -> list[bytes]:
         """Add offline blocks, as one ``add_memory()``: their ``add`` uevents, in order, then the kernel's own onlines.
 
         While ``auto_online_blocks`` is not ``offline`` the kernel onlines each block
         (or holds it half-online, on the seed's kernel) and its ``online`` uevent
         follows the adds. A block in ``left_offline``, or whose zone is not valid,
         stays offline: a failed auto-online, a block the kernel left to user space.
+        ``zones``: each block's ``valid_zones`` while offline.
         """
-        added = self.add_blocks(indices, node)
+        added = self.add_blocks(indices, node, zones=tuple(zones))
         events = [self.uevent("add", i) for i in added]
         mode = self.knob("auto_online_blocks") or "offline"
         if mode != "offline":
@@ -354,7 +361,7 @@ class FakeSysfs:
             try:
                 stored = knob_value(name, value)
             except ValueError:
-                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(path)) from None
+                raise _oserror(errno.EINVAL, path) from None
             self.knob_writes.append((name, value))
             path.write_text(stored + "\n")
         elif path.name == "online" and path.parent.parent == self.memory:
@@ -366,18 +373,18 @@ class FakeSysfs:
         """What ``state_store`` does with a write that got through (no injected error)."""
         directory = self.memory / f"memory{index}"
         if not directory.exists():
-            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), str(directory / "state"))
+            raise _oserror(errno.ENOENT, directory / "state")
         if value not in (*_ONLINE_TYPES, "offline"):
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(directory / "state"))
+            raise _oserror(errno.EINVAL, directory / "state")
         current = self.state(index)
         if value == "offline":
             if current == "offline":
-                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(directory / "state"))
+                raise _oserror(errno.EINVAL, directory / "state")
             self.set_state(index, "offline", ("Normal", "Movable"))
             self.kernel_events.append(self.uevent("offline", index))
             return
         if current == "online" or index in self.deferred:  # device_online(): online already
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(directory / "state"))
+            raise _oserror(errno.EINVAL, directory / "state")
         self.kernel_online(index, value)
 
     def kernel_online_store(self, index: int, value: str) -> None:
@@ -388,11 +395,11 @@ class FakeSysfs:
         """
         path = self.memory / f"memory{index}" / "online"
         if value not in ("0", "1"):
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(path))
+            raise _oserror(errno.EINVAL, path)
         if value == self.online_flag(index):
             return
         if index in self.deferred:
-            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+            raise _oserror(errno.EBUSY, path)
         if value == "1":
             self.kernel_online(index, "online")
         else:
@@ -408,7 +415,7 @@ class FakeSysfs:
         knobs = self._knobs() if online_type == "online" else {}
         zone = online_zone(online_type, knobs, block, self.online_blocks())
         if block.valid_zones and zone not in block.valid_zones:
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL), str(self.memory / f"memory{index}" / "state"))
+            raise _oserror(errno.EINVAL, self.memory / f"memory{index}" / "state")
         ratio = self.knob("parallel_hotplug_ratio")
         if ratio not in (None, "0") and populated(zone, block.node, self.online_blocks(), self.deferred):
             self.set_half_online(index, zone)
