@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hotplugd.config import MetricsConfig
 from hotplugd.errors import EXIT_CONFIG
 from hotplugd.observe.metrics import Metrics
 from hotplugd.observe.server import serve_socket
@@ -155,3 +156,37 @@ def test_serving_a_handed_socket_opens_no_socket_of_its_own(monkeypatch) -> None
         assert "hotplugd_failed_blocks 0.0" in scrape(*server.address)
     finally:
         server.close()
+
+
+def threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Threads:")[1].split()[0])
+
+
+def test_the_handed_socket_is_served_within_the_same_bounds(tmp_path, notify, procs) -> None:
+    """300 half-sent requests on the socket systemd hands over: no thread for any, a scrape still answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # hotplugd.socket's Backlog=
+    address = listener.getsockname()
+    config = write_config(tmp_path / "c.toml", scheduler=HOLD, metrics_port=free_port())
+    procs.append(daemon := DaemonProcess(["--config", str(config)], {"NOTIFY_SOCKET": notify.address},
+                                         listen=[listener]))
+    listener.close()
+    notify.wait_for(ready)
+    scrape(*address)
+    idle = threads(daemon.pid)
+    slow = []
+    try:
+        for _ in range(300):
+            slow.append(socket.create_connection(address, timeout=10))
+            slow[-1].sendall(b"GET /metrics HT")
+        assert slow[0].recv(1) == b"", "the oldest slow connection was not closed to make room"
+        assert threads(daemon.pid) <= idle + MetricsConfig().max_connections
+        assert "hotplugd_pending_blocks 8.0" in scrape(*address)
+    finally:
+        for sock in slow:
+            sock.close()
+    assert "hotplugd_pending_blocks 8.0" in scrape(*address)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
