@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
+import reprlib
 import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,34 +27,97 @@ DEFAULT_METRICS_PORT = 10964  # outside 9100-9999, which Prometheus's exporters 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ZONE_POLICIES = ("auto", "kernel", "movable", "auto-movable")
 
+# Bounds on what a user can ask for: past them no machine exists, so the value is a typo.
+#: A config file larger than this is not a config (the documented reference is 6 KiB).
+MAX_FILE_BYTES = 1 << 20
+#: Tables and arrays nested deeper than this are refused (the reference nests 3 deep);
+#: checked on the text before tomllib, which recurses once per level, parses it.
+MAX_DEPTH = 16
+#: The kernel's MAX_NUMNODES with its largest NODES_SHIFT (10): node numbers are below it.
+MAX_NUMNODES = 1 << 10
+#: Bytes of a 64-bit physical address space.
+MAX_BYTES = 1 << 64
+#: Memory blocks (128 MiB, the smallest x86-64 and arm64 block) a 64-bit address space holds.
+MAX_BLOCKS = MAX_BYTES // (128 << 20)
+#: A day: deferring or waiting longer than that leaves hot-added memory offline for good.
+MAX_SECONDS = 86_400
+#: TOML integers are signed 64-bit (tomllib accepts any size); plugin tables are held to that.
+TOML_INT = (-(1 << 63), (1 << 63) - 1)
+
+_show = reprlib.Repr()
+_show.maxstring = _show.maxother = 60
+
+
+# A token of TOML's that brackets can hide in (strings, comments), or a bracket.
+_TOKENS = re.compile("|".join((
+    r'"""(?:\\.|[^\\])*?"""',  # multi-line basic string
+    r"'''.*?'''",  # multi-line literal string
+    r'"(?:\\.|[^"\\\n])*"',  # basic string
+    r"'[^'\n]*'",  # literal string
+    r"#[^\n]*",  # comment
+    r"[\[\]{}]",
+)), re.S)
+_NODE = re.compile(r"0|[1-9][0-9]{0,9}")  # "01" would never match node 1: refused
+_DEEP = "no hotplugd setting nests this deep; is a bracket unclosed?"
+_DAY = "a day: waiting longer leaves hot-added memory offline for good"
+_BLOCKS = "2^64 / 128 MiB: the memory blocks a 64-bit physical address space holds"
+_RATIO = "movable memory 1000 times the kernel's could never be managed"
+
+
+class OutOfBounds(ValueError):
+    """A value of the right kind past its bound; ``hint`` says why the bound is there."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
 
 def _choice(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}; got {value!r}")
+            raise ValueError(f"expected one of {', '.join(choices)}; got {_show.repr(value)}")
         return str(value)
 
     return parse
 
 
-def _number(lo: float, hi: float | None = None, kind: type = float) -> Callable[[object], float]:
+def _number(lo: float, hi: float, kind: type = float, why: str = "") -> Callable[[object], float]:
     def parse(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {value!r}")
+            raise ValueError(f"expected a number, got {_show.repr(value)}")
         if kind is int and not isinstance(value, int):
-            raise ValueError(f"expected a whole number, got {value!r}")
-        if value < lo or (hi is not None and value > hi):
-            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-            raise ValueError(f"must be {bound}, got {value!r}")
-        return kind(value)
+            raise ValueError(f"expected a whole number, got {_show.repr(value)}")
+        return kind(_bounded(value, lo, hi, why))
 
     return parse
+
+
+def _bounded(value: Any, lo: float, hi: float, why: str) -> Any:
+    """``value`` if ``lo <= value <= hi`` (never NaN), else OutOfBounds with ``why`` as its hint."""
+    if not lo <= value <= hi:
+        raise OutOfBounds(f"must be between {lo} and {hi}, got {_show.repr(value)}", why)
+    return value
+
+
+def _unit(parse: Callable[[object], Any], hi: float, why: str) -> Callable[[object], Any]:
+    """A size or duration parser (hotplugd.units) held to ``hi``."""
+    def bounded(value: object) -> Any:
+        try:
+            return _bounded(parse(value), 0, hi, why)
+        except OverflowError:  # "1e999GiB": a float past its range, made an int
+            raise OutOfBounds(f"must be between 0 and {hi}, got {_show.repr(value)}", why) from None
+
+    return bounded
+
+
+def _duration() -> Callable[[object], float]:
+    return _unit(parse_duration, MAX_SECONDS, _DAY)
 
 
 def _typed(kind: type) -> Callable[[object], Any]:
     def parse(value: object) -> Any:
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise ValueError(f"expected a {kind.__name__}, got {value!r}")
+            raise ValueError(f"expected a {kind.__name__}, got {_show.repr(value)}")
         return value
 
     return parse
@@ -59,7 +125,7 @@ def _typed(kind: type) -> Callable[[object], Any]:
 
 def _string_list(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"expected a list of strings, got {value!r}")
+        raise ValueError(f"expected a list of strings, got {_show.repr(value)}")
     return list(value)
 
 
@@ -71,30 +137,36 @@ def _opt(default: Any, parse: Callable[[object], Any], help: str) -> Any:
 
 @dataclass
 class SchedulerConfig:
-    parallel_hotplug_ratio: float = _opt(1.0, _number(0, 64), "final-phase workers per CPU of the node; 0: no deferral")
+    parallel_hotplug_ratio: float = _opt(1.0, _number(0, 64, why="64 per CPU: far past any kernel's parallelism"),
+                                         "final-phase workers per CPU of the node; 0: no deferral")
     defer: str = _opt("auto", _choice("auto", "always"),
                       "auto: defer only where the backend can online in parallel; always: defer whenever ratio > 0")
-    settle: float = _opt(0.05, parse_duration, "start the phase when no add event came for this long")
-    max_defer: float = _opt(2.0, parse_duration, "start the phase when the oldest block waited this long")
-    max_offline_bytes: int = _opt(1 << 30, parse_size, "start the phase at once when this many bytes wait offline")
-    max_memmap_share: float = _opt(0.05, _number(0, 1), "start at once when pending memmap exceeds this share of MemAvailable")
-    max_pending_blocks: int = _opt(1 << 20, _number(1, kind=int), "queue bound; past it, events are dropped and a rescan follows")
-    retries: int = _opt(5, _number(0, 100, int), "attempts after the first for EBUSY/ENOMEM")
-    retry_backoff: float = _opt(0.01, parse_duration, "first retry delay; doubles each attempt")
-    retry_failed_after: float = _opt(60.0, parse_duration,
+    settle: float = _opt(0.05, _duration(), "start the phase when no add event came for this long")
+    max_defer: float = _opt(2.0, _duration(), "start the phase when the oldest block waited this long")
+    max_offline_bytes: int = _opt(1 << 30, _unit(parse_size, MAX_BYTES, "2^64 bytes: a 64-bit physical address space"),
+                                  "start the phase at once when this many bytes wait offline")
+    max_memmap_share: float = _opt(0.05, _number(0, 1, why="a share of MemAvailable"),
+                                   "start at once when pending memmap exceeds this share of MemAvailable")
+    max_pending_blocks: int = _opt(1 << 20, _number(1, MAX_BLOCKS, int, _BLOCKS),
+                                   "queue bound; past it, events are dropped and a rescan follows")
+    retries: int = _opt(5, _number(0, 100, int, "the backoff doubles each attempt: 100 is already forever"),
+                        "attempts after the first for EBUSY/ENOMEM")
+    retry_backoff: float = _opt(0.01, _duration(), "first retry delay; doubles each attempt")
+    retry_failed_after: float = _opt(60.0, _duration(),
                                      "queue a block again this long after its transient retries ran out; 0: never")
 
 
 @dataclass
 class NodeZoneConfig:
     policy: str = _opt("auto", _choice(*ZONE_POLICIES), "zone policy for this node")
-    auto_movable_ratio: int = _opt(301, _number(0, 100000, int), "movable:kernel percent for auto-movable")
+    auto_movable_ratio: int = _opt(301, _number(0, 100000, int, _RATIO), "movable:kernel percent for auto-movable")
 
 
 @dataclass
 class ZoneConfig:
     policy: str = _opt("auto", _choice(*ZONE_POLICIES), "auto | kernel | movable | auto-movable")
-    auto_movable_ratio: int = _opt(301, _number(0, 100000, int), "movable:kernel percent for auto-movable (kernel default 301)")
+    auto_movable_ratio: int = _opt(301, _number(0, 100000, int, _RATIO),
+                                   "movable:kernel percent for auto-movable (kernel default 301)")
     nodes: dict[str, NodeZoneConfig] = field(default_factory=dict, metadata={"help": "per-node overrides, [zones.nodes.N]"})
 
     def for_node(self, node: int) -> NodeZoneConfig:
@@ -105,9 +177,10 @@ class ZoneConfig:
 class MetricsConfig:
     enabled: bool = _opt(True, _typed(bool), "serve Prometheus metrics")
     address: str = _opt("127.0.0.1", _typed(str), "listen address (ignored when systemd hands a socket)")
-    port: int = _opt(DEFAULT_METRICS_PORT, _number(0, 65535, int), "listen port; 0 picks a free one")
+    port: int = _opt(DEFAULT_METRICS_PORT, _number(0, 65535, int, "TCP ports are 16-bit"),
+                     "listen port; 0 picks a free one")
     textfile: str = _opt("", _typed(str), "also write a node_exporter textfile here after each phase")
-    max_domains: int = _opt(64, _number(1, 100000, int),
+    max_domains: int = _opt(64, _number(1, 100000, int, "each domain is a set of series: more would swamp Prometheus"),
                             "domains (guests) with their own `domain` label; later ones share domain=\"other\"")
     max_connections: int = _opt(40, _number(1, 10000, int),
                                 "connections open at once (as node_exporter's --web.max-requests); more wait in the backlog")
@@ -159,20 +232,20 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[Confi
 
 def _value(f: dataclasses.Field, value: Any, dotted: str, problems: list[ConfigProblem]) -> Any:
     if f.name == "plugins":
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            problems.append(ConfigProblem(dotted, "expected [plugins.<name>] tables"))
-            return {}
-        return value
+        return _plugin_tables(value, dotted, problems)
     if f.name == "nodes":
         if not isinstance(value, dict):
             problems.append(ConfigProblem(dotted, "expected [zones.nodes.<N>] tables"))
             return {}
         nodes = {}
         for node, table in value.items():
-            if not str(node).isdigit() or not isinstance(table, dict):
+            if not _NODE.fullmatch(str(node)) or not isinstance(table, dict):
                 problems.append(ConfigProblem(f"{dotted}.{node}", "expected a node number with a table", "[zones.nodes.1]"))
-                continue
-            nodes[str(node)] = _build(NodeZoneConfig, table, f"{dotted}.{node}.", problems)
+            elif int(node) >= MAX_NUMNODES:
+                problems.append(ConfigProblem(f"{dotted}.{node}", f"node numbers are below {MAX_NUMNODES}",
+                                              "the kernel's MAX_NUMNODES is 1024 at most (NODES_SHIFT=10)"))
+            else:
+                nodes[node] = _build(NodeZoneConfig, table, f"{dotted}.{node}.", problems)
         return nodes
     if isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory):
         if not isinstance(value, dict):
@@ -182,8 +255,54 @@ def _value(f: dataclasses.Field, value: Any, dotted: str, problems: list[ConfigP
     try:
         return f.metadata["parse"](value)
     except ValueError as exc:
-        problems.append(ConfigProblem(dotted, str(exc), f"see config/hotplugd.toml for {dotted}"))
+        hint = getattr(exc, "hint", None) or f"see config/hotplugd.toml for {dotted}"
+        message = str(exc)  # hotplugd.units repeats the value whole: clip it
+        problems.append(ConfigProblem(dotted, message if len(message) <= 200 else message[:200] + "...", hint))
         return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _plugin_tables(value: Any, dotted: str, problems: list[ConfigProblem]) -> dict[str, Any]:
+    """``[plugins.<name>]`` tables, passed on to their plugins only when every number in them fits TOML's 64 bits
+    and is finite: no plugin should have to guard against 10^30 or NaN."""
+    if not isinstance(value, dict):
+        problems.append(ConfigProblem(dotted, "expected [plugins.<name>] tables", "[plugins.simulated]"))
+        return {}
+    tables = {}
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            problems.append(ConfigProblem(f"{dotted}.{name}", f"expected a table, got {_show.repr(table)}",
+                                          f"[{dotted}.{name}]"))
+            continue
+        bad = [(key, number) for key, number, _depth in _walk(table, f"{dotted}.{name}")
+               if isinstance(number, float) and not math.isfinite(number)
+               or isinstance(number, int) and not TOML_INT[0] <= number <= TOML_INT[1]]
+        problems.extend(ConfigProblem(key, f"{_show.repr(number)} is not a setting",
+                                      "numbers in a config are finite and fit in 64 bits") for key, number in bad)
+        if not bad:
+            tables[name] = table
+    return tables
+
+
+def _walk(value: Any, dotted: str = "", depth: int = 0) -> Iterator[tuple[str, Any, int]]:
+    """(dotted key, value, depth) of ``value`` and of what it holds (list items as ``key[i]``), without
+    recursion and without going below MAX_DEPTH + 1."""
+    stack = [(dotted, value, depth)]
+    while stack:
+        key, item, level = stack.pop()
+        yield key, item, level
+        if level > MAX_DEPTH:
+            continue
+        if isinstance(item, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v, level + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{key}[{i}]", v, level + 1) for i, v in enumerate(item))
+
+
+def _too_deep(data: Mapping[str, Any]) -> list[ConfigProblem]:
+    """A problem for each value nested past MAX_DEPTH tables and arrays (dotted keys and ``--set`` nest
+    without brackets, so the text scan alone cannot see them); later stages may then recurse freely."""
+    return [ConfigProblem(key, f"nested deeper than {MAX_DEPTH} tables or arrays", _DEEP)
+            for key, value, depth in _walk(data) if depth > MAX_DEPTH and isinstance(value, dict | list)]
 
 
 def raise_problems(problems: list[ConfigProblem], source: Path | None) -> None:
@@ -199,6 +318,7 @@ def raise_problems(problems: list[ConfigProblem], source: Path | None) -> None:
 
 def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
     """Build and validate a Config from parsed TOML (plugin tables are checked later by hooks)."""
+    raise_problems(_too_deep(data), source)  # before anything recurses into it
     problems: list[ConfigProblem] = []
     config = _build(Config, data, "", problems)
     config.source = source
@@ -206,11 +326,10 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
     return config
 
 
-def check_file_permissions(path: Path) -> None:
+def check_file_permissions(path: Path, st: os.stat_result) -> None:
     """When running as root, refuse a config file that other users can write."""
     if os.geteuid() != 0:
         return
-    st = path.stat()
     if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) or st.st_uid != 0:
         raise ConfigError(
             f"refusing {path}: it is writable by users other than root (mode {stat.filemode(st.st_mode)}, uid {st.st_uid})",
@@ -218,28 +337,81 @@ def check_file_permissions(path: Path) -> None:
         )
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_FILE_BYTES, in UTF-8 (TOML's only encoding)."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise ConfigError(f"config file {path} is {kind}", hint="pass --config with a TOML file")
+        check_file_permissions(path, st)
+        with path.open("rb") as fh:  # the file may grow after stat(): read at most one byte past the cap
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", hint="pass --config or create it") from None
     except PermissionError:
         raise ConfigError(f"cannot read config file {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_FILE_BYTES} bytes",
+                          hint="a hotplugd config is a few KiB; is this the right file?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path} is not UTF-8: byte {raw[exc.start]:#04x} at line {line} (offset {exc.start})",
+                          hint="TOML files are UTF-8; convert it, e.g. with iconv -t UTF-8") from None
+
+
+def nesting(text: str) -> int:
+    """How deep ``[`` and ``{`` nest outside strings and comments: a cheap scan run before tomllib,
+    which recurses once per level (5,000 levels: RecursionError)."""
+    depth = deepest = 0
+    for token in _TOKENS.findall(text):
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def refuse_deep(text: str, where: str) -> None:
+    if nesting(text) > MAX_DEPTH:
+        raise ConfigError(f"{where} nests tables or arrays deeper than {MAX_DEPTH}", hint=_DEEP)
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """tomllib's parse of ``text``, every failure a ConfigError naming ``where``."""
+    refuse_deep(text, where)
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ConfigError(f"{where} is not valid TOML: {exc}", hint="numbers in a config fit in 64 bits") from None
+    except RecursionError:  # the scan above missed a way to nest: still no traceback
+        raise ConfigError(f"{where} nests too deep to parse", hint=_DEEP) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    return parse_toml(read_text(path), str(path))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``scheduler.settle=0.1`` → (["scheduler", "settle"], 0.1); values are TOML, else strings."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE", hint="e.g. --set scheduler.settle=0.1")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or not all(path):
+        raise ConfigError(f"--set {_show.repr(text)}: expected KEY=VALUE, the key's parts joined by dots",
+                          hint="e.g. --set scheduler.settle=0.1")
+    refuse_deep(raw, f"--set {'.'.join(path)}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML: the text itself (a RecursionError despite the scan too)
         value = raw
-    return key.strip().split("."), value
+    return path, value
 
 
 def merge_override(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -247,7 +419,8 @@ def merge_override(data: dict[str, Any], path: list[str], value: Any) -> None:
     for part in path[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: {part} is not a table")
+            raise ConfigError(f"--set {'.'.join(path)}: {part} is not a table",
+                              hint=f"{part} holds a value; set a key of a table")
     node[path[-1]] = value
 
 
@@ -255,16 +428,10 @@ def load(path: Path | None, overrides: list[str] = ()) -> Config:
     """Read ``path`` (None: defaults only), apply ``KEY=VALUE`` overrides, validate."""
     data: dict[str, Any] = {}
     if path is not None:
-        check_file_permissions_if_exists(path)
         data = read_toml(path)
     for text in overrides:
         merge_override(data, *parse_override(text))
     return from_mapping(data, path)
-
-
-def check_file_permissions_if_exists(path: Path) -> None:
-    if path.exists():
-        check_file_permissions(path)
 
 
 def describe() -> list[tuple[str, Any, str]]:

@@ -133,3 +133,61 @@ def test_table_for_a_plugin_that_is_not_installed(tmp_path, capsys):
     path = write(tmp_path, "[plugins.nosuch]\nx = 1\n")
     assert main(["check-config", "--config", str(path)]) == EXIT_CONFIG
     assert "plugins.nosuch: no such plugin is loaded" in capsys.readouterr().err
+
+
+# -- bounds: sizes no machine has are refused with the reason, not run for hours ------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "needle", "reason"),
+    [
+        ("scheduler.max_pending_blocks=99999999999999999999999", "must be between 1 and 137438953472", "2^64 / 128 MiB"),
+        ("scheduler.max_pending_blocks=137438953473", "must be between 1 and 137438953472", "2^64 / 128 MiB"),
+        ('scheduler.max_offline_bytes="17000000TiB"', "must be between 0 and 18446744073709551616", "64-bit"),
+        (f'scheduler.max_offline_bytes="{"9" * 400}B"', "must be between 0 and", "64-bit"),
+        ("scheduler.settle=1e400", "got inf", "a day"),
+        ("scheduler.max_defer=nan", "got nan", "a day"),
+        ('scheduler.retry_failed_after="90000s"', "must be between 0 and 86400", "a day"),
+        ("scheduler.parallel_hotplug_ratio=nan", "got nan", "per CPU"),
+        ("scheduler.max_memmap_share=inf", "got inf", "MemAvailable"),
+        ('zones.nodes.1024.policy="kernel"', "zones.nodes.1024: node numbers are below 1024", "MAX_NUMNODES"),
+        ("plugins.simulated.nodes=nan", "plugins.simulated.nodes: nan is not a setting", "64 bits"),
+        ("plugins.simulated.seed=99999999999999999999", "plugins.simulated.seed: 99999999999999999999", "64 bits"),
+        ("plugins.qga.guest=[{name=\"a\", concurrency=1e999}]", "plugins.qga.guest[0].concurrency: inf", "64 bits"),
+    ],
+)
+def test_numbers_past_every_machine_are_refused_with_the_reason(override, needle, reason):
+    message = str(pytest.raises(ConfigError, cfgmod.load, None, [override]).value)
+    assert needle in message and reason in message, message
+
+
+def test_the_largest_sane_values_are_accepted():
+    config = cfgmod.load(None, ["scheduler.max_pending_blocks=137438953472", 'scheduler.max_offline_bytes="16777216TiB"',
+                                "scheduler.settle=86400", 'zones.nodes.1023.policy="kernel"'])
+    assert config.scheduler.max_pending_blocks == cfgmod.MAX_BLOCKS == 2**64 // (128 << 20)
+    assert config.scheduler.max_offline_bytes == 2**64 and "1023" in config.zones.nodes
+
+
+def test_a_node_number_in_another_spelling_is_refused():
+    """``[zones.nodes.01]`` would never match node 1: silently ignored until now."""
+    message = str(pytest.raises(ConfigError, cfgmod.load, None, ['zones.nodes.01.policy="kernel"']).value)
+    assert "zones.nodes.01: expected a node number" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("zones.nodes.1.policy={a=[1]}", "zones.nodes.1.policy: expected one of"),
+        ("plugins.simulated=[1]", "plugins.simulated: expected a table, got [1]"),
+        ("scheduler.settle.x.y=1", "scheduler.settle: expected a duration"),
+        ("metrics.port=[[1]]", "metrics.port: expected a number"),
+        ("disabled_plugins=[[\"a\"]]", "disabled_plugins: expected a list of strings"),
+    ],
+)
+def test_a_wrong_type_at_any_depth_names_its_key(override, needle):
+    assert needle in str(pytest.raises(ConfigError, cfgmod.load, None, [override]).value)
+
+
+@pytest.mark.parametrize("text", ["a..b=1", ".=1", "scheduler.=1", " =1"])
+def test_an_override_with_an_empty_key_part_is_refused(text):
+    assert "expected KEY=VALUE" in str(pytest.raises(ConfigError, cfgmod.load, None, [text]).value)

@@ -91,3 +91,63 @@ def test_disabling_an_unknown_plugin_is_refused_with_the_installed_ones(tmp_path
 def test_disabling_an_installed_plugin_is_fine(tmp_path, capsys):
     path = config_file(tmp_path, 'backend = "simulated"\ndisabled_plugins = ["sysfs"]\n')
     assert main(["check-config", "--config", str(path)]) == 0, capsys.readouterr().err
+
+
+# -- a file that is not a config: refused with exit 78 naming it, never a traceback -----------------
+
+
+@pytest.mark.parametrize("command", ["check-config", "run", "status"])
+def test_a_file_that_is_not_utf8_is_refused_with_the_byte_and_line(tmp_path, capsys, command):
+    path = tmp_path / "hotplugd.toml"
+    path.write_bytes(b'backend = "simulated"\n# caf\xe9 in Latin-1\n')
+    err = refused(capsys, command, "--config", str(path))
+    assert f"{path} is not UTF-8: byte 0xe9 at line 2" in err and "iconv" in err
+
+
+@pytest.mark.parametrize("opener", ["[", "{a=", "[{a=["])
+def test_a_file_nested_thousands_deep_is_refused_before_parsing(tmp_path, capsys, opener):
+    path = config_file(tmp_path, "x = " + opener * 5000 + "\n")
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert f"{path} nests tables or arrays deeper than 16" in err
+
+
+def test_brackets_inside_strings_and_comments_do_not_count_as_nesting(tmp_path, capsys):
+    text = 'backend = "simulated" # [[[[[[[[[[[[[[[[[[[[\n[plugins.simulated]\nstate_file = "[{[{[{[{[{[{[{[{[{[{[{[{"\n'
+    text += "scenario = [{kind = 'dimm', size = '1GiB', node = 0, at = 0.0}]\n"
+    path = config_file(tmp_path, text + "# '''" + "[" * 40 + "\n")
+    assert main(["check-config", "--config", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_a_table_nested_deep_by_dotted_keys_is_refused(tmp_path, capsys):
+    path = config_file(tmp_path, "[plugins.simulated]\n" + ".".join(["a"] * 3000) + " = 1\n")
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert "plugins.simulated.a.a." in err and "nested deeper than 16 tables or arrays" in err
+
+
+def test_a_set_value_nested_thousands_deep_is_refused(capsys):
+    err = refused(capsys, "check-config", "--set", "plugins.simulated.seed=" + "[" * 5000)
+    assert "--set plugins.simulated.seed nests tables or arrays deeper than 16" in err
+
+
+def test_a_directory_is_refused(tmp_path, capsys):
+    err = refused(capsys, "check-config", "--config", str(tmp_path))
+    assert f"config file {tmp_path} is a directory" in err
+
+
+def test_a_file_too_large_to_be_a_config_is_refused(tmp_path, capsys):
+    path = config_file(tmp_path, 'backend = "simulated"\n' + "# padding\n" * 110_000)
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert f"config file {path} is larger than 1048576 bytes" in err
+
+
+def test_an_integer_of_thousands_of_digits_is_refused(tmp_path, capsys):
+    path = config_file(tmp_path, "[plugins.simulated]\nseed = " + "9" * 5000 + "\n")
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert f"{path} is not valid TOML" in err and "digits" in err
+
+
+def test_a_config_that_is_a_fifo_is_refused_without_blocking(tmp_path, capsys):
+    path = tmp_path / "hotplugd.toml"
+    os.mkfifo(path)
+    err = refused(capsys, "check-config", "--config", str(path))
+    assert f"config file {path} is not a regular file" in err
