@@ -19,18 +19,27 @@ What it does (each step is printed; ``--destdir`` installs into a staging tree i
    its other rules (CPU hot-add, say). Rules already in ``/etc`` are the operator's: reported only.
 5. Without ``--destdir``: ``systemctl daemon-reload``, ``udevadm control --reload`` and, with
    ``--enable``, ``systemctl enable --now hotplugd.socket hotplugd.service``.
+
+``--uninstall`` undoes it: stops and disables the units, writes back the kernel's onlining
+knobs as hotplugd found them before it first changed them (recorded in
+``<state_directory>/kernel-knobs.json``; ``--sysfs-root`` for a fake tree), removes the units,
+the drop-in, the docs and the udev masks (the distro's rules apply again), and keeps
+``/etc/hotplugd/hotplugd.toml``, the operator's.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -46,12 +55,17 @@ UDEV_DIRS = ("etc/udev/rules.d", "run/udev/rules.d", "usr/local/lib/udev/rules.d
 UDEV_OVERRIDE_DIR = "etc/udev/rules.d"
 OPERATOR_UDEV_DIRS = ("etc/udev/rules.d", "run/udev/rules.d")
 MARK = "# hotplugd (systemd/install.py): disabled, hotplugd onlines memory blocks: "
+#: The first line of each udev mask install.py writes (uninstall removes exactly those files).
+COPY_PREFIX, COPY_SUFFIX = "# Copy of ", " without its memory onlining rules (systemd/install.py).\n"
+#: The unit's StateDirectory=hotplugd, and the config's default state_directory.
+STATE_DIRECTORY = "/var/lib/hotplugd"
+KNOB_RECORD = "kernel-knobs.json"
 
 
-def load_udev_reader() -> ModuleType:
-    """``hotplugd_sysfs.udev`` loaded from the checkout by path (it needs only the standard library)."""
-    path = REPO / "plugins" / "hotplugd_sysfs" / "udev.py"
-    spec = importlib.util.spec_from_file_location("hotplugd_udev_reader", path)
+def load_reader(name: str) -> ModuleType:
+    """``hotplugd_sysfs.<name>`` loaded from the checkout by path (it needs only the standard library)."""
+    path = REPO / "plugins" / "hotplugd_sysfs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hotplugd_{name}_reader", path)
     if spec is None or spec.loader is None:
         raise SystemExit(f"install.py: cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -157,8 +171,8 @@ def disable_udev_rules(destdir: Path, udev: ModuleType) -> list[Path]:
     for path, lines in sorted(by_file.items()):
         target = under(destdir, UDEV_OVERRIDE_DIR) / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"# Copy of {path.relative_to(destdir)} without its memory onlining rules "
-                          "(systemd/install.py).\n" + disabled_copy(path.read_text(errors="replace"), lines))
+        target.write_text(f"{COPY_PREFIX}{path.relative_to(destdir)}{COPY_SUFFIX}"
+                          + disabled_copy(path.read_text(errors="replace"), lines))
         os.chmod(target, 0o644)
         say(f"masked {path} with {target} ({len(lines)} rule{'s' if len(lines) != 1 else ''} disabled)")
         written.append(target)
@@ -167,9 +181,120 @@ def disable_udev_rules(destdir: Path, udev: ModuleType) -> list[Path]:
     return written
 
 
-def run(argv: list[str]) -> None:
+def run(argv: list[str], check: bool = True) -> None:
     say("$ " + shlex.join(argv))
-    subprocess.run(argv, check=True)
+    subprocess.run(argv, check=check)
+
+
+# -- uninstall -------------------------------------------------------------------------------
+
+
+def state_directory(destdir: Path) -> Path:
+    """Where the knobs were recorded: the installed config's ``state_directory``, else the default."""
+    config = under(destdir, CONFIG_PATH)
+    try:
+        value = tomllib.loads(config.read_text()).get("state_directory", STATE_DIRECTORY)
+    except (OSError, tomllib.TOMLDecodeError):
+        value = STATE_DIRECTORY
+    return under(destdir, value if isinstance(value, str) and value.startswith("/") else STATE_DIRECTORY)
+
+
+def restore_order(values: dict[str, str]) -> list[str]:
+    """``auto_online_blocks`` first when it turns the kernel's onlining off, last when on (after its policy)."""
+    names = [name for name in values if name != "auto_online_blocks"]
+    if "auto_online_blocks" in values:
+        names.insert(0 if values["auto_online_blocks"] == "offline" else len(names), "auto_online_blocks")
+    return names
+
+
+def write_knob(path: Path, value: str) -> None:
+    """One ``write(2)``, as sysfs attributes expect; never creates a file (FileNotFoundError when missing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def restore_knobs(record: Path, sysfs_root: Path, knobpaths: ModuleType) -> bool:
+    """Write back the host's knobs as ``record`` has them, then remove it; False when any could not be."""
+    try:
+        data = json.loads(record.read_text())
+    except FileNotFoundError:
+        say(f"no {record}: hotplugd never changed the kernel's onlining knobs here; nothing to restore")
+        return True
+    except (OSError, ValueError) as exc:
+        say(f"cannot read {record} ({exc}): restore the kernel's onlining knobs by hand")
+        return False
+    host = data.get("host") if isinstance(data, dict) else None
+    if not isinstance(host, dict):
+        say(f"{record} has no \"host\" table: restore the kernel's onlining knobs by hand")
+        return False
+    for domain in sorted(k for k, v in data.items() if k != "host" and isinstance(v, dict)):
+        say(f"left alone: the knobs recorded for {domain!r} (that kernel is not this host's)")
+    ok = True
+    for name in restore_order(host):
+        value = host[name]
+        if name not in knobpaths.KNOB_FILES or not isinstance(value, str):
+            say(f"skipped {name!r} = {value!r} in {record}: not a kernel onlining knob and value")
+            ok = False
+            continue
+        path = knobpaths.knob_path(sysfs_root, name)
+        try:
+            write_knob(path, value)
+        except FileNotFoundError:
+            say(f"skipped {name}: {path} does not exist on this kernel")
+            continue
+        except OSError as exc:
+            say(f"cannot write {value!r} to {path}: {errno.errorcode.get(exc.errno or 0, exc.errno)} "
+                f"({exc.strerror})")
+            ok = False
+            continue
+        say(f"restored {path} = {value!r}")
+    if ok:
+        record.unlink()
+        say(f"removed {record}")
+    return ok
+
+
+def remove_files(destdir: Path, unit_dir: str) -> list[Path]:
+    """The units, the drop-in, the docs and the udev masks install.py wrote; the removed masks returned."""
+    units = under(destdir, unit_dir)
+    for path in [*(units / name for name in UNITS), units / "hotplugd.service.d" / "10-exec.conf"]:
+        if path.exists():
+            path.unlink()
+            say(f"removed {path}")
+    with_dropins = units / "hotplugd.service.d"
+    if with_dropins.is_dir() and not any(with_dropins.iterdir()):
+        with_dropins.rmdir()
+    docs = under(destdir, DOC_DIR)
+    if docs.is_dir():
+        shutil.rmtree(docs)
+        say(f"removed {docs}")
+    masks = []
+    rules = under(destdir, UDEV_OVERRIDE_DIR)
+    for path in sorted(rules.glob("*.rules")) if rules.is_dir() else []:
+        first = path.read_text(errors="replace").partition("\n")[0] + "\n"
+        if first.startswith(COPY_PREFIX) and first.endswith(COPY_SUFFIX):
+            path.unlink()
+            say(f"removed {path} (the distro's rules file applies again)")
+            masks.append(path)
+    return masks
+
+
+def uninstall(opts: argparse.Namespace, live: bool) -> int:
+    """Stop, restore the kernel's knobs, remove what install() wrote; 1 when a knob could not be restored."""
+    if live:
+        run(["systemctl", "disable", "--now", *UNITS], check=False)
+    sysfs_root = opts.sysfs_root or (Path("/sys") if live else under(opts.destdir, "sys"))
+    restored = restore_knobs(state_directory(opts.destdir) / KNOB_RECORD, sysfs_root, load_reader("knobpaths"))
+    masks = remove_files(opts.destdir, opts.unit_dir)
+    say(f"kept {under(opts.destdir, CONFIG_PATH)} (the operator's; remove it by hand)")
+    if live:
+        run(["systemctl", "daemon-reload"])
+        if masks:
+            run(["udevadm", "control", "--reload"])
+    return 0 if restored else 1
 
 
 def main(args: list[str] | None = None) -> int:
@@ -180,14 +305,24 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--unit-dir", default="/etc/systemd/system", help="where the units go")
     parser.add_argument("--no-udev", action="store_true", help="leave udev rules alone")
     parser.add_argument("--enable", action="store_true", help="enable and start the socket and the service")
+    parser.add_argument("--uninstall", action="store_true",
+                        help="stop hotplugd, restore the kernel's onlining knobs as it found them, remove what "
+                             "install.py wrote (the config stays)")
+    parser.add_argument("--sysfs-root", type=Path, default=None,
+                        help="with --uninstall: the sysfs whose knobs are restored (default /sys, or DESTDIR/sys "
+                             "with --destdir)")
     opts = parser.parse_args(args)
     if not opts.exec_path.startswith("/"):
         parser.error(f"--exec {opts.exec_path!r}: an absolute path is needed")
+    if opts.sysfs_root is not None and not opts.uninstall:
+        parser.error("--sysfs-root goes with --uninstall")
     live = opts.destdir.resolve() == Path("/")
+    if opts.uninstall:
+        return uninstall(opts, live)
     install_units(opts.destdir, opts.unit_dir, opts.exec_path)
     install_config(opts.destdir)
     install_docs(opts.destdir)
-    masked = [] if opts.no_udev else disable_udev_rules(opts.destdir, load_udev_reader())
+    masked = [] if opts.no_udev else disable_udev_rules(opts.destdir, load_reader("udev"))
     if live:
         run(["systemctl", "daemon-reload"])
         if masked:

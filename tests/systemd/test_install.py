@@ -1,14 +1,18 @@
-"""``systemd/install.py`` into a staging root: units, the drop-in, the default config, udev rules."""
+"""``systemd/install.py`` into a staging root (units, drop-in, default config, udev rules), and ``--uninstall``."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs.udev import find_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +53,8 @@ def test_units_are_copied_unchanged_with_an_execstart_dropin(tmp_path: Path) -> 
     for name in ("hotplugd.service", "hotplugd.socket"):
         assert (units / name).read_text() == (REPO / "systemd" / name).read_text()
     dropin = (units / "hotplugd.service.d/10-exec.conf").read_text()
-    assert "[Service]\nExecStart=\nExecStart=/opt/hotplugd/bin/hotplugd run --config /etc/hotplugd/hotplugd.toml\n" in dropin
+    assert ("[Service]\nExecStart=\n"
+            "ExecStart=/opt/hotplugd/bin/hotplugd run --config /etc/hotplugd/hotplugd.toml\n") in dropin
     assert (tmp_path / "usr/share/doc/hotplugd/install.md").is_file()
 
 
@@ -111,3 +116,110 @@ def test_a_relative_program_path_is_refused(tmp_path: Path, bad: list[str]) -> N
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "absolute path" in done.stderr
     assert not (tmp_path / "etc").exists()
+
+
+# -- uninstall: the kernel's knobs back as hotplugd found them ------------------------------------
+
+FOUND = {"auto_online_blocks": "offline", "online_policy": "contig-zones", "auto_movable_ratio": "301"}
+
+
+def load_install() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hotplugd_install_script", INSTALL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def uninstall(root: Path, *args: str, status: int = 0) -> str:
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    done = subprocess.run([python, str(INSTALL), "--destdir", str(root), "--uninstall", *args],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == status, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stdout
+
+
+def as_hotplugd_left_it(root: Path, record: object, state_directory: str = "var/lib/hotplugd") -> FakeSysfs:
+    """A staged host after hotplugd ran: the knobs as it set them, the record of those it found."""
+    fake = FakeSysfs(root)  # <root>/sys: the default --sysfs-root under --destdir
+    fake.set_auto_online("online")
+    fake.set_param("online_policy", "auto-movable")
+    fake.set_param("auto_movable_ratio", "150")
+    path = root / state_directory / "kernel-knobs.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(record if isinstance(record, str) else json.dumps(record))
+    return fake
+
+
+def test_uninstall_restores_the_knobs_and_removes_what_install_wrote(tmp_path: Path) -> None:
+    vendor = tmp_path / "usr/lib/udev/rules.d"
+    vendor.mkdir(parents=True)
+    (vendor / "40-vm-hotadd.rules").write_text(UBUNTU_RULES)
+    install(tmp_path, "--exec", "/opt/hotplugd/bin/hotplugd")
+    fake = as_hotplugd_left_it(tmp_path, {"host": FOUND, "recorded_at": "2026-12-01T23:00:00+00:00"})
+    out = uninstall(tmp_path)
+    assert {name: fake.knob(name) for name in FOUND} == FOUND
+    assert not (tmp_path / "var/lib/hotplugd/kernel-knobs.json").exists()
+    units = tmp_path / "etc/systemd/system"
+    assert not (units / "hotplugd.service").exists() and not (units / "hotplugd.service.d").exists()
+    assert not (tmp_path / "usr/share/doc/hotplugd").exists()
+    assert len(find_rules(udev_dirs(tmp_path))) == 1  # the mask is gone: the distro's rule applies again
+    assert (tmp_path / "etc/hotplugd/hotplugd.toml").exists() and "kept" in out
+    assert f"restored {fake.memory / 'auto_online_blocks'} = 'offline'" in out
+
+
+def test_the_knobs_turning_auto_online_off_go_first_and_on_last() -> None:
+    order = load_install().restore_order
+    assert order({"online_policy": "x", "auto_online_blocks": "offline", "auto_movable_ratio": "1"}) == [
+        "auto_online_blocks", "online_policy", "auto_movable_ratio"]
+    assert order({"auto_online_blocks": "online", "online_policy": "auto-movable"}) == [
+        "online_policy", "auto_online_blocks"]
+
+
+def test_without_a_record_nothing_is_restored_and_it_says_so(tmp_path: Path) -> None:
+    fake = FakeSysfs(tmp_path)
+    fake.set_auto_online("online_movable")
+    out = uninstall(tmp_path)
+    assert "nothing to restore" in out and fake.knob("auto_online_blocks") == "online_movable"
+
+
+def test_a_knob_this_kernel_lacks_is_skipped_and_the_rest_restored(tmp_path: Path) -> None:
+    fake = as_hotplugd_left_it(tmp_path, {"host": {**FOUND, "parallel_hotplug_ratio": "0"}})
+    out = uninstall(tmp_path)
+    assert "skipped parallel_hotplug_ratio" in out and fake.knob("online_policy") == "contig-zones"
+
+
+def test_a_knob_that_cannot_be_written_fails_naming_it_and_keeps_the_record(tmp_path: Path) -> None:
+    fake = as_hotplugd_left_it(tmp_path, {"host": FOUND})
+    policy = fake.knob_file("online_policy")
+    policy.unlink()
+    policy.mkdir()  # any write fails (EISDIR)
+    out = uninstall(tmp_path, status=1)
+    assert f"cannot write 'contig-zones' to {policy}: EISDIR" in out
+    assert fake.knob("auto_online_blocks") == "offline"  # the others are restored all the same
+    assert (tmp_path / "var/lib/hotplugd/kernel-knobs.json").exists()
+
+
+@pytest.mark.parametrize("record", ["{not json", json.dumps(["host"]), json.dumps({"host": "offline"})])
+def test_a_broken_record_is_named_not_a_traceback(tmp_path: Path, record: str) -> None:
+    fake = as_hotplugd_left_it(tmp_path, record)
+    out = uninstall(tmp_path, status=1)
+    assert "kernel-knobs.json" in out and "by hand" in out
+    assert fake.knob("auto_online_blocks") == "online"
+
+
+def test_the_record_is_read_from_the_configs_state_directory_and_guests_are_left_alone(tmp_path: Path) -> None:
+    install(tmp_path)
+    config = tmp_path / "etc/hotplugd/hotplugd.toml"
+    config.write_text('state_directory = "/srv/hotplugd"\n' + config.read_text().replace("state_directory =", "#"))
+    fake = as_hotplugd_left_it(tmp_path, {"host": FOUND, "vm1": {"auto_online_blocks": "offline"}},
+                               state_directory="srv/hotplugd")
+    out = uninstall(tmp_path, "--sysfs-root", str(fake.sys))
+    assert fake.knob("auto_online_blocks") == "offline" and "left alone" in out and "'vm1'" in out
+
+
+def test_sysfs_root_goes_with_uninstall(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(INSTALL), "--destdir", str(tmp_path), "--sysfs-root", "/sys"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "--uninstall" in done.stderr

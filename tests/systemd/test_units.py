@@ -12,6 +12,7 @@ import pytest
 
 from hotplugd.config import DEFAULT_METRICS_PORT, DEFAULT_PATH
 from hotplugd.errors import EXIT_CONFIG
+from hotplugd_sysfs.knobpaths import KNOB_FILES
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = REPO / "systemd" / "hotplugd.service"
@@ -45,7 +46,7 @@ def test_verify_is_clean(tmp_path: Path) -> None:
     program = Path(sys.executable).with_name("hotplugd")
     shipped = SERVICE.read_text()
     copy = shipped.replace("ExecStart=/usr/bin/hotplugd ", f"ExecStart={program} ", 1)
-    assert [a for a, b in zip(shipped.splitlines(), copy.splitlines()) if a != b] == [
+    assert [a for a, b in zip(shipped.splitlines(), copy.splitlines(), strict=True) if a != b] == [
         "ExecStart=/usr/bin/hotplugd run --config /etc/hotplugd/hotplugd.toml"]
     (tmp_path / SERVICE.name).write_text(copy)
     shutil.copyfile(SOCKET, tmp_path / SOCKET.name)
@@ -55,6 +56,7 @@ def test_verify_is_clean(tmp_path: Path) -> None:
 
 
 def test_offline_security_exposure_is_at_most_1_5() -> None:
+    """The exposure ``systemd-analyze security`` scores, offline: the unit as shipped, writable knobs included."""
     done = subprocess.run([analyze(), "security", "--offline=yes", "--no-pager", str(SERVICE)],
                           capture_output=True, text=True, check=False)
     match = re.search(r"Overall exposure level for hotplugd.service: (\d+\.\d+)", done.stdout)
@@ -79,13 +81,23 @@ def test_the_service_runs_the_process_life_the_daemon_implements() -> None:
 def test_the_hardening_the_issue_asks_for() -> None:
     one = {key: values[-1] for key, values in settings(SERVICE).items()}
     assert one["ProtectSystem"] == "strict"
-    assert one["ReadWritePaths"] == "/sys/devices/system/memory"
     for key in ("ProtectKernelTunables", "PrivateDevices", "PrivateNetwork", "NoNewPrivileges", "PrivateMounts"):
         assert one[key] == "yes", key
     assert one["RestrictAddressFamilies"] == "AF_UNIX AF_NETLINK"
     assert one["CapabilityBoundingSet"] == ""
     assert settings(SERVICE)["SystemCallFilter"][0] == "@system-service"
     assert "User" not in one and "DynamicUser" not in one
+
+
+def test_writable_exactly_the_state_files_the_knobs_and_the_state_directory() -> None:
+    """ProtectKernelTunables= makes /sys read-only: each knob file needs its exception, and no more."""
+    writable = settings(SERVICE)["ReadWritePaths"]
+    memory = "/sys/devices/system/memory"
+    # "-": optional, a kernel without a parameter (mainline has no parallel_hotplug_ratio) still starts the unit.
+    outside = [f"-/sys/{path}" for path in KNOB_FILES.values() if not f"/sys/{path}".startswith(f"{memory}/")]
+    assert len(outside) == len(KNOB_FILES) - 1  # auto_online_blocks lies in the memory directory
+    assert writable[0] == memory and sorted(writable[1:]) == sorted(outside)
+    assert settings(SERVICE)["StateDirectory"] == ["hotplugd"]  # /var/lib/hotplugd: the knobs as first found
 
 
 @pytest.mark.parametrize("left_out", ["ProcSubset=pid", "PrivateUsers=yes", "User=", "CAP_NET_ADMIN"])
