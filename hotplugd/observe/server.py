@@ -28,8 +28,9 @@ log = structlog.get_logger("hotplugd.observe.server")
 SD_LISTEN_FDS_START = 3
 LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 #: The listen backlog of a socket we bind, as ``Backlog=`` in systemd/hotplugd.socket: connections
-#: past ``metrics.max_connections`` wait there, costing the daemon nothing.
-BACKLOG = 64
+#: past ``metrics.max_connections`` wait there, costing the daemon nothing (the kernel caps it
+#: at net.core.somaxconn).
+BACKLOG = 4096
 
 
 def listen_fds(environ: MutableMapping[str, str] | None = None, *, unset: bool = False) -> list[int]:

@@ -167,7 +167,7 @@ def test_the_handed_socket_is_served_within_the_same_bounds(tmp_path, notify, pr
     """300 half-sent requests on the socket systemd hands over: no thread for any, a scrape still answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(64)  # hotplugd.socket's Backlog=
+    listener.listen(4096)  # hotplugd.socket's Backlog=
     address = listener.getsockname()
     config = write_config(tmp_path / "c.toml", scheduler=HOLD, metrics_port=free_port())
     procs.append(daemon := DaemonProcess(["--config", str(config)], {"NOTIFY_SOCKET": notify.address},
