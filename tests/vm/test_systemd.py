@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from harness import Assets, GiB, GuestConfig
 from harness.pytest_plugin import provisioned
 from harness.systemd_guest import SystemdGuest, find_systemd_assets
@@ -29,7 +28,7 @@ CONFIG = "/etc/hotplugd/hotplugd.toml"
 METRICS_URL = "http://127.0.0.1:10964/metrics"
 WATCHDOG_SEC = 6
 DROPIN = f"""[Service]
-# Test only: SIGUSR2 stalls the daemon's event loop (hotplugd/testhooks.py).
+# Test only: SIGUSR2 stalls the daemon's event loop (hotplugd/faults.py).
 Environment=HOTPLUGD_TEST_HOOKS=1
 WatchdogSec={WATCHDOG_SEC}s
 """
@@ -69,16 +68,22 @@ def sd(vm_assets: Assets) -> Iterator[SystemdGuest]:
         guest.start()
     try:
         with Timer("install"):
-            program = guest.guest_venv()
-            guest.agent.run(["/usr/bin/python3", str(REPO / "systemd" / "install.py"), "--exec", program],
-                            timeout=120)
-            guest.agent.run(["mkdir", "-p", f"/etc/systemd/system/{SERVICE}.d"])
-            guest.agent.write_file(f"/etc/systemd/system/{SERVICE}.d/50-vmtest.conf", DROPIN)
-            guest.systemctl("daemon-reload")
+            install(guest)
         yield guest
     finally:
         guest.close()
         print("\nsystemd guest timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in Timer.steps.items()))
+
+
+def install(guest: SystemdGuest) -> None:
+    """The units and default config, installed by the guest's checkout's ``systemd/install.py`` with
+    ``ExecStart=`` the guest venv (:meth:`SystemdGuest.guest_venv`), and this test's drop-in."""
+    repo = guest.assets.project
+    program = guest.guest_venv()
+    guest.agent.run(["/usr/bin/python3", str(repo / "systemd" / "install.py"), "--exec", program], timeout=120)
+    guest.agent.run(["mkdir", "-p", f"/etc/systemd/system/{SERVICE}.d"])
+    guest.agent.write_file(f"/etc/systemd/system/{SERVICE}.d/50-vmtest.conf", DROPIN)
+    guest.systemctl("daemon-reload")
 
 
 def new_blocks(sd: SystemdGuest, before: set[int]) -> list:
@@ -109,6 +114,11 @@ def first_index(log: list[str], text: str) -> int:
 
 
 def test_start_is_active_only_after_ready_and_a_hot_add_is_onlined(sd: SystemdGuest) -> None:
+    start_and_online_a_hot_add(sd)
+
+
+def start_and_online_a_hot_add(sd: SystemdGuest) -> None:
+    """Check 1, also run from a checkout elsewhere (tests/vm/test_checkout_paths.py)."""
     cursor = sd.cursor()
     with Timer("start"):
         sd.systemctl("start", SOCKET, SERVICE, timeout=180)  # Type=notify: returns once READY=1 came

@@ -42,27 +42,33 @@ MODULES: tuple[str, ...] = (
     "drivers/virtio/virtio_mem",
 )
 
-#: Where a checkout under /tmp is also bound in the guest (visible to services with PrivateTmp=yes).
+#: Where the initramfs also binds the checkout, whatever its path: a service whose unit hides the
+#: checkout's own path (PrivateTmp= hides /tmp and /var/tmp, ProtectHome= /home, /root and /run/user)
+#: runs it from here (``systemd_guest.service_path``). Under /run, which no such setting hides.
 CHECKOUT_ALIAS = "/run/vmtest-checkout"
+#: Where the guest mounts tmpfs of its own over the host's directories seen through the shared root.
+GUEST_TMPFS = ("/run", "/tmp")
 
 
 def tmp_and_run(options: str) -> str:
-    """Shell lines mounting the guest's own tmpfs on ``$R/run`` and ``$R/tmp``.
+    """Shell lines mounting the guest's own tmpfs on ``$R/run`` and ``$R/tmp``, and the checkout's alias.
 
-    A checkout under ``/tmp`` (CI may clone anywhere) would vanish under the
-    guest's ``/tmp``: it is bound aside first and back in place after.
-    ``$AGENT`` is ``<checkout>/tests/vm/harness/agent.py``.
+    ``$AGENT`` is ``<checkout>/tests/vm/harness/agent.py`` (CI may clone anywhere). The checkout is
+    held at ``/checkout`` in the initramfs while the tmpfs are mounted, bound back in place when one
+    of them covers it (a checkout under /tmp or /run), and bound at :data:`CHECKOUT_ALIAS`.
     """
     extra = f",{options}" if options else ""
+    covered = "|".join(f"{d}/*" for d in GUEST_TMPFS)
     return f"""REPO="${{AGENT%/tests/vm/harness/agent.py}}"
+mkdir -p /checkout && mount --bind "$R$REPO" /checkout || die "keep $REPO"
 mount -t tmpfs -o mode=755{extra} tmpfs $R/run || die "mount /run"
-case "$REPO" in /tmp/*)
-    mkdir -p $R{CHECKOUT_ALIAS} && mount --bind "$R$REPO" $R{CHECKOUT_ALIAS} || die "keep $REPO" ;;
-esac
 mount -t tmpfs -o mode=1777{extra} tmpfs $R/tmp || die "mount /tmp"
-case "$REPO" in /tmp/*)
-    mkdir -p "$R$REPO" && mount --bind $R{CHECKOUT_ALIAS} "$R$REPO" || die "restore $REPO" ;;
-esac"""
+case "$REPO" in {covered})
+    mkdir -p "$R$REPO" && mount --bind /checkout "$R$REPO" || die "restore $REPO" ;;
+esac
+mkdir -p $R{CHECKOUT_ALIAS} && mount --bind /checkout $R{CHECKOUT_ALIAS} || die "bind $REPO at {CHECKOUT_ALIAS}"
+umount /checkout || die "umount /checkout"
+"""
 
 
 #: The start of every guest's /init: busybox, the guest's own proc/sys/dev, the modules,

@@ -15,6 +15,10 @@ what cannot or should not run there (gettys, timers, timesyncd, postgresql, binf
 makes the journal volatile, and adds ``vmtest-agent.service``, which runs the agent and powers
 the guest off when it ends. Its ``/tmp`` and ``/run`` are the guest's own tmpfs, the share is at
 ``/run/share`` as in the plain guest.
+
+The checkout may be anywhere (CI clones anywhere): where hotplugd's unit hides it from the service
+(``PrivateTmp=``: /tmp, /var/tmp; ``ProtectHome=``: /home, /root, /run/user), the service runs it
+through the alias the initramfs binds at :data:`CHECKOUT_ALIAS` (see :meth:`SystemdGuest.guest_venv`).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import json
 import os
 import shlex
 import subprocess
+import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 from . import initramfs
 from .assets import Assets, find_assets
 from .client import CommandResult
-from .errors import GuestError, NotProvisioned
+from .errors import GuestError, HarnessError, NotProvisioned
 from .guest import Guest, GuestConfig
 from .initramfs import GUEST_SHARE, MODULES, modules_dir
 
@@ -44,8 +50,10 @@ MASKED = (
 )
 #: Where the guest-side interpreter for daemons under hardened units lives (see :meth:`SystemdGuest.guest_venv`).
 GUEST_VENV = "/opt/hotplugd-venv"
-#: Where the initramfs binds a checkout that lives under /tmp (see ``initramfs.tmp_and_run``).
+#: Where the initramfs also binds the checkout (see ``initramfs.tmp_and_run``), for :func:`service_path`.
 CHECKOUT_ALIAS = initramfs.CHECKOUT_ALIAS
+#: The unit whose view of the checkout :meth:`SystemdGuest.guest_venv` serves, relative to the checkout.
+SERVICE_UNIT = "systemd/hotplugd.service"
 #: Its interpreter: Debian's, outside /root (this machine's, seen by the guest at the same path).
 GUEST_PYTHON = "/usr/bin/python3"
 
@@ -97,6 +105,102 @@ echo "vmtest-init: switching to systemd; agent $PY $AGENT" >/dev/console
 exec switch_root $R /lib/systemd/systemd
 """.replace("@PREAMBLE@", initramfs.INIT_PREAMBLE).replace("@SHARE@", GUEST_SHARE).replace("@MASKED@", " ".join(MASKED)).replace(
     "@TMP_AND_RUN@", initramfs.tmp_and_run("nosuid,nodev"))
+
+
+_FALSE = ("0", "no", "n", "false", "f", "off")
+#: The directories each setting hides (or replaces with an empty tmpfs) when it is on.
+_HIDING = {
+    "PrivateTmp": ("/tmp", "/var/tmp"),
+    "DynamicUser": ("/tmp", "/var/tmp"),  # implies PrivateTmp=yes
+}
+_HOME = ("/home", "/root", "/run/user")
+
+
+def hidden_paths(unit: str) -> tuple[str, ...]:
+    """The directories a unit's settings hide from its service or replace with an empty tmpfs.
+
+    ``PrivateTmp=`` (and ``DynamicUser=``, which implies it): /tmp and /var/tmp;
+    ``ProtectHome=yes`` or ``tmpfs``: /home, /root and /run/user (``read-only`` leaves them
+    visible, as ``ProtectSystem=`` leaves everything); each path of ``TemporaryFileSystem=`` and
+    ``InaccessiblePaths=``. The last assignment of a setting wins; an empty one resets a list.
+    """
+    scalar: dict[str, str] = {}
+    lists: dict[str, list[str]] = {"TemporaryFileSystem": [], "InaccessiblePaths": []}
+    for line in unit.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith(("#", ";")):
+            continue
+        key, value = key.strip(), value.strip()
+        if key in lists:
+            lists[key] = lists[key] + shlex.split(value) if value else []
+        else:
+            scalar[key] = value.lower()
+    hidden: list[str] = []
+    for key, paths in _HIDING.items():
+        if scalar.get(key, "no") not in (*_FALSE, ""):
+            hidden += paths
+    if scalar.get("ProtectHome", "no") not in (*_FALSE, "", "read-only"):
+        hidden += _HOME
+    hidden += [p.split(":", 1)[0] for p in lists["TemporaryFileSystem"]]
+    hidden += [p.lstrip("-+") for p in lists["InaccessiblePaths"]]
+    return tuple(dict.fromkeys(os.path.normpath(p) for p in hidden))
+
+
+def service_path(checkout: Path, hidden: Iterable[str]) -> Path:
+    """Where a service that cannot see ``hidden`` finds ``checkout``: the same path, or :data:`CHECKOUT_ALIAS`."""
+    hidden = tuple(hidden)
+    if not any(checkout.is_relative_to(h) for h in hidden):
+        return checkout
+    if any(Path(CHECKOUT_ALIAS).is_relative_to(h) for h in hidden):
+        raise HarnessError(f"the unit hides {checkout} and the alias {CHECKOUT_ALIAS} alike ({', '.join(hidden)})")
+    return Path(CHECKOUT_ALIAS)
+
+
+def checkout_module(real: str, seen: str, site_dir: str) -> str:
+    """The guest venv's start-up module: the checkout ``real``, run from ``seen`` by the service.
+
+    The checkout (and its plugins) go first on ``sys.path``, its venv's ``site_dir`` (under
+    ``seen``) is added, and what that venv's editable installs point into ``real`` (the
+    checkout's own path, which the unit may hide) is pointed at ``seen``: the finders'
+    ``MAPPING``/``NAMESPACES`` (setuptools) and path lines of ``.pth`` files (older setuptools, hatch).
+    """
+    return f'''"""The checkout, for hotplugd-checkout.pth: written by tests/vm/harness/systemd_guest.py."""
+import os
+import site
+import sys
+
+REAL = {real!r}
+SEEN = {seen!r}
+SITE = {site_dir!r}
+
+
+def seen(path):
+    return SEEN + path[len(REAL):] if path == REAL or path.startswith(REAL + "/") else path
+
+
+sys.path[:0] = [SEEN, SEEN + "/plugins"]
+site.addsitedir(SITE)
+for name in sorted(os.listdir(SITE)):
+    if name.endswith(".pth"):
+        with open(os.path.join(SITE, name)) as pth:
+            lines = [line.rstrip() for line in pth]
+        sys.path += [seen(line) for line in lines if seen(line) != line and seen(line) not in sys.path]
+for name, module in list(sys.modules.items()):
+    if name.startswith("__editable__"):
+        for key, value in list(getattr(module, "MAPPING", {{}}).items()):
+            module.MAPPING[key] = seen(value)
+        for key, value in list(getattr(module, "NAMESPACES", {{}}).items()):
+            module.NAMESPACES[key] = [seen(v) for v in value]
+'''
+
+
+def console_script(checkout: Path, name: str = "hotplugd") -> tuple[str, str]:
+    """``(module, function)`` of the checkout's own ``[project.scripts]`` entry ``name``."""
+    spec = tomllib.loads((checkout / "pyproject.toml").read_text())["project"]["scripts"][name]
+    module, _, function = spec.partition(":")
+    if not function.isidentifier():
+        raise HarnessError(f"pyproject.toml: [project.scripts] {name} = {spec!r}: expected module:function")
+    return module.strip(), function
 
 
 def initramfs_path(root: Path) -> Path:
@@ -202,37 +306,39 @@ class SystemdGuest(Guest):
     # -- the daemon under hardened units ------------------------------------------------------
 
     def guest_venv(self) -> str:
-        """A venv in the guest's overlay, on Debian's :data:`GUEST_PYTHON`, seeing the project's packages.
+        """A venv in the guest's overlay, on Debian's :data:`GUEST_PYTHON`, running the checkout.
 
         The project's own venv may sit on an interpreter under ``/root`` (pyenv), which the unit's
         ``ProtectHome=yes`` hides from the service; this one runs the same checkout and the same
-        site-packages (added by a ``.pth`` file) without loosening the unit. Returns its ``bin/hotplugd``.
+        site-packages (:func:`checkout_module`) without loosening the unit. A checkout the unit hides
+        (:func:`hidden_paths` of :data:`SERVICE_UNIT`: under /tmp, /var/tmp, /home, /root...) is run
+        through :data:`CHECKOUT_ALIAS` (:func:`service_path`). Returns its ``bin/hotplugd``.
         """
         if self._venv is None:
             project = self.assets.project
             site = sorted((project / ".venv" / "lib").glob("python3*/site-packages"))
             if not site:
                 raise GuestError(f"no site-packages under {project}/.venv/lib: run scripts/setup")
-            # A checkout under /tmp is hidden from the service by PrivateTmp=yes: use the alias
-            # the initramfs binds it to under /run, ahead of the editable install's /tmp paths.
-            seen = Path(CHECKOUT_ALIAS) if project.is_relative_to("/tmp") else project
-            site_dir = seen / site[-1].relative_to(project)
+            seen = service_path(project, hidden_paths((project / SERVICE_UNIT).read_text()))
+            module, function = console_script(project)
             # What `python3 -m venv --without-pip` writes, without its seconds of start-up under TCG.
             version = subprocess.run([GUEST_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                                      capture_output=True, text=True, check=True).stdout.strip()
             purelib = f"{GUEST_VENV}/lib/python{version}/site-packages"
-            script = f"""set -e
-mkdir -p {GUEST_VENV}/bin {purelib}
-ln -sf {GUEST_PYTHON} {GUEST_VENV}/bin/python
-printf 'home = {os.path.dirname(GUEST_PYTHON)}\ninclude-system-site-packages = false\nversion = {version}\n' \
-    > {GUEST_VENV}/pyvenv.cfg
-echo 'import site, sys; sys.path[:0] = ["{seen}", "{seen}/plugins"]; site.addsitedir("{site_dir}")' \
-    > {purelib}/hotplugd-project.pth
-printf '#!{GUEST_VENV}/bin/python\nimport sys\nfrom hotplugd.cli import main\nsys.exit(main())\n' \
-    > {GUEST_VENV}/bin/hotplugd
-chmod 755 {GUEST_VENV}/bin/hotplugd
-"""
-            self.agent.run(script, timeout=60)
+            self.agent.run(["mkdir", "-p", f"{GUEST_VENV}/bin", purelib])
+            self.agent.run(["ln", "-sf", GUEST_PYTHON, f"{GUEST_VENV}/bin/python"])
+            files = {
+                f"{GUEST_VENV}/pyvenv.cfg": (f"home = {os.path.dirname(GUEST_PYTHON)}\n"
+                                             f"include-system-site-packages = false\nversion = {version}\n"),
+                f"{purelib}/hotplugd_vmtest_checkout.py": checkout_module(
+                    str(project), str(seen), str(seen / site[-1].relative_to(project))),
+                f"{purelib}/hotplugd-checkout.pth": "import hotplugd_vmtest_checkout\n",
+                f"{GUEST_VENV}/bin/hotplugd": (f"#!{GUEST_VENV}/bin/python\nimport sys\n"
+                                               f"from {module} import {function}\nsys.exit({function}())\n"),
+            }
+            for path, text in files.items():
+                self.agent.write_file(path, text)
+            self.agent.run(["chmod", "755", f"{GUEST_VENV}/bin/hotplugd"])
             self._venv = f"{GUEST_VENV}/bin/hotplugd"
         return self._venv
 
