@@ -114,6 +114,13 @@ class BoundedHTTPServer:
     # The selector thread: accepting and reading heads.
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # a bug: say so, rather than leave a port that never answers
+            log.exception("metrics_server_failed")
+            raise
+
+    def _loop(self) -> None:
         listening = False
         while not self._closing:
             now = time.monotonic()

@@ -83,7 +83,7 @@ def daemon(tmp_path: Path, nofile: None) -> Iterator[tuple[Daemon, int]]:
 
 
 def open_slow_clients(port: int, sample: list[Status], pid: int) -> list[socket.socket]:
-    """``CLIENTS`` sockets, each connected (or refused) and sent ``HALF_REQUEST``; ``sample`` gets the daemon's status."""
+    """``CLIENTS`` sockets, each connected and sent ``HALF_REQUEST``; ``sample`` gets the daemon's status."""
     clients, connecting = [], selectors.DefaultSelector()
     for _ in range(CLIENTS):
         sock = socket.socket()
