@@ -8,7 +8,8 @@ did not exist at start are online. Completion is seen from the kernel's ``online
 polling cost while the onliner works) and confirmed by reading each new block's ``state``; a
 quiet socket falls back to reading the states every ``--poll`` seconds. The result (JSON, guest
 wall-clock times of the first/last add and online events, comparable with the timestamps of
-hotplugd's log; the guest runs no NTP) is written to ``--out``, a
+hotplugd's log; the guest runs no NTP; ``online_at``, each new block's ``[index, time]`` when it
+came online, in that order) is written to ``--out``, a
 FIFO the host reads with ``cat`` through the agent: the host's clock stops when that ``cat`` ends.
 
 ``writers``: online the given blocks by writing ``online`` to their ``state`` from N threads
@@ -84,6 +85,7 @@ class OnlineWait:
         self.before = present()
         self.added: set[int] = set()
         self.online: set[int] = set()
+        self.online_at: dict[int, float] = {}  # block -> guest time of its online event (or of the read that saw it)
         self.times: dict[str, float] = {}
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
         try:
@@ -101,6 +103,9 @@ class OnlineWait:
         """Enough new blocks online according to sysfs (read only when the events say so)."""
         new = present() - self.before
         online = {i for i in new if state(i) == "online"}
+        now = time.time()
+        for index in online - self.online:  # online without its event seen (yet)
+            self.online_at.setdefault(index, now)
         self.online |= online
         return len(online) >= self.count
 
@@ -123,11 +128,13 @@ class OnlineWait:
             elif action == "online":
                 self.online.add(index)
                 self._stamp("first_online", "last_online")
+                self.online_at.setdefault(index, self.times["last_online"])
                 if len(self.online) >= self.count:
                     done = self._confirmed()
         end = time.time()
+        online_at = sorted(self.online_at.items(), key=lambda item: item[1])
         return {"ok": done, "count": self.count, "online": len(self.online), "added": len(self.added),
-                "end": end, **self.times}
+                "end": end, **self.times, "online_at": [[i, round(t, 6)] for i, t in online_at]}
 
 
 def cmd_online_wait(args: argparse.Namespace) -> int:
