@@ -112,7 +112,8 @@ def test_a_file_nested_thousands_deep_is_refused_before_parsing(tmp_path, capsys
 
 
 def test_brackets_inside_strings_and_comments_do_not_count_as_nesting(tmp_path, capsys):
-    text = 'backend = "simulated" # [[[[[[[[[[[[[[[[[[[[\n[plugins.simulated]\nstate_file = "[{[{[{[{[{[{[{[{[{[{[{[{"\n'
+    text = 'backend = "simulated" # [[[[[[[[[[[[[[[[[[[[\n'
+    text += '[plugins.simulated]\nstate_file = "[{[{[{[{[{[{[{[{[{[{[{[{"\n'
     text += "scenario = [{kind = 'dimm', size = '1GiB', node = 0, at = 0.0}]\n"
     path = config_file(tmp_path, text + "# '''" + "[" * 40 + "\n")
     assert main(["check-config", "--config", str(path)]) == 0, capsys.readouterr().err
