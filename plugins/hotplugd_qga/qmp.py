@@ -61,6 +61,9 @@ class Monitor:
             raise QmpError(f"{path}: no QMP session within {timeout:g} s") from None
         except ConnectError as exc:
             raise QmpError(f"{path}: {exc}") from None
+        except AssertionError:  # qemu.qmp's own check, when QEMU closes right after the negotiation (fuzzed)
+            await cls(client, path)._disconnect()
+            raise QmpError(f"{path}: the monitor closed during the connection") from None
         return cls(client, path)
 
     async def execute(self, command: str, timeout: float) -> Any:

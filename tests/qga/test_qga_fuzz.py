@@ -119,10 +119,12 @@ async def _monitor_reads(path: Path, data: bytes) -> None:
     async with anyio.create_task_group() as tg:
         listener = await anyio.create_unix_listener(path)
         tg.start_soon(listener.serve, qemu)
-        monitor = await Monitor.connect(str(path), 5, "vm0")
-        with pytest.raises(QmpError):
-            await monitor.run(guest.on_event)
-        await monitor.aclose()
+        with pytest.raises(QmpError):  # at the connection (QEMU closed at once: qemu.qmp asserted) or later
+            monitor = await Monitor.connect(str(path), 5, "vm0")
+            try:
+                await monitor.run(guest.on_event)
+            finally:
+                await monitor.aclose()
         tg.cancel_scope.cancel()
 
 
