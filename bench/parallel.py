@@ -1,5 +1,9 @@
 """The final phase's parallelism: 8192 x 128 MiB blocks on a simulated 16-CPU kernel that onlines in parallel.
 
+That kernel is the simulated backend's idealised ``lock = "none"`` model, kept for this bench
+and the engine's parallel-phase tests: none of the three modelled kernels (mainline, per-block,
+anolis) onlines user-space writes in parallel; it measures the engine's phase, not a kernel.
+
 At ratio 1 the phase gets 16 workers; its ideal time is blocks x cost / workers.
 The baseline measured in the same run is that ideal, and also the same blocks
 onlined serially (ratio 0) for scale. Prints phase time / ideal.
