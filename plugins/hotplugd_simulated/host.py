@@ -208,9 +208,11 @@ class Host:
     def _cost(self, deferring: bool) -> float:
         if deferring:
             return self.costs.prepare
+        online = self.s.nodes * self.s.boot_memory + self.onlined_bytes
+        growth = self.s.cost_per_online_gib * online / (1 << 30)
         if self.s.kernel == "per-block" and self.s.kernel_ratio > 0:
-            return self.costs.per_block(self.s.workers)
-        return self.costs.serial
+            return self.costs.per_block(self.s.workers) + growth
+        return self.costs.serial + growth
 
     def _set_online(self, block: HostBlock) -> None:
         block.state = State.ONLINE

@@ -57,6 +57,9 @@ class Settings:
     cost_free_per_page: float = 27.5e-9  # __free_pages_core
     #: Queueing page work on a node's CPUs and joining it (per block on per-block, per phase on anolis).
     cost_setup: float = 5.6e-3
+    #: Added to each online per GiB already online: the guest's onlines slow down as it grows
+    #: (fitted per run by tests/vm/test_parity.py; 0 by default: not measured on real hardware).
+    cost_per_online_gib: float = 0.0
     add_interval: float = 200e-6  # between two add events of one burst
     fault_rate: float = 0.0
     fault_errnos: tuple[int, ...] = (errno.EBUSY,)
@@ -97,7 +100,8 @@ _SCALARS: dict[str, Any] = {
     "nodes": ("int", 1), "cpus_per_node": ("int", 1), "block_size": ("size", 4096), "boot_memory": ("size", 0),
     "offline_at_start": ("size", 0), "mem_available": ("size", 0), "cost_fixed": ("duration", 0),
     "cost_init_per_page": ("duration", 0), "cost_free_per_page": ("duration", 0), "add_interval": ("duration", 0),
-    "cost_setup": ("duration", 0), "fault_rate": ("rate", 0), "seed": ("int", 0), "concurrency": ("int", 1),
+    "cost_setup": ("duration", 0), "cost_per_online_gib": ("duration", 0), "fault_rate": ("rate", 0),
+    "seed": ("int", 0), "concurrency": ("int", 1),
     "kernel_ratio": ("int", 0), "auto_online": ("bool", 0),
 }
 _CHOICES = {"lock": LOCKS, "kernel": KERNELS}
