@@ -5,12 +5,14 @@ One fresh guest for the module (6.1 under TCG, ``memhp_default_state=offline``),
 scenarios run in a fixed order. Onlining gets slower as the guest grows (31.7 ms a block with
 2 to 6 GiB online, 99 ms with 38 to 42 GiB, in a run at load 6), and TCG's speed depends on this
 shared machine's load, so the model is **fitted in the same run**: its per-block cost and its
-growth per GiB online (``cost_per_online_gib``) from the first and the last one-writer 4 GiB
-DIMM; the 16 GiB DIMM, virtio-mem and 2 and 4 writers are predicted, the simulated host
+growth per GiB online (``cost_per_online_gib``) from the one-writer 4 GiB DIMMs; the 16 GiB
+DIMM, virtio-mem and 2 and 4 writers are predicted, the simulated host
 sleeping each modelled cost. The
 guest's own clock times the onlining (``guest_probe.py``: ``writers`` for DIMMs, the
 ``online-wait`` probe with the naive loop for virtio-mem). ``-s`` prints the parity table
-recorded in bench/README.md.
+recorded in bench/README.md, with every run so far: on this shared 2-core machine the
+guest's gain from 2 and 4 writers swings from 0.8x to 1.45x between runs, so the ±25 % and
+"no gain" checks on the writers fail in about half of the runs (the DIMMs and virtio-mem held).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _errnos(result: dict) -> list[int]:
 @dataclass
 class GuestRun:
     rows: dict[str, float]
-    medians: dict[str, float]  # median seconds of one write, per writers scenario
+    writes: dict[str, list[dict]]  # guest_probe.py writers' results, per DIMM scenario
     misuse: dict[str, list[int]]
     virtio_pace: float  # the device's seconds between two add events (an input, not a prediction)
 
@@ -98,12 +100,12 @@ class GuestRun:
 def measured(guest: Guest) -> GuestRun:
     writers = _vm_writers()
     rows: dict[str, float] = {}
-    medians: dict[str, float] = {}
     misuse: dict[str, list[int]] = {}
+    runs: dict[str, list[dict]] = {}
 
     def dimm(name: str, threads: int) -> None:
-        result = writers.online_with_writers(guest, 4 * GiB, threads)
-        rows[name], medians[name] = result["seconds"], result["write_median"]
+        runs.setdefault(name, []).append(writers.online_with_writers(guest, 4 * GiB, threads))
+        rows[name] = statistics.mean(r["seconds"] for r in runs[name])
 
     dimm("dimm 4 GiB", 1)
     online = max(b.index for b in guest.agent.memory_blocks() if b.state == "online")
@@ -116,7 +118,8 @@ def measured(guest: Guest) -> GuestRun:
                                                              timeout=120).blocks)
     while any(b.node is None for b in guest.agent.memory_blocks() if b.index in set(added)):
         time.sleep(0.05)
-    rows["dimm 16 GiB"] = _writes(guest, added[:-1], 1)["seconds"]
+    runs["dimm 16 GiB"] = [_writes(guest, added[:-1], 1)]
+    rows["dimm 16 GiB"] = runs["dimm 16 GiB"][0]["seconds"]
     misuse["block onlined twice at once"] = _errnos(_writes(guest, [added[-1], added[-1]], 2))
     naive = NaiveOnliner()
     naive.start(guest)
@@ -127,19 +130,21 @@ def measured(guest: Guest) -> GuestRun:
     p = timing.probe
     rows["virtio-mem 0→16 GiB"] = p["end"] - p["first_add"]
     pace = (p["last_add"] - p["first_add"]) / (p["added"] - 1)
-    for n in (1, 2, 4):
+    for n in WRITERS:
         dimm(f"{n} writer(s), 4 GiB", n)
-    return GuestRun(rows, medians, misuse, pace)
+    return GuestRun(rows, runs, misuse, pace)
 
 
 # -- the simulated mainline ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Fit:
-    """The mainline model's per-block cost at no memory online, and its growth per GiB online."""
+    """The mainline model fitted to this run: a write's cost at no memory online and its growth per
+    GiB online (kernel time, under the lock), and a writer's own time between two writes."""
 
     base: float
     per_gib: float
+    gap: float
 
     def settings(self, online: int, **kw) -> Settings:
         """A one-node mainline host with ``online`` bytes already online."""
@@ -148,19 +153,33 @@ class Fit:
                         cost_free_per_page=0.0, **kw)
 
 
-#: GiB online when each scenario starts: 2 GiB of boot memory, then each hot-add in order.
-ONLINE_AT = {"dimm 4 GiB": 2, "dimm 16 GiB": 6, "virtio-mem 0→16 GiB": 22, "1 writer(s), 4 GiB": 38,
-             "2 writer(s), 4 GiB": 42, "4 writer(s), 4 GiB": 46}
+#: Writer counts, each twice, in ABCCBA order: every count's mean position is the same, so the
+#: guest's slowing down as it fills cancels out of their comparison (8 DIMM slots, 62 GiB in all).
+WRITERS = (1, 2, 4, 4, 2, 1)
+#: GiB online when each scenario starts: 2 GiB of boot memory, then each hot-add in order
+#: (the writers: the mean of their two runs' starts, 38 + 4 x position).
+ONLINE_AT = {"dimm 4 GiB": 2, "dimm 16 GiB": 6, "virtio-mem 0→16 GiB": 22, "1 writer(s), 4 GiB": 48,
+             "2 writer(s), 4 GiB": 48, "4 writer(s), 4 GiB": 48}
 
 
-def fit(medians: dict[str, float]) -> Fit:
-    """Two 4 GiB DIMMs onlined by one writer, at 2 and at 38 GiB online: a line through their median
-    writes (the median, not the mean: the guest's first hot-added block populates its empty
-    ZONE_NORMAL, all of its boot memory being DMA32, and costs several blocks' time)."""
-    first, last = "dimm 4 GiB", "1 writer(s), 4 GiB"
-    (m1, c1), (m2, c2) = ((ONLINE_AT[k] + 2, medians[k]) for k in (first, last))
+FIT = ("dimm 4 GiB", "1 writer(s), 4 GiB")
+
+
+def fit(writes: dict[str, list[dict]]) -> Fit:
+    """From the one-writer 4 GiB DIMMs (at 2 GiB online, and at 38 and 58): a line through their
+    median writes, and the writer's gap: its time per block, the slowest write left out (the
+    guest's first hot-added block populates its empty ZONE_NORMAL, all of its boot memory
+    being DMA32, and costs several blocks' time), less the median write."""
+    points, gaps = [], []
+    for name in FIT:
+        for r in writes[name]:
+            per_block = (r["seconds"] - r["write_max"]) / (r["blocks"] - 1)
+            points.append((ONLINE_AT[name] + 2, r["write_median"]))
+            gaps.append(max(0.0, per_block - r["write_median"]))
+    (m1, c1), later = points[0], points[1:]
+    m2, c2 = statistics.mean(m for m, _ in later), statistics.mean(c for _, c in later)
     per_gib = max(0.0, (c2 - c1) / (m2 - m1))
-    return Fit(max(0.0, c1 - per_gib * m1), per_gib)
+    return Fit(max(0.0, c1 - per_gib * m1), per_gib, statistics.mean(gaps))
 
 
 def _host(model: Fit, online: int = 2 * GiB) -> Host:
@@ -174,6 +193,7 @@ async def _sim_writers(model: Fit, online: int, blocks: int, threads: int) -> fl
     async def lane(mine: list[int]) -> None:
         for i in mine:
             assert (await host.online(i, ZoneRequest.AUTO)).outcome is Outcome.ONLINED
+            await anyio.sleep(model.gap)  # the writer's own work between two writes, outside the lock
 
     start = anyio.current_time()
     async with anyio.create_task_group() as tg:
@@ -201,11 +221,12 @@ async def _sim_virtio_mem(model: Fit, online: int, pace: float) -> float:
         async with receive:
             async for index in receive:
                 await host.online(index, ZoneRequest.AUTO)
+                await anyio.sleep(model.gap)
     return anyio.current_time() - first[0] + pace  # the guest's clock starts at its first add event
 
 
 async def _sim_misuse() -> dict[str, list[int]]:
-    host = _host(Fit(1e-3, 0.0))
+    host = _host(Fit(1e-3, 0.0, 0.0))
     index = host.plug(0).index
     await host.online(index, ZoneRequest.AUTO)
     again = await host.online(index, ZoneRequest.AUTO)
@@ -225,14 +246,15 @@ async def _sim_misuse() -> dict[str, list[int]]:
 
 @pytest.fixture(scope="module")
 def parity(measured: GuestRun) -> Iterator[list[Row]]:
-    model = fit(measured.medians)
+    model = fit(measured.writes)
     sim = {"dimm 16 GiB": anyio.run(_sim_writers, model, 6 * GiB, 127, 1),
            "virtio-mem 0→16 GiB": anyio.run(_sim_virtio_mem, model, 22 * GiB, measured.virtio_pace)}
     for name in ("dimm 4 GiB", "1 writer(s), 4 GiB", "2 writer(s), 4 GiB", "4 writer(s), 4 GiB"):
         threads = int(name[0]) if name[0].isdigit() else 1
         sim[name] = anyio.run(_sim_writers, model, ONLINE_AT[name] * GiB, 32, threads)
     rows = [Row(name, measured.rows[name], sim[name]) for name in measured.rows]
-    print(f"\nfitted: {model.base * 1e3:.2f} ms a block + {model.per_gib * 1e3:.3f} ms per GiB online; "
+    print(f"\nfitted: {model.base * 1e3:.2f} ms a write + {model.per_gib * 1e3:.3f} ms per GiB online, "
+          f"{model.gap * 1e3:.2f} ms between writes; "
           f"virtio-mem's pace {measured.virtio_pace * 1e3:.2f} ms a block (measured)")
     print("| scenario | GiB online at start | guest s | simulated s | simulated ÷ guest |\n|---|---|---|---|---|")
     for r in rows:
@@ -241,7 +263,7 @@ def parity(measured: GuestRun) -> Iterator[list[Row]]:
 
 
 def test_simulated_times_are_within_25_percent_of_the_guests(parity):
-    predicted = [r for r in parity if r.scenario not in ("dimm 4 GiB", "1 writer(s), 4 GiB")]  # those are the fit
+    predicted = [r for r in parity if r.scenario not in FIT]
     off = [f"{r.scenario}: {r.ratio:.2f}" for r in predicted if abs(r.ratio - 1) > TOLERANCE]
     assert not off, f"outside ±25 %: {off}"
 
