@@ -11,8 +11,8 @@ sleeping each modelled cost. The
 guest's own clock times the onlining (``guest_probe.py``: ``writers`` for DIMMs, the
 ``online-wait`` probe with the naive loop for virtio-mem). ``-s`` prints the parity table
 recorded in bench/README.md, with every run so far: on this shared 2-core machine the
-guest's gain from 2 and 4 writers swings from 0.8x to 1.45x between runs, so the ±25 % and
-"no gain" checks on the writers fail in about half of the runs (the DIMMs and virtio-mem held).
+guest's gain from 2 and 4 writers swings from 0.8x to 1.45x between runs, and the 16 GiB DIMM's
+prediction from 0.63x to 1.47x, so the ±25 % and "no gain" checks fail in most runs (1 of 6 so far).
 """
 
 from __future__ import annotations
