@@ -358,6 +358,8 @@ class FakeSysfs:
         """A write to a file other than ``memoryN/state``: a knob, ``memoryN/online``, anything else."""
         name = next((n for n in KNOB_DEFAULTS if self.knob_file(n) == path), None)
         if name is not None:
+            if not path.exists():  # a parameter this kernel lacks
+                raise _oserror(errno.ENOENT, path)
             try:
                 stored = knob_value(name, value)
             except ValueError:

@@ -190,8 +190,9 @@ class Sysfs:
     def verify_block(self, block: Block) -> Block | None:
         """``block`` as the host shows it now (``state``, ``online``, ``valid_zones``); None when gone.
 
-        Three reads (and one ``lstat``): cheap enough for each block another onliner
-        onlined. A block not linked to its node yet keeps ``valid_zones = ()``.
+        Two reads for an online block, three for an offline one (and one ``lstat``):
+        cheap enough for each block another onliner onlined. A block not linked to
+        its node yet keeps ``valid_zones = ()`` (reading it would oops 6.1).
         """
         try:
             node = self.node_of(block.index)

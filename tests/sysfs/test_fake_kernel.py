@@ -69,6 +69,12 @@ def test_a_value_the_kernel_refuses_is_einval(fake_sysfs, name, value):
     assert info.value.errno == errno.EINVAL and fake_sysfs.knob(name) == before
 
 
+def test_a_knob_this_kernel_lacks_cannot_be_written(fake_sysfs):
+    with pytest.raises(OSError) as info:
+        fake_sysfs.io.write(fake_sysfs.knob_file("parallel_hotplug_ratio"), "50")
+    assert info.value.errno == errno.ENOENT and fake_sysfs.knob("parallel_hotplug_ratio") is None
+
+
 def test_a_read_only_knob_says_so_and_refuses_writes_with_erofs(fake_sysfs):
     fake_sysfs.set_read_only("auto_online_blocks")
     path = fake_sysfs.knob_file("auto_online_blocks")
