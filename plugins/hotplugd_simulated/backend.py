@@ -70,8 +70,7 @@ class SimulatedBackend(Backend):
 
     async def topology(self) -> Topology:
         s = self.settings
-        return Topology({n: s.cpus_per_node for n in range(s.nodes)}, self.host.mem_available, s.block_size,
-                        kernel_onlines=s.auto_online)
+        return Topology({n: s.cpus_per_node for n in range(s.nodes)}, self.host.mem_available, s.block_size)
 
     async def events(self) -> AsyncIterator[BlockEvent | Rescan]:
         async for event in self.scenario.events():
