@@ -154,6 +154,15 @@ class SchedulerConfig:
     retry_backoff: float = _opt(0.01, _duration(), "first retry delay; doubles each attempt")
     retry_failed_after: float = _opt(60.0, _duration(),
                                      "queue a block again this long after its transient retries ran out; 0: never")
+    onliner: str = _opt("auto", _choice("auto", "kernel", "hotplugd"),
+                        "who onlines: auto (the kernel's own auto-online, set up by hotplugd, wherever its knobs "
+                        "can express the policy; else hotplugd), kernel (refuse to start where they cannot), "
+                        "hotplugd (always hotplugd; the kernel's auto-online kept off)")
+    kernel_grace: float = _opt(2.0, _duration(),
+                               "where the kernel onlines: how long an added block may stay offline before "
+                               "hotplugd onlines it itself")
+    kernel_phase_timeout: float = _opt(60.0, _duration(),
+                                       "how long the seed's kernel may hold a block half-online before an alert")
 
 
 @dataclass
@@ -194,6 +203,9 @@ class Config:
     log_level: str = _opt("info", _choice(*LOG_LEVELS), "debug | info | warning | error")
     log_format: str = _opt("auto", _choice("auto", "json", "console"), "auto: JSON unless on a terminal")
     disabled_plugins: list[str] = _opt([], _string_list, "plugins never loaded (also HOTPLUGD_DISABLED_PLUGINS)")
+    state_directory: str = _opt("/var/lib/hotplugd", _typed(str),
+                                "where hotplugd records the kernel's knobs as it found them (the unit's "
+                                "StateDirectory=), for `systemd/install.py --uninstall` to restore")
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     zones: ZoneConfig = field(default_factory=ZoneConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -20,10 +20,12 @@ from anyio.abc import TaskStatus
 from hotplugd import __version__
 from hotplugd.config import Config, load
 from hotplugd.engine.context import EngineContext
+from hotplugd.engine.knobrecord import record_found
+from hotplugd.engine.plan import Plan, make_plan, refuse_forced_kernel
 from hotplugd.engine.scheduler import Scheduler
-from hotplugd.errors import HotplugdError
+from hotplugd.errors import ConfigError, HotplugdError
 from hotplugd.faults import FaultInjection
-from hotplugd.model import RescanReason
+from hotplugd.model import HOST_DOMAIN, Executor, RescanReason
 from hotplugd.observe import logs
 from hotplugd.observe.metrics import Metrics
 from hotplugd.observe.notify import Notifier
@@ -78,6 +80,8 @@ class Daemon:
         self.ready_file = ready_file
         self.metrics_server: MetricsServer | None = None
         self.conflicts: list[str] = []
+        #: Who onlines the host's blocks (set at start and on every reload).
+        self.plan = Plan(Executor.HOTPLUGD, "not planned yet")
         self.faults = faults or FaultInjection.from_environ()
         self._signals = 0
 
@@ -101,6 +105,7 @@ class Daemon:
                 # Handlers first: a SIGTERM or SIGHUP before READY is handled, never fatal.
                 await tg.start(self._signals_task)
                 tg.start_soon(self._intake)
+                self.plan = await self._apply_plan(self.config)
                 await self._report_conflicts()
                 await self.scheduler.rescan(RescanReason.START)
                 if self.serve_metrics:
@@ -132,8 +137,31 @@ class Daemon:
         self.scheduler.source_done = True
         self.scheduler.wake()
 
+    async def make_plan(self, config: Config) -> Plan:
+        """The host's plan for ``config`` on the kernel as it is now (reads only)."""
+        knobs = await self.backend.kernel_knobs(HOST_DOMAIN)
+        return make_plan(config, knobs, concurrency=self.backend.domain_concurrency(HOST_DOMAIN),
+                         zone_choosers=self.hooks.zone_choosers())
+
+    async def _apply_plan(self, config: Config) -> Plan:
+        """Set the kernel's knobs for ``config``'s plan, after recording what they read before hotplugd's
+        first change. A config that forces the kernel where it cannot carry the policy is refused (78)."""
+        plan = await self.make_plan(config)
+        refused = refuse_forced_kernel(config, plan)
+        if refused is not None:
+            raise ConfigError(f"scheduler.onliner = \"kernel\" cannot be honoured: {refused}",
+                              hint="set scheduler.onliner = \"auto\" to let hotplugd online where the kernel cannot")
+        found = plan.found
+        changes = {k: v for k, v in plan.changes().items() if found is not None and found.writable(k)}
+        if changes and found is not None:
+            await anyio.to_thread.run_sync(record_found, config.state_directory, HOST_DOMAIN, found, list(changes))
+            await self.backend.set_kernel_knobs(changes, HOST_DOMAIN)
+        self.metrics.plan(HOST_DOMAIN, plan.executor.value)
+        log.info("plan", domain=HOST_DOMAIN, onliner=plan.executor.value, reason=plan.reason, written=changes)
+        return plan
+
     async def _report_conflicts(self) -> None:
-        self.conflicts = await self.backend.conflicts()
+        self.conflicts = [*await self.backend.conflicts(), *self.plan.conflicts()]
         self.metrics.conflicts.set(len(self.conflicts))
         for message in self.conflicts:
             log.warning("conflict", detail=message)
@@ -223,6 +251,13 @@ class Daemon:
         if new.plugins.get(new.backend) != self.config.plugins.get(new.backend):
             log.warning("backend_settings_not_reloaded", backend=new.backend,
                         hint=f"restart the service to apply [plugins.{new.backend}]")
+        try:
+            self.plan = await self._apply_plan(new)
+        except HotplugdError as exc:
+            self.metrics.reloads.labels("refused").inc()
+            log.error("reload_refused", error=str(exc), source=str(self.config.source))
+            self.notifier.ready(f"reload refused; {self.status_line()}")
+            return False
         for section in ("scheduler", "zones", "log_level", "log_format", "plugins"):
             setattr(self.config, section, getattr(new, section))
         self.scheduler.reconfigured()

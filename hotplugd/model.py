@@ -254,6 +254,8 @@ class Trigger(enum.StrEnum):
     MEMMAP_SHARE = "memmap_share"
     MAX_DEFER = "max_defer"
     SETTLE = "settle"
+    #: The kernel onlines this domain's blocks, and left these offline past ``scheduler.kernel_grace``.
+    KERNEL_LEFT = "kernel_left_offline"
 
 
 @dataclass

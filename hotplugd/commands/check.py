@@ -1,8 +1,9 @@
-"""``hotplugd check``: the configured backend's view of other onliners on this host.
+"""``hotplugd check``: the plan for this host, and whatever else onlines memory against it.
 
-Reports what would compete with hotplugd (the kernel's own auto-online, a
-``memhp_default_state=`` boot option, ``memory_hotplug`` parameters, udev
-rules that online memory), one line each. Exit 0 when there is none, 1 otherwise.
+Prints who onlines (the kernel's own auto-online, set up by hotplugd, or hotplugd
+itself), why, and the kernel's knobs as they read and as the plan would set them;
+then what would compete with the plan (udev rules that online memory, a knob the
+plan needs but cannot write), one line each. Exit 0 when there is none, 1 otherwise.
 Reads only: it never starts the backend (no socket, no write).
 """
 
@@ -13,18 +14,31 @@ from typing import TextIO
 
 import anyio
 
+from hotplugd.commands.plan_text import plan_lines, read_plan
+from hotplugd.config import Config
+from hotplugd.engine.plan import Plan
 from hotplugd.plugin.backend import Backend
+from hotplugd.plugin.hooks import Hooks
 
 EXIT_CLEAN = 0
 EXIT_CONFLICTS = 1
 
 
-def check(backend: Backend, name: str, out: TextIO | None = None) -> int:
-    """Print every conflict ``backend`` finds; the exit code says whether there was any."""
+def check(config: Config, hooks: Hooks, backend: Backend, out: TextIO | None = None) -> int:
+    """Print the plan (who onlines, why, the knobs) and every conflict; the exit code says whether there was any."""
     stream = out or sys.stdout
-    conflicts = anyio.run(backend.conflicts)
+    name = config.backend
+
+    async def gather() -> tuple[Plan, list[str]]:
+        plan = await read_plan(config, hooks, backend)
+        return plan, [*await backend.conflicts(), *plan.conflicts()]
+
+    plan, conflicts = anyio.run(gather)
+    for line in plan_lines(plan):
+        print(line, file=stream)
     if not conflicts:
-        print(f"no conflicts: nothing else onlines memory on this host (backend {name})", file=stream)
+        print(f"no conflicts: nothing else onlines memory on this host against the plan (backend {name})",
+              file=stream)
         return EXIT_CLEAN
     print(f"{len(conflicts)} conflict{'s' if len(conflicts) != 1 else ''} (backend {name}):", file=stream)
     for message in conflicts:

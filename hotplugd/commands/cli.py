@@ -144,22 +144,24 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from hotplugd.commands.status import status
+    from hotplugd.plugin.hooks import Hooks
     from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
     check_plugin_config(pm, config)
-    return status(config, build_backend(pm, config))
+    return status(config, build_backend(pm, config), hooks=Hooks(pm))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from hotplugd.commands.check import check
+    from hotplugd.plugin.hooks import Hooks
     from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
     check_plugin_config(pm, config)
-    return check(build_backend(pm, config), config.backend)
+    return check(config, Hooks(pm), build_backend(pm, config))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -14,14 +14,17 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import anyio
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from hotplugd.commands.plan_text import plan_lines, read_plan
 from hotplugd.config import Config, MetricsConfig
 from hotplugd.errors import BackendError
 from hotplugd.model import HOST_DOMAIN, Block, Outcome
 from hotplugd.plugin.backend import Backend
+from hotplugd.plugin.hooks import Hooks
 from hotplugd.units import format_bytes
 
 #: ``systemctl status``'s (and LSB's) exit status for "program is not running".
@@ -75,6 +78,8 @@ class DaemonView:
     last_phase_seconds: float = 0.0
     rescans: dict[str, int] = field(default_factory=dict)  # by reason, non-zero
     dropped: dict[str, int] = field(default_factory=dict)  # by reason, non-zero
+    onliners: dict[str, str] = field(default_factory=dict)  # who onlines, by domain (the running plan)
+    kernel_onlined: int = 0  # blocks the kernel onlined, verified by hotplugd
 
     @classmethod
     def from_exposition(cls, text: str) -> DaemonView:
@@ -107,6 +112,9 @@ class DaemonView:
             last_phase_seconds=one("hotplugd_last_phase_duration_seconds"),
             rescans=by("hotplugd_rescans_total", "reason"),
             dropped=by("hotplugd_uevents_dropped_total", "reason"),
+            onliners={labels.get("domain", "?"): labels.get("onliner", "?")
+                      for labels, v in samples.get("hotplugd_onliner", ()) if v},
+            kernel_onlined=int(one("hotplugd_kernel_onlined_blocks_total")),
         )
 
 
@@ -161,7 +169,9 @@ def render_daemon(console: Console, view: DaemonView, where: str) -> None:
     table.add_column()
     table.add_row("pending", f"{view.pending_blocks} blocks, {format_bytes(view.pending_bytes)}"
                   + (f", oldest waiting {view.oldest_pending_seconds:.1f} s" if view.pending_blocks else ""))
-    table.add_row("onlined", f"{view.onlined} blocks")
+    table.add_row("onliner", "?" if not view.onliners else
+                  ", ".join(f"{domain}: {who}" for domain, who in sorted(view.onliners.items())))
+    table.add_row("onlined", f"{view.onlined} blocks by hotplugd, {view.kernel_onlined} by the kernel (verified)")
     table.add_row("failed", f"{view.failed_blocks} blocks offline after errors; outcomes: {_counts(view.outcomes)}")
     table.add_row("phases by trigger", _counts(view.phases))
     table.add_row("last phase", f"{view.last_phase_blocks} blocks, {format_bytes(view.last_phase_bytes)} "
@@ -171,9 +181,12 @@ def render_daemon(console: Console, view: DaemonView, where: str) -> None:
     console.print(table)
 
 
-def status(config: Config, backend: Backend, console: Console | None = None) -> int:
-    """Print the census table and, when the daemon answers, its view. 0: running; 3: not running."""
+def status(config: Config, backend: Backend, console: Console | None = None, hooks: Hooks | None = None) -> int:
+    """Print the census table, the plan and, when the daemon answers, its view. 0: running; 3: not running."""
     console = console or Console()
+    if hooks is not None:
+        for line in plan_lines(anyio.run(read_plan, config, hooks, backend)):
+            console.print(line, highlight=False, markup=False)
     blocks = read_census(backend)
     if blocks is None:
         console.print(f"{backend.describe()} cannot list memory blocks")

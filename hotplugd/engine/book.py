@@ -2,9 +2,10 @@
 
 A block the domain knows of is queued (waiting in the :class:`PendingQueue`,
 which keeps arrival order and the per-node index), in a phase, online, failed
-(with the outcome and, unless permanent, when it is queued again), or removed
-while a phase still holds it. Every event changes one record; nothing else
-holds per-block state.
+(with the outcome and, unless permanent, when it is queued again), removed
+while a phase still holds it, or to verify: another onliner (the kernel) onlined
+it, or holds it half-online, and hotplugd reads it back. Every event changes one
+record; nothing else holds per-block state.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class Stage(enum.Enum):
     FAILED = "failed"
     #: Removed while a phase held it: the phase reports it gone, then the record goes.
     REMOVED = "removed"
+    #: Onlined (or held half-online) by the kernel: to be read back, at ``next_poll``.
+    VERIFY = "verify"
 
 
 @dataclass(slots=True)
@@ -37,6 +40,12 @@ class Record:
     #: IN_PHASE: announced again (a replay, a guest's agent back) while its phase ran; if the
     #: phase fails it, it is queued again at once.
     added_again: bool = False
+    #: VERIFY: when it was added (None: unknown), when to read it back next, since when the
+    #: kernel has held it half-online (None: not seen so), and whether that outlasted the bound.
+    since: float | None = None
+    next_poll: float = 0.0
+    deferred_since: float | None = None
+    stuck: bool = False
 
 
 class BlockBook:
@@ -47,6 +56,7 @@ class BlockBook:
         self._records: dict[int, Record] = {}
         self._failed = 0
         self._retries = 0
+        self._verifying: dict[int, Record] = {}
 
     def __repr__(self) -> str:
         return f"<BlockBook {len(self._records)} blocks, {len(self.queue)} queued, {self._failed} failed>"
@@ -64,19 +74,22 @@ class BlockBook:
         if old is not None and old.stage is Stage.FAILED:
             self._failed -= 1
             self._retries -= old.retry_at is not None
+        self._verifying.pop(index, None)
         if record is None:
             self._records.pop(index, None)
             return
         if record.stage is Stage.FAILED:
             self._failed += 1
             self._retries += record.retry_at is not None
+        elif record.stage is Stage.VERIFY:
+            self._verifying[index] = record
         self._records[index] = record
 
     # -- what the scheduler asks -------------------------------------------------------
 
     def busy(self, index: int) -> bool:
-        """Online, or held by a running phase: an add for it changes nothing."""
-        return self.stage(index) in (Stage.ONLINE, Stage.IN_PHASE)
+        """Online, held by a running phase, or being verified: an add for it changes nothing."""
+        return self.stage(index) in (Stage.ONLINE, Stage.IN_PHASE, Stage.VERIFY)
 
     def is_removed(self, index: int) -> bool:
         return self.stage(index) is Stage.REMOVED
@@ -89,6 +102,15 @@ class BlockBook:
     @property
     def failed_count(self) -> int:
         return self._failed
+
+    @property
+    def verifying(self) -> int:
+        return len(self._verifying)
+
+    @property
+    def unsettled(self) -> bool:
+        """Blocks still to read back, but for those the kernel holds half-online past the bound."""
+        return any(not r.stuck for r in self._verifying.values())
 
     @property
     def in_phase(self) -> set[int]:
@@ -121,19 +143,48 @@ class BlockBook:
         else:
             self._set(index, None)
 
-    def came_online(self, index: int) -> tuple[bool, bool, bool]:
-        """An ``online`` event: (it was queued, it was failed with a retry set, it was news to the book).
-
-        A block a phase holds stays the phase's: its report comes.
+    def came_online(self, index: int) -> tuple[Waiting | None, bool, bool]:
+        """An ``online`` event: (its queue entry if it was queued, it was failed with a retry set,
+        it was news to the book). A block a phase holds, or that is being verified, stays so.
         """
         record = self._records.get(index)
-        if record is not None and record.stage in (Stage.IN_PHASE, Stage.REMOVED):
-            return False, False, False
-        queued = self.queue.discard(index) is not None
+        if record is not None and record.stage in (Stage.IN_PHASE, Stage.REMOVED, Stage.VERIFY):
+            return None, False, False
+        queued = self.queue.discard(index)
         retrying = record is not None and record.stage is Stage.FAILED and record.retry_at is not None
         first = record is None or record.stage is not Stage.ONLINE
         self._set(index, Record(Stage.ONLINE, record.block if record else None))
         return queued, retrying, first
+
+    # -- verification of another onliner's blocks ---------------------------------------------
+
+    def verify(self, block: Block, since: float | None, now: float, *, deferred: bool = False) -> None:
+        """Read ``block`` back at once (the kernel onlined it, or holds it half-online: ``deferred``)."""
+        self.queue.discard(block.index)
+        self._set(block.index, Record(Stage.VERIFY, block, since=since, next_poll=now,
+                                      deferred_since=now if deferred else None))
+
+    def due_verifications(self, now: float) -> list[Record]:
+        return [r for r in self._verifying.values() if r.next_poll <= now]
+
+    def next_poll(self, now: float) -> float | None:
+        """Seconds until a block is due to be read back (None: none is)."""
+        if not self._verifying:
+            return None
+        return max(0.0, min(r.next_poll for r in self._verifying.values()) - now)
+
+    def still_deferred(self, record: Record, now: float, interval: float) -> None:
+        """Read back half-online: poll again after ``interval``."""
+        if record.deferred_since is None:
+            record.deferred_since = now
+        record.next_poll = now + interval
+
+    def settled_online(self, block: Block) -> None:
+        self._set(block.index, Record(Stage.ONLINE, block))
+
+    def forget(self, index: int) -> None:
+        """Gone from the host."""
+        self._set(index, None)
 
     def went_offline(self, index: int) -> None:
         if self.stage(index) is Stage.ONLINE:
@@ -164,6 +215,9 @@ class BlockBook:
         if outcome.success:
             self._set(index, Record(Stage.ONLINE, block))
             return True
+        if outcome is Outcome.KERNEL_DEFERRED:  # the kernel's final phase will finish it: watched, not retried
+            self.verify(block, None, now, deferred=True)
+            return False
         if outcome is Outcome.GONE or (record is not None and record.stage is Stage.REMOVED):
             self._set(index, None)
             return False
@@ -199,10 +253,11 @@ class BlockBook:
 
     # -- scans -------------------------------------------------------------------------
 
-    def apply_scan(self, blocks: Iterable[Block], reason: RescanReason, queue_offline: bool, now: float) -> None:
+    def apply_scan(self, blocks: Iterable[Block], reason: RescanReason, now: float) -> None:
         """What a full scan says: online blocks are known online, failures get another chance
-        (a permanent one only on an operator's request), and, with ``queue_offline``, every
-        offline block nobody holds is queued, in index order, while the queue has room."""
+        (a permanent one only on an operator's request), blocks the seed's kernel holds half-online
+        are watched, and every offline block nobody holds is queued, in index order, while the
+        queue has room (where the kernel onlines, it waits ``kernel_grace`` there first)."""
         blocks = list(blocks)
         offline = {b.index for b in blocks if b.state is State.OFFLINE}
         for index, record in list(self._records.items()):
@@ -212,11 +267,13 @@ class BlockBook:
                     record.outcome is Outcome.PERMANENT and reason is not RescanReason.REQUEST and index in offline):
                 self._set(index, None)
         for block in blocks:
-            if block.state is State.ONLINE and block.index not in self._records:
+            if block.index in self._records:
+                continue
+            if block.state is State.ONLINE:
                 self._set(block.index, Record(Stage.ONLINE, block))
+            elif block.state is State.KERNEL_DEFERRED:
+                self.verify(block, None, now, deferred=True)
         self.queue.overflowed = False
-        if not queue_offline:
-            return
         for block in sorted(blocks, key=lambda b: b.index):
             if block.state is not State.OFFLINE or block.index in self._records:
                 continue

@@ -62,6 +62,9 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
     """The deferral rules, in order of precedence."""
     if not len(queue):
         return Decision()
+    if topology.kernel_onlines:  # the kernel onlines them: hotplugd takes only what it left offline
+        due = (queue.oldest if queue.oldest is not None else now) + cfg.kernel_grace
+        return Decision(Trigger.KERNEL_LEFT) if now >= due else Decision(wait=due - now)
     bound = _bound(cfg, queue, topology)
     if bound not in PRESSING and queue.held_until is not None and now < queue.held_until:
         return Decision(wait=queue.held_until - now)  # the rest of the hot-add is on its way

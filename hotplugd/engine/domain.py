@@ -24,6 +24,7 @@ from hotplugd.engine.deferral import MORE_HOLD, UNDEFERRED, Decision, decide, pl
 from hotplugd.engine.onliner import Onliner
 from hotplugd.engine.phase import FinalPhase, PhaseResult
 from hotplugd.engine.queue import PendingQueue, Waiting
+from hotplugd.engine.verify import Verifier
 from hotplugd.model import Action, Block, BlockEvent, NodeLedger, Outcome, RescanReason, State, Topology, Trigger
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,7 @@ class DomainScheduler:
         self.concurrency = max(1, ctx.backend.domain_concurrency(name))
         self.book = BlockBook(ctx.config.scheduler.max_pending_blocks)
         self.onliner = Onliner(ctx, NodeLedger(), self.book.is_removed)
+        self.verifier = Verifier(ctx, self.book, self.onliner)
         self.phase = FinalPhase(ctx, self.onliner, domain=name, concurrency=self.concurrency, numbers=phase_numbers)
         self._phase_slot = phase_slots  # across domains: at most the backend's ``parallel_domains`` phases
         self.topology: Topology | None = None
@@ -62,7 +64,7 @@ class DomainScheduler:
         self.last_phase: PhaseResult | None = None
         #: Called with a reason when a phase ran into a full queue: the scheduler rescans.
         self.wants_rescan: Callable[[RescanReason], None] = lambda reason: None
-        #: Called when a phase ended: the scheduler may be waiting for every domain to be idle.
+        #: Called when a phase (or a read-back) ended: the scheduler may be waiting for every domain to be idle.
         self.phase_ended: Callable[[], None] = lambda: None
 
     def __repr__(self) -> str:
@@ -97,9 +99,12 @@ class DomainScheduler:
             self.book.remove(event.index)
         elif event.action is Action.ONLINE:
             queued, retrying, first = self.book.came_online(event.index)
-            if queued or (self._kernel_onlines and first):
+            if queued is not None or (self._kernel_onlines and first):
                 self.verified += 1  # another onliner (or the kernel) got there first
                 self.ctx.metrics.kernel_verified.inc()
+                block = queued.block if queued is not None else event.block
+                if self._kernel_onlines and block is not None:  # read back: where did it go, how long did it take
+                    self.book.verify(block, queued.since if queued is not None else None, self.ctx.clock())
             elif not retrying:
                 return  # a block this domain onlined (or knew online): its queue and retries are as they were
         elif event.action is Action.OFFLINE:
@@ -115,8 +120,13 @@ class DomainScheduler:
         self.queue.held_until = self.ctx.clock() + MORE_HOLD if event.more else None
         if event.synthetic and block is not None and self.book.announced_again(block.index):
             return  # announced again (a replay, an agent back) while its phase runs: retried if it fails
-        if block is None or block.state is not State.OFFLINE or self._kernel_onlines or self.book.busy(block.index):
-            return  # gone already, online already (stale or a synthetic replay), or the kernel onlines it
+        if block is None or self.book.busy(block.index):
+            return  # gone already, or online, in a phase or being verified (a stale or synthetic replay)
+        if block.state is not State.OFFLINE:
+            if self._kernel_onlines and not event.synthetic:  # the kernel was faster than the event: verify it
+                self.book.verify(block, self.ctx.clock(), self.ctx.clock(),
+                                 deferred=block.state is State.KERNEL_DEFERRED)
+            return
         if not self.book.queue_block(block, self.ctx.clock()):
             self.ctx.metrics.queue_full.inc()  # the rescan after the next phase picks it up
 
@@ -126,7 +136,7 @@ class DomainScheduler:
         self.topology = topology
         self._topology_at = self.ctx.clock()
         self.onliner.ledger = NodeLedger.from_blocks(blocks)
-        self.book.apply_scan(blocks, reason, not topology.kernel_onlines, self.ctx.clock())
+        self.book.apply_scan(blocks, reason, self.ctx.clock())
         self.wake()
 
     # -- the loop -------------------------------------------------------------
@@ -139,8 +149,8 @@ class DomainScheduler:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued, no phase running."""
-        return not len(self.queue) and not self.busy_nodes
+        """Nothing queued, no phase running, nothing to read back."""
+        return not len(self.queue) and not self.busy_nodes and not self.book.unsettled
 
     def _stale(self) -> bool:
         return self.topology is None or self.ctx.clock() - self._topology_at > TOPOLOGY_MAX_AGE
@@ -186,14 +196,18 @@ class DomainScheduler:
         """
         async with anyio.create_task_group() as phases:
             while not self.stopping:
-                self.book.requeue_due(self.ctx.clock())
+                now = self.ctx.clock()
+                self.book.requeue_due(now)
+                if self.book.due_verifications(now):
+                    await self.verifier.verify(self.book.due_verifications(now))
+                    self.phase_ended()  # the domain may be idle now: a run until idle checks
+                    continue
                 if not len(self.queue):
-                    await self._sleep(self.book.next_retry(self.ctx.clock()))
+                    await self._sleep(self._next_wake(None))
                     continue
                 topology, decision = await self._decide(phases)
                 if decision.trigger is None:
-                    waits = (decision.wait, self.book.next_retry(self.ctx.clock()))
-                    await self._sleep(min((w for w in waits if w is not None), default=None))
+                    await self._sleep(self._next_wake(decision.wait))
                     continue
                 if not self._overlapping():
                     batch = self.book.take()
@@ -208,6 +222,12 @@ class DomainScheduler:
                 reserved = min(budget, sum(plan_workers(counts, self.ctx.config.scheduler.parallel_hotplug_ratio,
                                                         topology, budget).values()))
                 phases.start_soon(self._run_phase, decision.trigger, batch, topology, self._reserve(batch, reserved))
+
+    def _next_wake(self, wait: float | None) -> float | None:
+        """The soonest of ``wait``, the next retry and the next read-back (None: only an event wakes)."""
+        now = self.ctx.clock()
+        waits = (wait, self.book.next_retry(now), self.book.next_poll(now))
+        return min((w for w in waits if w is not None), default=None)
 
     async def _sleep(self, wait: float | None) -> None:
         if wait is None:

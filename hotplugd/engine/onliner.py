@@ -208,6 +208,8 @@ class Onliner:
             if not zone_matches(report.requested, result.zone):
                 m.zone_mismatch.inc()
                 log.warning("zone_mismatch", block=block.index, requested=report.requested.value, zone=result.zone)
+        elif result.outcome is Outcome.KERNEL_DEFERRED:
+            log.info("kernel_deferred", block=block.index, detail="the kernel's final phase will online it")
         elif result.outcome is not Outcome.GONE:
             log.error("online_failed", block=block.index, outcome=result.outcome.value,
                       errno=errno_mod.errorcode.get(result.errno or 0, result.errno), detail=result.detail,

@@ -57,8 +57,8 @@ class PendingQueue:
         self.last_add = now
         return True
 
-    def discard(self, index: int) -> Block | None:
-        """Drop a queued block (removed, or onlined by someone else)."""
+    def discard(self, index: int) -> Waiting | None:
+        """Drop a queued block (removed, or onlined by someone else); it, with its add time, or None."""
         waiting = self._items.pop(index, None)
         if waiting is None:
             return None
@@ -67,7 +67,7 @@ class PendingQueue:
         if not node:
             del self._nodes[waiting.block.node]
         self.bytes -= waiting.block.size
-        return waiting.block
+        return waiting
 
     def take(self, busy_nodes: set[int] | frozenset[int] = frozenset()) -> list[Waiting]:
         """Remove and return every queued block, in arrival order, except those of ``busy_nodes``."""

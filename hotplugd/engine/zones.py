@@ -25,3 +25,13 @@ def policy_request(block: Block, ledger: NodeLedger, zones: ZoneConfig) -> ZoneR
         fits = ledger.movable_fits(block.node, block.size, node.auto_movable_ratio)
         return ZoneRequest.MOVABLE if fits else ZoneRequest.KERNEL
     return ZoneRequest.AUTO
+
+
+def promised_zone(block: Block, zones: ZoneConfig) -> ZoneRequest:
+    """The zone the policy promises ``block`` whoever onlines it: what a read-back is checked against.
+
+    ``auto`` and ``auto-movable`` promise no zone of their own (the kernel's choice, or the
+    ratio's, which the kernel judges over its own accounting).
+    """
+    policy = (zones.for_node(block.node) if zones.nodes else zones).policy
+    return {"kernel": ZoneRequest.KERNEL, "movable": ZoneRequest.MOVABLE}.get(policy, ZoneRequest.AUTO)

@@ -35,7 +35,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from hotplugd.model import Action, Block, PhaseInfo, RescanReason, Trigger
+from hotplugd.model import Action, Block, Executor, PhaseInfo, RescanReason, Trigger
 
 log = structlog.get_logger(__name__)
 
@@ -149,6 +149,20 @@ class Metrics:
         # -- the daemon
         self.reloads = Counter("hotplugd_config_reloads_total", "Configuration reloads (SIGHUP), by result",
                                ["result"], registry=r)
+        # -- the plan: who onlines
+        self.executor = Gauge("hotplugd_onliner", "1 for who onlines each domain's blocks by the plan "
+                              "(kernel: its own auto-online, set up by hotplugd; hotplugd), else 0",
+                              ["domain", "onliner"], registry=r)
+        self.kernel_onlined = Counter("hotplugd_kernel_onlined_blocks_total",
+                                      "Blocks the kernel onlined, read back and verified by hotplugd, "
+                                      "by domain, node and zone", ["domain", "node", "zone"], registry=r)
+        self.kernel_phase = Histogram("hotplugd_kernel_final_phase_seconds",
+                                      "How long the seed's kernel held a block half-online (its deferred final "
+                                      "phase), from hotplugd's first sight of it to state online",
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.kernel_stuck = Gauge("hotplugd_kernel_deferred_stuck_blocks",
+                                  "Blocks the seed's kernel has held half-online past scheduler.kernel_phase_timeout: "
+                                  "only the kernel can finish them", registry=r)
         self.plugin_failures = Gauge("hotplugd_plugin_failures",
                                      "Plugins left out because they failed to load or register (1 each), by plugin",
                                      ["plugin"], registry=r)
@@ -186,6 +200,12 @@ class Metrics:
                     return OTHER_DOMAINS
                 label = self._domain_labels[domain] = domain
             return label
+
+    def plan(self, domain: str, executor: str) -> None:
+        """Say who onlines ``domain``'s blocks (1) and who does not (0)."""
+        label = self.domain_label(domain)
+        for each in Executor:
+            self.executor.labels(label, each.value).set(1 if each.value == executor else 0)
 
     def phase_started(self, info: PhaseInfo) -> None:
         """Count the phase under its trigger; set the workers of its domain's nodes (0 for nodes it does not touch)."""

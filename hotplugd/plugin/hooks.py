@@ -15,7 +15,14 @@ from prometheus_client.registry import CollectorRegistry
 from hotplugd.config import Config, ConfigProblem
 from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
 from hotplugd.plugin.backend import BackendRegistry
-from hotplugd.plugin.manager import PluginManager, backend_registry, call_checked, call_isolated, first_result_isolated
+from hotplugd.plugin.manager import (
+    BUILTIN,
+    PluginManager,
+    backend_registry,
+    call_checked,
+    call_isolated,
+    first_result_isolated,
+)
 
 
 class Hooks:
@@ -38,6 +45,11 @@ class Hooks:
         """Every plugin's problems with its table (``hotplugd_check_config``)."""
         return [problem for result in call_checked(self.pm.hook.hotplugd_check_config, plugins=plugins,
                                                    config=config) for problem in result]
+
+    def zone_choosers(self) -> list[str]:
+        """Plugins that implement ``hotplugd_choose_zone``, the core's own built-in aside."""
+        return sorted(impl.plugin_name for impl in self.pm.hook.hotplugd_choose_zone.get_hookimpls()
+                      if impl.plugin_name != BUILTIN)
 
     # -- while running: isolated, a plugin that raises is logged and skipped ------------
 

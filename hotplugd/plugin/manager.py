@@ -30,6 +30,8 @@ from hotplugd.plugin import spec as hookspecs
 from hotplugd.plugin.backend import Backend, BackendRegistry
 
 ENTRY_POINT_GROUP = "hotplugd"
+#: The name the core's own implementations are registered under (:mod:`hotplugd.plugin.builtin`).
+BUILTIN = "hotplugd.builtin"
 DISABLE_ENV = "HOTPLUGD_DISABLED_PLUGINS"
 _BLOCK_HINT = "fix or uninstall it, or block it with " + DISABLE_ENV + "={name}"
 
@@ -85,7 +87,7 @@ def make_manager(
     """
     pm = PluginManager()
     pm.add_hookspecs(hookspecs)
-    pm.register(builtin, name="hotplugd.builtin")
+    pm.register(builtin, name=BUILTIN)
     blocked = blocked_names(disabled, environ)
     for name in blocked:
         pm.set_blocked(name)

@@ -74,7 +74,7 @@ class _Provides:
 
 
 @pytest.fixture
-def make_daemon(hotplugd_metrics: Metrics, hook_recorder: HookRecorder) -> Callable[..., Any]:
+def make_daemon(hotplugd_metrics: Metrics, hook_recorder: HookRecorder, tmp_path: Path) -> Callable[..., Any]:
     """``make_daemon(backend, config=None, plugins=(), **scheduler_overrides)`` → Daemon.
 
     ``backend`` is a Backend object (registered as ``"test"``), or the name of
@@ -82,7 +82,8 @@ def make_daemon(hotplugd_metrics: Metrics, hook_recorder: HookRecorder) -> Calla
     ``(name, module_or_object)`` pairs, or ``entry_points=True`` to load the
     installed ones (not loaded otherwise). ``config`` is a Config or a mapping
     shaped like the TOML (e.g. ``{"plugins": {"ledger": {...}}}``); metrics
-    serving is off. The hook recorder is always registered. ``clock``
+    serving is off, and the state directory (the kernel's knobs as found) is
+    the test's own. The hook recorder is always registered. ``clock``
     replaces the scheduler's monotonic clock (see ``ManualClock``).
     """
     from hotplugd.daemon import Daemon
@@ -94,6 +95,7 @@ def make_daemon(hotplugd_metrics: Metrics, hook_recorder: HookRecorder) -> Calla
             data = dict(config or {})
             data.setdefault("backend", name)
             data.setdefault("metrics", {"enabled": False})
+            data.setdefault("state_directory", str(tmp_path / "state"))
             data["scheduler"] = {**data.get("scheduler", {}), **scheduler}
             config = from_mapping(data)
         provides = [] if isinstance(backend, str) else [("test-backend", _Provides(name, backend))]

@@ -23,7 +23,7 @@ def test_discard_and_take_keep_totals_right():
     q = PendingQueue(10)
     for i in range(5):
         q.add(Block(i, MiB, node=i % 2), float(i))
-    assert q.discard(0).index == 0 and q.discard(0) is None
+    assert q.discard(0).block.index == 0 and q.discard(0) is None
     assert q.oldest == 1.0 and sorted(q._nodes) == [0, 1]
     odd = q.take(busy_nodes={0})  # node 0 has a phase running: its blocks stay queued
     assert [w.block.index for w in odd] == [1, 3] and q.bytes == 2 * MiB

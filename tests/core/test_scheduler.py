@@ -6,6 +6,7 @@ import errno
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from hotplugd.model import Action, BlockEvent, OnlineResult, Outcome, Rescan, State, ZoneRequest
 from hotplugd.testing import FakeBackend, FakeHost, ManualClock, running, sample, wait_until
@@ -275,17 +276,110 @@ async def test_synthetic_add_for_an_online_block_changes_nothing(make_daemon):
     assert host.calls == []
 
 
-async def test_kernel_auto_online_is_only_verified(make_daemon, hotplugd_metrics):
+def kernel_onlines(host: FakeHost, backend: FakeBackend, index: int, zone: str = "Normal",
+                   state: State = State.ONLINE) -> None:
+    """The kernel onlines (or, the seed's, holds half-online) a block it announced: its event follows."""
+    host.add(index, state=state, zones=(zone,))
+    backend.inject(BlockEvent(Action.ONLINE, index))
+
+
+async def test_kernel_auto_online_is_verified_timed_and_counted(make_daemon, hotplugd_metrics, hook_recorder):
     host = FakeHost(kernel_onlines=True)
     backend = FakeBackend(host)
     daemon = make_daemon(backend)
-    backend.add(1, 2)
-    backend.inject(BlockEvent(Action.ONLINE, 1))
-    backend.inject(BlockEvent(Action.ONLINE, 2))
-    backend.end()
-    await daemon.run(until_idle=True)
+    async with running(daemon, until_idle=False):
+        backend.add(1, 2)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 2)
+        kernel_onlines(host, backend, 1)
+        kernel_onlines(host, backend, 2)
+        await wait_until(lambda: len(hook_recorder.reports) == 2)
     assert host.calls == []
     assert sample(hotplugd_metrics, "hotplugd_blocks_verified_total") == 2
+    labels = {"domain": "host", "node": "0", "zone": "Normal"}
+    assert sample(hotplugd_metrics, "hotplugd_kernel_onlined_blocks_total", labels) == 2
+    assert sample(hotplugd_metrics, "hotplugd_blocks_onlined_total", labels) == 0
+    assert sample(hotplugd_metrics, "hotplugd_add_to_online_seconds_count") == 2
+    assert hook_recorder.outcomes() == {1: "onlined", 2: "onlined"}
+    assert [r.attempts for r in hook_recorder.reports] == [0, 0]  # not one write of hotplugd's
+
+
+async def test_a_block_the_kernel_put_in_the_wrong_zone_is_an_error_naming_both(make_daemon, hotplugd_metrics,
+                                                                                 hook_recorder):
+    host = FakeHost(kernel_onlines=True)
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend, {"zones": {"policy": "movable"}})
+    with capture_logs() as logs:
+        async with running(daemon, until_idle=False):
+            backend.add(1)
+            await wait_until(lambda: len(daemon.scheduler.host.queue) == 1)
+            kernel_onlines(host, backend, 1, zone="Normal")
+            await wait_until(lambda: len(hook_recorder.reports) == 1)
+    assert hook_recorder.outcomes() == {1: "error"}
+    assert [(e["block"], e["wanted"], e["found"]) for e in logs if e["event"] == "zone_wrong"] == \
+        [(1, "online_movable", "Normal")]
+    assert sample(hotplugd_metrics, "hotplugd_zone_mismatches_total") == 1
+
+
+async def test_a_block_the_kernel_left_offline_is_onlined_by_hotplugd_after_the_grace(make_daemon, hook_recorder):
+    clock = ManualClock()
+    host = FakeHost(kernel_onlines=True)
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend, clock=clock)
+    async with running(daemon, until_idle=False):
+        backend.add(1, 2)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 2)
+        kernel_onlines(host, backend, 1)
+        await wait_until(lambda: 1 in hook_recorder.outcomes() and len(daemon.scheduler.host.queue) == 1)
+        clock.advance(1.0)
+        daemon.scheduler.wake()
+        await anyio.sleep(0.05)
+        assert host.calls == []  # within the grace the kernel may still online it
+        clock.advance(1.5)
+        daemon.scheduler.wake()
+        await wait_until(lambda: host.online_indices() == {1, 2})
+    assert host.calls == [(2, ZoneRequest.AUTO)]
+    assert [p.trigger for p in hook_recorder.phases] == ["kernel_left_offline"]
+
+
+async def test_the_seed_kernels_half_online_block_is_watched_until_its_final_phase_ends(make_daemon, hotplugd_metrics,
+                                                                                        hook_recorder):
+    host = FakeHost(kernel_onlines=True)
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend)
+    async with running(daemon, until_idle=False):
+        backend.add(1)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 1)
+        kernel_onlines(host, backend, 1, state=State.KERNEL_DEFERRED)
+        await wait_until(lambda: daemon.scheduler.host.book.verifying == 1 and
+                         daemon.scheduler.host.book.due_verifications(1e12)[0].deferred_since is not None)
+        assert hook_recorder.reports == [] and host.calls == []  # not an error, not a retry
+        host.add(1, state=State.ONLINE, zones=("Normal",))  # the kernel's final phase ends: no event
+        await wait_until(lambda: hook_recorder.outcomes() == {1: "onlined"})
+    assert sample(hotplugd_metrics, "hotplugd_kernel_final_phase_seconds_count") == 1
+    assert sample(hotplugd_metrics, "hotplugd_kernel_deferred_stuck_blocks") == 0
+
+
+async def test_a_block_half_online_past_the_bound_raises_the_alert(make_daemon, hotplugd_metrics):
+    clock = ManualClock()
+    host = FakeHost(kernel_onlines=True)
+    backend = FakeBackend(host)
+    daemon = make_daemon(backend, clock=clock, kernel_phase_timeout=10)
+    async with running(daemon, until_idle=False):
+        backend.add(1)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 1)
+        kernel_onlines(host, backend, 1, state=State.KERNEL_DEFERRED)
+        await wait_until(lambda: daemon.scheduler.host.book.verifying == 1)
+        for _ in range(30):
+            clock.advance(1.0)
+            daemon.scheduler.wake()
+            await anyio.sleep(0.01)
+            if sample(hotplugd_metrics, "hotplugd_kernel_deferred_stuck_blocks"):
+                break
+        assert sample(hotplugd_metrics, "hotplugd_kernel_deferred_stuck_blocks") == 1
+        host.add(1, state=State.ONLINE, zones=("Normal",))
+        clock.advance(1.0)
+        daemon.scheduler.wake()
+        await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_kernel_deferred_stuck_blocks") == 0)
 
 
 async def test_block_onlined_by_someone_else_leaves_the_queue(make_daemon):

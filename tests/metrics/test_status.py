@@ -65,7 +65,7 @@ async def test_status_shows_the_running_daemons_view():
         phases = {t: int(sample(daemon.metrics, "hotplugd_phases_total", {"trigger": t})) for t in TRIGGERS}
     assert code == 0, out
     assert f"daemon on {host}:{port}" in out and "backend simulated" in out
-    assert cell(out, "onlined") == ["24 blocks"]
+    assert cell(out, "onlined") == ["24 blocks by hotplugd, 0 by the kernel (verified)"]
     assert cell(out, "pending") == ["0 blocks, 0 B"]
     assert cell(out, "failed") == ["0 blocks offline after errors; outcomes: none"]
     assert cell(out, "phases by trigger") == [", ".join(f"{t}: {n}" for t, n in sorted(phases.items()) if n)]

@@ -9,6 +9,9 @@ from pathlib import Path
 from hotplugd_sysfs import SysfsBackend
 
 from hotplugd.commands.check import check
+from hotplugd.config import from_mapping
+from hotplugd.plugin.hooks import Hooks
+from hotplugd.plugin.manager import make_manager
 from hotplugd.commands.cli import main
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -58,5 +61,11 @@ def test_an_invalid_table_is_a_config_error(fake_sysfs, tmp_path, capsys):
 def test_check_never_writes(fake_sysfs):
     fake_sysfs.add_blocks(range(3))
     out = io.StringIO()
-    assert check(SysfsBackend.from_options(fake_sysfs.options(), io=fake_sysfs.io), "sysfs", out) == 0
+    config = from_mapping({"backend": "sysfs", "plugins": {"sysfs": fake_sysfs.options()}})
+    hooks = Hooks(make_manager(load_entry_points=False, environ={}))
+    assert check(config, hooks, SysfsBackend.from_options(fake_sysfs.options(), io=fake_sysfs.io), out) == 0
     assert fake_sysfs.writes == [] and fake_sysfs.state(0) == "offline"
+    assert fake_sysfs.knob_writes == [] and fake_sysfs.knob("auto_online_blocks") == "offline"
+    printed = out.getvalue()
+    assert "plan (host): the kernel onlines" in printed
+    assert "auto_online_blocks = offline -> online" in printed and "online_policy = contig-zones (as the plan wants)" in printed

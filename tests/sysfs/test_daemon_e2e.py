@@ -68,8 +68,11 @@ class ReadyProbe(Notifier):
 def make(fake: FakeSysfs, recorder: Any = None, notifier: Notifier | None = None, *,
          sysfs: Mapping[str, Any] | None = None, **config: Any) -> tuple[Daemon, FakeKernelSysfs]:
     provider = FakeKernelSysfs(fake)
+    # hotplugd's own onlining unless a test asks for the plan (the kernel's auto-online where it can)
     data = {"backend": "sysfs", "metrics": {"enabled": False}, "disabled_plugins": ["sysfs"],
+            "state_directory": str(fake.base / "state"),
             "plugins": {"sysfs": fake.options(**(sysfs or {}))}, **config}
+    data["scheduler"] = {"onliner": "hotplugd", **config.get("scheduler", {})}
     extra = [("fake-kernel-sysfs", provider)] + ([("recorder", recorder)] if recorder else [])
     pm = make_manager(["sysfs"], load_entry_points=True, extra=extra, environ={})
     daemon = Daemon(from_mapping(data), pm, metrics=Metrics(), notifier=notifier or Notifier({}),
@@ -135,18 +138,21 @@ async def test_permanent_errors_leave_the_block_offline(fake_sysfs, hook_recorde
     assert fake_sysfs.state(4) == "offline"
 
 
-async def test_when_the_kernel_onlines_hotplugd_only_verifies(fake_sysfs, hook_recorder):
+async def test_when_the_kernel_onlines_hotplugd_verifies_and_takes_only_what_it_left(fake_sysfs, hook_recorder):
     fake_sysfs.set_auto_online("online_movable")
-    fake_sysfs.add_blocks(range(4, 6))  # offline, but the kernel owns onlining here
-    daemon, provider = make(fake_sysfs, hook_recorder)
+    fake_sysfs.add_blocks(range(4, 6))  # offline at start: the kernel left them, hotplugd takes them after the grace
+    daemon, provider = make(fake_sysfs, hook_recorder, zones={"policy": "movable"},
+                            scheduler={"onliner": "auto", "kernel_grace": 0.05})
     async with anyio.create_task_group() as tg:
         await tg.start(functools.partial(daemon.run, until_idle=True))
         fake_sysfs.add_block(6, state="online", zones=("Movable",))
         provider.backend.feed(fake_sysfs.uevent("add", 6))
         provider.backend.feed(fake_sysfs.uevent("online", 6))
         provider.backend.end()
-    assert fake_sysfs.writes == []
-    assert daemon.scheduler.verified == 1
+    assert fake_sysfs.writes == [(4, "online_movable"), (5, "online_movable")]
+    assert fake_sysfs.knob_writes == []  # the knobs already said what the plan wants
+    assert hook_recorder.outcomes() == {4: "onlined", 5: "onlined", 6: "onlined"}
+    assert [r.attempts for r in sorted(hook_recorder.reports, key=lambda r: r.block.index)] == [1, 1, 0]
     assert daemon.conflicts == []  # the kernel's auto-online is no udev rule: the plan judges the knobs
 
 
