@@ -172,14 +172,27 @@ class NodeZoneConfig:
 
 
 @dataclass
+class DaxZoneConfig(NodeZoneConfig):
+    """The zone policy of memory a dax device gives the kernel (CXL expanders, pmem as system-ram)."""
+
+    policy: str = _opt("movable", _choice(*ZONE_POLICIES),
+                       "zone policy for dax devices' memory (movable: it can be given back, holds no kernel data)")
+
+
+@dataclass
 class ZoneConfig:
     policy: str = _opt("auto", _choice(*ZONE_POLICIES), "auto | kernel | movable | auto-movable")
     auto_movable_ratio: int = _opt(301, _number(0, 100000, int, _RATIO),
                                    "movable:kernel percent for auto-movable (kernel default 301)")
     nodes: dict[str, NodeZoneConfig] = field(default_factory=dict, metadata={"help": "per-node overrides, [zones.nodes.N]"})
+    dax: DaxZoneConfig = field(default_factory=DaxZoneConfig, metadata={"help": "[zones.dax]: dax devices' memory"})
 
     def for_node(self, node: int) -> NodeZoneConfig:
         return self.nodes.get(str(node)) or NodeZoneConfig(self.policy, self.auto_movable_ratio)
+
+    def for_block(self, node: int, source: str = "") -> NodeZoneConfig:
+        """The policy of a block on ``node`` whose memory comes from ``source`` ("": ordinary hot-add)."""
+        return self.dax if source.startswith("dax") else self.for_node(node)
 
 
 @dataclass

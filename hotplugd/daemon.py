@@ -141,7 +141,8 @@ class Daemon:
         """The host's plan for ``config`` on the kernel as it is now (reads only)."""
         knobs = await self.backend.kernel_knobs(HOST_DOMAIN)
         return make_plan(config, knobs, concurrency=self.backend.domain_concurrency(HOST_DOMAIN),
-                         zone_choosers=self.hooks.zone_choosers())
+                         zone_choosers=self.hooks.zone_choosers(),
+                         sources=await self.backend.memory_sources(HOST_DOMAIN))
 
     async def _apply_plan(self, config: Config) -> Plan:
         """Set the kernel's knobs for ``config``'s plan, after recording what they read before hotplugd's

@@ -103,6 +103,9 @@ class Block:
     state: State = State.OFFLINE
     valid_zones: tuple[str, ...] = ()
     domain: str = HOST_DOMAIN
+    #: Where its memory comes from: "" for a hot-add (DIMM, virtio-mem, a guest's balloon), the dax
+    #: device's name (``dax0.0``) for memory the kmem driver added (CXL expanders, pmem as RAM).
+    source: str = ""
 
     @property
     def start(self) -> int:

@@ -16,7 +16,7 @@ async def read_plan(config: Config, hooks: Hooks, backend: Backend) -> Plan:
     """The host's plan for ``config``, from the knobs as they read now (nothing is written)."""
     knobs = await backend.kernel_knobs(HOST_DOMAIN)
     return make_plan(config, knobs, concurrency=backend.domain_concurrency(HOST_DOMAIN),
-                     zone_choosers=hooks.zone_choosers())
+                     zone_choosers=hooks.zone_choosers(), sources=await backend.memory_sources(HOST_DOMAIN))
 
 
 def plan_lines(plan: Plan) -> list[str]:

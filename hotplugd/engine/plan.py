@@ -5,7 +5,8 @@ memory-hotplug maintainers recommend exactly this: user space sets the policy,
 the kernel onlines. hotplugd then sets the knobs and proves every block. It onlines
 itself only where the kernel cannot express the policy or cannot be told:
 
-- different zone policies or ratios on different nodes (the knobs are global);
+- different zone policies or ratios on different nodes, or for dax devices' memory than for
+  the rest (the knobs are global: memory the kmem driver adds follows them too);
 - a plugin's ``hotplugd_choose_zone`` that decides instead of the built-in;
 - a backend that really onlines more than one block at once (hotplugd's parallel
   final phase), unless the kernel has its own (the seed's ``parallel_hotplug_ratio``);
@@ -79,8 +80,9 @@ class Plan:
 
 
 def make_plan(config: Config, knobs: KernelKnobs | None, *, concurrency: int = 1,
-              zone_choosers: Sequence[str] = ()) -> Plan:
-    """The plan for one domain from the config, its kernel's knobs and what the plugins do."""
+              zone_choosers: Sequence[str] = (), sources: Sequence[str] = ()) -> Plan:
+    """The plan for one domain from the config, its kernel's knobs, what the plugins do and the
+    devices (``sources``: dax devices the config converts) whose memory follows the same knobs."""
     sched, zones = config.scheduler, config.zones
     anolis = knobs is not None and ANOLIS_RATIO in knobs.values
     off = dict(HOTPLUGD_KNOBS, **({ANOLIS_RATIO: "0"} if anolis else {}))
@@ -94,6 +96,10 @@ def make_plan(config: Config, knobs: KernelKnobs | None, *, concurrency: int = 1
         return hotplugd("this backend cannot direct its kernel's onlining")
     if "auto_online_blocks" not in knobs.values:
         return hotplugd("the kernel has no auto_online_blocks (too old to be directed)")
+    dax = zones.dax
+    if sources and (dax.policy, dax.auto_movable_ratio) != (zones.policy, zones.auto_movable_ratio):
+        return hotplugd(f"dax devices ({', '.join(sorted(sources))}) want {dax.policy!r}, other memory "
+                        f"{zones.policy!r}; the kernel's knobs are global")
     if zones.nodes and any((n.policy, n.auto_movable_ratio) != (zones.policy, zones.auto_movable_ratio)
                            for n in zones.nodes.values()):
         differing = ", ".join(f"node {k}: {n.policy}" for k, n in sorted(zones.nodes.items()))

@@ -13,7 +13,7 @@ from hotplugd.model import Block, NodeLedger, ZoneRequest
 
 def policy_request(block: Block, ledger: NodeLedger, zones: ZoneConfig) -> ZoneRequest:
     """What the configured policy asks for ``block`` on its node."""
-    node = zones.for_node(block.node) if zones.nodes else zones
+    node = zones.for_block(block.node, block.source)
     policy = node.policy
     if policy == "auto":
         return ZoneRequest.AUTO
@@ -33,5 +33,5 @@ def promised_zone(block: Block, zones: ZoneConfig) -> ZoneRequest:
     ``auto`` and ``auto-movable`` promise no zone of their own (the kernel's choice, or the
     ratio's, which the kernel judges over its own accounting).
     """
-    policy = (zones.for_node(block.node) if zones.nodes else zones).policy
+    policy = zones.for_block(block.node, block.source).policy
     return {"kernel": ZoneRequest.KERNEL, "movable": ZoneRequest.MOVABLE}.get(policy, ZoneRequest.AUTO)

@@ -268,13 +268,13 @@ class _CensusCollector(Collector):
         return iter(self._families())
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        labels = ["domain", "node", "zone", "state"]
+        labels = ["domain", "node", "zone", "state", "source"]  # source: "" (absent) but for a dax device's memory
         return (GaugeMetricFamily("hotplugd_memory_blocks",
-                                  "Memory blocks present, by domain, node, zone (none: offline) and state, "
+                                  "Memory blocks present, by domain, node, zone (none: offline), state and source (a dax device), "
                                   "read at scrape time",
                                   labels=labels),
                 GaugeMetricFamily("hotplugd_memory_bytes",
-                                  "Memory block bytes present, by domain, node, zone (none: offline) and state, "
+                                  "Memory block bytes present, by domain, node, zone (none: offline), state and source (a dax device), "
                                   "read at scrape time",
                                   labels=labels),
                 GaugeMetricFamily("hotplugd_memory_census_success",
@@ -284,9 +284,9 @@ class _CensusCollector(Collector):
         blocks_family, bytes_family, success = self._families()
         try:
             blocks = self._census()
-            counts: dict[tuple[str, str, str, str], list[int]] = {}
+            counts: dict[tuple[str, str, str, str, str], list[int]] = {}
             for b in blocks or ():
-                key = (self._domain_label(b.domain), str(b.node), b.zone or "none", str(b.state))
+                key = (self._domain_label(b.domain), str(b.node), b.zone or "none", str(b.state), b.source)
                 entry = counts.setdefault(key, [0, 0])
                 entry[0] += 1
                 entry[1] += b.size

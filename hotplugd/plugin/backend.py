@@ -116,6 +116,14 @@ class Backend(abc.ABC):
         """
         return []
 
+    async def memory_sources(self, domain: str = HOST_DOMAIN) -> list[str]:
+        """Devices whose memory hotplugd onlines besides hot-adds (``dax0.0``: what the config converts).
+
+        The plan weighs them: the kernel's knobs are global, so a dax policy unlike the
+        rest's is one hotplugd carries out itself. Default: none.
+        """
+        return []
+
     async def kernel_knobs(self, domain: str = HOST_DOMAIN) -> KernelKnobs | None:
         """The onlining knobs of ``domain``'s kernel (``auto_online_blocks``, ``online_policy``, ...).
 
