@@ -167,7 +167,8 @@ class Metrics:
                                      "Plugins left out because they failed to load or register (1 each), by plugin",
                                      ["plugin"], registry=r)
         self.conflicts = Gauge("hotplugd_conflicting_onliners",
-                               "Other onliners found on the host at start (kernel auto-online, udev rules)", registry=r)
+                               "Other onliners found on the host at start (udev rules, a kernel knob that "
+                               "contradicts the plan and cannot be set)", registry=r)
         ProcessCollector(namespace="hotplugd", registry=r)
         self._worker_nodes: dict[str, set[int]] = {}
         self._initialise_labels()

@@ -15,7 +15,8 @@ from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
 
 #: Online calls that cost nothing: the daemon, not the model, is what runs.
-FREE = {"cost_fixed": 0, "cost_init_per_page": 0, "cost_free_per_page": 0, "add_interval": 0}
+#: No costs and no lock (the model of a kernel that onlines in parallel): the engine's bounds alone decide.
+FREE = {"cost_fixed": 0, "cost_init_per_page": 0, "cost_free_per_page": 0, "add_interval": 0, "lock": "none"}
 
 
 def simulated_daemon(table: dict[str, Any], recorder: HookRecorder | None = None, *,
