@@ -130,6 +130,9 @@ class FakeSysfs:
         self.errors: dict[int, deque[int]] = defaultdict(deque)
         self.before_write: list[Callable[[int, str], None]] = []
         self.before_listdir: list[Callable[[Path], None]] = []
+        #: Other parts of the fake kernel (:mod:`hotplugd.testing.fakedax`): each takes a write it
+        #: handles (True) or leaves it (False).
+        self.store_hooks: list[Callable[[Path, str], bool]] = []
         self.kernel_events: list[bytes] = []  # what the kernel broadcast (online and offline events)
         self.knob_writes: list[tuple[str, str]] = []  # (knob name, value) written through the io
         self.read_only: set[Path] = set()  # files the io refuses to write (EROFS)
@@ -368,7 +371,7 @@ class FakeSysfs:
             path.write_text(stored + "\n")
         elif path.name == "online" and path.parent.parent == self.memory:
             self.kernel_online_store(int(path.parent.name[6:]), value.strip())
-        else:
+        elif not any(hook(path, value) for hook in self.store_hooks):
             path.write_text(value)
 
     def kernel_state_store(self, index: int, value: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -27,12 +28,15 @@ from hotplugd import (
 
 from .arrivals import Arrivals
 from .conflicts import find_conflicts
-from .intake import Intake, MemoryUEvent
+from .dax import DaxHost, DeviceRow
+from .daxdevices import DEVDAX
+from .intake import DaxUEvent, Intake, MemoryUEvent
 from .knobs import read_knobs, write_knobs
 from .netlink import Batch, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
 from .onlining import denied, online_blocks
 from .settings import Settings, parse
 from .sysfs import BlockInfo, Sysfs, SysfsIO
+from .tiers import TierCollector
 from .writers import Writers
 
 log = structlog.get_logger("hotplugd.sysfs")
@@ -63,6 +67,7 @@ class SysfsBackend(Backend):
         self._injected = InjectedSource()
         self._source: Source | None = None if self.settings.netlink else self._injected
         self.writers = Writers(self.sysfs) if self.settings.writer == "process" and io is None else None
+        self.dax = DaxHost(self.sysfs, Path(self.settings.proc), self.settings.dax)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], io: SysfsIO | None = None) -> SysfsBackend:
@@ -120,22 +125,42 @@ class SysfsBackend(Backend):
         (infos, unregistered), topology = await anyio.to_thread.run_sync(self._scan)
         if unregistered:  # their add events, if not read yet, retry on their own
             log.warning("blocks_not_registered", blocks=unregistered, waited=self.sysfs.register_wait)
-        return Scan([info.block for info in infos], topology)
+        return Scan(self.dax.label([info.block for info in infos]), topology)
 
     def _scan(self) -> tuple[tuple[list[BlockInfo], list[int]], Topology]:
+        self.dax.reconcile()  # named devdax devices become memory blocks first: this scan sees them
         return self.sysfs.scan(), self.sysfs.topology()
 
     async def topology(self) -> Topology:
         return await anyio.to_thread.run_sync(self.sysfs.topology)
 
     def census(self) -> Iterable[Block]:
-        return self.sysfs.census()
+        self.dax.refresh()
+        return self.dax.label(self.sysfs.census())
 
     def dropped_counts(self) -> dict[str, int]:
         return dict(self.intake.dropped)
 
     async def conflicts(self) -> list[str]:
-        return await anyio.to_thread.run_sync(find_conflicts, self.sysfs, self.settings.udev_rules_dirs)
+        """udev rules and kernel settings, then the named dax devices that cannot be converted."""
+        found = await anyio.to_thread.run_sync(find_conflicts, self.sysfs, self.settings.udev_rules_dirs)
+        return found + await anyio.to_thread.run_sync(self.dax.conflicts)
+
+    # -- dax devices ------------------------------------------------------------------
+
+    async def memory_sources(self, domain: str = HOST_DOMAIN) -> list[str]:
+        """The dax devices whose memory ``[zones.dax]`` governs: named by the config, or bound to kmem already."""
+        if domain != HOST_DOMAIN:
+            return []
+        return await anyio.to_thread.run_sync(self.dax.sources)
+
+    def device_rows(self) -> list[DeviceRow]:
+        """The dax devices for ``hotplugd status``: device, mode, node, size, tier (blocking, read only)."""
+        return self.dax.rows()
+
+    def collectors(self) -> list[TierCollector]:
+        """Prometheus collectors of what only sysfs knows: memory tiers, demotion, dax devices."""
+        return [TierCollector(self.sysfs, self.dax.rows)]
 
     # -- the kernel's own onlining --------------------------------------------------
 
@@ -171,13 +196,17 @@ class SysfsBackend(Backend):
             if batch is None:
                 return
             arrivals = Arrivals(self.sysfs)
+            sources_read = False
             # Decoded one at a time, so that a hot-add's first block is queued before the rest
             # of its events are parsed; a replay has the rest parsed at once (one sysfs read).
-            items: deque[Datagram | MemoryUEvent] = deque(batch.datagrams)
+            items: deque[Datagram | MemoryUEvent | DaxUEvent] = deque(batch.datagrams)
             while items:
                 item = items.popleft()
                 uevent = self._decoded(item)
                 if uevent is None:
+                    continue
+                if isinstance(uevent, DaxUEvent):
+                    await self._dax_bound(uevent)
                     continue
                 if uevent.action is Action.ADD and uevent.synthetic and not arrivals.replays_read:
                     items = deque(e for e in map(self._decoded, items) if e is not None)
@@ -185,6 +214,11 @@ class SysfsBackend(Backend):
                                                                   and e.synthetic)])
                 if uevent.action is Action.ADD:  # in order: later events may concern this block
                     block = await arrivals.block(uevent.index, uevent.synthetic)
+                    if not sources_read:  # kmem's blocks are announced before its bind uevent
+                        self.dax.refresh()
+                        sources_read = True
+                    if block is not None and self.dax.ranges:
+                        block = self.dax.label([block])[0]
                     if block is not None:
                         yield BlockEvent(Action.ADD, uevent.index, block, uevent.synthetic)
                         if items:
@@ -201,8 +235,16 @@ class SysfsBackend(Backend):
                 log.warning("uevents_lost", reason="ENOBUFS")
                 yield Rescan("overflow")
 
-    def _decoded(self, item: Datagram | MemoryUEvent) -> MemoryUEvent | None:
-        return item if isinstance(item, MemoryUEvent) else self.intake.decode(item)
+    def _decoded(self, item: Datagram | MemoryUEvent | DaxUEvent) -> MemoryUEvent | DaxUEvent | None:
+        return item if isinstance(item, MemoryUEvent | DaxUEvent) else self.intake.decode(item)
+
+    async def _dax_bound(self, uevent: DaxUEvent) -> None:
+        """A device bound to device_dax (a new devdax device, or one given back): convert it if named.
+
+        The kmem driver's blocks then arrive as ordinary ``add`` uevents.
+        """
+        if uevent.driver == DEVDAX and self.settings.dax:
+            await anyio.to_thread.run_sync(self.dax.reconcile)
 
     def feed(self, data: bytes, sender: int = 0, truncated: bool = False) -> None:
         """Hand in one raw uevent datagram as if received from netlink (``netlink = false`` only)."""

@@ -1,8 +1,14 @@
-"""From datagrams to memory block events: sender check, cheap triage, parse, drop counts."""
+"""From datagrams to memory block events: sender check, cheap triage, parse, drop counts.
+
+Besides memory blocks, one other kind of event is kept: a dax device bound to a
+driver (``bind`` with ``SUBSYSTEM=dax``), the moment a new devdax device can be
+converted (:mod:`.dax`). Other subsystems cost one more substring search.
+"""
 
 from __future__ import annotations
 
 import enum
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -34,6 +40,21 @@ class MemoryUEvent:
     seqnum: int | None = None
 
 
+#: The body field every dax bus uevent has (the cheap check after the memory triage).
+_DAX_MARK = b"\0SUBSYSTEM=dax\0"
+_DAX_NAME = re.compile(r"dax\d+\.\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class DaxUEvent:
+    """A dax device bound to a driver (``DRIVER=device_dax``: a new devdax device)."""
+
+    action: str
+    device: str
+    driver: str = ""
+    synthetic: bool = False
+
+
 class Intake:
     """Turns datagrams into MemoryUEvents; drops (and counts) what is not a kernel memory event."""
 
@@ -48,8 +69,8 @@ class Intake:
         self.dropped[reason.value] += 1
         log.debug("uevent_dropped", reason=reason.value, sender=datagram.sender, size=len(datagram.data))
 
-    def decode(self, datagram: Datagram) -> MemoryUEvent | None:
-        """The memory event in ``datagram``, or None (dropped and counted, or skipped)."""
+    def decode(self, datagram: Datagram) -> MemoryUEvent | DaxUEvent | None:
+        """The memory event (or dax bind) in ``datagram``, or None (dropped and counted, or skipped)."""
         if datagram.sender != 0:
             self._drop(Drop.NOT_KERNEL, datagram)
             return None
@@ -61,6 +82,8 @@ class Intake:
             self._drop(Drop.MALFORMED, datagram)
             return None
         if not triage:
+            if _DAX_MARK in datagram.data:
+                return self._dax(datagram)
             self.skipped += 1
             return None
         event = parse(datagram.data)
@@ -74,3 +97,14 @@ class Intake:
             self.skipped += 1
             return None
         return MemoryUEvent(action, index, event.synthetic, event.seqnum)
+
+    def _dax(self, datagram: Datagram) -> DaxUEvent | None:
+        event = parse(datagram.data)
+        if event is None:
+            self._drop(Drop.MALFORMED, datagram)
+            return None
+        name = event.devpath.rsplit("/", 1)[-1]
+        if event.action != "bind" or event.subsystem != "dax" or not _DAX_NAME.fullmatch(name):
+            self.skipped += 1
+            return None
+        return DaxUEvent(event.action, name, event.env.get("DRIVER", ""), event.synthetic)

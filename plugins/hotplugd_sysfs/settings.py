@@ -8,6 +8,8 @@ from typing import Any
 
 from hotplugd import ConfigProblem, parse_size
 
+from .daxrules import DaxRule, parse_rules
+
 #: Where udev reads rules from, highest priority first (a file in an earlier
 #: directory masks one of the same name in a later one).
 UDEV_RULES_DIRS = ("/etc/udev/rules.d", "/run/udev/rules.d", "/usr/lib/udev/rules.d")
@@ -25,6 +27,7 @@ class Settings:
     rcvbuf: int = DEFAULT_RCVBUF  # netlink receive buffer, bytes
     netlink: bool = True  # False: events come only from SysfsBackend.feed() (tests)
     writer: str = "process"  # who writes state files: a writer process, or a worker "thread"
+    dax: tuple[DaxRule, ...] = ()  # [[plugins.sysfs.dax]]: the dax devices converted to system RAM (none by default)
 
 
 def _path(value: Any) -> str:
@@ -71,7 +74,7 @@ def _writer(value: Any) -> str:
 
 
 _PARSERS = {"root": _path, "proc": _path, "udev_rules_dirs": _dirs, "concurrency": _concurrency,
-            "batch": _batch, "rcvbuf": _rcvbuf, "netlink": _bool, "writer": _writer}
+            "batch": _batch, "rcvbuf": _rcvbuf, "netlink": _bool, "writer": _writer, "dax": parse_rules}
 
 
 def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None) -> Settings:

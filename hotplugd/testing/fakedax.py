@@ -1,0 +1,225 @@
+"""A dax bus for :class:`~hotplugd.testing.fakesysfs.FakeSysfs`: devices, the device_dax and kmem drivers, tiers.
+
+::
+
+    fake = FakeSysfs(tmp_path, nodes={0: "0-3"})
+    dax = FakeDax(fake)
+    events = dax.add_device("dax0.0", node=1)      # its add and bind uevents: a new devdax device
+    dax.refuse_kmem("dax0.0", errno.EBUSY)          # kmem's next probe of it fails
+    dax.map_device("dax0.0", pid=4242)              # a process has /dev/dax0.0 mapped
+
+Built from 6.1's ``drivers/dax/bus.c`` and ``kmem.c``, simplified: each device lives
+under an nd region (``.../ndbus0/region0/daxX.Y/daxX.Y``, its parent the nd_dax whose
+``namespace`` names the namespace, whose ``uuid`` is the namespace UUID), linked from
+``bus/dax/devices``. Writes to the drivers' ``new_id``, ``remove_id``, ``bind`` and
+``unbind`` do what the kernel does: ``device_dax`` matches every device, ``kmem`` only
+the names written to its ``new_id``; a ``new_id`` probes an unbound device at once
+(errors swallowed, as ``driver_attach``); a ``bind`` returns the probe's error. kmem's
+probe adds the device's memory blocks (kmem aligns its range inwards to the block
+size) on its ``target_node`` through :meth:`FakeSysfs.hot_add`, so the kernel's
+auto-online knobs apply to them, and broadcasts their uevents, then the ``bind``.
+Every uevent is kept in :attr:`FakeDax.events` and handed to each of :attr:`FakeDax.listeners`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from hotplugd.testing.fakesysfs import FakeSysfs, _encode, _oserror
+
+__all__ = ["DAX_SIZE", "DAX_START", "FakeDax"]
+
+DEVDAX, KMEM = "device_dax", "kmem"
+#: The measured guest's device (``shared/vm/DAX.md``): 2,111,832,064 bytes, 15 blocks of 128 MiB once kmem aligns it.
+DAX_SIZE = 2014 << 20
+DAX_START = (34 << 30) + (36 << 20)
+_DRIVER_FILES = ("new_id", "remove_id", "bind", "unbind")
+
+
+class FakeDax:
+    """The dax bus of one fake tree (``<sys>/bus/dax``) and the memory tiering files."""
+
+    def __init__(self, fake: FakeSysfs, *, kmem: bool = True, memmap_on_memory: bool = False,
+                 state: bool = False) -> None:
+        self.fake = fake
+        self.bus = fake.sys / "bus/dax"
+        self.devices = self.bus / "devices"
+        self.drivers = self.bus / "drivers"
+        self.region = fake.sys / "devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0012:00/ndbus0/region0"
+        #: The kernel has the per-device ``memmap_on_memory`` (6.8+) / the 2026 ``state`` attribute.
+        self.has_memmap = memmap_on_memory
+        self.has_state = state
+        self.events: list[bytes] = []
+        self.listeners: list[Callable[[bytes], None]] = []
+        self.refusals: dict[str, deque[int]] = defaultdict(deque)
+        self.ids: dict[str, set[str]] = {DEVDAX: set(), KMEM: set()}
+        self.ops: list[tuple[str, str, str]] = []  # (driver, file, device) of each write to a driver
+        self.devices.mkdir(parents=True, exist_ok=True)
+        self.region.mkdir(parents=True, exist_ok=True)
+        for driver in (DEVDAX, KMEM) if kmem else (DEVDAX,):
+            self._add_driver(driver)
+        fake.store_hooks.append(self._store)
+
+    def __repr__(self) -> str:
+        return f"<FakeDax {[(n, self.driver(n)) for n in self.names()]}>"
+
+    # -- building -------------------------------------------------------------------
+
+    def _add_driver(self, driver: str) -> None:
+        directory = self.drivers / driver
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in _DRIVER_FILES:
+            (directory / name).write_text("")
+
+    def load_kmem(self) -> None:
+        """``modprobe kmem``: its driver directory appears."""
+        self._add_driver(KMEM)
+
+    def add_device(self, name: str = "dax0.0", *, node: int = 1, start: int = DAX_START, size: int = DAX_SIZE,
+                   uuid: str | None = None, driver: str = DEVDAX, align: int = 2 << 20) -> list[bytes]:
+        """A new dax device (an ndctl ``create-namespace -m devdax``): its ``add`` uevent, then its probe's."""
+        real = self.region / name / name
+        real.mkdir(parents=True)
+        files = {"target_node": str(node), "size": str(size), "resource": hex(start), "align": str(align),
+                 "modalias": "dax:t0*", "uevent": ""}
+        if self.has_memmap:
+            files["memmap_on_memory"] = "0"
+        if self.has_state:
+            files["state"] = "unplugged"
+        for attr, text in files.items():
+            (real / attr).write_text(text + "\n")
+        (real / "mapping0").mkdir()
+        for attr, value in (("start", start), ("end", start + size - 1), ("page_offset", 0)):
+            (real / "mapping0" / attr).write_text(hex(value) + "\n")
+        if uuid is not None:
+            namespace = f"namespace{name[3:]}"
+            (real.parent / "namespace").write_text(namespace + "\n")
+            (self.region / namespace).mkdir()
+            (self.region / namespace / "uuid").write_text(uuid + "\n")
+        (self.devices / name).symlink_to(os.path.relpath(real, self.devices))
+        first = len(self.events)
+        self._emit("add", name)
+        if driver:
+            if driver == KMEM:
+                self.ids[KMEM].add(name)  # as a daxctl reconfigure-device before it (a new_id)
+            self._probe(name, driver)
+        return self.events[first:]
+
+    def refuse_kmem(self, name: str, *codes: int) -> None:
+        """kmem's next probes of ``name`` fail with these errnos (EBUSY: its range is taken), one each."""
+        self.refusals[name].extend(codes)
+
+    def map_device(self, name: str, pid: int = 4242) -> None:
+        """A process with ``/dev/<name>`` mapped (a line of ``/proc/PID/maps``)."""
+        directory = self.fake.proc / str(pid)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "fd").mkdir(exist_ok=True)
+        (directory / "maps").write_text(f"7f0000000000-7f0040000000 rw-s 00000000 00:06 123 /dev/{name}\n")
+
+    def set_tiers(self, tiers: dict[int, str]) -> None:
+        """``memory_tierN/nodelist`` for each tier id N (``{4: "0", 22: "1"}``)."""
+        base = self.fake.sys / "devices/virtual/memory_tiering"
+        for tier, nodelist in tiers.items():
+            (base / f"memory_tier{tier}").mkdir(parents=True, exist_ok=True)
+            (base / f"memory_tier{tier}" / "nodelist").write_text(nodelist + "\n")
+
+    def set_demotion(self, enabled: bool) -> None:
+        path = self.fake.sys / "kernel/mm/numa/demotion_enabled"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("true\n" if enabled else "false\n")
+
+    # -- reading back -------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(os.listdir(self.devices))
+
+    def device_dir(self, name: str) -> Path:
+        return Path(os.path.realpath(self.devices / name))
+
+    def driver(self, name: str) -> str:
+        """The driver ``name`` is bound to; "" when unbound."""
+        try:
+            return os.path.basename(os.readlink(self.device_dir(name) / "driver"))
+        except FileNotFoundError:
+            return ""
+
+    def blocks(self, name: str) -> list[int]:
+        """The memory blocks kmem makes of ``name`` (its range aligned inwards to the block size)."""
+        real = self.device_dir(name)
+        start = int((real / "resource").read_text(), 16)
+        end = start + int((real / "size").read_text())
+        bs = self.fake.block_size
+        return list(range(-(-start // bs), end // bs))
+
+    # -- the kernel -------------------------------------------------------------------------
+
+    def _emit(self, action: str, name: str, **env: str) -> bytes:
+        devpath = "/" + str(self.device_dir(name).relative_to(self.fake.sys))
+        self.fake._seqnum += 1
+        data = _encode(action, devpath, {"SUBSYSTEM": "dax", **env, "SEQNUM": str(self.fake._seqnum)})
+        self._broadcast([data])
+        return data
+
+    def _broadcast(self, events: Iterable[bytes]) -> None:
+        for data in events:
+            self.events.append(data)
+            for listener in list(self.listeners):
+                listener(data)
+
+    def _store(self, path: Path, value: str) -> bool:
+        """A write under the dax bus: a driver's file, or a device's ``memmap_on_memory``."""
+        parent = Path(os.path.realpath(path.parent))
+        if parent.parent == self.drivers and path.name in _DRIVER_FILES:
+            self.ops.append((parent.name, path.name, value.strip()))
+            getattr(self, f"_{path.name}")(parent.name, value.strip(), path)
+            return True
+        if path.name == "memmap_on_memory" and parent.parent.parent == self.region:
+            if not (parent / "memmap_on_memory").exists():
+                raise _oserror(errno.ENOENT, path)
+            if value.strip() not in ("0", "1"):
+                raise _oserror(errno.EINVAL, path)
+            if self.driver(parent.name) == KMEM:
+                raise _oserror(errno.EBUSY, path)
+            (parent / "memmap_on_memory").write_text(value.strip() + "\n")
+            return True
+        return False
+
+    def _new_id(self, driver: str, name: str, path: Path) -> None:
+        self.ids[driver].add(name)
+        if name in self.names() and not self.driver(name):
+            try:
+                self._probe(name, driver)
+            except OSError:
+                pass  # driver_attach() ignores a failed probe
+
+    def _remove_id(self, driver: str, name: str, path: Path) -> None:
+        self.ids[driver].discard(name)
+
+    def _unbind(self, driver: str, name: str, path: Path) -> None:
+        if name not in self.names() or self.driver(name) != driver:
+            raise _oserror(errno.ENODEV, path)
+        (self.device_dir(name) / "driver").unlink()
+        self._emit("unbind", name)
+
+    def _bind(self, driver: str, name: str, path: Path) -> None:
+        if name not in self.names() or (driver == KMEM and name not in self.ids[KMEM]):
+            raise _oserror(errno.ENODEV, path)
+        if self.driver(name):
+            raise _oserror(errno.EBUSY, path)
+        self._probe(name, driver)
+
+    def _probe(self, name: str, driver: str) -> None:
+        """The driver's probe: kmem adds the memory (or fails as told), then the device is bound."""
+        real = self.device_dir(name)
+        if driver == KMEM:
+            if self.refusals[name]:
+                raise _oserror(self.refusals[name].popleft(), self.drivers / KMEM / "bind")
+            node = int((real / "target_node").read_text())
+            fresh = [i for i in self.blocks(name) if i not in set(self.fake.indices())]
+            self._broadcast(self.fake.hot_add(fresh, node))
+        (real / "driver").symlink_to(os.path.relpath(self.drivers / driver, real))
+        self._emit("bind", name, DRIVER=driver)
