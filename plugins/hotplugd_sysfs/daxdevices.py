@@ -22,7 +22,8 @@ from pathlib import Path
 from .formats import is_gone
 from .sysfs import Sysfs
 
-__all__ = ["DEVDAX", "KMEM", "DaxDevice", "dax_dir", "device_names", "device_users", "driver_of", "read_device", "read_devices"]
+__all__ = ["DEVDAX", "KMEM", "DaxDevice", "dax_dir", "device_names", "device_users", "driver_of", "read_device",
+           "read_devices"]
 
 #: The two drivers of the dax bus that matter here: a character device, or system RAM.
 DEVDAX = "device_dax"

@@ -6,11 +6,11 @@ import errno
 import re
 
 import pytest
+
+from hotplugd.testing.fakedax import FakeDax
 from hotplugd_sysfs.dax import DaxHost
 from hotplugd_sysfs.daxrules import parse_rules
 from hotplugd_sysfs.sysfs import Sysfs
-
-from hotplugd.testing.fakedax import FakeDax
 
 GiB = 1 << 30
 
