@@ -125,6 +125,8 @@ def onliners(hotplugd_args: list[str], alt_args: list[str], alt_commit: str | No
         "naive": NaiveOnliner(),
         "c": COnliner(),
         "hotplugd-ratio0": HotplugdOnliner("hotplugd --ratio 0", ("--ratio", "0")),
+        # the plan forced to hotplugd's own onlining: what hotplugd costs where it has to be the onliner
+        "hotplugd-self": HotplugdOnliner("hotplugd onlining itself", ("--set", 'scheduler.onliner="hotplugd"')),
         "hotplugd": (TreeOnliner(name, tuple(hotplugd_args), hotplugd_commit) if hotplugd_commit
                      else HotplugdOnliner(name, tuple(hotplugd_args))),
         "hotplugd-alt": (TreeOnliner(alt_name, tuple(alt_args), alt_commit) if alt_commit
@@ -185,10 +187,11 @@ def speedups(results: dict[str, dict[str, list[Timing]]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", default="kernel,naive,hotplugd-ratio0,hotplugd,udev",
+    parser.add_argument("--only", default="kernel,c,hotplugd,hotplugd-self,udev",
                         help="comma-separated: kernel, naive (a minimal Python onliner, for reference), "
                              "c (a minimal C onliner: the floor for user space; needs a C compiler), "
-                             "hotplugd-ratio0, hotplugd, udev")
+                             "hotplugd-ratio0, hotplugd (its defaults: the plan), hotplugd-self (the plan forced "
+                             "to hotplugd's own onlining), udev")
     parser.add_argument("--hotplugd-arg", action="append", default=[], dest="hotplugd_args",
                         help="extra argument for the 'hotplugd' onliner (repeatable), e.g. --set=scheduler.settle=0.01")
     parser.add_argument("--alt-arg", action="append", default=[], dest="alt_args",
