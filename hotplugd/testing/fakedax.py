@@ -80,8 +80,12 @@ class FakeDax:
         self._add_driver(KMEM)
 
     def add_device(self, name: str = "dax0.0", *, node: int = 1, start: int = DAX_START, size: int = DAX_SIZE,
-                   uuid: str | None = None, driver: str = DEVDAX, align: int = 2 << 20) -> list[bytes]:
-        """A new dax device (an ndctl ``create-namespace -m devdax``): its ``add`` uevent, then its probe's."""
+                   uuid: str | None = None, raw_uuid: str | None = None, driver: str = DEVDAX,
+                   align: int = 2 << 20) -> list[bytes]:
+        """A new dax device (an ndctl ``create-namespace -m devdax``): its ``add`` uevent, then its probe's.
+
+        ``uuid``: the nd_dax's (what ``ndctl list`` shows); ``raw_uuid``: the namespace label's.
+        """
         real = self.region / name / name
         real.mkdir(parents=True)
         files = {"target_node": str(node), "size": str(size), "resource": hex(start), "align": str(align),
@@ -95,11 +99,14 @@ class FakeDax:
         (real / "mapping0").mkdir()
         for attr, value in (("start", start), ("end", start + size - 1), ("page_offset", 0)):
             (real / "mapping0" / attr).write_text(hex(value) + "\n")
-        if uuid is not None:
+        if uuid is not None or raw_uuid is not None:
             namespace = f"namespace{name[3:]}"
             (real.parent / "namespace").write_text(namespace + "\n")
             (self.region / namespace).mkdir()
-            (self.region / namespace / "uuid").write_text(uuid + "\n")
+            if uuid is not None:
+                (real.parent / "uuid").write_text(uuid + "\n")
+            if raw_uuid is not None:
+                (self.region / namespace / "uuid").write_text(raw_uuid + "\n")
         (self.devices / name).symlink_to(os.path.relpath(real, self.devices))
         first = len(self.events)
         self._emit("add", name)

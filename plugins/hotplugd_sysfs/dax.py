@@ -127,8 +127,12 @@ class DaxHost:
     # -- what the plan, check and status see ---------------------------------------------
 
     def sources(self) -> list[str]:
-        """Devices whose memory follows ``[zones.dax]``: those a rule names, and those bound to kmem already."""
-        return [d.name for d in read_devices(self.sysfs) if d.driver == KMEM or self.rule_for(d) is not None]
+        """What ``[zones.dax]`` governs: the devices a rule names or kmem holds already, and each rule
+        that names no present device yet (described, ``device='dax0.0'``): its device may come any time."""
+        devices = read_devices(self.sysfs)
+        named = [d.name for d in devices if d.driver == KMEM or self.rule_for(d) is not None]
+        waiting = [r.describe() for r in self.rules if not any(r.matches(d, self.sysfs.root) for d in devices)]
+        return named + waiting
 
     def conflicts(self) -> list[str]:
         """Named devices that will not (or did not) convert, one message each (read only)."""

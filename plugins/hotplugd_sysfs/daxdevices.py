@@ -8,8 +8,8 @@ memory blocks on the device's ``target_node`` (``daxctl reconfigure-device
 --mode=system-ram``). Each device directory has ``target_node``, ``size``,
 ``resource`` (hex start), ``align``, ``mappingN/{start,end}`` (6.x), the
 ``driver`` link, ``memmap_on_memory`` (6.8 and later) and, on 2026 kernels,
-``state``; what a kernel lacks reads as None. The namespace UUID is the one of the
-nd namespace the device's parent (an ``nd_dax``) claims, where there is one.
+``state``; what a kernel lacks reads as None. The namespace UUID is the one ``ndctl
+list`` shows, where the device comes from an nd namespace (its parent, an ``nd_dax``).
 """
 
 from __future__ import annotations
@@ -154,8 +154,16 @@ def driver_of(path: Path) -> str:
 
 
 def _namespace_uuid(sysfs: Sysfs, path: Path) -> str | None:
-    """The UUID of the nd namespace behind the device: ``<parent>/namespace`` names it, a sibling of the parent."""
+    """The UUID ``ndctl list`` shows for the namespace behind the device, where there is one.
+
+    The device's parent is the nd_dax that claims the namespace: its ``uuid`` is what
+    ``ndctl list`` prints as a devdax namespace's ``uuid``; a namespace without one
+    (label-less NVDIMMs) falls back to the claimed namespace's own ``uuid`` (``raw_uuid``).
+    """
     parent = Path(os.path.realpath(path)).parent
+    own = _optional(sysfs, parent / "uuid")
+    if own:
+        return own
     namespace = _optional(sysfs, parent / "namespace")
     if not namespace:
         return None

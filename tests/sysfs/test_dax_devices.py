@@ -33,6 +33,12 @@ def test_a_devdax_device_as_6_1_shows_it(fake_sysfs, sysfs):
     assert list(dev.blocks(128 << 20)) == list(range(273, 288))  # kmem aligns inwards: the guest's 15 blocks
 
 
+def test_a_namespace_without_its_own_dax_uuid_is_named_by_its_label_uuid(fake_sysfs, sysfs):
+    FakeDax(fake_sysfs).add_device("dax0.0", raw_uuid=UUID)
+    [dev] = read_devices(sysfs)
+    assert dev.namespace_uuid == UUID
+
+
 def test_newer_kernels_attributes_are_read_where_present(fake_sysfs, sysfs):
     dax = FakeDax(fake_sysfs, memmap_on_memory=True, state=True)
     dax.add_device("dax1.0", node=2, driver="")
