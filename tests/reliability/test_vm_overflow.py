@@ -45,7 +45,7 @@ guest = guest_fixture(CONFIG, doc=(
 
 def test_lost_uevents_are_recovered_by_a_rescan_on_a_real_kernel(guest: Guest) -> None:
     share = guest.guest_share
-    sets = {"plugins.sysfs.rcvbuf": '"64KiB"', "metrics.enabled": "false",
+    sets = {"plugins.sysfs.rcvbuf": '"64KiB"', "metrics.enabled": "false", "scheduler.onliner": '"hotplugd"',
             "metrics.textfile": f'"{share}/overflow.prom"', "log_format": '"json"'}
     args = ["--ready-file", f"{share}/ready"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     daemon = guest.start_hotplugd(*args)

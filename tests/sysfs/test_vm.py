@@ -80,7 +80,8 @@ def test_hotplugd_onlines_dimms_and_virtio_mem_on_both_nodes(guest: Guest) -> No
 
     share = guest.guest_share
     daemon = guest.start_hotplugd(
-        "--ready-file", f"{share}/ready", "--set", 'zones.policy="movable"', "--set", "metrics.port=0",
+        "--ready-file", f"{share}/ready", "--set", 'zones.policy="movable"', "--set", 'scheduler.onliner="hotplugd"',
+        "--set", "metrics.port=0",
         "--set", f'metrics.textfile="{share}/metrics.prom"', "--set", 'log_format="json"')
     try:
         guest.agent.wait_path(f"{share}/ready", timeout=120)

@@ -102,3 +102,95 @@ def test_the_kernel_onlines_into_the_promised_zone_and_hotplugd_counts_it(guest:
         f'{{domain="host",node="0",zone="{zone}"}}': 4.0}
     assert sum(metric_values(metrics, "hotplugd_blocks_onlined_total").values()) == 0  # none written by hotplugd
     assert sum(metric_values(metrics, "hotplugd_zone_mismatches_total").values()) == 0
+
+
+def hot_add_dimm(guest: Guest, name: str, size: int = GiB // 2) -> None:
+    guest.qmp.execute("object-add", **{"qom-type": "memory-backend-ram", "id": f"{name}-mem", "size": size})
+    guest.qmp.execute("device_add", driver="pc-dimm", id=name, memdev=f"{name}-mem", node=0)
+
+
+def daemon_args(guest: Guest, name: str, *sets: str) -> list[str]:
+    share = guest.guest_share
+    args = ["--ready-file", f"{share}/{name}.ready", "--set", f'state_directory="/run/hotplugd-{name}"',
+            "--set", "metrics.port=0", "--set", f'metrics.textfile="{share}/{name}.prom"',
+            "--set", 'log_format="json"']
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def errors_in(result) -> list[dict]:
+    logs = [json.loads(line) for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")]
+    return [e for e in logs if e.get("level") in ("error", "critical")]
+
+
+def test_killed_in_kernel_mode_memory_still_onlines_and_the_next_start_counts_it(guest: Guest) -> None:
+    """SIGKILL leaves the knobs as set: a DIMM added while hotplugd is down still comes online, and the next
+    start finds it online (no error, nothing written)."""
+    first = guest.start_hotplugd(*daemon_args(guest, "killed", 'zones.policy="movable"'))
+    before = {b.index for b in guest.agent.memory_blocks()}
+    try:
+        guest.agent.wait_path(f"{guest.guest_share}/killed.ready", timeout=120)
+        first.stop(signal.SIGKILL)
+        hot_add_dimm(guest, "while-down")
+        added = guest.agent.wait_blocks(exclude=before, min_count=4, state="online", timeout=60).blocks
+        assert [(b.state, b.valid_zones) for b in added] == [("online", ("Movable",))] * 4
+        second = guest.start_hotplugd(*daemon_args(guest, "restarted", 'zones.policy="movable"'))
+        guest.agent.wait_path(f"{guest.guest_share}/restarted.ready", timeout=120)
+        result = second.stop(signal.SIGTERM, timeout=30)
+    finally:
+        guest.agent.write_file(AUTO_ONLINE, "offline")
+    assert result.returncode == 0 and errors_in(result) == []
+    metrics = (guest.share / "restarted.prom").read_text()
+    assert sum(metric_values(metrics, "hotplugd_blocks_onlined_total").values()) == 0
+    census = metric_values(metrics, "hotplugd_memory_blocks")
+    assert sum(v for k, v in census.items() if 'zone="Movable"' in k and 'state="online"' in k) >= 4
+
+
+def test_blocks_the_kernel_left_offline_are_onlined_by_hotplugd(guest: Guest) -> None:
+    """A DIMM added while the kernel's auto-online was off: the plan turns it on, and the blocks already
+    offline are onlined by hotplugd after the grace, counted as hotplugd's."""
+    guest.agent.write_file(AUTO_ONLINE, "offline")
+    before = {b.index for b in guest.agent.memory_blocks()}
+    hot_add_dimm(guest, "left-offline")
+    offline = guest.agent.wait_blocks(exclude=before, min_count=4, state="offline", timeout=60).blocks
+    daemon = guest.start_hotplugd(*daemon_args(guest, "leftover", "scheduler.kernel_grace=0.2"))
+    try:
+        guest.agent.wait_path(f"{guest.guest_share}/leftover.ready", timeout=120)
+        guest.agent.wait_blocks(exclude=before, min_count=4, state="online", timeout=60)
+        assert counted(guest.share / "leftover.prom", "hotplugd_blocks_onlined_total", len(offline))
+    finally:
+        result = daemon.stop(signal.SIGTERM, timeout=30)
+        guest.agent.write_file(AUTO_ONLINE, "offline")
+    assert result.returncode == 0 and errors_in(result) == []
+    metrics = (guest.share / "leftover.prom").read_text()
+    assert metric_values(metrics, "hotplugd_onliner")['{domain="host",onliner="kernel"}'] == 1.0
+    assert metric_values(metrics, "hotplugd_phases_total")['{trigger="kernel_left_offline"}'] >= 1
+
+
+def test_the_plan_changes_on_reload(guest: Guest) -> None:
+    """movable in kernel mode, then a per-node policy on SIGHUP: the plan turns to hotplugd and the
+    kernel's auto-online off; the next DIMM is onlined by hotplugd."""
+    config = guest.share / "reload.toml"
+    config.write_text('[zones]\npolicy = "movable"\n')
+    daemon = guest.start_hotplugd("--config", f"{guest.guest_share}/reload.toml", *daemon_args(guest, "reload"))
+    before = {b.index for b in guest.agent.memory_blocks()}
+    try:
+        guest.agent.wait_path(f"{guest.guest_share}/reload.ready", timeout=120)
+        assert guest.agent.read_file(AUTO_ONLINE).strip() == "online_movable"
+        config.write_text('[zones]\npolicy = "movable"\n[zones.nodes.1]\npolicy = "kernel"\n')
+        daemon.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while guest.agent.read_file(AUTO_ONLINE).strip() != "offline" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert guest.agent.read_file(AUTO_ONLINE).strip() == "offline"
+        hot_add_dimm(guest, "after-reload")
+        added = guest.agent.wait_blocks(exclude=before, min_count=4, state="online", timeout=60).blocks
+        assert counted(guest.share / "reload.prom", "hotplugd_blocks_onlined_total", 4)
+    finally:
+        result = daemon.stop(signal.SIGTERM, timeout=30)
+        guest.agent.write_file(AUTO_ONLINE, "offline")
+    assert result.returncode == 0 and errors_in(result) == []
+    assert [(b.state, b.valid_zones) for b in added] == [("online", ("Movable",))] * 4  # node 0: movable
+    metrics = (guest.share / "reload.prom").read_text()
+    assert metric_values(metrics, "hotplugd_onliner")['{domain="host",onliner="hotplugd"}'] == 1.0

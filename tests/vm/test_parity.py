@@ -115,12 +115,7 @@ def measured(guest: Guest) -> GuestRun:
         rows[name] = statistics.mean(r["seconds"] for r in runs[name])
 
     dimm("dimm 4 GiB", 1)
-    before = {b.index for b in guest.agent.memory_blocks()}
-    guest.qmp.hotplug_dimm(16 * GiB)
-    added = sorted(b.index for b in guest.agent.wait_blocks(exclude=before, min_count=128, state="offline",
-                                                             timeout=120).blocks)
-    while any(b.node is None for b in guest.agent.memory_blocks() if b.index in set(added)):
-        time.sleep(0.05)
+    added = hot_add_offline(guest, 16 * GiB)
     runs["dimm 16 GiB"] = [_writes(guest, added[:-1], 1)]
     rows["dimm 16 GiB"] = runs["dimm 16 GiB"][0]["seconds"]
     naive = NaiveOnliner()
@@ -137,15 +132,21 @@ def measured(guest: Guest) -> GuestRun:
     return GuestRun(rows, runs, pace)
 
 
-def guest_misuse(guest: Guest) -> dict[str, list[int]]:
-    """The guest's errnos for an online block written again, a block that is not there, and one
-    block written by two threads at once (a 1 GiB DIMM: eight blocks)."""
+def hot_add_offline(guest: Guest, size: int) -> list[int]:
+    """Hot-add a DIMM of ``size`` and wait until its blocks are there, offline, linked to their node."""
     before = {b.index for b in guest.agent.memory_blocks()}
-    guest.qmp.hotplug_dimm(1 * GiB)
-    added = sorted(b.index for b in guest.agent.wait_blocks(exclude=before, min_count=8, state="offline",
+    guest.qmp.hotplug_dimm(size)
+    added = sorted(b.index for b in guest.agent.wait_blocks(exclude=before, min_count=size // BLOCK, state="offline",
                                                              timeout=120).blocks)
     while any(b.node is None for b in guest.agent.memory_blocks() if b.index in set(added)):
         time.sleep(0.05)
+    return added
+
+
+def guest_misuse(guest: Guest) -> dict[str, list[int]]:
+    """The guest's errnos for an online block written again, a block that is not there, and one
+    block written by two threads at once (a 1 GiB DIMM: eight blocks)."""
+    added = hot_add_offline(guest, 1 * GiB)
     _writes(guest, added[:1], 1)
     return {"online block written again": _errnos(_writes(guest, added[:1], 1)),
             "removed block": _errnos(_writes(guest, [added[0] + 100_000], 1)),

@@ -37,6 +37,15 @@ from scenario_checks import (
 pytestmark = pytest.mark.vm
 
 MiB = 1 << 20
+#: These scenarios exercise hotplugd's own onlining (its queue, phases, restarts and counters): the
+#: plan is pinned to it. Where the kernel onlines instead: test_kernel_mode.py.
+ONLINES_ITSELF = ("--set", 'scheduler.onliner="hotplugd"')
+
+
+def start_onliner(guest, *args: str, **kwargs) -> GuestDaemon:
+    return GuestDaemon.start(guest, *ONLINES_ITSELF, *args, **kwargs)
+
+
 SPARE_CONFIG = GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
                            virtio_mem=True, virtio_mem_max=16 * GiB)
 
@@ -58,7 +67,7 @@ def test_pc_dimm_bursts_go_online(guest: Guest, ratio: str) -> None:
     bs = guest.agent.block_size()
     count = len(guest.agent.memory_blocks())
     leftover = offline_count(guest)  # earlier tests may leave offline blocks: coldplugged at start
-    daemon = GuestDaemon.start(guest, "--ratio", ratio)
+    daemon = start_onliner(guest, "--ratio", ratio)
     for size in (4 * GiB, 16 * GiB):
         guest.qmp.hotplug_dimm(size)
         count += size // bs
@@ -80,7 +89,7 @@ def test_kernel_auto_online_is_reported_and_only_verified(autoonline_guest: Gues
     guest = autoonline_guest
     bs = guest.agent.block_size()
     count = len(guest.agent.memory_blocks()) + GiB // bs
-    daemon = GuestDaemon.start(guest)
+    daemon = start_onliner(guest)
     guest.qmp.hotplug_dimm(GiB)
     wait_all_online(guest, count)
     m = daemon.wait_metrics(lambda m: m.total("hotplugd_blocks_verified_total") == GiB // bs,
@@ -103,7 +112,7 @@ def test_kernel_auto_online_is_reported_and_only_verified(autoonline_guest: Gues
 def test_movable_policy_onlines_into_zone_movable(spare: Guest) -> None:
     bs = spare.agent.block_size()
     before = {b.index for b in spare.agent.memory_blocks()}
-    daemon = GuestDaemon.start(spare, "--set", 'zones.policy="movable"')
+    daemon = start_onliner(spare, "--set", 'zones.policy="movable"')
     spare.qmp.hotplug_dimm(2 * GiB)
     wait_all_online(spare, len(before) + 2 * GiB // bs)
     daemon.stop()
@@ -123,7 +132,7 @@ def test_auto_movable_policy_keeps_the_ratio(spare: Guest) -> None:
     before = {b.index for b in start}
     kernel, movable = ledger(start, bs)
     ratio = -(-(movable + 2 * GiB) * 100 // kernel)  # ceil: movable may grow by 2 GiB before kernel blocks
-    daemon = GuestDaemon.start(spare, "--set", 'zones.policy="auto-movable"',
+    daemon = start_onliner(spare, "--set", 'zones.policy="auto-movable"',
                                "--set", f"zones.auto_movable_ratio={ratio}")
     spare.qmp.hotplug_dimm(4 * GiB)
     wait_all_online(spare, len(before) + 4 * GiB // bs)
@@ -149,7 +158,7 @@ def test_blocks_added_before_start_are_onlined_at_start(spare: Guest) -> None:
     spare.agent.wait_blocks(exclude=before, min_count=GiB // bs, state="offline", timeout=ONLINE_TIMEOUT)
     leftover = offline_count(spare)
 
-    daemon = GuestDaemon.start(spare)
+    daemon = start_onliner(spare)
     wait_all_online(spare, len(before) + GiB // bs)
     daemon.stop()
 
@@ -166,7 +175,7 @@ def test_blocks_added_before_start_are_onlined_at_start(spare: Guest) -> None:
 def test_killed_during_a_phase_and_restarted_onlines_every_block(spare: Guest) -> None:
     bs = spare.agent.block_size()
     before = {b.index for b in spare.agent.memory_blocks()}
-    first = GuestDaemon.start(spare, "--ratio", "0")
+    first = start_onliner(spare, "--ratio", "0")
     # Killed from inside the guest at the DIMM's first online event: from this machine, the
     # round trips to see it and to kill took as long as onlining all 128 blocks.
     killer = kill_on_online(spare, pid=first.proc.pid)
@@ -176,7 +185,7 @@ def test_killed_during_a_phase_and_restarted_onlines_every_block(spare: Guest) -
     left = offline_count(spare)
     assert 0 < left < 16 * GiB // bs, "the kill should land in the middle of the phase"
 
-    second = GuestDaemon.start(spare, "--ratio", "0")
+    second = start_onliner(spare, "--ratio", "0")
     wait_all_online(spare, len(before) + 16 * GiB // bs)
     second.stop()
 
@@ -193,7 +202,7 @@ def test_virtio_mem_shrink_drops_queued_blocks(spare: Guest) -> None:
     online_leftovers(spare)
     start = spare.qmp.virtio_mem_size()
     before = {b.index for b in spare.agent.memory_blocks()}
-    daemon = GuestDaemon.start(spare, "--ratio", "1", "--set", 'scheduler.defer="always"',
+    daemon = start_onliner(spare, "--ratio", "1", "--set", 'scheduler.defer="always"',
                                "--set", "scheduler.settle=3600", "--set", "scheduler.max_defer=3600",
                                "--set", 'scheduler.max_offline_bytes="1GiB"', "--set", 'zones.policy="movable"')
     queued = 512 * MiB // bs
@@ -235,7 +244,7 @@ def test_virtio_mem_grows_by_8_gib_without_stalling(request: pytest.FixtureReque
     online_leftovers(g)
     start = g.qmp.virtio_mem_size()
     count = len(g.agent.memory_blocks()) + 8 * GiB // bs
-    daemon = GuestDaemon.start(g, *deferral)
+    daemon = start_onliner(g, *deferral)
     g.qmp.resize_virtio_mem(start + 8 * GiB)
     wait_all_online(g, count)
     assert g.qmp.virtio_mem_size() == start + 8 * GiB
