@@ -117,8 +117,9 @@ class FinalPhase:
                     async with limiter:
                         done(await self.onliner.online_one(waiting))
 
-        parallel = sum(workers.values()) > 1
-        if parallel and len(batch) >= 2 * sum(workers.values()) and not self.onliner.stopping:
+        total = min(sum(workers.values()), budget)  # workers beyond the budget wait for the limiter
+        parallel = total > 1
+        if parallel and len(batch) >= 2 * total and not self.onliner.stopping:
             await self._calibrate(queues, reports, busy)
         runs = {node: max(1, self.ctx.backend.batch_size) if n == 1 else 1 for node, n in workers.items()}
         if len(queues) == 1 and sum(workers.values()) == 1:  # one worker: no task of its own
@@ -133,7 +134,6 @@ class FinalPhase:
         seconds = self.ctx.clock() - start
         untouched = [w for q in queues.values() for w in q]
         effective = self._effective(len(reports), busy[0], seconds, parallel)
-        total = sum(workers.values())
         # half of each extra worker's share, at least: less means the backend serialises
         measurable = (self.solo_seconds or 0) >= MEASURABLE_CALL  # below it, loop overhead dominates
         if (parallel and measurable and len(reports) >= 4 * total and effective < 1 + 0.5 * (total - 1)
