@@ -1,15 +1,20 @@
 """DAX devices on a real kernel (issue 19): NVDIMMs on a memory-only node 1 made devdax with ndctl.
 
-One guest for the module (``../shared/vm/DAX.md``): two 2 GiB NVDIMMs on node 1, so two devdax
-devices (``dax0.0``, ``dax1.0``, 15 blocks of 128 MiB each once kmem takes one), and DIMM
-slots for node 0. The daemon runs with the default zone policy (``auto``) and ``[zones.dax]``
-at its default (``movable``):
+One guest for the module (``../shared/vm/DAX.md``): four 2 GiB NVDIMMs on node 1, so four devdax
+devices (``daxN.0``, 15 blocks of 128 MiB each once kmem takes one), one per scenario, and a
+DIMM slot for node 0. The daemon runs with the default zone policy (``auto``) and ``[zones.dax]``
+at its default (``movable``) unless a scenario says otherwise:
 
 - started first, then ``dax0.0`` created: hotplugd converts it (it is named) and onlines its
   15 blocks Movable on node 1; ``dax1.0`` created next is not named and stays devdax; a DIMM
   hot-added to node 0 then follows the ``auto`` policy (Normal);
 - started again naming ``dax1.0`` by its namespace UUID while it exists (coldplug): converted
-  at start, its 15 blocks Movable on node 1.
+  at start, its 15 blocks Movable on node 1;
+- the kernel's auto-online on (``online``, contig-zones: it would put dax memory in Normal) and
+  one policy for all (``movable``): the plan has the kernel online (``online_movable``), and
+  hotplugd proves each of ``dax2.0``'s blocks Movable;
+- killed at the first online of ``dax3.0``'s blocks, then started again: every block online
+  Movable, none onlined twice, the device not converted twice.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from harness import GiB, Guest, GuestConfig
 from harness.assets import Assets
 from harness.nvdimm import DaxTools, nvdimm_args
 from harness.pytest_plugin import boot, provisioned
+from onlinetime import kill_on_online
 
 pytestmark = pytest.mark.vm
 
@@ -35,8 +41,8 @@ TIMEOUT = 120
 def dax_guest(vm_assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Guest, DaxTools]]:
     tools = provisioned(DaxTools.find, vm_assets.project)
     backing = tmp_path_factory.mktemp("nvdimm")
-    config = GuestConfig(memhp_default_state="offline", memory="2G", cpus=2, slots=4, maxmem="8G",
-                         virtio_mem=False, qemu_args=nvdimm_args([backing / "nv1", backing / "nv2"]))
+    config = GuestConfig(memhp_default_state="offline", memory="2G", cpus=2, slots=6, maxmem="12G", virtio_mem=False,
+                         qemu_args=nvdimm_args([backing / f"nv{i}" for i in range(1, 5)]))
     guest = boot(config, vm_assets)
     try:
         tools.load_modules(guest)
@@ -59,8 +65,8 @@ def devdax(guest: Guest, tools: DaxTools, namespace: str, device: str) -> None:
     assert driver(guest, device) == "device_dax"
 
 
-def start(guest: Guest, rule: str) -> GuestDaemon:
-    return GuestDaemon.start(guest, "--set", f"plugins.sysfs.dax=[{rule}]", "--set", 'log_format="json"')
+def start(guest: Guest, rule: str, *extra: str) -> GuestDaemon:
+    return GuestDaemon.start(guest, "--set", f"plugins.sysfs.dax=[{rule}]", "--set", 'log_format="json"', *extra)
 
 
 def errors(daemon: GuestDaemon) -> list[dict[str, object]]:
@@ -118,3 +124,51 @@ def test_a_named_device_present_at_start_is_converted_by_the_start_scan(dax_gues
     assert m.total("hotplugd_blocks_onlined_total") == DAX_BLOCKS
     assert m.total("hotplugd_memory_blocks", source="dax1.0", zone="Movable") == DAX_BLOCKS
     assert errors(daemon) == []
+
+
+def test_the_kernels_auto_online_carries_one_policy_for_all_and_hotplugd_proves_it(
+        dax_guest: tuple[Guest, DaxTools]) -> None:
+    guest, tools = dax_guest
+    guest.agent.write_file("/sys/devices/system/memory/auto_online_blocks", "online")  # contig-zones: Normal
+    before = {b.index for b in guest.agent.memory_blocks()}
+    daemon = start(guest, '{device="dax2.0"}', "--set", 'zones.policy="movable"')
+    try:
+        assert guest.agent.read_file("/sys/devices/system/memory/auto_online_blocks").strip() == "online_movable"
+        tools.devdax(guest, "namespace2.0")
+        blocks = guest.agent.wait_blocks(exclude=before, min_count=DAX_BLOCKS, state="online", timeout=TIMEOUT).blocks
+        m = daemon.wait_metrics(lambda m: m.total("hotplugd_kernel_onlined_blocks_total") == DAX_BLOCKS,
+                                what="the kernel's onlines of dax2.0 verified")
+    finally:
+        daemon.stop()
+        guest.agent.write_file("/sys/devices/system/memory/auto_online_blocks", "offline")
+    assert driver(guest, "dax2.0") == "kmem"
+    assert [(b.node, b.valid_zones) for b in blocks] == [(1, ("Movable",))] * DAX_BLOCKS
+    assert m.total("hotplugd_kernel_onlined_blocks_total", zone="Movable") == DAX_BLOCKS
+    assert m.total("hotplugd_zone_mismatches_total") == 0
+    assert m.total("hotplugd_onliner", onliner="kernel") == 1
+    assert errors(daemon) == []
+
+
+def test_killed_while_onlining_a_converted_device_and_restarted(dax_guest: tuple[Guest, DaxTools]) -> None:
+    guest, tools = dax_guest
+    before = {b.index for b in guest.agent.memory_blocks()}
+    first = start(guest, '{device="dax3.0"}')
+    killer = kill_on_online(guest, pid=first.proc.pid)
+    tools.devdax(guest, "namespace3.0")
+    assert killer.wait(TIMEOUT).returncode == 0
+    first.kill()
+    assert driver(guest, "dax3.0") == "kmem"  # converted before the kill: it stays so
+    new = [b for b in guest.agent.memory_blocks() if b.index not in before]
+    left = sum(not b.online for b in new)
+
+    second = start(guest, '{device="dax3.0"}')
+    try:
+        blocks = guest.agent.wait_blocks(exclude=before, min_count=DAX_BLOCKS, state="online", timeout=TIMEOUT).blocks
+    finally:
+        second.stop()
+    assert len(new) == DAX_BLOCKS  # every block was added before the kill (kmem adds them in its probe)
+    assert [(b.node, b.valid_zones) for b in blocks] == [(1, ("Movable",))] * DAX_BLOCKS
+    m = second.metrics()
+    assert m.total("hotplugd_blocks_onlined_total") == left  # only what the first left, each once
+    assert [e for e in second.logs() if e.get("event") == "dax_converted"] == []  # not converted twice
+    assert errors(second) == []
