@@ -26,6 +26,10 @@ The ``[plugins.sysfs]`` table:
   child process (:mod:`hotplugd_sysfs.writer_child`, standard library only), so
   that the writes, which block in the kernel, never wait for the daemon's
   interpreter lock while it reads a hot-add's uevents; ``"thread"``: a worker thread.
+- ``dax`` (default none): ``[[plugins.sysfs.dax]]`` rules naming the dax devices to convert
+  to system RAM (``device``, or ``match`` by ``path``, ``node``, ``resource``, ``uuid``;
+  ``memmap_on_memory``): :mod:`.daxrules`, ``docs/dax.md``. Their memory blocks carry the
+  device's name (``Block.source``) and follow ``[zones.dax]``; every other device is left alone.
 
 The kernel announces a block (its ``add`` uevent) before it links the block to
 its node; until the ``nodeN`` link exists, reading ``valid_zones`` oopses 6.1
