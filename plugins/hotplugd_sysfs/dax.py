@@ -68,7 +68,18 @@ class DaxHost:
     # -- converting -------------------------------------------------------------------
 
     def reconcile(self) -> list[Conversion]:
-        """Convert every named device still in devdax mode (or unbound); then re-read the ranges."""
+        """Convert every named device still in devdax mode (or unbound); then re-read the ranges.
+
+        A dax bus that cannot be read (EACCES, EIO) is logged and skipped: it never fails the
+        memory scan that calls this.
+        """
+        try:
+            return self._reconcile()
+        except OSError as exc:
+            log.error("dax_bus_unreadable", path=exc.filename, errno=exc.errno, detail=exc.strerror)
+            return []
+
+    def _reconcile(self) -> list[Conversion]:
         devices = read_devices(self.sysfs)
         done = []
         for dev in devices:
@@ -93,8 +104,15 @@ class DaxHost:
 
         Without ``devices``: one ``listdir`` of the bus and one ``readlink`` per device,
         attributes read only for a device newly bound to kmem (a bound device's range
-        does not change): cheap enough for each batch of uevents that adds blocks.
+        does not change): cheap enough for each batch of uevents that adds blocks. A bus
+        that cannot be read keeps the ranges known (logged): the events go on.
         """
+        try:
+            self._refresh(devices)
+        except OSError as exc:
+            log.error("dax_bus_unreadable", path=exc.filename, errno=exc.errno, detail=exc.strerror)
+
+    def _refresh(self, devices: list[DaxDevice] | None) -> None:
         bs = self.sysfs.block_size
         if devices is None:
             known = {name: (first, end) for first, end, name in self.ranges}

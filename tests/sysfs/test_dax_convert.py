@@ -131,3 +131,19 @@ def test_sources_and_rows(fake_sysfs, dax):
         ("dax0.0", "system-ram", 1, 2014 << 20, 22, True),
         ("dax1.0", "devdax", 2, GiB, 22, False),
         ("dax2.0", "system-ram", 3, GiB, None, False)]
+
+
+def test_an_unreadable_dax_bus_is_logged_and_skipped_not_raised(fake_sysfs, dax):
+    dax.add_device("dax0.0")
+    (dax.device_dir("dax0.0") / "size").unlink()
+    (dax.device_dir("dax0.0") / "size").mkdir()  # reading it fails with EISDIR, not "gone"
+    h = host(fake_sysfs, {"device": "dax0.0"})
+    assert h.reconcile() == []
+    assert dax.ops == [] and dax.driver("dax0.0") == "device_dax"
+    dax.add_device("dax1.0", start=40 * GiB, size=GiB, driver="kmem")
+    h.refresh()  # dax0.0 still unreadable, but only kmem devices are read: dax1.0 is found
+    assert h.source_of(40 * GiB // (128 << 20)) == "dax1.0"
+    (dax.device_dir("dax1.0") / "driver").unlink()
+    (dax.device_dir("dax1.0") / "driver").mkdir()  # readlink fails with EINVAL: kept as known
+    h.refresh()
+    assert h.source_of(40 * GiB // (128 << 20)) == "dax1.0"
