@@ -137,3 +137,35 @@ def test_check_never_says_to_turn_the_kernels_onlining_off(guest: Guest) -> None
     assert result.returncode in (0, 1), result.stderr
     assert "write 'offline'" not in result.stdout and "memhp_default_state=offline" not in result.stdout
     assert "onlines hot-added memory itself" not in result.stdout
+
+
+def test_per_node_policies_fall_back_to_hotplugd_and_both_nodes_get_their_zone(guest: Guest) -> None:
+    """A two-node guest, node 0 kernel and node 1 movable: the kernel's global knobs cannot carry it, so
+    the plan is hotplugd's own onlining (the kernel's auto-online kept off), and each node's DIMM
+    ends in its own zone."""
+    share = guest.guest_share
+    daemon = guest.start_hotplugd(
+        "--ready-file", f"{share}/per-node.ready", "--set", 'zones.policy="kernel"',
+        "--set", 'zones.nodes.1.policy="movable"', "--set", "metrics.port=0",
+        "--set", f'metrics.textfile="{share}/per-node.prom"', "--set", 'log_format="json"')
+    try:
+        guest.agent.wait_path(f"{share}/per-node.ready", timeout=120)
+        auto_online = guest.agent.read_file("/sys/devices/system/memory/auto_online_blocks").strip()
+        seen = present(guest)
+        hot_add_dimm(guest, GiB // 2, node=0, name="pn0")
+        on0 = wait_new_blocks(guest, seen, 4)
+        seen = present(guest)
+        hot_add_dimm(guest, GiB // 2, node=1, name="pn1")
+        on1 = wait_new_blocks(guest, seen, 4)
+        wait_online(guest, on0 + on1)
+    finally:
+        result = daemon.stop(signal.SIGTERM, timeout=30)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert auto_online == "offline"
+    assert [block(guest, i) for i in on0] == [("online", "Normal", 0)] * 4
+    assert [block(guest, i) for i in on1] == [("online", "Movable", 1)] * 4
+    metrics = (guest.share / "per-node.prom").read_text()
+    assert 'hotplugd_onliner{domain="host",onliner="hotplugd"} 1.0' in metrics
+    onlined = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith("hotplugd_blocks_onlined_total{"))
+    assert onlined == 8
