@@ -243,6 +243,7 @@ class SysfsBackend(Backend):
 
         The kmem driver's blocks then arrive as ordinary ``add`` uevents.
         """
+        log.debug("dax_bound", device=uevent.device, driver=uevent.driver)
         if uevent.driver == DEVDAX and self.settings.dax:
             await anyio.to_thread.run_sync(self.dax.reconcile)
 
