@@ -97,6 +97,8 @@ class Daemon:
             m.plugin_failures.labels(name).set(1)
         m.add_census(self.backend.census)
         m.add_dropped(self.backend.dropped_counts)
+        for collector in self.backend.collectors():
+            m.registry.register(collector)
         m.watch_queue(self.scheduler)
         self.hooks.register_collectors(m.registry)
         await self.backend.start()

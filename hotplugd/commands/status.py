@@ -8,11 +8,13 @@ this command needs no other channel to the daemon and works as any user.
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.error
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
@@ -159,6 +161,18 @@ def render_census(console: Console, rows: list[CensusRow], source: str) -> None:
     console.print(table)
 
 
+def render_devices(console: Console, rows: list[dict[str, Any]]) -> None:
+    """One row per device (dax devices: mode, node, size, memory tier)."""
+    table = Table(title="devices")
+    columns = list(rows[0])
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("node", "size", "tier") else "left")
+    for row in rows:
+        table.add_row(*(format_bytes(v) if k == "size" and isinstance(v, int) else "-" if v is None else str(v)
+                        for k, v in row.items()))
+    console.print(table)
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}: {n}" for k, n in counts.items()) or "none"
 
@@ -188,6 +202,9 @@ def status(config: Config, backend: Backend, console: Console | None = None, hoo
         for line in plan_lines(anyio.run(read_plan, config, hooks, backend)):
             console.print(line, highlight=False, markup=False)
     blocks = read_census(backend)
+    devices = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in backend.device_rows()]
+    if devices:
+        render_devices(console, devices)
     if blocks is None:
         console.print(f"{backend.describe()} cannot list memory blocks")
     else:

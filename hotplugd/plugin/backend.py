@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.registry import Collector
+
 from hotplugd.errors import BackendError, ConfigError, HotplugdError, PluginError
 from hotplugd.model import (
     HOST_DOMAIN,
@@ -103,6 +105,17 @@ class Backend(abc.ABC):
         Called from the metrics server's thread; return None when not supported.
         """
         return None
+
+    def collectors(self) -> list[Collector]:
+        """Prometheus collectors of what only this backend knows (memory tiers, dax devices), read at
+        scrape time from the metrics thread; the daemon registers them on its registry. Default: none."""
+        return []
+
+    def device_rows(self) -> Sequence[Any]:
+        """Devices whose memory the backend brings (dax devices), one mapping or dataclass each, for
+        ``hotplugd status`` (fields such as device, mode, node, size in bytes, tier); blocking, read
+        only. Default: none."""
+        return []
 
     def dropped_counts(self) -> dict[str, int]:
         """Messages the event source dropped, by reason (``malformed``, ``not_kernel``, ...)."""

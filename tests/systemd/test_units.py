@@ -96,7 +96,7 @@ def test_writable_exactly_the_state_files_the_knobs_and_the_state_directory() ->
     # "-": optional, a kernel without a parameter (mainline has no parallel_hotplug_ratio) still starts the unit.
     outside = [f"-/sys/{path}" for path in KNOB_FILES.values() if not f"/sys/{path}".startswith(f"{memory}/")]
     assert len(outside) == len(KNOB_FILES) - 1  # auto_online_blocks lies in the memory directory
-    assert writable[0] == memory and sorted(writable[1:]) == sorted(outside)
+    assert writable[0] == memory and sorted(writable[1:]) == sorted([*outside, "-/sys/bus/dax"])  # dax: conversions
     assert settings(SERVICE)["StateDirectory"] == ["hotplugd"]  # /var/lib/hotplugd: the knobs as first found
 
 
