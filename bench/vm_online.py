@@ -61,7 +61,8 @@ WORKLOADS = (Workload("dimm", 4 * GiB), Workload("dimm", 16 * GiB), Workload("vi
 PLOT = ROOT / "bench" / "vm_online.png"
 #: One colour per onliner, the same in every plot.
 COLOURS = {"kernel": "black", "c": "tab:gray", "naive": "tab:olive", "hotplugd": "tab:blue",
-           "hotplugd-ratio0": "tab:cyan", "hotplugd-alt": "tab:orange", "udev": "tab:red"}
+           "hotplugd-ratio0": "tab:cyan", "hotplugd-alt": "tab:orange", "hotplugd-self": "tab:green",
+           "udev": "tab:red"}
 
 
 class TreeOnliner(HotplugdOnliner):
@@ -147,10 +148,14 @@ def run_guest(onliner: Onliner) -> tuple[list[Timing], dict[str, Any]]:
 
 
 def check(key: str, info: dict[str, Any]) -> None:
-    """hotplugd must have onlined every block itself, with no other outcome."""
+    """hotplugd must have left nothing pending and nothing failed; where it onlines itself (not the
+    plan's kernel mode, whose blocks the kernel onlines and hotplugd verifies), every block itself."""
     blocks = sum(w.size for w in WORKLOADS) // (128 << 20)
-    if key.startswith("hotplugd") and info["status"] != f"pending 0 blocks, onlined {blocks}, failed 0":
-        print(f"WARNING {key}: expected {blocks} blocks onlined, got {info['status']!r}", file=sys.stderr)
+    wanted = {f"pending 0 blocks, onlined {blocks}, failed 0"}
+    if key == "hotplugd":
+        wanted.add("pending 0 blocks, onlined 0, failed 0")
+    if key.startswith("hotplugd") and info["status"] not in wanted:
+        print(f"WARNING {key}: expected {' or '.join(sorted(wanted))}, got {info['status']!r}", file=sys.stderr)
 
 
 def table(results: dict[str, dict[str, list[Timing]]], names: dict[str, str]) -> Table:
