@@ -259,7 +259,8 @@ class Metrics:
 
 
 class _CensusCollector(Collector):
-    """``hotplugd_memory_blocks`` and ``hotplugd_memory_bytes``: what the host says now, whoever onlined it."""
+    """``hotplugd_memory_blocks`` and ``hotplugd_memory_bytes``: what the host says now, whoever onlined it;
+    ``hotplugd_device_memory_blocks``/``_bytes`` the same for the blocks a device (dax) brought, by device."""
 
     def __init__(self, census: Callable[[], Iterable[Block] | None], domain_label: Callable[[str], str]) -> None:
         self._census = census
@@ -268,38 +269,46 @@ class _CensusCollector(Collector):
     def describe(self) -> Iterator[Any]:
         return iter(self._families())
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        labels = ["domain", "node", "zone", "state", "source"]  # source: "" (absent) but for a dax device's memory
-        return (GaugeMetricFamily("hotplugd_memory_blocks",
-                                  "Memory blocks present, by domain, node, zone (none: offline), state and source (a dax device), "
-                                  "read at scrape time",
-                                  labels=labels),
-                GaugeMetricFamily("hotplugd_memory_bytes",
-                                  "Memory block bytes present, by domain, node, zone (none: offline), state and source (a dax device), "
-                                  "read at scrape time",
-                                  labels=labels),
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        labels = ["domain", "node", "zone", "state"]
+        per_device = ["device", "node", "zone", "state"]
+        what = "by domain, node, zone (none: offline) and state, read at scrape time"
+        return (GaugeMetricFamily("hotplugd_memory_blocks", f"Memory blocks present, {what}", labels=labels),
+                GaugeMetricFamily("hotplugd_memory_bytes", f"Memory block bytes present, {what}", labels=labels),
+                GaugeMetricFamily("hotplugd_device_memory_blocks",
+                                  "Memory blocks a device brought (a dax device's, through kmem), by device, node, "
+                                  "zone and state, read at scrape time", labels=per_device),
+                GaugeMetricFamily("hotplugd_device_memory_bytes",
+                                  "Memory block bytes a device brought, by device, node, zone and state, read at "
+                                  "scrape time", labels=per_device),
                 GaugeMetricFamily("hotplugd_memory_census_success",
                                   "1 when the scrape-time read of the host's blocks worked, else 0"))
 
     def collect(self) -> Iterator[Any]:
-        blocks_family, bytes_family, success = self._families()
+        blocks_family, bytes_family, device_blocks, device_bytes, success = self._families()
         try:
             blocks = self._census()
-            counts: dict[tuple[str, str, str, str, str], list[int]] = {}
+            counts: dict[tuple[str, str, str, str], list[int]] = {}
+            devices: dict[tuple[str, str, str, str], list[int]] = {}
             for b in blocks or ():
-                key = (self._domain_label(b.domain), str(b.node), b.zone or "none", str(b.state), b.source)
-                entry = counts.setdefault(key, [0, 0])
-                entry[0] += 1
-                entry[1] += b.size
+                where = (str(b.node), b.zone or "none", str(b.state))
+                for table, key in ((counts, (self._domain_label(b.domain), *where)),
+                                   *(((devices, (b.source, *where)),) if b.source else ())):
+                    entry = table.setdefault(key, [0, 0])
+                    entry[0] += 1
+                    entry[1] += b.size
         except Exception as exc:  # noqa: BLE001 - a failed read must not fail the whole scrape
             log.warning("census_failed", error=f"{type(exc).__name__}: {exc}")
             success.add_metric([], 0)
             yield success
             return
-        for key, (n, size) in sorted(counts.items()):
-            blocks_family.add_metric(list(key), n)
-            bytes_family.add_metric(list(key), size)
-        yield from (blocks_family, bytes_family)
+        for table, n_family, size_family in ((counts, blocks_family, bytes_family),
+                                             (devices, device_blocks, device_bytes)):
+            for key, (n, size) in sorted(table.items()):
+                n_family.add_metric(list(key), n)
+                size_family.add_metric(list(key), size)
+        yield from (blocks_family, bytes_family, device_blocks, device_bytes)
         if blocks is not None:  # None: the backend cannot take a census
             success.add_metric([], 1)
             yield success

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.asyncio
 
 #: Labels a metric may carry; a block index or address would make a TiB 8,192 series.
 ALLOWED_LABELS = {"action", "reason", "domain", "node", "zone", "state", "outcome", "errno", "trigger", "result",
-                  "onliner", "plugin", "source", "version", "backend", "le"}
+                  "onliner", "plugin", "device", "version", "backend", "le"}
 NON_BASE_UNITS = ("milliseconds", "microseconds", "minutes", "hours", "kilobytes", "megabytes", "kib", "mib", "gib",
                   "percent", "ms")
 

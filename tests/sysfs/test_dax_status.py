@@ -37,6 +37,10 @@ async def test_the_daemon_serves_the_backends_own_collectors(fake_sysfs, dax):
     assert sample(daemon.metrics, "hotplugd_memory_tier", {"node": "1"}) == 22
     assert sample(daemon.metrics, "hotplugd_dax_device_bytes",
                   {"device": "dax0.0", "mode": "system-ram", "node": "1"}) == 2014 << 20
+    census = {tuple(sorted(s.labels.items())): s.value for family in daemon.metrics.registry.collect()
+              if family.name == "hotplugd_device_memory_blocks" for s in family.samples}
+    assert census and all(dict(labels)["device"] == "dax0.0" and dict(labels)["node"] == "1"
+                          for labels in census)
 
 
 def test_status_prints_the_devices_and_their_nodes(fake_sysfs, dax):
