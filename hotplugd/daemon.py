@@ -23,7 +23,7 @@ from hotplugd.engine.context import EngineContext
 from hotplugd.engine.knobrecord import record_found
 from hotplugd.engine.plan import Plan, make_plan, refuse_forced_kernel
 from hotplugd.engine.scheduler import Scheduler
-from hotplugd.errors import ConfigError, HotplugdError
+from hotplugd.errors import BackendError, ConfigError, HotplugdError
 from hotplugd.faults import FaultInjection
 from hotplugd.model import HOST_DOMAIN, Executor, RescanReason
 from hotplugd.observe import logs
@@ -157,7 +157,11 @@ class Daemon:
         found = plan.found
         changes = {k: v for k, v in plan.changes().items() if found is not None and found.writable(k)}
         if changes and found is not None:
-            await anyio.to_thread.run_sync(record_found, config.state_directory, HOST_DOMAIN, found, list(changes))
+            try:
+                await anyio.to_thread.run_sync(record_found, config.state_directory, HOST_DOMAIN, found, list(changes))
+            except BackendError as exc:  # onlining matters more than a restore on uninstall: go on, loudly
+                log.warning("knobs_not_recorded", error=exc.args[0], hint=exc.hint,
+                            consequence="an uninstall cannot restore the kernel's knobs as found")
             await self.backend.set_kernel_knobs(changes, HOST_DOMAIN)
         self.metrics.plan(HOST_DOMAIN, plan.executor.value)
         log.info("plan", domain=HOST_DOMAIN, onliner=plan.executor.value, reason=plan.reason, written=changes)

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from hotplugd.engine.context import EngineContext
 from hotplugd.engine.domain import DomainScheduler
 from hotplugd.engine.phase import PhaseResult
-from hotplugd.model import HOST_DOMAIN, Block, BlockEvent, Rescan, RescanReason
+from hotplugd.model import HOST_DOMAIN, Block, BlockEvent, Rescan, RescanReason, Topology
 from hotplugd.observe.metrics import QueueSnapshot
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,7 @@ class Scheduler:
         self._wake = anyio.Event()
         self._rescan_reason: RescanReason | None = None
         self._snapshot = QueueSnapshot()
+        self._last_scan: Topology | None = None
         self.source_done = False  # the event stream ended (a finished simulation)
         self._until_idle = False
         self.stopping = False
@@ -56,6 +57,8 @@ class Scheduler:
         if domain is None:
             domain = self.domains[name] = DomainScheduler(self.ctx, name, phase_numbers=self._phase_numbers,
                                                           phase_slots=self._phase_slot)
+            if self._last_scan is not None:  # made by an event: what the last scan said of its kernel
+                domain.topology = self._last_scan.for_domain(name)
             domain.wants_rescan = self.request_rescan
             domain.phase_ended = self._poke
             if self.stopping:
@@ -101,6 +104,7 @@ class Scheduler:
         """Scan the backend; every domain queues its offline blocks, exactly like fresh adds."""
         reason = RescanReason(reason)
         scan = await self.ctx.backend.scan()
+        self._last_scan = scan.topology
         by_domain: dict[str, list[Block]] = defaultdict(list)
         for block in scan.blocks:
             by_domain[block.domain].append(block)

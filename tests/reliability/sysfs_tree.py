@@ -48,7 +48,9 @@ class FakeTreeSysfs:
 def daemon_on(provider: FakeTreeSysfs, recorder: HookRecorder, *, netlink: bool = True) -> Daemon:
     """The real Daemon with the sysfs plugin on the fake tree; without netlink, events come from ``feed``."""
     options = provider.fake.options(netlink=True, rcvbuf=SMALL_RCVBUF) if netlink else provider.fake.options()
+    # hotplugd's own onlining is what these storms and faults test; the knobs' record stays in the tree
     data = {"backend": "sysfs", "metrics": {"enabled": False}, "disabled_plugins": ["sysfs"],
+            "state_directory": str(provider.fake.base / "state"), "scheduler": {"onliner": "hotplugd"},
             "plugins": {"sysfs": options}}
     pm = make_manager(["sysfs"], load_entry_points=False, environ={},
                       extra=[("fake-tree-sysfs", provider), ("recorder", recorder)])

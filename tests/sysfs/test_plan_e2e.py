@@ -9,6 +9,7 @@ import json
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 from test_daemon_e2e import make
 
 from hotplugd.errors import ConfigError
@@ -98,3 +99,16 @@ async def test_the_seed_kernel_gets_its_ratio_and_half_online_blocks_are_watched
     assert fake_sysfs.writes == []
     assert hook_recorder.outcomes() == {i: "onlined" for i in range(16, 20)}
     assert sample(daemon.metrics, "hotplugd_kernel_final_phase_seconds_count") == 4
+
+
+async def test_a_state_directory_that_cannot_be_written_does_not_stop_onlining(fake_sysfs, hook_recorder, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    daemon, provider = make(fake_sysfs, hook_recorder, scheduler={"onliner": "auto"},
+                            state_directory=str(blocked / "state"))
+    with capture_logs() as logs:
+        await run_hot_add(fake_sysfs, daemon, provider, range(16, 18))
+    assert fake_sysfs.knob("auto_online_blocks") == "online"
+    assert hook_recorder.outcomes() == {16: "onlined", 17: "onlined"}
+    assert [e["consequence"] for e in logs if e["event"] == "knobs_not_recorded"] == [
+        "an uninstall cannot restore the kernel's knobs as found"]

@@ -96,7 +96,7 @@ def test_a_named_device_created_after_start_is_onlined_movable_on_its_node(dax_g
     assert [(b.node, b.state, b.valid_zones) for b in dax0] == [(1, "online", ("Movable",))] * DAX_BLOCKS
     assert [(b.node, b.valid_zones) for b in dimm] == [(0, ("Normal",))] * 4  # zones.policy auto: its own
     m = daemon.metrics()
-    assert m.total("hotplugd_memory_blocks", source="dax0.0", zone="Movable", state="online") == DAX_BLOCKS
+    assert m.total("hotplugd_device_memory_blocks", device="dax0.0", zone="Movable", state="online") == DAX_BLOCKS
     assert m.total("hotplugd_blocks_onlined_total", zone="Movable") == DAX_BLOCKS
     assert m.total("hotplugd_blocks_onlined_total", zone="Normal") == 4
     assert [e for e in daemon.logs() if e.get("event") == "dax_converted"][0]["device"] == "dax0.0"
@@ -122,7 +122,7 @@ def test_a_named_device_present_at_start_is_converted_by_the_start_scan(dax_gues
     # converted by the start scan, which sees the blocks; their add uevents come too: each onlined once
     assert m.total("hotplugd_blocks_onlined_total", zone="Movable") == DAX_BLOCKS
     assert m.total("hotplugd_blocks_onlined_total") == DAX_BLOCKS
-    assert m.total("hotplugd_memory_blocks", source="dax1.0", zone="Movable") == DAX_BLOCKS
+    assert m.total("hotplugd_device_memory_blocks", device="dax1.0", zone="Movable") == DAX_BLOCKS
     assert errors(daemon) == []
 
 
