@@ -11,7 +11,7 @@ record; nothing else holds per-block state.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hotplugd.engine.queue import PendingQueue, Waiting
@@ -55,7 +55,9 @@ class BlockBook:
         self.queue = PendingQueue(queue_limit)
         self._records: dict[int, Record] = {}
         self._failed = 0
-        self._retries = 0
+        #: Indexes of the records the loop visits each turn (failed with a retry time, to verify):
+        #: never a walk over every online block.
+        self._retrying: dict[int, Record] = {}
         self._verifying: dict[int, Record] = {}
 
     def __repr__(self) -> str:
@@ -73,14 +75,15 @@ class BlockBook:
         old = self._records.get(index)
         if old is not None and old.stage is Stage.FAILED:
             self._failed -= 1
-            self._retries -= old.retry_at is not None
+        self._retrying.pop(index, None)
         self._verifying.pop(index, None)
         if record is None:
             self._records.pop(index, None)
             return
         if record.stage is Stage.FAILED:
             self._failed += 1
-            self._retries += record.retry_at is not None
+            if record.retry_at is not None:
+                self._retrying[index] = record
         elif record.stage is Stage.VERIFY:
             self._verifying[index] = record
         self._records[index] = record
@@ -234,18 +237,13 @@ class BlockBook:
 
     def next_retry(self, now: float) -> float | None:
         """Seconds until the next failed block is due to be queued again (None: none is)."""
-        if not self._retries:
+        if not self._retrying:
             return None
-        return max(0.0, min(r.retry_at for r in self._retrying()) - now)
-
-    def _retrying(self) -> Iterator[Record]:
-        return (r for r in self._records.values() if r.stage is Stage.FAILED and r.retry_at is not None)
+        return max(0.0, min(r.retry_at for r in self._retrying.values() if r.retry_at is not None) - now)
 
     def requeue_due(self, now: float) -> None:
         """Queue again each failed block whose retry is due (while the queue has room)."""
-        if not self._retries:
-            return
-        for record in [r for r in self._retrying() if r.retry_at is not None and r.retry_at <= now]:
+        for record in [r for r in self._retrying.values() if r.retry_at is not None and r.retry_at <= now]:
             assert record.block is not None
             self._set(record.block.index, None)
             if not self.queue_block(record.block, now):

@@ -198,8 +198,9 @@ class DomainScheduler:
             while not self.stopping:
                 now = self.ctx.clock()
                 self.book.requeue_due(now)
-                if self.book.due_verifications(now):
-                    await self.verifier.verify(self.book.due_verifications(now))
+                due = self.book.due_verifications(now)
+                if due:
+                    await self.verifier.verify(due)
                     self.phase_ended()  # the domain may be idle now: a run until idle checks
                     continue
                 if not len(self.queue):
