@@ -29,7 +29,11 @@ import anyio
 import structlog
 from anyio.abc import SocketStream
 
-from .framing import MAX_FRAME, FrameError, Framer
+from hotplugd_guestagent.errors import (
+    AgentAborted, AgentError, AgentProtocolError, AgentTimeout, AgentUnavailable, CommandFailed, failure_reason,
+)
+from hotplugd_guestagent.commands import request, short, unwrap
+from hotplugd_guestagent.framing import MAX_FRAME, FrameError, Framer
 
 log = structlog.get_logger("hotplugd.qga")
 
@@ -40,50 +44,8 @@ MAX_DISCARD = MAX_FRAME
 MAX_STALE_REPLIES = 64
 _LINK_ERRORS = (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
-
-class AgentError(Exception):
-    """The agent could not answer; the block's outcome is transient (try again later)."""
-
-
-class AgentUnavailable(AgentError):
-    """The socket cannot be connected, or it closed (QEMU gone or restarting)."""
-
-
-class AgentAborted(AgentUnavailable):
-    """The request was given up (:meth:`AgentClient.abort`): QEMU said the agent's port changed."""
-
-
-class AgentTimeout(AgentError):
-    """No reply in time (the agent is down, busy, or not started in the guest)."""
-
-
-class AgentProtocolError(AgentError):
-    """The agent broke the protocol: ``reason`` is ``protocol_error``, ``oversized_reply`` or ``flood``."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def failure_reason(exc: Exception) -> str:
-    """Why an agent counts as down, as a short word for logs: its protocol breach, or how the link failed."""
-    if isinstance(exc, AgentProtocolError):
-        return exc.reason
-    if isinstance(exc, AgentTimeout):
-        return "timeout"
-    if isinstance(exc, AgentUnavailable):
-        return "unavailable"
-    return "error"
-
-
-class CommandFailed(AgentError):
-    """The agent answered with an error object (``class``, ``desc``)."""
-
-    def __init__(self, command: str, error_class: str, desc: str) -> None:
-        super().__init__(f"{command}: {error_class}: {desc}")
-        self.command = command
-        self.error_class = error_class
-        self.desc = desc
+__all__ = ["AgentAborted", "AgentClient", "AgentError", "AgentProtocolError", "AgentTimeout", "AgentUnavailable",
+           "CommandFailed", "failure_reason"]
 
 
 class AgentClient:
@@ -113,9 +75,7 @@ class AgentClient:
     async def execute(self, command: str, arguments: dict[str, Any] | None = None, *,
                       timeout: float | None = None) -> Any:
         """Run ``command`` and return its ``return`` value. Raise an :class:`AgentError` otherwise."""
-        request: dict[str, Any] = {"execute": command}
-        if arguments is not None:
-            request["arguments"] = arguments
+        message = request(command, arguments)
         limit = self.timeout if timeout is None else timeout
         async with self._lock:
             in_step = False
@@ -125,7 +85,7 @@ class AgentClient:
                         self._resync = False
                         await self._sync()
                     self._synced = False  # until the reply is read: a timeout leaves it unread
-                    await self._send(json.dumps(request).encode())
+                    await self._send(json.dumps(message).encode())
                     reply = await self._read_object()
                     in_step = True
             except TimeoutError:
@@ -141,16 +101,11 @@ class AgentClient:
                 self._in_flight = None
             if not in_step:  # abort(): the agent went away, no reply will come
                 raise AgentAborted(f"{self.name}: the agent went away during {command}")
-        if not isinstance(reply, dict):
+        try:
+            return unwrap(command, reply, self.name)
+        except AgentProtocolError:
             self._synced = False
-            raise AgentProtocolError("protocol_error", f"{self.name}: unexpected reply to {command}: {_short(reply)}")
-        if "error" in reply:
-            error = reply["error"] if isinstance(reply["error"], dict) else {}
-            raise CommandFailed(command, str(error.get("class", "?")), str(error.get("desc", reply["error"])))
-        if "return" not in reply:
-            self._synced = False
-            raise AgentProtocolError("protocol_error", f"{self.name}: unexpected reply to {command}: {_short(reply)}")
-        return reply["return"]
+            raise
 
     def abort(self) -> None:
         """Give up the request in flight, which raises :class:`AgentAborted`, and sync before the
@@ -181,7 +136,7 @@ class AgentClient:
             stale += 1
             if stale > MAX_STALE_REPLIES:
                 raise FrameError("flood", f"more than {MAX_STALE_REPLIES} replies that are not the sync's own")
-            log.debug("qga_stale_sync_reply", guest=self.name, reply=_short(reply))
+            log.debug("qga_stale_sync_reply", guest=self.name, reply=short(reply))
         self._synced = True
         self.syncs += 1
 
@@ -218,8 +173,3 @@ class AgentClient:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
 
-
-def _short(reply: Any) -> str:
-    """A reply for a log line or a message: a hostile one may be megabytes."""
-    text = repr(reply)
-    return text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"

@@ -12,7 +12,7 @@ from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import Backend, Block, BlockEvent, OnlineResult, Outcome, Rescan, Scan, Topology, ZoneRequest
 
-from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, removals
+from hotplugd_guestagent.blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, removals
 from .discover import find_guests
 from .guest import GuestLink
 from .qmp import Monitor, QmpError

@@ -41,7 +41,7 @@ from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import Action, BlockEvent, Rescan
 
-from .blocks import announced_together, to_block
+from hotplugd_guestagent.blocks import announced_together, to_block
 from .guest import GuestLink
 from .qmp import Monitor, QmpError
 

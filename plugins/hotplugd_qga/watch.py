@@ -22,6 +22,8 @@ from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import BlockEvent, Rescan
 
+from hotplugd_guestagent.link import poll_forever
+
 from .dimms import DimmWatcher
 from .guest import GuestLink
 from .qmp import Monitor, QmpError
@@ -31,10 +33,7 @@ log = structlog.get_logger("hotplugd.qga")
 
 async def poll_guest(guest: GuestLink, send: ObjectSendStream[BlockEvent | Rescan]) -> None:
     """Forever: wait for the next poll, list the guest's blocks, send what changed."""
-    while True:
-        await guest.next_poll()
-        for event in await guest.refresh():
-            await send.send(event)
+    await poll_forever(guest, send)
 
 
 async def listen_guest(guest: GuestLink, monitor: Monitor | None, send: ObjectSendStream[BlockEvent | Rescan],

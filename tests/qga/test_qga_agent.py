@@ -9,7 +9,7 @@ import pytest
 from qga_fakes import FakeAgent, fake_vms
 
 from hotplugd_qga import AgentClient, AgentTimeout, AgentUnavailable, CommandFailed
-from hotplugd_qga.commands import list_blocks
+from hotplugd_guestagent.commands import list_blocks
 
 pytestmark = pytest.mark.asyncio
 

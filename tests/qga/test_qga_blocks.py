@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hotplugd import Action, State
-from hotplugd_qga.blocks import diff, removals, to_block
+from hotplugd_guestagent.blocks import diff, removals, to_block
 
 SIZE = 128 << 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hotplugd_qga.framing import take_object
+from hotplugd_guestagent.framing import take_object
 
 
 @pytest.mark.parametrize("chunks, expected", [

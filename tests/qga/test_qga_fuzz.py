@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotplugd_qga.agent import AgentError, AgentProtocolError
-from hotplugd_qga.framing import MAX_FRAME
+from hotplugd_guestagent.framing import MAX_FRAME
 from hotplugd_qga.guest import GuestLink
 from hotplugd_qga.qmp import Monitor, QmpError
 from hotplugd_qga.settings import GuestSettings, Settings

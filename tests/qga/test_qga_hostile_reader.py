@@ -12,9 +12,9 @@ from collections.abc import Iterable
 import pytest
 from hostile import SYNC_REPLY, repeated, scripted_client
 
-from hotplugd_qga import framing
+from hotplugd_guestagent import framing
 from hotplugd_qga.agent import MAX_STALE_REPLIES, AgentError, AgentProtocolError
-from hotplugd_qga.framing import MAX_DEPTH, MAX_FRAME
+from hotplugd_guestagent.framing import MAX_DEPTH, MAX_FRAME
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.reliability]
 

@@ -7,8 +7,8 @@ import errno
 import pytest
 
 from hotplugd import OnlineResult, Outcome
-from hotplugd_qga.commands import SetResult
-from hotplugd_qga.results import map_result
+from hotplugd_guestagent.commands import SetResult
+from hotplugd_guestagent.results import map_result
 
 OFFLINE_AFTER = {32: False}
 ONLINE_AFTER = {32: True}
