@@ -7,6 +7,7 @@
     events = dax.add_device("dax0.0", node=1)      # its add and bind uevents: a new devdax device
     dax.refuse_kmem("dax0.0", errno.EBUSY)          # kmem's next probe of it fails
     dax.map_device("dax0.0", pid=4242)              # a process has /dev/dax0.0 mapped
+    dax.deny_process(4243)                          # its maps and fd are unreadable (another user's)
 
 Built from 6.1's ``drivers/dax/bus.c`` and ``kmem.c``, simplified: each device lives
 under an nd region (``.../ndbus0/region0/daxX.Y/daxX.Y``, its parent the nd_dax whose
@@ -120,12 +121,49 @@ class FakeDax:
         """kmem's next probes of ``name`` fail with these errnos (EBUSY: its range is taken), one each."""
         self.refusals[name].extend(codes)
 
-    def map_device(self, name: str, pid: int = 4242) -> None:
-        """A process with ``/dev/<name>`` mapped (a line of ``/proc/PID/maps``)."""
+    def add_process(self, pid: int, *, uid: int = 0, comm: str = "app") -> Path:
+        """A process in the fake ``/proc``: ``maps`` (empty), ``fd/``, ``status`` (its uid), ``comm``."""
         directory = self.fake.proc / str(pid)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "fd").mkdir(exist_ok=True)
+        (directory / "fd").mkdir(parents=True, exist_ok=True)
+        if not (directory / "maps").exists():
+            (directory / "maps").write_text("")
+        (directory / "status").write_text(f"Name:\t{comm}\nPid:\t{pid}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+        (directory / "comm").write_text(comm + "\n")
+        return directory
+
+    def map_device(self, name: str, pid: int = 4242, *, uid: int = 0) -> None:
+        """A process with ``/dev/<name>`` mapped (a line of ``/proc/PID/maps``)."""
+        directory = self.add_process(pid, uid=uid)
         (directory / "maps").write_text(f"7f0000000000-7f0040000000 rw-s 00000000 00:06 123 /dev/{name}\n")
+
+    def open_device(self, name: str, pid: int = 4242, fd: int = 3) -> None:
+        """A process holding ``/dev/<name>`` open, not mapped (a ``/proc/PID/fd/N`` link)."""
+        directory = self.add_process(pid)
+        (directory / "fd" / str(fd)).symlink_to(f"/dev/{name}")
+
+    def deny_process(self, pid: int, *, files: tuple[str, ...] = ("maps", "fd"), code: int = errno.EACCES) -> None:
+        """Reading these of ``/proc/PID`` fails with ``code``, as for root without CAP_SYS_PTRACE (``maps``)
+        and CAP_DAC_READ_SEARCH (``fd``, mode 0500) when the process is another user's."""
+        directory = self.fake.proc / str(pid)
+        denied = {directory / f for f in files}
+
+        def deny(path: Path) -> None:
+            if path in denied or path.parent in denied:
+                raise _oserror(code, path)
+
+        self.fake.before_read.append(deny)
+        self.fake.before_listdir.append(deny)
+
+    def mount_proc(self, hidepid: str = "invisible", caps: int | None = 0) -> None:
+        """``/proc`` mounted as systemd's ``ProtectProc=`` does (``<proc>/self/mountinfo``), and this process's
+        effective capabilities (``<proc>/self/status`` CapEff; None: no status file)."""
+        own = self.fake.proc / "self"
+        own.mkdir(parents=True, exist_ok=True)
+        (own / "mountinfo").write_text(
+            "25 1 0:23 / / rw,relatime - ext4 /dev/vda rw\n"
+            f"30 25 0:5 / {self.fake.proc} rw,nosuid,nodev,noexec,relatime - proc proc rw,hidepid={hidepid}\n")
+        if caps is not None:
+            (own / "status").write_text(f"Name:\thotplugd\nCapEff:\t{caps:016x}\n")
 
     def set_tiers(self, tiers: dict[int, str]) -> None:
         """``memory_tierN/nodelist`` for each tier id N (``{4: "0", 22: "1"}``)."""

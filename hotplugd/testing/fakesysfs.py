@@ -83,6 +83,17 @@ class FakeSysfsIO:
             hook(Path(path))
         return os.listdir(path)
 
+    def read_bytes(self, path: Path) -> bytes:
+        for hook in list(self.fake.before_read):
+            hook(Path(path))
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    def readlink(self, path: Path) -> str:
+        for hook in list(self.fake.before_read):
+            hook(Path(path))
+        return os.readlink(path)
+
     def lexists(self, path: str | Path) -> bool:
         return os.path.lexists(path)
 
@@ -130,6 +141,7 @@ class FakeSysfs:
         self.errors: dict[int, deque[int]] = defaultdict(deque)
         self.before_write: list[Callable[[int, str], None]] = []
         self.before_listdir: list[Callable[[Path], None]] = []
+        self.before_read: list[Callable[[Path], None]] = []  # read_bytes and readlink (a denied /proc/PID file)
         #: Other parts of the fake kernel (:mod:`hotplugd.testing.fakedax`): each takes a write it
         #: handles (True) or leaves it (False).
         self.store_hooks: list[Callable[[Path, str], bool]] = []

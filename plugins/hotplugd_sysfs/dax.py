@@ -93,7 +93,10 @@ class DaxHost:
                 log.info("dax_converted", device=dev.name, node=dev.target_node, size=dev.size, rule=rule.describe())
             else:
                 self.failures[dev.name] = result.detail
-                log.error("dax_not_converted", device=dev.name, detail=result.detail, errno=result.errno)
+                uninspected = [{"pid": u.pid, "uid": u.uid, "comm": u.comm, "file": u.what,
+                                "errno": u.errno} for u in result.uninspected]
+                log.error("dax_not_converted", device=dev.name, detail=result.detail, errno=result.errno,
+                          **({"uninspected": uninspected} if uninspected else {}))
         self.refresh(read_devices(self.sysfs) if done else devices)
         return done
 

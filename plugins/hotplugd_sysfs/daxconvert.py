@@ -9,8 +9,9 @@ driver's probe adds the device's memory blocks, offline, each with its ``add`` u
 onlining them is the engine's, by the ``[zones.dax]`` policy.
 
 Unlike daxctl it never loads a module (the kmem driver must be there) and it leaves
-a device that cannot be converted as it was: mapped or open by a process (converting
-would pull the memory from under it), ``memmap_on_memory`` refused, unbind refused,
+a device that cannot be converted as it was: mapped or open by a process, or possibly
+so because a process could not be inspected (:mod:`.daxusers`; converting would pull
+the memory from under it), ``memmap_on_memory`` refused, unbind refused,
 or kmem's probe refused (EBUSY, ENXIO): then the device is bound back to
 ``device_dax``. Nothing is ever converted back to devdax here.
 """
@@ -21,8 +22,9 @@ import errno
 from dataclasses import dataclass
 from pathlib import Path
 
-from .daxdevices import DEVDAX, KMEM, DaxDevice, device_users, driver_of
+from .daxdevices import DEVDAX, KMEM, DaxDevice, driver_of
 from .daxrules import DaxRule
+from .daxusers import Uninspected, device_users
 from .sysfs import Sysfs
 
 __all__ = ["Conversion", "convert", "refusal"]
@@ -36,6 +38,8 @@ class Conversion:
     ok: bool
     detail: str = ""
     errno: int | None = None
+    #: Processes whose maps or fds could not be read: the device may be in use (fail closed).
+    uninspected: tuple[Uninspected, ...] = ()
 
     def __repr__(self) -> str:
         return f"<Conversion {self.device} {'ok' if self.ok else 'refused'} {self.detail}>"
@@ -59,21 +63,25 @@ def drivers_dir(sysfs: Sysfs) -> Path:
 
 def refusal(sysfs: Sysfs, proc: Path, dev: DaxDevice) -> str | None:
     """Why ``dev`` cannot be converted now, known before touching it (None: try)."""
+    return _refused(sysfs, proc, dev).detail or None
+
+
+def _refused(sysfs: Sysfs, proc: Path, dev: DaxDevice) -> Conversion:
+    """``refusal`` as a Conversion (``detail`` "" when nothing stands in the way), with the processes
+    that could not be inspected: a device is converted only when nobody is proven to use it."""
     if dev.driver not in (DEVDAX, ""):
-        return f"it is bound to {dev.driver!r}, not device_dax"
+        return Conversion(dev.name, False, f"it is bound to {dev.driver!r}, not device_dax")
     if not sysfs.io.lexists(drivers_dir(sysfs) / KMEM):
-        return "the kmem driver is not loaded (modprobe kmem; hotplugd loads no module)"
-    users = device_users(proc, dev.name)
-    if users:
-        return f"/dev/{dev.name} is mapped or open by pid {', '.join(map(str, users))}"
-    return None
+        return Conversion(dev.name, False, "the kmem driver is not loaded (modprobe kmem; hotplugd loads no module)")
+    users = device_users(sysfs.io, proc, dev.name)
+    return Conversion(dev.name, False, users.describe() or "", uninspected=users.uninspected)
 
 
 def convert(sysfs: Sysfs, proc: Path, dev: DaxDevice, rule: DaxRule) -> Conversion:
     """Bind ``dev`` to kmem (blocking). Never raises for a kernel refusal: the Conversion says it."""
-    why = refusal(sysfs, proc, dev)
-    if why is not None:
-        return Conversion(dev.name, False, why)
+    refused = _refused(sysfs, proc, dev)
+    if refused.detail:
+        return refused
     try:
         _set_memmap(sysfs, dev, rule)
         if dev.driver == DEVDAX:

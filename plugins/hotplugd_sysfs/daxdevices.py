@@ -22,7 +22,7 @@ from pathlib import Path
 from .formats import is_gone
 from .sysfs import Sysfs
 
-__all__ = ["DEVDAX", "KMEM", "DaxDevice", "dax_dir", "device_names", "device_users", "driver_of", "read_device",
+__all__ = ["DEVDAX", "KMEM", "DaxDevice", "dax_dir", "device_names", "driver_of", "read_device",
            "read_devices"]
 
 #: The two drivers of the dax bus that matter here: a character device, or system RAM.
@@ -169,32 +169,3 @@ def _namespace_uuid(sysfs: Sysfs, path: Path) -> str | None:
         return None
     return _optional(sysfs, parent.parent / namespace / "uuid")
 
-
-def device_users(proc: Path, name: str) -> list[int]:
-    """Processes that have ``/dev/<name>`` mapped or open: converting it would pull memory from under them.
-
-    Reads ``/proc/PID/maps`` and the ``/proc/PID/fd`` links; processes that vanish or
-    that this process may not inspect are skipped. The costliest step of a conversion
-    (0.2 s in the 2-vCPU TCG test guest, up to 0.8 s while ndctl still runs), and worth
-    it: unbinding device_dax pulls the memory from under a process that maps it.
-    """
-    dev = f"/dev/{name}"
-    mark = f" {dev}\n".encode()  # a maps line ends with the mapped file's path
-    users = []
-    own = str(os.getpid())  # hotplugd maps no dax device; its maps are among the largest to generate
-    try:
-        pids = [p for p in os.listdir(proc) if p.isdigit() and p != own]
-    except OSError:
-        return []
-    for pid in pids:
-        try:
-            with open(proc / pid / "maps", "rb") as fh:
-                if mark in fh.read():
-                    users.append(int(pid))
-                    continue
-            fds = proc / pid / "fd"
-            if any(os.readlink(fds / fd) == dev for fd in os.listdir(fds)):
-                users.append(int(pid))
-        except OSError:
-            continue
-    return sorted(users)

@@ -63,6 +63,14 @@ class SysfsIO:
     def listdir(self, path: str | Path) -> list[str]:
         return os.listdir(path)
 
+    def read_bytes(self, path: Path) -> bytes:
+        """A whole file of any size, as bytes (``/proc/PID/maps``)."""
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    def readlink(self, path: Path) -> str:
+        return os.readlink(path)
+
     def lexists(self, path: str | Path) -> bool:
         """Whether ``path`` exists, links not followed (one ``lstat``, half a ``listdir`` on kernfs)."""
         return os.path.lexists(path)

@@ -8,8 +8,9 @@ import pytest
 
 from hotplugd.testing.fakedax import DAX_SIZE, DAX_START, FakeDax
 from hotplugd_sysfs import hotplugd_check_config
-from hotplugd_sysfs.daxdevices import device_users, read_devices
+from hotplugd_sysfs.daxdevices import read_devices
 from hotplugd_sysfs.daxrules import DaxRule, parse_rules
+from hotplugd_sysfs.daxusers import device_users
 from hotplugd_sysfs.sysfs import Sysfs
 
 UUID = "6ff6e8a0-1f2e-4d3c-8b7a-0123456789ab"
@@ -53,10 +54,10 @@ def test_no_dax_bus_is_no_device(sysfs):
 def test_a_process_mapping_the_device_is_found(fake_sysfs):
     dax = FakeDax(fake_sysfs)
     dax.add_device("dax0.0")
-    assert device_users(fake_sysfs.proc, "dax0.0") == []
+    assert device_users(fake_sysfs.io, fake_sysfs.proc, "dax0.0").clear
     dax.map_device("dax0.0", pid=77)
-    assert device_users(fake_sysfs.proc, "dax0.0") == [77]
-    assert device_users(fake_sysfs.proc, "dax1.0") == []
+    assert device_users(fake_sysfs.io, fake_sysfs.proc, "dax0.0").pids == (77,)
+    assert device_users(fake_sysfs.io, fake_sysfs.proc, "dax1.0").clear
 
 
 # -- rules --------------------------------------------------------------------------------
