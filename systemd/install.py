@@ -11,7 +11,10 @@ What it does (each step is printed; ``--destdir`` installs into a staging tree i
    the ``hotplugd`` program is not ``/usr/bin/hotplugd``, a drop-in
    ``hotplugd.service.d/10-exec.conf`` points ``ExecStart=`` at it (the hardening stays as shipped).
 2. ``/etc/hotplugd/hotplugd.toml`` from ``config/hotplugd.toml`` with ``backend = "sysfs"``,
-   owned by root, mode 0644; an existing file is never overwritten.
+   owned by root, mode 0644; an existing file is never overwritten. Where it names dax devices
+   (``[[plugins.sysfs.dax]]``), or with ``--dax``, the drop-in ``hotplugd.service.d/20-dax.conf``
+   (``systemd/hotplugd-dax.conf``) grants what proving a device unused needs (CAP_SYS_PTRACE,
+   CAP_DAC_READ_SEARCH: ``docs/dax.md``); otherwise a drop-in left from before is removed.
 3. The docs the units' ``Documentation=`` names, into ``/usr/share/doc/hotplugd``.
 4. Distro udev rules that online memory blocks themselves (found by the same reader as
    ``hotplugd check``): each rules file that has one gets a copy of the same name in
@@ -60,6 +63,8 @@ COPY_PREFIX, COPY_SUFFIX = "# Copy of ", " without its memory onlining rules (sy
 #: The unit's StateDirectory=hotplugd, and the config's default state_directory.
 STATE_DIRECTORY = "/var/lib/hotplugd"
 KNOB_RECORD = "kernel-knobs.json"
+#: The drop-in that lets hotplugd read other processes' /proc/PID/{maps,fd} (dax conversions only).
+DAX_DROPIN = "hotplugd.service.d/20-dax.conf"
 
 
 def load_reader(name: str) -> ModuleType:
@@ -108,6 +113,31 @@ def install_units(destdir: Path, unit_dir: str, exec_path: str) -> list[Path]:
     for path in written:
         say(f"wrote {path}")
     return written
+
+
+def names_dax_devices(config: Path) -> bool:
+    """Whether the config has ``[[plugins.sysfs.dax]]`` rules (an unreadable config: no)."""
+    try:
+        data = tomllib.loads(config.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    sysfs = data.get("plugins", {}).get("sysfs", {}) if isinstance(data.get("plugins"), dict) else {}
+    return isinstance(sysfs, dict) and bool(sysfs.get("dax"))
+
+
+def install_dax_dropin(destdir: Path, unit_dir: str, wanted: bool) -> Path | None:
+    """Install the dax drop-in when wanted; remove one install.py wrote before when not."""
+    dropin = under(destdir, unit_dir) / DAX_DROPIN
+    if not wanted:
+        if dropin.exists():
+            dropin.unlink()
+            say(f"removed {dropin} (the config names no dax device: no capability is needed)")
+        return None
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "systemd" / "hotplugd-dax.conf", dropin)
+    os.chmod(dropin, 0o644)
+    say(f"wrote {dropin} (dax devices: CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to prove them unused)")
+    return dropin
 
 
 def default_config() -> str:
@@ -260,7 +290,7 @@ def restore_knobs(record: Path, sysfs_root: Path, knobpaths: ModuleType) -> bool
 def remove_files(destdir: Path, unit_dir: str) -> list[Path]:
     """The units, the drop-in, the docs and the udev masks install.py wrote; the removed masks returned."""
     units = under(destdir, unit_dir)
-    for path in [*(units / name for name in UNITS), units / "hotplugd.service.d" / "10-exec.conf"]:
+    for path in [*(units / name for name in UNITS), units / "hotplugd.service.d" / "10-exec.conf", units / DAX_DROPIN]:
         if path.exists():
             path.unlink()
             say(f"removed {path}")
@@ -303,6 +333,9 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--exec", dest="exec_path", default=SHIPPED_EXEC,
                         help=f"the hotplugd program (default {SHIPPED_EXEC})")
     parser.add_argument("--unit-dir", default="/etc/systemd/system", help="where the units go")
+    parser.add_argument("--dax", action="store_true",
+                        help="install the dax drop-in (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH) even if the config "
+                             "names no dax device yet")
     parser.add_argument("--no-udev", action="store_true", help="leave udev rules alone")
     parser.add_argument("--enable", action="store_true", help="enable and start the socket and the service")
     parser.add_argument("--uninstall", action="store_true",
@@ -320,7 +353,8 @@ def main(args: list[str] | None = None) -> int:
     if opts.uninstall:
         return uninstall(opts, live)
     install_units(opts.destdir, opts.unit_dir, opts.exec_path)
-    install_config(opts.destdir)
+    config = install_config(opts.destdir)
+    install_dax_dropin(opts.destdir, opts.unit_dir, opts.dax or names_dax_devices(config))
     install_docs(opts.destdir)
     masked = [] if opts.no_udev else disable_udev_rules(opts.destdir, load_reader("udev"))
     if live:

@@ -76,7 +76,7 @@ class Users:
             return ("hotplugd holds CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH already: a security module "
                     "(AppArmor, SELinux) refused, or the error is the kernel's")
         caps = " and ".join(self.missing or ("CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"))
-        return (f"grant {caps} (the unit's drop-in hotplugd.service.d/dax.conf: "
+        return (f"grant {caps} (the unit's drop-in hotplugd.service.d/20-dax.conf: "
                 "systemd/install.py --dax, docs/dax.md)")
 
     def describe(self) -> str | None:

@@ -52,7 +52,7 @@ def test_a_process_whose_maps_cannot_be_read_blocks_the_conversion(fake_sysfs, d
     assert result.detail == (
         "/dev/dax0.0 may be mapped or open: hotplugd could not inspect pid 4242 (uid 65534, comm 'pmemapp': "
         "maps EACCES); grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (the unit's drop-in "
-        "hotplugd.service.d/dax.conf: systemd/install.py --dax, docs/dax.md)")
+        "hotplugd.service.d/20-dax.conf: systemd/install.py --dax, docs/dax.md)")
     [entry] = [e for e in logs if e["event"] == "dax_not_converted"]
     assert entry["uninspected"] == [{"pid": 4242, "uid": 65534, "comm": "pmemapp", "file": "maps",
                                      "errno": errno.EACCES}]
@@ -71,7 +71,7 @@ def test_an_unreadable_fd_directory_blocks_it_too(fake_sysfs, dax):
     assert not found.clear and found.missing == ("CAP_DAC_READ_SEARCH",)
     assert [(u.pid, u.what, u.errno) for u in found.uninspected] == [(77, "fd", errno.EACCES)]
     assert found.describe().endswith("could not inspect pid 77 (uid 1000, comm 'db': fd EACCES); grant "
-                                     "CAP_DAC_READ_SEARCH (the unit's drop-in hotplugd.service.d/dax.conf: "
+                                     "CAP_DAC_READ_SEARCH (the unit's drop-in hotplugd.service.d/20-dax.conf: "
                                      "systemd/install.py --dax, docs/dax.md)")
     assert not host(fake_sysfs).reconcile()[0].ok
 

@@ -64,6 +64,27 @@ def test_the_shipped_path_needs_no_dropin_and_a_stale_one_goes(tmp_path: Path) -
     assert not (tmp_path / "etc/systemd/system/hotplugd.service.d/10-exec.conf").exists()
 
 
+DAX_DROPIN = "etc/systemd/system/hotplugd.service.d/20-dax.conf"
+DAX_RULE = '\n[[plugins.sysfs.dax]]\ndevice = "dax0.0"\n'
+
+
+def test_the_dax_dropin_comes_only_with_dax_rules_or_dax(tmp_path: Path) -> None:
+    """The capabilities that prove a dax device unused are granted only where hotplugd converts devices."""
+    install(tmp_path)
+    assert not (tmp_path / DAX_DROPIN).exists()  # the default config names no dax device: no capability
+    config = tmp_path / "etc/hotplugd/hotplugd.toml"
+    config.write_text(config.read_text() + DAX_RULE)
+    out = install(tmp_path)
+    assert (tmp_path / DAX_DROPIN).read_text() == (REPO / "systemd/hotplugd-dax.conf").read_text()
+    assert "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH" in out
+    config.write_text(config.read_text().replace(DAX_RULE, ""))
+    assert "removed" in install(tmp_path) and not (tmp_path / DAX_DROPIN).exists()  # rules gone: so is the grant
+    install(tmp_path, "--dax")  # devices to come: granted ahead
+    assert (tmp_path / DAX_DROPIN).exists()
+    uninstall(tmp_path)
+    assert not (tmp_path / DAX_DROPIN).exists() and not (tmp_path / DAX_DROPIN).parent.exists()
+
+
 def test_the_default_config_uses_sysfs_is_root_only_writable_and_valid(tmp_path: Path) -> None:
     install(tmp_path)
     config = tmp_path / "etc/hotplugd/hotplugd.toml"
