@@ -228,3 +228,15 @@ def test_the_image_is_debian_13_with_the_packages_built_from_this_repository():
     assert "apt-get build-dep" in text  # the build dependencies are debian/control's
     assert containerfile_installs() == {"python3-hotplugd", "hotplugd"}
     assert _container(render())["command"] == ["/usr/bin/hotplugd"]
+
+
+def control_packages() -> set[str]:
+    return set(re.findall(r"^Package:\s*(\S+)", (ROOT / "debian" / "control").read_text(), re.M))
+
+
+@pytest.mark.skipif(not (ROOT / "debian" / "control").exists(), reason="debian/control has not landed (issue 24, item 1)")
+def test_the_image_installs_packages_debian_control_defines():
+    """The daemon's and the library's packages, by the names debian/control gives them."""
+    installs = containerfile_installs()
+    assert installs <= control_packages()
+    assert {"hotplugd", "python3-hotplugd"} <= installs
