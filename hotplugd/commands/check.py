@@ -2,7 +2,8 @@
 
 Prints who onlines (the kernel's own auto-online, set up by hotplugd, or hotplugd
 itself), why, and the kernel's knobs as they read and as the plan would set them;
-then what would compete with the plan (udev rules that online memory, a knob the
+then what the backend manages (:meth:`Backend.inventory`: a hypervisor backend's guests), then what
+would compete with the plan (udev rules that online memory, a knob the
 plan needs but cannot write), one line each. Exit 0 when there is none, 1 otherwise.
 Reads only: it never starts the backend (no socket, no write).
 """
@@ -29,12 +30,13 @@ def check(config: Config, hooks: Hooks, backend: Backend, out: TextIO | None = N
     stream = out or sys.stdout
     name = config.backend
 
-    async def gather() -> tuple[Plan, list[str]]:
+    async def gather() -> tuple[Plan, list[str], list[str]]:
         plan = await read_plan(config, hooks, backend)
-        return plan, [*await backend.conflicts(), *plan.conflicts()]
+        conflicts = [*await backend.conflicts(), *plan.conflicts()]
+        return plan, conflicts, await backend.inventory()
 
-    plan, conflicts = anyio.run(gather)
-    for line in plan_lines(plan):
+    plan, conflicts, inventory = anyio.run(gather)
+    for line in [*plan_lines(plan), *inventory]:
         print(line, file=stream)
     if not conflicts:
         print(f"no conflicts: nothing else onlines memory on this host against the plan (backend {name})",

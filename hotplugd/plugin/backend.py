@@ -129,6 +129,11 @@ class Backend(abc.ABC):
         """
         return []
 
+    async def inventory(self) -> list[str]:
+        """What this backend would manage (a hypervisor backend: its guests, their agents, the plan for
+        each), one line each, printed by ``hotplugd check`` after :meth:`conflicts`. Read only. Default: none."""
+        return []
+
     async def memory_sources(self, domain: str = HOST_DOMAIN) -> list[str]:
         """Devices whose memory hotplugd onlines besides hot-adds (``dax0.0``: what the config converts).
 

@@ -171,14 +171,19 @@ class AgentLink:
         self.client.abort()
         if connected:
             self.log.info(f"{self.kind}_agent_port_open", guest=self.name)
-            self.down_until = 0.0
-            self.failures = 0
-            self._replay = True
-            self._described = False
-            self.wake()
+            self.revisit()
         else:
             self._failed("port", AgentProtocolError("port_closed", "the agent closed its port"),
                          max(self.options.poll_interval, self.options.reconnect_interval))
+
+    def revisit(self) -> None:
+        """Talk to the agent again now (its port opened, or the hypervisor's connection came back): list the
+        blocks at once, read the guest's description again and announce its offline blocks again."""
+        self.down_until = 0.0
+        self.failures = 0
+        self._replay = True
+        self._described = False
+        self.wake()
 
     def wake(self) -> None:
         self._wake.set()

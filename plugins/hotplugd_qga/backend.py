@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -10,9 +9,10 @@ import anyio
 import structlog
 from anyio.abc import ObjectSendStream, TaskGroup
 
-from hotplugd import Backend, Block, BlockEvent, OnlineResult, Outcome, Rescan, Scan, Topology, ZoneRequest
+from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
 
-from hotplugd_guestagent.blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, removals
+from hotplugd_guestagent.blocks import removals
+from hotplugd_guestagent.fleet import census_of, online_by_guest, scan_all, topology_of
 from .discover import find_guests
 from .guest import GuestLink
 from .qmp import Monitor, QmpError
@@ -136,27 +136,11 @@ class QgaBackend(Backend):
     # -- reading the guests -----------------------------------------------------------------
 
     async def scan(self) -> Scan:
-        guests = list(self.guests.values())
-        found: dict[str, list[Block]] = {}
-
-        async def one(guest: GuestLink) -> None:
-            found[guest.name] = await guest.scan()
-
-        async with anyio.create_task_group() as tg:
-            for guest in guests:
-                tg.start_soon(one, guest)
-        return Scan([b for g in guests for b in found.get(g.name, [])], await self.topology())
+        return Scan(await scan_all(self.guests.values()), await self.topology())
 
     async def topology(self) -> Topology:
         """Each guest's own topology (``domains``), from what the pollers last read: no agent round trip."""
-        guests = list(self.guests.values())
-        sizes = Counter(g.block_size for g in guests if g.block_size)
-        return Topology(
-            cpus_per_node={GUEST_NODE: 1},  # the default: a domain no longer (or not yet) known
-            mem_available=sum(g.mem_available or 0 for g in guests),
-            block_size=sizes.most_common(1)[0][0] if sizes else DEFAULT_BLOCK_SIZE,
-            domains={g.name: g.topology() for g in guests},
-        )
+        return topology_of(self.guests.values())
 
     async def domain_topology(self, domain: str) -> Topology:
         """One guest's topology alone: each guest's domain refreshes its own, not all of them."""
@@ -164,10 +148,7 @@ class QgaBackend(Backend):
         return guest.topology() if guest is not None else (await self.topology()).for_domain(domain)
 
     def census(self) -> Iterable[Block] | None:
-        guests = list(self.guests.values())
-        if all(g.snapshot is None for g in guests):
-            return None
-        return [b for g in guests for b in g.blocks()]
+        return census_of(self.guests.values())
 
     async def conflicts(self) -> list[str]:
         """Guests whose own kernel onlines hot-added memory (``auto_online_blocks`` not ``offline``)."""
@@ -234,17 +215,4 @@ class QgaBackend(Backend):
 
     async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
         """A run of blocks: one ``guest-set-memory-blocks`` per guest (and per ``max_batch`` blocks)."""
-        results: list[OnlineResult | None] = [None] * len(items)
-        by_guest: dict[str, list[int]] = {}
-        for position, (block, zone) in enumerate(items):
-            self._check_zone(zone)
-            by_guest.setdefault(block.domain, []).append(position)
-        for name, positions in by_guest.items():
-            guest = self.guests.get(name)
-            if guest is None:
-                answers = [OnlineResult(Outcome.GONE, detail=f"guest {name} is gone")] * len(positions)
-            else:
-                answers = await guest.online_many([items[p][0].index for p in positions])
-            for position, answer in zip(positions, answers, strict=True):
-                results[position] = answer
-        return [r for r in results if r is not None]
+        return await online_by_guest(self.guests, items, self._check_zone)

@@ -1,0 +1,365 @@
+"""The libvirt backend: the core's Backend contract over libvirt's domains, one hotplugd domain per guest.
+
+Every libvirt call blocks, so each runs in a worker thread (a limiter bounds
+them: ``max_threads``); libvirt's callbacks arrive on its event thread and are
+posted to the loop (:meth:`LibvirtBackend._sink`) into a bounded inbox, which
+one task of the backend's task group reads. A full inbox is not an error:
+the events are dropped and the domain list and every guest are read again.
+
+Tasks in the backend's task group (:meth:`events`): one poller per selected
+domain (the shared :func:`~hotplugd_guestagent.link.poll_forever`), the inbox
+reader, the connection keeper (reconnect with backoff after libvirtd went
+away; every domain read again then) and the reconciler (the domain list read
+again on lifecycle and metadata events, and every ``discover_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import ObjectSendStream, TaskGroup
+
+from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
+from hotplugd_guestagent.blocks import removals
+from hotplugd_guestagent.fleet import census_of, online_by_guest, scan_all, topology_of
+from hotplugd_guestagent.link import AgentLink, poll_forever
+
+from .hypervisor import (
+    AgentState, Closed, Connection, ConnectionLost, DomainInfo, Hypervisor, HypervisorError, HypervisorEvent,
+    Lifecycle, MemoryChanged, MetadataChanged,
+)
+from .settings import Settings
+from .transport import LibvirtAgent
+
+log = structlog.get_logger("hotplugd.libvirt")
+
+#: Block events buffered between the pollers and the daemon's intake.
+EVENT_BUFFER = 4096
+#: libvirt events buffered between libvirt's thread and the inbox reader (more: dropped, all read again).
+INBOX = 1024
+
+
+class LibvirtBackend(Backend):
+    """Selected running domains of one libvirt URI; each is a domain of the core, named by the domain's name."""
+
+    def __init__(self, settings: Settings, hypervisor: Hypervisor) -> None:
+        self.settings = settings
+        self.hypervisor = hypervisor
+        self.concurrency = settings.concurrency
+        self.parallel_domains = settings.parallel_domains
+        self.batch_size = settings.max_batch
+        self.links: dict[str, AgentLink] = {}
+        self.ids: dict[str, str] = {}  # domain name -> its identity when selected (a restarted domain is new)
+        self.unselected: list[str] = []  # running domains the config does not select (never touched)
+        self.conn: Connection | None = None
+        self.connect_error: str | None = None
+        self.failures = 0  # connection attempts failed in a row
+        self.reconnects = 0
+        self.dropped_events = 0
+        self._limiter = anyio.CapacityLimiter(settings.max_threads)
+        self._inbox, self._inbox_out = anyio.create_memory_object_stream[HypervisorEvent](INBOX)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lost: anyio.Event | None = None  # made on the loop (anyio's events need one)
+        self._reconcile_wanted: anyio.Event | None = None
+        self._revisit_all = False
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._tasks: TaskGroup | None = None
+        self._send: ObjectSendStream[BlockEvent | Rescan] | None = None
+        self._zone_warned = False
+
+    def __repr__(self) -> str:
+        state = "CONNECTED" if self.conn is not None else "DISCONNECTED"
+        return f"<LibvirtBackend {self.settings.uri} [{state}] domains={list(self.links)}>"
+
+    def describe(self) -> str:
+        parallel = self.parallel_domains or "all"
+        return (f"libvirt({self.settings.uri}: {len(self.links)} domains: {', '.join(self.links) or '-'}; "
+                f"concurrency per domain={self.concurrency}; domains at once={parallel})")
+
+    def domain_concurrency(self, domain: str) -> int:
+        return self.settings.concurrency
+
+    def dropped_counts(self) -> dict[str, int]:
+        return {"libvirt_inbox_full": self.dropped_events} if self.dropped_events else {}
+
+    # -- libvirt calls, in worker threads ------------------------------------------------------
+
+    async def _thread(self, fn: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=True)
+
+    async def _agent_call(self, domain: str, command: str, seconds: int) -> str:
+        conn = self.conn
+        if conn is None:
+            raise ConnectionLost(f"not connected to {self.settings.uri}" +
+                                 (f" ({self.connect_error})" if self.connect_error else ""))
+        try:
+            return str(await self._thread(conn.agent_command, domain, command, seconds))
+        except ConnectionLost as exc:
+            self._connection_lost(conn, str(exc))
+            raise
+
+    def _sink(self, event: HypervisorEvent) -> None:
+        """libvirt's thread (or the loop's): hand ``event`` to the loop, never blocking."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the daemon is stopping
+                loop.call_soon_threadsafe(self._post, event)
+
+    def _post(self, event: HypervisorEvent) -> None:
+        try:
+            self._inbox.send_nowait(event)
+        except anyio.WouldBlock:  # a storm: read everything again once it is over
+            self.dropped_events += 1
+            self._revisit_all = True
+            self._want_reconcile()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+    # -- the connection -----------------------------------------------------------------------
+
+    async def _connect(self) -> bool:
+        """One attempt to connect, subscribe and read the domains; False (logged) when libvirtd is not there."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            conn = await self._thread(self.hypervisor.open, self.settings.uri, self._sink)
+        except (ConnectionLost, HypervisorError) as exc:
+            if self.failures == 0:
+                log.warning("libvirt_unreachable", uri=self.settings.uri, error=str(exc))
+            self.failures += 1
+            self.connect_error = str(exc)
+            return False
+        if self.failures or self.reconnects:
+            log.info("libvirt_reconnected", uri=self.settings.uri, failures=self.failures)
+        else:
+            log.info("libvirt_connected", uri=self.settings.uri)
+        self.conn, self.failures, self.connect_error = conn, 0, None
+        self.reconnects += 1
+        await self.reconcile(revisit=True)
+        return True
+
+    def _connection_lost(self, conn: Connection | None, why: str) -> None:
+        if conn is None or conn is not self.conn:
+            return
+        log.warning("libvirt_connection_lost", uri=self.settings.uri, error=why)
+        self.conn, self.connect_error = None, why
+        if self._lost is not None:
+            self._lost.set()
+        if self._tasks is not None:
+            self._tasks.start_soon(self._close, conn)
+
+    async def _close(self, conn: Connection) -> None:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await self._thread(conn.close)
+
+    def backoff(self) -> float:
+        return min(self.settings.reconnect_max, self.settings.reconnect_interval * 2 ** max(0, self.failures - 1))
+
+    async def _keep_connected(self) -> None:
+        """Forever: reconnect (with backoff) whenever the connection is gone."""
+        while True:
+            lost = self._lost = anyio.Event()
+            if self.conn is None and not await self._connect():
+                await anyio.sleep(self.backoff())
+                continue
+            if self.conn is not None:
+                await lost.wait()
+
+    # -- which domains --------------------------------------------------------------------------
+
+    async def reconcile(self, revisit: bool = False) -> None:
+        """Read the running domains again: manage the newly selected, drop those gone (stopped, migrated away,
+        deselected), and with ``revisit`` list every managed guest again (the connection came back)."""
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            running: list[DomainInfo] = await self._thread(conn.running_domains, self.settings.metadata)
+        except ConnectionLost as exc:
+            self._connection_lost(conn, str(exc))
+            return
+        except HypervisorError as exc:
+            log.warning("libvirt_list_failed", uri=self.settings.uri, error=str(exc))
+            return
+        selected = {d.name: d for d in running if self.settings.selects(d.name, d.metadata)}
+        self.unselected = sorted(d.name for d in running if d.name not in selected)
+        for name in list(self.links):
+            info = selected.get(name)
+            if info is None or info.identity != self.ids.get(name):
+                await self._drop(name, "stopped" if info is None else "replaced")
+        for name, info in selected.items():
+            link = self.links.get(name)
+            if link is None:
+                self._add(info)
+            elif revisit:
+                link.revisit()
+
+    def _add(self, info: DomainInfo) -> None:
+        agent = LibvirtAgent(info.name, self._agent_call, self.settings.timeout)
+        link = self.links[info.name] = AgentLink(info.name, self.settings, agent, kind="libvirt")
+        self.ids[info.name] = info.identity
+        log.info("libvirt_domain_managed", domain=info.name, uuid=info.uuid)
+        if self._tasks is not None:
+            link.wake()  # list its blocks at once: they arrive as adds (coldplug)
+            self._launch(link)
+
+    async def _drop(self, name: str, why: str) -> None:
+        """Stop managing a domain (stopped, migrated away, deselected): its blocks are removed, and a rescan
+        drops its empty domain in the core."""
+        link = self.links.pop(name)
+        self.ids.pop(name, None)
+        scope = self._scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        log.info("libvirt_domain_gone", domain=name, reason=why)
+        if self._send is not None:
+            for event in removals(name, link.snapshot):
+                await self._send.send(event)
+            await self._send.send(Rescan("guest_gone"))
+
+    def _want_reconcile(self) -> None:
+        if self._reconcile_wanted is not None:
+            self._reconcile_wanted.set()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            wanted = self._reconcile_wanted = anyio.Event()
+            with anyio.move_on_after(self.settings.discover_interval):
+                await wanted.wait()
+            revisit, self._revisit_all = self._revisit_all, False
+            await self.reconcile(revisit=revisit)
+
+    # -- libvirt's events ------------------------------------------------------------------------
+
+    async def _read_inbox(self) -> None:
+        async for event in self._inbox_out:
+            self.handle(event)
+
+    def handle(self, event: HypervisorEvent) -> None:
+        """One libvirt event: agent up or down, memory added, a domain's life cycle, the connection closed."""
+        if isinstance(event, Closed):
+            self._connection_lost(self.conn, f"libvirt closed the connection (reason {event.reason})")
+        elif isinstance(event, Lifecycle | MetadataChanged):
+            self._want_reconcile()  # coalesced: one listing for a burst of events
+        elif (link := self.links.get(event.domain)) is None:
+            return  # a domain not managed: never touched
+        elif isinstance(event, AgentState):
+            link.agent_changed(event.connected)  # connected: its blocks are listed at once (coldplug)
+        elif isinstance(event, MemoryChanged):
+            link.memory_event()  # poll fast until adding is over (QEMU: one size event a second at most)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and read the domains, so the coldplug scan sees them; libvirtd not there is not fatal."""
+        if self.conn is None:
+            await self._connect()
+
+    async def stop(self) -> None:
+        for scope in self._scopes.values():
+            scope.cancel()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await self._close(conn)
+
+    def events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        send, receive = anyio.create_memory_object_stream[BlockEvent | Rescan](EVENT_BUFFER)
+        async with anyio.create_task_group() as tg:
+            self._tasks, self._send = tg, send
+            try:
+                for link in list(self.links.values()):
+                    self._launch(link)
+                tg.start_soon(self._read_inbox)
+                tg.start_soon(self._keep_connected)
+                tg.start_soon(self._reconcile_forever)
+                async with receive:
+                    async for event in receive:
+                        yield event
+            finally:
+                self._tasks, self._send = None, None
+                send.close()
+                tg.cancel_scope.cancel()
+
+    def _launch(self, link: AgentLink) -> None:
+        assert self._tasks is not None and self._send is not None
+        scope = self._scopes[link.name] = anyio.CancelScope()
+        self._tasks.start_soon(self._run_link, link, scope, self._send.clone())
+
+    @staticmethod
+    async def _run_link(link: AgentLink, scope: anyio.CancelScope, send: ObjectSendStream[BlockEvent | Rescan]) -> None:
+        with scope:
+            async with send:
+                await poll_forever(link, send)
+
+    # -- reading and onlining ---------------------------------------------------------------------
+
+    async def scan(self) -> Scan:
+        return Scan(await scan_all(self.links.values()), await self.topology())
+
+    async def topology(self) -> Topology:
+        return topology_of(self.links.values())
+
+    async def domain_topology(self, domain: str) -> Topology:
+        link = self.links.get(domain)
+        return link.topology() if link is not None else (await self.topology()).for_domain(domain)
+
+    def census(self) -> Iterable[Block] | None:
+        return census_of(list(self.links.values()))
+
+    def _check_zone(self, zone: ZoneRequest) -> None:
+        if zone is not ZoneRequest.AUTO and not self._zone_warned:
+            self._zone_warned = True
+            log.warning("libvirt_zone_ignored", requested=zone.value,
+                        detail="the agent writes `online`: each guest's kernel picks the zone")
+
+    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
+        return (await self.online_many([(block, zone)]))[0]
+
+    async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
+        return await online_by_guest(self.links, items, self._check_zone)
+
+    # -- hotplugd check ---------------------------------------------------------------------------
+
+    async def conflicts(self) -> list[str]:
+        """libvirtd unreachable, an agent that does not answer, a guest whose kernel onlines by itself."""
+        if self.conn is None:
+            await self._connect()
+        if self.conn is None:
+            return [f"libvirt {self.settings.uri}: cannot connect: {self.connect_error}"]
+        await scan_all(self.links.values())  # each agent asked once (its description and blocks)
+        messages = []
+        for name, link in sorted(self.links.items()):
+            if not link.healthy:
+                messages.append(f"domain {name}: its guest agent does not answer through libvirt "
+                                f"({link.down_reason}): is qemu-guest-agent running in the guest?")
+            elif link.kernel_onlines:
+                messages.append(f"domain {name}: its kernel onlines hot-added memory itself "
+                                f"(auto_online_blocks={link.auto_online}); boot it with memhp_default_state=offline")
+        return messages
+
+    async def inventory(self) -> list[str]:
+        """The domains this backend would manage, their agents and the plan for each (after :meth:`conflicts`)."""
+        if self.conn is None:
+            return [f"libvirt {self.settings.uri}: not connected ({self.connect_error})"]
+        lines = [f"libvirt {self.settings.uri}: {len(self.links)} running domain(s) selected, "
+                 f"{len(self.unselected)} not selected"]
+        for name, link in sorted(self.links.items()):
+            blocks = link.snapshot or {}
+            offline = sum(1 for online in blocks.values() if not online)
+            agent = "agent up" if link.healthy else f"agent down ({link.down_reason})"
+            if not link.healthy:
+                plan = "hotplugd onlines through the agent once it answers"
+            elif link.kernel_onlines:
+                plan = f"the guest's kernel onlines (auto_online_blocks={link.auto_online}); hotplugd verifies"
+            else:
+                plan = "hotplugd onlines through the guest agent (qemuAgentCommand)"
+            lines.append(f"  domain {name}: {agent}, {len(blocks)} blocks ({offline} offline); plan: {plan}")
+        lines += [f"  domain {name}: not selected (never touched)" for name in self.unselected]
+        return lines
