@@ -20,7 +20,11 @@ import sys
 
 from rich.console import Console
 
-from hotplugd.commands.simulate import simulate
+from functools import partial
+
+from hotplugd_simulated.simulate import simulate
+
+from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping
 from hotplugd.observe.logs import configure
 from hotplugd.plugin.manager import make_manager
@@ -40,7 +44,7 @@ def run(blocks: int, ratio: float) -> tuple[float, int, dict[int, int], float]:
     recorder = HookRecorder()
     pm = make_manager()
     pm.register(recorder, name="recorder")
-    simulate(config, pm, progress=False, console=Console(file=io.StringIO()))
+    simulate(config, partial(Session, pm=pm), progress=False, console=Console(file=io.StringIO()))
     finished = [c[1] for c in recorder.calls if c[0] == "hotplugd_phase_finished"]
     seconds = sum(f["seconds"] for f in finished)
     onlined = sum(1 for r in recorder.reports if r.result.outcome.success)

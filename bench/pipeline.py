@@ -27,7 +27,11 @@ def sim_table(blocks: int) -> dict:
 
 
 def run_daemon(blocks: int) -> dict:
-    from hotplugd.commands.simulate import simulate
+    from functools import partial
+
+    from hotplugd_simulated.simulate import simulate
+
+    from hotplugd.commands.contributed import Session
     from hotplugd.config import from_mapping
     from hotplugd.observe.logs import configure
     from hotplugd.plugin.manager import make_manager
@@ -41,9 +45,9 @@ def run_daemon(blocks: int) -> dict:
 
     from rich.console import Console
 
-    code = simulate(config, pm, progress=False, console=Console(file=io.StringIO()))
+    code, summary = simulate(config, partial(Session, pm=pm), progress=False, console=Console(file=io.StringIO()))
     seconds = time.perf_counter() - start
-    onlined = pm.get_plugin("hotplugd.commands.simulate").onlined
+    onlined = summary.onlined
     return {"code": code, "onlined": onlined, "seconds": seconds}
 
 

@@ -33,6 +33,7 @@ from hotplugd.model import (
     zone_matches,
 )
 from hotplugd.plugin.backend import Backend, BackendRegistry
+from hotplugd.plugin.commands import CommandContext, CommandRegistry, DaemonSession, PlanSummary
 from hotplugd.plugin.spec import hookimpl
 from hotplugd.units import format_bytes, parse_duration, parse_size
 
@@ -53,9 +54,12 @@ __all__ = [
     "Block",
     "BlockEvent",
     "BlockReport",
+    "CommandContext",
+    "CommandRegistry",
     "Config",
     "ConfigError",
     "ConfigProblem",
+    "DaemonSession",
     "Executor",
     "HotplugdError",
     "KernelKnobs",
@@ -63,6 +67,7 @@ __all__ = [
     "NodeLedger",
     "Outcome",
     "PhaseInfo",
+    "PlanSummary",
     "PluginError",
     "Rescan",
     "RescanReason",

@@ -1,4 +1,4 @@
-"""The command line: ``hotplugd run | simulate | plugins | check-config``.
+"""The command line: ``hotplugd run | plugins | status | check | check-config``, and the plugins' commands.
 
 User errors (HotplugdError) print one message, no traceback, and exit with
 their code (78 for configuration errors, so systemd stops restarting).
@@ -14,9 +14,12 @@ from pathlib import Path
 import anyio
 
 from hotplugd import __version__
+from hotplugd.commands.contributed import CliContext, add_contributed
 from hotplugd.config import DEFAULT_PATH, Config, load
 from hotplugd.errors import EXIT_FAILURE, HotplugdError
 from hotplugd.observe import logs
+from hotplugd.plugin.commands import CommandRegistry
+from hotplugd.plugin.hooks import Hooks
 from hotplugd.plugin.manager import make_manager
 from hotplugd.plugin.validation import check_plugin_config
 
@@ -30,7 +33,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(contributed: CommandRegistry | None = None) -> argparse.ArgumentParser:
+    """The core's commands, then the plugins' (``hotplugd_add_commands``: ``contributed``)."""
     parser = argparse.ArgumentParser(prog="hotplugd", description="Online hot-added memory fast, safely and observably.")
     parser.add_argument("--version", action="version", version=f"hotplugd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,15 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     _config_args(run)
     run.add_argument("--ready-file", type=Path, help="write the pid here once ready (for scripts and tests)")
-
-    sim = sub.add_parser("simulate", help="play a hot-add scenario on the simulated backend, end to end")
-    _config_args(sim)
-    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sim.add_argument("--metrics", action="store_true", help="also serve metrics while it runs")
-    sim.add_argument("--kernel", help="mainline (default), per-block or anolis (the seed's kernel, auto-online)")
-    sim.add_argument("--from-host", nargs="?", const="/sys", metavar="SYSFS_ROOT",
-                     help="predict a hot-add on this host's shape, read only from SYSFS_ROOT (default /sys)")
-    sim.add_argument("--size", help="with --from-host: the hot-add's size (default: the host's memory)")
 
     plugins = sub.add_parser("plugins", help="list plugins, their versions, hooks and backends")
     plugins.add_argument("-c", "--config", type=Path, help="config (for disabled_plugins)")
@@ -59,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     _config_args(check)
+    if contributed is not None:
+        add_contributed(sub, contributed, _config_args)
     return parser
 
 
@@ -100,20 +97,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from hotplugd.commands.simulate import simulate
-
-    if args.kernel:  # before the user's --set, which win
-        seeds = ["plugins.simulated.auto_online=true"] if args.kernel == "anolis" else []
-        args.overrides = [f"plugins.simulated.kernel={_toml_string(args.kernel)}", *seeds, *args.overrides]
-    config = config_from_args(args, force_backend="simulated")
-    logs.configure("warning" if not args.log_level else config.log_level, config.log_format)
-    pm = make_manager(config.disabled_plugins)
-    if args.from_host is not None:
-        from hotplugd.commands.whatif import whatif
-
-        return whatif(pm, Path(args.from_host), args.size)
-    return simulate(config, pm, progress=not args.no_progress, serve_metrics=args.metrics)
+def _load_for_plugin(args: argparse.Namespace, backend: str | None, first: Sequence[str]) -> Config:
+    """A contributed command's config: its ``first`` overrides, then the user's flags (which win)."""
+    mine = argparse.Namespace(**vars(args))
+    mine.overrides = [*first, *getattr(args, "overrides", [])]
+    return config_from_args(mine, force_backend=backend)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -179,13 +167,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "simulate": cmd_simulate, "plugins": cmd_plugins, "check-config": cmd_check_config, "check": cmd_check,
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "check-config": cmd_check_config, "check": cmd_check,
             "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    contributed = Hooks(make_manager()).add_commands(reserved=list(COMMANDS))
+    args = build_parser(contributed).parse_args(argv)
     try:
+        command = getattr(args, "contributed_command", None)
+        if command is not None:
+            return command.run(CliContext(args, _load_for_plugin))
         return COMMANDS[args.command](args)
     except HotplugdError as exc:
         print(f"hotplugd: error: {exc}", file=sys.stderr)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import structlog
 from prometheus_client.registry import CollectorRegistry
 
 from hotplugd.config import Config, ConfigProblem
 from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
 from hotplugd.plugin.backend import BackendRegistry
+from hotplugd.plugin.commands import CommandRegistry
 from hotplugd.plugin.manager import (
     BUILTIN,
     PluginManager,
@@ -23,6 +25,8 @@ from hotplugd.plugin.manager import (
     call_isolated,
     first_result_isolated,
 )
+
+log = structlog.get_logger(__name__)
 
 
 class Hooks:
@@ -45,6 +49,23 @@ class Hooks:
         """Every plugin's problems with its table (``hotplugd_check_config``)."""
         return [problem for result in call_checked(self.pm.hook.hotplugd_check_config, plugins=plugins,
                                                    config=config) for problem in result]
+
+    def add_commands(self, reserved: Sequence[str]) -> CommandRegistry:
+        """Every plugin's subcommands (``hotplugd_add_commands``), ``reserved`` names being the core's.
+
+        Isolated per plugin: one whose implementation raises (a taken name included) keeps
+        none of its commands, and is logged by name; the others' commands stay.
+        """
+        registry = CommandRegistry(reserved)
+        for impl in reversed(self.pm.hook.hotplugd_add_commands.get_hookimpls()):
+            registry._registering_for(impl.plugin_name)
+            try:
+                impl.function(*[{"commands": registry}[a] for a in impl.argnames])
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported by its name
+                dropped = registry.drop(impl.plugin_name)
+                log.error("plugin_commands_failed", plugin=impl.plugin_name, error=f"{type(exc).__name__}: {exc}",
+                          dropped=dropped)
+        return registry
 
     def zone_choosers(self) -> list[str]:
         """Plugins that implement ``hotplugd_choose_zone``, the core's own built-in aside."""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from hotplugd.config import Config, ConfigProblem
     from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
     from hotplugd.plugin.backend import BackendRegistry
+    from hotplugd.plugin.commands import CommandRegistry
 
 PROJECT = "hotplugd"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -54,6 +55,25 @@ def hotplugd_register_backends(registry: BackendRegistry) -> None:
     :class:`hotplugd.plugin.backend.Backend`; only the configured backend is built.
     Every implementation is called, once per daemon (and by ``hotplugd plugins``);
     results are ignored. Two plugins registering the same name is a config error.
+    """
+
+
+# -- the command line ----------------------------------------------------------------
+
+
+@hookspec
+def hotplugd_add_commands(commands: CommandRegistry) -> None:
+    """Add subcommands to the ``hotplugd`` command line with ``commands.add(name, run, help=...)``.
+
+    ``commands`` is a :class:`hotplugd.plugin.commands.CommandRegistry` (``hotplugd.CommandRegistry``):
+    ``add(name, run, help=..., description=..., arguments=..., config_flags=True)``, where
+    ``arguments(parser)`` adds the command's options to its ``argparse`` parser and
+    ``run(ctx)`` gets a :class:`hotplugd.CommandContext` (the parsed arguments, the config
+    as the core loads it, a daemon to drive) and returns the exit code. Every
+    implementation is called, once, each time ``hotplugd`` builds its parser (before the
+    config is read); results are ignored. Isolated per plugin: an implementation that
+    raises, a name already taken, or options that fail or clash leave out that plugin's
+    commands only, logged with its name.
     """
 
 

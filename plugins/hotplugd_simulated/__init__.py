@@ -1,6 +1,8 @@
 """hotplugd's ``simulated`` backend: a modelled host with hot-add scenarios, costs, locks and faults.
 
-Registered through the ``hotplugd`` entry-point group like any third-party plugin.
+Registered through the ``hotplugd`` entry-point group like any third-party plugin; it
+contributes the ``hotplugd simulate`` command (with ``--from-host``, the what-if) through
+``hotplugd_add_commands``, using only hotplugd's public API.
 """
 
 from __future__ import annotations
@@ -8,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hotplugd import BackendRegistry, ConfigProblem, hookimpl
+from hotplugd import BackendRegistry, CommandRegistry, ConfigProblem, hookimpl
 
 from .backend import SimulatedBackend
 from .settings import Settings, Step, parse
+from .simulate import arguments, command
 
 __all__ = ["Settings", "SimulatedBackend", "Step"]
 
@@ -27,3 +30,13 @@ def hotplugd_check_config(plugins: Mapping[str, Mapping[str, Any]]) -> list[Conf
     problems: list[ConfigProblem] = []
     parse(plugins.get("simulated", {}), problems)
     return problems
+
+
+@hookimpl
+def hotplugd_add_commands(commands: CommandRegistry) -> None:
+    commands.add("simulate", command, arguments=arguments,
+                 help="play a hot-add scenario on the simulated backend, end to end",
+                 description="Play a hot-add scenario on the simulated backend through the real daemon: the plan, "
+                             "the kernel's or hotplugd's onlining, the read-back of every block. With --from-host, "
+                             "predict a hot-add on this host's shape instead (read only). Exit 0: every block "
+                             "online; 1: some block failed or was left half-online; 78: a bad flag or config.")

@@ -15,7 +15,9 @@ import anyio
 import pytest
 from rich.console import Console
 
-from hotplugd.commands.simulate import simulate
+from functools import partial
+
+from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping
 from hotplugd.errors import EXIT_CONFIG, PluginError
 from hotplugd.plugin.manager import DISABLE_ENV, backend_registry, build_backend, make_manager
@@ -28,7 +30,10 @@ HOTPLUGD = Path(sys.executable).with_name("hotplugd")
 def runs_simulated(pm, tmp_path: Path) -> None:
     config = from_mapping({"backend": "simulated", "metrics": {"enabled": False}, "scheduler": {"settle": 0.01},
                            "plugins": {"simulated": {"add_interval": 0}}})
-    assert simulate(config, pm, progress=False, console=Console(file=io.StringIO())) == 0
+    from hotplugd_simulated.simulate import simulate
+
+    code, _ = simulate(config, partial(Session, pm=pm), progress=False, console=Console(file=io.StringIO()))
+    assert code == 0
 
 
 def runs_sysfs(pm, tmp_path: Path) -> None:

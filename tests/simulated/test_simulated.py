@@ -7,8 +7,12 @@ import io
 import pytest
 from rich.console import Console
 
+from functools import partial
+
+from hotplugd_simulated.simulate import Summary, simulate
+
 from hotplugd.commands.cli import main
-from hotplugd.commands.simulate import Summary, simulate
+from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
@@ -23,8 +27,7 @@ def run(sim: dict, **scheduler) -> tuple[int, Summary, HookRecorder, str]:
     pm = make_manager()
     pm.register(recorder, name="recorder")
     out = io.StringIO()
-    code = simulate(config, pm, progress=False, console=Console(file=out, width=100))
-    summary = pm.get_plugin("hotplugd.commands.simulate")
+    code, summary = simulate(config, partial(Session, pm=pm), progress=False, console=Console(file=out, width=100))
     return code, summary, recorder, out.getvalue()
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from hotplugd_simulated.whatif import count_cpus, read_shape
+
 from hotplugd.commands.cli import main
-from hotplugd.commands.whatif import count_cpus, read_shape
 from hotplugd.testing.fakesysfs import FakeSysfs
 
 

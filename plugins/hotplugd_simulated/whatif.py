@@ -3,8 +3,7 @@
 Answers "what ``parallel_hotplug_ratio`` should I boot with?" before a fleet is rebooted.
 The shape (nodes, CPUs per node, block size, present memory) is read from sysfs, read
 only: files are opened for reading and nothing under the root is ever written. The times
-are computed by the simulated backend's kernel models (``plugins/hotplugd_simulated``), which
-the core reaches through the backend registry, never by import.
+are computed by this plugin's kernel models (:mod:`.predict`).
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hotplugd.errors import ConfigError
-from hotplugd.plugin.manager import PluginManager, backend_registry
-from hotplugd.units import format_bytes, parse_size
+from hotplugd import ConfigError, format_bytes, parse_size
+
+from .backend import SimulatedBackend
+from .settings import parse
 
 RATIOS = (0.0, 0.25, 0.5, 1.0)
 LABELS = {("mainline", False): "mainline", ("per-block", False): "per-block parallel",
@@ -67,7 +67,7 @@ def read_shape(root: Path) -> HostShape:
     return HostShape(cpus, block_size, blocks * block_size)
 
 
-def whatif(pm: PluginManager, root: Path, size_text: str | None, console: Console | None = None) -> int:
+def whatif(root: Path, size_text: str | None, console: Console | None = None) -> int:
     """Print each kernel's predicted time for a hot-add of ``size_text`` (default: the host's memory) on this host."""
     console = console or Console()
     try:
@@ -80,7 +80,7 @@ def whatif(pm: PluginManager, root: Path, size_text: str | None, console: Consol
                                "block_size": shape.block_size, "boot_memory": shape.memory // shape.nodes,
                                "scenario": []}
     try:
-        backend: Any = backend_registry(pm).build("simulated", options)
+        backend = SimulatedBackend(parse(options))
     except ValueError as exc:
         raise ConfigError(f"--from-host {root}: a host the simulator refuses: {exc}") from None
     predictions = backend.whatif(size, shape.cpus, RATIOS)

@@ -1,10 +1,15 @@
-"""``hotplugd simulate``: a scenario on the simulated backend, through the real daemon and scheduler."""
+"""``hotplugd simulate``: a scenario on the simulated backend, through the real daemon and scheduler.
+
+The simulated plugin contributes the command (``hotplugd_add_commands``); it drives the
+daemon through the public :class:`hotplugd.CommandContext`, like any plugin's command.
+"""
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +24,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from hotplugd.config import Config
-from hotplugd.daemon import Daemon
-from hotplugd.model import BlockReport, Outcome, PhaseInfo, State
-from hotplugd.plugin.manager import PluginManager
-from hotplugd.plugin.spec import hookimpl
-from hotplugd.units import format_bytes
+from hotplugd import (
+    BlockReport,
+    CommandContext,
+    Config,
+    DaemonSession,
+    Outcome,
+    PhaseInfo,
+    State,
+    format_bytes,
+    hookimpl,
+)
+
+from .backend import SimulatedBackend
 
 KERNEL_NAMES = {"anolis": "seed's (anolis)", "mainline": "mainline", "per-block": "per-block parallel"}
 
@@ -99,44 +111,80 @@ def _online_count(backend: Any) -> int:
     return sum(1 for b in census if b.state is State.ONLINE)
 
 
-def simulate(config: Config, pm: PluginManager, *, progress: bool = True, serve_metrics: bool = False,
-             console: Console | None = None) -> int:
+#: Builds the daemon a scenario runs through (:meth:`hotplugd.CommandContext.daemon`).
+SessionFactory = Callable[..., DaemonSession]
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    """``hotplugd simulate``'s own options (the core adds its config flags)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--metrics", action="store_true", help="also serve metrics while it runs")
+    parser.add_argument("--kernel", help="mainline (default), per-block or anolis (the seed's kernel, auto-online)")
+    parser.add_argument("--from-host", nargs="?", const="/sys", metavar="SYSFS_ROOT",
+                        help="predict a hot-add on this host's shape, read only from SYSFS_ROOT (default /sys)")
+    parser.add_argument("--size", help="with --from-host: the hot-add's size (default: the host's memory)")
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def command(ctx: CommandContext) -> int:
+    """``hotplugd simulate``: the scenario through the daemon, or (``--from-host``) the what-if."""
+    args = ctx.args
+    first: list[str] = []
+    if args.kernel:  # before the user's --set, which win
+        seeds = ["plugins.simulated.auto_online=true"] if args.kernel == "anolis" else []
+        first = [f"plugins.simulated.kernel={_toml_string(args.kernel)}", *seeds]
+    config = ctx.load_config(backend="simulated", overrides=first)
+    ctx.configure_logs(config, default_level="warning")
+    if args.from_host is not None:
+        from pathlib import Path
+
+        from .whatif import whatif
+
+        return whatif(Path(args.from_host), args.size)
+    code, _ = simulate(config, ctx.daemon, progress=not args.no_progress, serve_metrics=args.metrics)
+    return code
+
+
+def simulate(config: Config, daemon: SessionFactory, *, progress: bool = True, serve_metrics: bool = False,
+             console: Console | None = None) -> tuple[int, Summary]:
     """Play the configured scenario to the end; 0 when every added block ended online (or was removed)."""
     console = console or Console()
     summary = Summary()
-    pm.register(summary, name="hotplugd.commands.simulate")
-    daemon = Daemon(config, pm, serve_metrics=serve_metrics)
-    total = getattr(daemon.backend, "expected_blocks", None)
-    online_before = _online_count(daemon.backend)
+    session = daemon(config, observers=[summary], serve_metrics=serve_metrics)
+    backend = session.backend
+    total = backend.expected_blocks if isinstance(backend, SimulatedBackend) else None
+    online_before = _online_count(backend)
 
     async def main() -> None:
         start = time.monotonic()
         async with anyio.create_task_group() as tg:
             if progress:
-                tg.start_soon(_progress, daemon, summary, total, console)
-            await daemon.run(until_idle=True)
+                tg.start_soon(_progress, session, summary, total, console)
+            await session.run_until_idle()
             tg.cancel_scope.cancel()
         summary.seconds = time.monotonic() - start
 
     anyio.run(main)
-    summary.kernel_onlined = max(0, _online_count(daemon.backend) - online_before - summary.onlined)
+    summary.kernel_onlined = max(0, _online_count(backend) - online_before - summary.onlined)
     render(summary, config, console)
-    compare = getattr(daemon.backend, "compare", None)
-    if compare is not None:
-        render_kernels(compare(config.scheduler.parallel_hotplug_ratio or 1.0), console)
+    if isinstance(backend, SimulatedBackend):
+        render_kernels(backend.compare(config.scheduler.parallel_hotplug_ratio or 1.0), console)
     fine = (Outcome.ONLINED, Outcome.ALREADY_ONLINE, Outcome.GONE)
     bad = sum(n for o, n in summary.outcomes.items() if o not in fine)
-    return 1 if bad else 0
+    return (1 if bad else 0), summary
 
 
-async def _progress(daemon: Daemon, summary: Summary, total: int | None, console: Console) -> None:
+async def _progress(daemon: DaemonSession, summary: Summary, total: int | None, console: Console) -> None:
     columns = [TextColumn("onlining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("pending {task.fields[pending]}")]
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("online", total=total, pending=0)
         try:
             while True:
-                bar.update(task, completed=summary.onlined, pending=daemon.scheduler.pending)
+                bar.update(task, completed=summary.onlined, pending=daemon.pending)
                 await anyio.sleep(0.05)
         finally:  # cancelled when the scenario ended: show where it ended, not the last tick
-            bar.update(task, completed=summary.onlined, pending=daemon.scheduler.pending)
+            bar.update(task, completed=summary.onlined, pending=daemon.pending)
