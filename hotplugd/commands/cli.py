@@ -172,6 +172,7 @@ COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "check-config": cmd_check_co
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logs.configure()  # to stderr: a plugin failing to load while the parser is built
     contributed = Hooks(make_manager()).add_commands(reserved=list(COMMANDS))
     args = build_parser(contributed).parse_args(argv)
     try:
