@@ -140,8 +140,11 @@ class SchedulerConfig:
                         "can express the policy; else hotplugd), kernel (refuse to start where they cannot), "
                         "hotplugd (always hotplugd; the kernel's auto-online kept off)")
     kernel_grace: float = _opt(2.0, _duration(),
-                               "where the kernel onlines: how long an added block may stay offline before "
-                               "hotplugd onlines it itself")
+                               "where the kernel onlines: how long the domain must have been quiet (no add or "
+                               "online event of any block) before hotplugd onlines the blocks still offline")
+    kernel_grace_max: float = _opt(300.0, _duration(),
+                                   "where the kernel onlines: how long an added block may stay offline while the "
+                                   "kernel's events keep coming before hotplugd onlines it anyway (>= kernel_grace)")
     kernel_phase_timeout: float = _opt(60.0, _duration(),
                                        "how long the seed's kernel may hold a block half-online before an alert")
 
@@ -311,6 +314,17 @@ def _too_deep(data: Mapping[str, Any]) -> list[ConfigProblem]:
             for key, value, depth in _walk(data) if depth > MAX_DEPTH and isinstance(value, dict | list)]
 
 
+def _inconsistent(config: Config) -> list[ConfigProblem]:
+    """Values each valid on its own that contradict each other."""
+    s = config.scheduler
+    if s.kernel_grace_max < s.kernel_grace:
+        return [ConfigProblem("scheduler.kernel_grace_max",
+                              f"must be at least scheduler.kernel_grace ({s.kernel_grace:g} s), "
+                              f"got {s.kernel_grace_max:g} s",
+                              "it bounds the grace: the kernel gets kernel_grace of quiet, kernel_grace_max at most")]
+    return []
+
+
 def raise_problems(problems: list[ConfigProblem], source: Path | None) -> None:
     """Raise one ConfigError listing every problem, naming the file and each key."""
     if not problems:
@@ -328,6 +342,7 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
     problems: list[ConfigProblem] = []
     config = _build(Config, data, "", problems)
     config.source = source
+    problems.extend(_inconsistent(config))
     raise_problems(problems, source)
     return config
 

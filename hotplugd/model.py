@@ -257,8 +257,12 @@ class Trigger(enum.StrEnum):
     MEMMAP_SHARE = "memmap_share"
     MAX_DEFER = "max_defer"
     SETTLE = "settle"
-    #: The kernel onlines this domain's blocks, and left these offline past ``scheduler.kernel_grace``.
+    #: The kernel onlines this domain's blocks, and left these offline: no memory event of the domain
+    #: for ``scheduler.kernel_grace``.
     KERNEL_LEFT = "kernel_left_offline"
+    #: The kernel onlines this domain's blocks, but these waited ``scheduler.kernel_grace_max`` while its
+    #: events kept coming (a stuck or never-quiet kernel).
+    KERNEL_BOUND = "kernel_grace_max"
 
 
 @dataclass

@@ -202,6 +202,19 @@ class BlockBook:
             self._set(waiting.block.index, Record(Stage.IN_PHASE, waiting.block))
         return batch
 
+    def found_online(self, block: Block, since: float | None, now: float, *, verify: bool) -> None:
+        """A phase found ``block`` online already (another onliner was first): read back (``verify``:
+        the kernel's, proved like any it onlined) or known online."""
+        record = self._records.get(block.index)
+        if record is not None and record.stage is Stage.QUEUED:
+            return  # removed and added again meanwhile: its new queue entry stands
+        if record is not None and record.stage is Stage.REMOVED:
+            self._set(block.index, None)
+        elif verify:
+            self.verify(block, since, now)
+        else:
+            self._set(block.index, Record(Stage.ONLINE, block))
+
     def untouched(self, waiting: Waiting) -> None:
         """A stopping phase never tried it: queued again, with its first add's time (unless removed)."""
         removed = self.is_removed(waiting.block.index)

@@ -13,15 +13,25 @@ seconds at most, and never against memory pressure or a full queue
 (``PRESSING``). It does hold past ``max_offline_bytes``: starting a phase with
 the first 1 GiB of a 4 GiB DIMM would keep the other 3 GiB offline until that
 phase ends, longer than the few milliseconds their events take to come.
+
+Where the kernel onlines (its own auto-online, set up by hotplugd), hotplugd
+takes only what the kernel has left: the kernel adds every block of a memory
+device before it onlines the first, all under ``device_hotplug_lock``, so a
+block still offline while the domain's events keep coming is not left offline.
+The grace (``kernel_grace``) runs from the domain's last memory event (an
+``add`` or ``online`` of any block); ``kernel_grace_max`` from the oldest queued
+block's add bounds it, so a kernel that never goes quiet is still noticed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hotplugd.config import SchedulerConfig
-from hotplugd.engine.queue import PendingQueue
+from hotplugd.engine.queue import PendingQueue, Waiting
 from hotplugd.model import Topology, Trigger
 
 #: The longest a backend's "more adds follow" (``BlockEvent.more``) holds a phase back.
@@ -32,6 +42,8 @@ MORE_HOLD = 0.05
 PRESSING = frozenset({Trigger.QUEUE_FULL, Trigger.MEMMAP_SHARE})
 #: Triggers of a domain that does not defer at all: they depend on no MemAvailable.
 UNDEFERRED = frozenset({Trigger.RATIO_0, Trigger.SERIAL})
+#: Triggers of hotplugd taking over blocks the kernel was to online.
+TAKEOVER = frozenset({Trigger.KERNEL_LEFT, Trigger.KERNEL_BOUND})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +75,7 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
     if not len(queue):
         return Decision()
     if topology.kernel_onlines:  # the kernel onlines them: hotplugd takes only what it left offline
-        due = (queue.oldest if queue.oldest is not None else now) + cfg.kernel_grace
-        return Decision(Trigger.KERNEL_LEFT) if now >= due else Decision(wait=due - now)
+        return _kernel_left(cfg, queue, now)
     bound = _bound(cfg, queue, topology)
     if bound not in PRESSING and queue.held_until is not None and now < queue.held_until:
         return Decision(wait=queue.held_until - now)  # the rest of the hot-add is on its way
@@ -81,6 +92,34 @@ def decide(cfg: SchedulerConfig, queue: PendingQueue, now: float, topology: Topo
     if now - last_add >= cfg.settle:
         return Decision(Trigger.SETTLE)
     return Decision(wait=max(0.0, min(oldest + cfg.max_defer, last_add + cfg.settle) - now))
+
+
+def _quiet_since(queue: PendingQueue, now: float) -> tuple[float, float]:
+    """(the oldest queued block's add, since when the domain has been quiet: its last memory event,
+    or that add when it came later)."""
+    oldest = queue.oldest if queue.oldest is not None else now
+    return oldest, oldest if queue.last_event is None else max(oldest, queue.last_event)
+
+
+def _kernel_left(cfg: SchedulerConfig, queue: PendingQueue, now: float) -> Decision:
+    """Where the kernel onlines: take the queue once the domain was quiet for ``kernel_grace``
+    (the kernel is done and left these), or once the oldest waited ``kernel_grace_max``."""
+    oldest, quiet = _quiet_since(queue, now)
+    if now >= quiet + cfg.kernel_grace:
+        return Decision(Trigger.KERNEL_LEFT)
+    if now >= oldest + cfg.kernel_grace_max:
+        return Decision(Trigger.KERNEL_BOUND)
+    return Decision(wait=min(quiet + cfg.kernel_grace, oldest + cfg.kernel_grace_max) - now)
+
+
+def takeover(trigger: Trigger, batch: Sequence[Waiting], last_event: float | None, now: float) -> dict[str, Any]:
+    """Why hotplugd takes over ``batch``, blocks of a domain the kernel onlines: log fields."""
+    oldest = min((w.since for w in batch), default=now)
+    quiet = oldest if last_event is None else max(oldest, last_event)
+    reason = ("no memory event for kernel_grace: the kernel left these offline" if trigger is Trigger.KERNEL_LEFT
+              else "waited kernel_grace_max while the kernel's memory events kept coming")
+    return {"reason": reason, "blocks": len(batch), "quiet_seconds": round(now - quiet, 3),
+            "oldest_waited_seconds": round(now - oldest, 3)}
 
 
 def _bound(cfg: SchedulerConfig, queue: PendingQueue, topology: Topology) -> Trigger | None:

@@ -20,7 +20,7 @@ import structlog
 
 from hotplugd.engine.book import BlockBook
 from hotplugd.engine.context import EngineContext
-from hotplugd.engine.deferral import MORE_HOLD, UNDEFERRED, Decision, decide, plan_workers
+from hotplugd.engine.deferral import MORE_HOLD, TAKEOVER, UNDEFERRED, Decision, decide, plan_workers, takeover
 from hotplugd.engine.onliner import Onliner
 from hotplugd.engine.phase import FinalPhase, PhaseResult
 from hotplugd.engine.queue import PendingQueue, Waiting
@@ -48,7 +48,7 @@ class DomainScheduler:
         self.name = name
         self.concurrency = max(1, ctx.backend.domain_concurrency(name))
         self.book = BlockBook(ctx.config.scheduler.max_pending_blocks)
-        self.onliner = Onliner(ctx, NodeLedger(), self.book.is_removed)
+        self.onliner = Onliner(ctx, NodeLedger(), self.book.is_removed, lambda: self._kernel_onlines)
         self.verifier = Verifier(ctx, self.book, self.onliner)
         self.phase = FinalPhase(ctx, self.onliner, domain=name, concurrency=self.concurrency, numbers=phase_numbers)
         self._phase_slot = phase_slots  # across domains: at most the backend's ``parallel_domains`` phases
@@ -93,6 +93,8 @@ class DomainScheduler:
 
     def handle(self, event: BlockEvent) -> None:
         """Apply one event of this domain; wake its loop unless nothing it decides on changed."""
+        if event.action in (Action.ADD, Action.ONLINE) and not event.synthetic:
+            self.queue.last_event = self.ctx.clock()  # the kernel is at work: its grace starts again
         if event.action is Action.ADD:
             self._handle_add(event)
         elif event.action is Action.REMOVE:
@@ -136,6 +138,8 @@ class DomainScheduler:
         self.topology = topology
         self._topology_at = self.ctx.clock()
         self.onliner.ledger = NodeLedger.from_blocks(blocks)
+        if reason is RescanReason.OVERFLOW:  # events were lost in a storm: the kernel is at work
+            self.queue.last_event = self.ctx.clock()
         self.book.apply_scan(blocks, reason, self.ctx.clock())
         self.wake()
 
@@ -251,6 +255,9 @@ class DomainScheduler:
         Without one it is run by the loop itself, which goes on deciding when it
         returns; an overlapping phase, a task of its own, wakes the loop instead.
         """
+        if trigger in TAKEOVER:
+            why = takeover(trigger, batch, self.queue.last_event, self.ctx.clock())
+            (log.info if trigger is Trigger.KERNEL_LEFT else log.warning)("kernel_takeover", domain=self.name, **why)
         try:
             async with self._phase_slot():
                 result = await self.phase.run(batch, trigger.value, topology, budget)
@@ -264,8 +271,14 @@ class DomainScheduler:
         for waiting in result.untouched:  # stopping: they stay offline, and queued, for the status line
             self.book.untouched(waiting)
         retry_after = self.ctx.config.scheduler.retry_failed_after
+        since = {w.block.index: w.since for w in batch}
         for report in result.reports:
-            if self.book.finished(report.block, report.result.outcome, self.ctx.clock(), retry_after):
+            if report.result.outcome is Outcome.ALREADY_ONLINE:  # found online: another onliner's, not hotplugd's
+                self.verified += 1
+                self.ctx.metrics.kernel_verified.inc()
+                self.book.found_online(report.block, since.get(report.block.index), self.ctx.clock(),
+                                       verify=self._kernel_onlines)  # the kernel's: read back and counted as such
+            elif self.book.finished(report.block, report.result.outcome, self.ctx.clock(), retry_after):
                 self.onlined += 1
         if self.queue.overflowed:
             self.wants_rescan(RescanReason.QUEUE_FULL)

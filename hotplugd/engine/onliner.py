@@ -51,6 +51,9 @@ class Onliner:
     ledger: NodeLedger
     #: Whether a block was removed since its phase took it (the domain's block book says).
     removed: Callable[[int], bool] = lambda index: False
+    #: Whether the kernel onlines the domain's blocks: a block found online is then the kernel's, and
+    #: the domain's read-back (:mod:`hotplugd.engine.verify`) accounts it, not this onliner.
+    kernel_onlines: Callable[[], bool] = lambda: False
     #: Set on SIGTERM: finish the call in flight, take no more.
     stopping: bool = field(default=False, init=False)
 
@@ -200,6 +203,8 @@ class Onliner:
         result, block = report.result, report.block
         m = self.ctx.metrics
         m.child(m.outcomes, result.outcome.value, result.errno or 0).inc()
+        if result.outcome is Outcome.ALREADY_ONLINE and self.kernel_onlines():
+            return  # the kernel's: read back, timed, zone-checked and reported as such by the domain's verifier
         if result.outcome.success:
             self.ledger.record(block, result.zone)
             if result.outcome is Outcome.ONLINED:

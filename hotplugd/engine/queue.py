@@ -27,6 +27,9 @@ class PendingQueue:
         self._nodes: dict[int, dict[int, Waiting]] = {}
         self.bytes = 0
         self.last_add: float | None = None
+        #: The domain's last memory event (a kernel's ``add`` or ``online`` of any block, queued or not):
+        #: where the kernel onlines, its grace runs from it.
+        self.last_event: float | None = None
         #: Until when the backend's promise of more adds (``BlockEvent.more``) holds phases back.
         self.held_until: float | None = None
         self.overflowed = False
