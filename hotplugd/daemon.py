@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 #: How often STATUS= and the textfile are refreshed.
 STATUS_INTERVAL = 1.0
+#: The most the backend's ``stop()`` may take at shutdown: well within the unit's TimeoutStopSec (30 s),
+#: so the final textfile and the ``stopped`` line are still written when a backend hangs.
+STOP_TIMEOUT = 10.0
 
 
 def user_error(group: BaseExceptionGroup) -> HotplugdError | None:
@@ -101,8 +104,8 @@ class Daemon:
             m.registry.register(collector)
         m.watch_queue(self.scheduler)
         self.hooks.register_collectors(m.registry)
-        await self.backend.start()
         try:
+            await self.backend.start()  # inside: a failed start is stopped too, as the contract promises
             async with anyio.create_task_group() as tg:
                 # Handlers first: a SIGTERM or SIGHUP before READY is handled, never fatal.
                 await tg.start(self._signals_task)
@@ -125,13 +128,16 @@ class Daemon:
                 raise
             raise error from None  # the CLI prints it and exits with its code (78 for config errors)
         finally:
-            with anyio.CancelScope(shield=True):
-                self.notifier.stopping()
+            self.notifier.stopping()
+            with anyio.move_on_after(STOP_TIMEOUT, shield=True) as bounded:
                 await self.backend.stop()
-                self._write_textfile()
-                if self.metrics_server is not None:
-                    self.metrics_server.close()
-                log.info("stopped", status=self.scheduler.status())
+            if bounded.cancelled_caught:
+                log.error("backend_stop_timeout", seconds=STOP_TIMEOUT, backend=self.backend.describe(),
+                          detail="the backend's stop() did not return: its resources may be left behind")
+            self._write_textfile()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
+            log.info("stopped", status=self.scheduler.status())
 
     async def _intake(self) -> None:
         async for event in self.backend.events():
