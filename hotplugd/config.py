@@ -1,7 +1,8 @@
 """Configuration: TOML, overridden by CLI flags, validated with the key, file and a hint.
 
 The schema is the dataclasses below; their field metadata carries the parser
-for each value and its help text. ``config/hotplugd.toml`` documents every key.
+for each value and its help text. ``config/hotplugd.toml`` (installed as
+``/etc/hotplugd/hotplugd.toml``) documents every key; errors carry the key's help.
 """
 
 from __future__ import annotations
@@ -196,7 +197,9 @@ class MetricsConfig:
 
 @dataclass
 class Config:
-    backend: str = _opt("simulated", _typed(str), "the backend that onlines blocks")
+    backend: str = _opt("", _typed(str),
+                        "the backend: sysfs (this host's memory), simulated (a modelled host), qga (guests); "
+                        "\"\" (none chosen): check and status read this host, run refuses (exit 78)")
     log_level: str = _opt("info", _choice(*LOG_LEVELS), "debug | info | warning | error")
     log_format: str = _opt("auto", _choice("auto", "json", "console"), "auto: JSON unless on a terminal")
     disabled_plugins: list[str] = _opt([], _string_list, "plugins never loaded (also HOTPLUGD_DISABLED_PLUGINS)")
@@ -264,10 +267,16 @@ def _value(f: dataclasses.Field, value: Any, dotted: str, problems: list[ConfigP
     try:
         return f.metadata["parse"](value)
     except ValueError as exc:
-        hint = getattr(exc, "hint", None) or f"see config/hotplugd.toml for {dotted}"
+        hint = getattr(exc, "hint", None) or _key_help(f)
         message = str(exc)  # hotplugd.units repeats the value whole: clip it
         problems.append(ConfigProblem(dotted, message if len(message) <= 200 else message[:200] + "...", hint))
         return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _key_help(f: dataclasses.Field) -> str:
+    """What a key is and its default, for an error about it (no file to look up: it may not be installed)."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return f"{f.name}: {f.metadata.get('help', '')}; default {_show.repr(default)}"
 
 
 def _plugin_tables(value: Any, dotted: str, problems: list[ConfigProblem]) -> dict[str, Any]:
@@ -345,6 +354,22 @@ def from_mapping(data: Mapping[str, Any], source: Path | None = None) -> Config:
     problems.extend(_inconsistent(config))
     raise_problems(problems, source)
     return config
+
+
+def check_flag(flag: str, key: str, value: Any, text: str | None = None) -> Any:
+    """``value`` (the flag's ``text`` as given) checked like the config key ``key`` it sets; a ConfigError
+    naming ``flag`` (exit 78)."""
+    data: dict[str, Any] = {}
+    merge_override(data, key.split("."), value)
+    problems: list[ConfigProblem] = []
+    config = _build(Config, data, "", problems)
+    if problems:
+        shown = _show.repr(value if text is None else text)
+        raise ConfigError(f"{flag} {shown}: {problems[0].message}", hint=problems[0].hint or None)
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def load(path: Path | None, overrides: list[str] = ()) -> Config:

@@ -78,6 +78,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.backend = build_backend(pm, config)
         self.hooks = Hooks(pm)
+        self.hooks.configure(config)
         self.scheduler = Scheduler(EngineContext(config, self.hooks, self.backend, self.metrics, clock))
         self.serve_metrics = serve_metrics
         self.ready_file = ready_file
@@ -104,6 +105,7 @@ class Daemon:
             m.registry.register(collector)
         m.watch_queue(self.scheduler)
         self.hooks.register_collectors(m.registry)
+        ready = False  # a start refused (exit 78) or failed logs its error, never `stopped`
         try:
             await self.backend.start()  # inside: a failed start is stopped too, as the contract promises
             async with anyio.create_task_group() as tg:
@@ -116,6 +118,7 @@ class Daemon:
                 if self.serve_metrics:
                     self.metrics_server = serve(m.registry, self.config.metrics)
                 self._announce_ready()
+                ready = True
                 task_status.started()
                 tg.start_soon(self._heartbeat)
                 if self.config.metrics.textfile:
@@ -137,7 +140,10 @@ class Daemon:
             self._write_textfile()
             if self.metrics_server is not None:
                 self.metrics_server.close()
-            log.info("stopped", status=self.scheduler.status())
+            if self.ready_file is not None and ready:
+                self.ready_file.unlink(missing_ok=True)
+            if ready:
+                log.info("stopped", status=self.scheduler.status())
 
     async def _intake(self) -> None:
         async for event in self.backend.events():
@@ -149,7 +155,7 @@ class Daemon:
         """The host's plan for ``config`` on the kernel as it is now (reads only)."""
         knobs = await self.backend.kernel_knobs(HOST_DOMAIN)
         return make_plan(config, knobs, concurrency=self.backend.domain_concurrency(HOST_DOMAIN),
-                         zone_choosers=self.hooks.zone_choosers(),
+                         zone_choosers=self.hooks.zone_choosers(config),
                          sources=await self.backend.memory_sources(HOST_DOMAIN))
 
     async def _apply_plan(self, config: Config) -> Plan:
@@ -273,6 +279,7 @@ class Daemon:
             return False
         for section in ("scheduler", "zones", "log_level", "log_format", "plugins"):
             setattr(self.config, section, getattr(new, section))
+        self.hooks.configure(self.config, isolated=True)
         self.scheduler.reconfigured()
         logs.configure(new.log_level, new.log_format)
         self.metrics.reloads.labels("applied").inc()

@@ -10,6 +10,8 @@ _SIZE_UNITS = {
     "m": 1 << 20, "mib": 1 << 20, "mb": 1000**2,
     "g": 1 << 30, "gib": 1 << 30, "gb": 1000**3,
     "t": 1 << 40, "tib": 1 << 40, "tb": 1000**4,
+    "p": 1 << 50, "pib": 1 << 50, "pb": 1000**5,
+    "e": 1 << 60, "eib": 1 << 60, "eb": 1000**6,
 }
 _TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "m": 60.0, "min": 60.0}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -50,8 +52,8 @@ def parse_duration(value: object) -> float:
 
 def format_bytes(n: float) -> str:
     """``1073741824`` → ``"1.0 GiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(n) < 1024 or unit == "EiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")

@@ -15,8 +15,8 @@ import anyio
 
 from hotplugd import __version__
 from hotplugd.commands.contributed import CliContext, add_contributed
-from hotplugd.config import DEFAULT_PATH, Config, load
-from hotplugd.errors import EXIT_FAILURE, HotplugdError
+from hotplugd.config import DEFAULT_PATH, LOG_LEVELS, Config, check_flag, load
+from hotplugd.errors import EXIT_FAILURE, ConfigError, HotplugdError
 from hotplugd.observe import logs
 from hotplugd.plugin.commands import CommandRegistry
 from hotplugd.plugin.hooks import Hooks
@@ -24,55 +24,122 @@ from hotplugd.plugin.manager import make_manager
 from hotplugd.plugin.validation import check_plugin_config
 
 
+#: Exit codes every subcommand shares (sysexits' EX_CONFIG for anything wrong in a config or flag).
+_EXITS = {
+    "run": "0: stopped by SIGTERM/SIGINT; 1: failed (the error is printed); 2: usage error; 78: a config or flag is "
+           "wrong, or the plan cannot be honoured (no backend chosen: --backend sysfs or simulated)",
+    "plugins": "0: listed; 2: usage error; 78: the config is wrong",
+    "status": "0: the daemon answers; 3: it does not (as `systemctl status`); 2: usage error; "
+              "78: a config or flag is wrong",
+    "check": "0: nothing in the way of the plan; 1: conflicts, or something it cannot know (a guest that does not "
+             "answer); 2: usage error; 78: a config or flag is wrong, or `run` would refuse it",
+    "check-config": "0: valid; 2: usage error; 78: invalid (every problem is named)",
+}
+_DESCRIPTIONS = {
+    "run": "Run the daemon: make the plan (who onlines: the kernel, set up and proven by hotplugd, or hotplugd "
+           "itself), set the kernel's knobs, then online or verify every hot-added block. It needs a backend: "
+           "`--backend sysfs` (or backend = \"sysfs\" in the config) for this host's memory, `--backend simulated` "
+           "to try it on a modelled host.",
+    "plugins": "List the plugins, their versions and hooks, and the backends they register.",
+    "status": "The running daemon's memory blocks and view (who onlines, pending, phases, errors), read from its "
+              "metrics endpoint; when it does not answer, this host's blocks. The first line names the backend: "
+              "with no config and no --backend, this host's own (sysfs) where it has memory sysfs.",
+    "check": "The pre-flight: the plan (who onlines and why, each knob as it reads and as the plan sets it, which "
+             "plugin's zone hook takes the onlining from the kernel), then what `run` would refuse, what cannot be "
+             "known, and other onliners against the plan. Reads only. With no config and no --backend it reads "
+             "this host (sysfs) where it has memory sysfs.",
+    "check-config": "Validate a config (and the --set/flag values) without starting anything.",
+}
+
+
+def _sub(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=_DESCRIPTIONS[name], epilog=f"exit status: {_EXITS[name]}")
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", type=Path, help=f"TOML config (default: {DEFAULT_PATH} if it exists)")
     p.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set scheduler.settle=0.1 (repeatable)")
-    p.add_argument("--backend", help="backend name (overrides `backend`)")
-    p.add_argument("--ratio", type=float, help="parallel_hotplug_ratio (overrides scheduler.parallel_hotplug_ratio)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--backend", help="backend name (overrides `backend`): sysfs, simulated, qga, ...")
+    p.add_argument("--ratio", metavar="R", help="parallel_hotplug_ratio (overrides scheduler.parallel_hotplug_ratio)")
+    p.add_argument("--log-level", metavar="LEVEL", help=f"{' | '.join(LOG_LEVELS)} (overrides log_level)")
 
 
 def build_parser(contributed: CommandRegistry | None = None) -> argparse.ArgumentParser:
     """The core's commands, then the plugins' (``hotplugd_add_commands``: ``contributed``)."""
-    parser = argparse.ArgumentParser(prog="hotplugd", description="Online hot-added memory fast, safely and observably.")
+    parser = argparse.ArgumentParser(prog="hotplugd", description="Online hot-added memory fast, safely and observably.",
+                                     epilog="`hotplugd COMMAND --help` describes each command and its exit status.")
     parser.add_argument("--version", action="version", version=f"hotplugd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon")
+    run = _sub(sub, "run", "run the daemon (needs a backend: --backend sysfs or simulated)")
     _config_args(run)
-    run.add_argument("--ready-file", type=Path, help="write the pid here once ready (for scripts and tests)")
+    run.add_argument("--ready-file", type=Path, help="write the pid here once ready, removed at exit (scripts, tests)")
 
-    plugins = sub.add_parser("plugins", help="list plugins, their versions, hooks and backends")
+    plugins = _sub(sub, "plugins", "list plugins, their versions, hooks and backends")
     plugins.add_argument("-c", "--config", type=Path, help="config (for disabled_plugins)")
 
-    status = sub.add_parser("status", help="memory blocks per node, zone and state, and the running daemon's view")
+    status = _sub(sub, "status", "the running daemon's memory and view; this host's blocks when it does not answer")
     _config_args(status)
 
-    conflicts = sub.add_parser("check", help="report other onliners (kernel auto-online, udev rules); exit 1 if any")
+    conflicts = _sub(sub, "check", "the pre-flight: the plan, and what would refuse or compete with it; "
+                                   "exit 1 on conflicts, 78 where run would refuse")
     _config_args(conflicts)
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check = _sub(sub, "check-config", "validate a config file and exit")
     _config_args(check)
+    for p in sub.choices.values():
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
     if contributed is not None:
         add_contributed(sub, contributed, _config_args)
     return parser
 
 
 def config_from_args(args: argparse.Namespace, *, force_backend: str | None = None) -> Config:
+    """The config file (or the default one) with the flags applied; each flag's value is checked like the
+    key it sets, and a bad one is a ConfigError naming the flag (exit 78)."""
     path = args.config
     if path is None and DEFAULT_PATH.exists():
         path = DEFAULT_PATH
     overrides = list(getattr(args, "overrides", []))
     backend = force_backend or getattr(args, "backend", None)
-    if backend:
+    if backend is not None:
+        check_flag("--backend", "backend", backend)
         overrides.append(f"backend={_toml_string(backend)}")
     if getattr(args, "ratio", None) is not None:
-        overrides.append(f"scheduler.parallel_hotplug_ratio={args.ratio}")
-    if getattr(args, "log_level", None):
+        ratio = check_flag("--ratio", "scheduler.parallel_hotplug_ratio", _number(args.ratio), args.ratio)
+        overrides.append(f"scheduler.parallel_hotplug_ratio={ratio!r}")
+    if getattr(args, "log_level", None) is not None:
+        check_flag("--log-level", "log_level", args.log_level)
         overrides.append(f"log_level={_toml_string(args.log_level)}")
+    ready = getattr(args, "ready_file", None)
+    if ready is not None and not ready.parent.is_dir():
+        raise ConfigError(f"--ready-file {str(ready)!r}: {ready.parent} is not a directory")
     args.overrides = overrides
     return load(path, overrides)
+
+
+def _number(text: str) -> float | str:
+    """A flag's text as a number where it is one (else the text, which the key's check then refuses)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def reading_backend(config: Config) -> str:
+    """``check`` and ``status`` with no backend chosen read this host: sysfs where it has memory sysfs
+    (``plugins.sysfs.root``, default /sys), else a simulated host. Sets ``config.backend``; returns a note
+    for the first line saying why ("" when the backend was chosen)."""
+    if config.backend:
+        return ""
+    root = config.plugins.get("sysfs", {}).get("root", "/sys")
+    memory = Path(root if isinstance(root, str) else "/sys", "devices/system/memory")
+    if memory.is_dir() and "sysfs" not in config.disabled_plugins:
+        config.backend = "sysfs"
+        return f" (no backend chosen: {memory} exists, so this host's own)"
+    config.backend = "simulated"
+    return f" (no backend chosen, and this machine has no {memory})"
 
 
 def _toml_string(text: str) -> str:
@@ -136,9 +203,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
+    note = reading_backend(config)
     pm = make_manager(config.disabled_plugins)
     check_plugin_config(pm, config)
-    return status(config, build_backend(pm, config), hooks=Hooks(pm))
+    return status(config, build_backend(pm, config), hooks=Hooks(pm), note=note)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -147,9 +215,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
+    note = reading_backend(config)
     pm = make_manager(config.disabled_plugins)
     check_plugin_config(pm, config)
-    return check(config, Hooks(pm), build_backend(pm, config))
+    return check(config, Hooks(pm), build_backend(pm, config), note=note)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -159,9 +228,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from hotplugd.plugin.manager import backend_registry
 
     names = backend_registry(pm).names()
+    if not config.backend:
+        print(f"{config.source or 'defaults'}: OK (no backend chosen: `run` needs --backend sysfs or simulated; "
+              "`check` and `status` read this host)")
+        return 0
     if config.backend not in names:
-        from hotplugd.errors import ConfigError
-
         raise ConfigError(f"unknown backend {config.backend!r}; installed backends: {', '.join(names)}")
     print(f"{config.source or 'defaults'}: OK (backend {config.backend})")
     return 0

@@ -12,11 +12,39 @@ _WHO = {Executor.KERNEL: "the kernel onlines (its own auto-online, set up by hot
         Executor.HOTPLUGD: "hotplugd onlines (the kernel's auto-online kept off)"}
 
 
+#: Backends that play a model of a host: never "this host".
+MODELLED = frozenset({"simulated"})
+
+
+def modelled(config: Config) -> bool:
+    """Whether the configured backend plays a modelled host rather than reading a real one."""
+    return config.backend in MODELLED
+
+
+def subject(config: Config, backend: Backend) -> str:
+    """What the backend describes, for the first line of ``check`` and ``status``."""
+    if config.backend == "sysfs":
+        return f"this host (its memory under {config.plugins.get('sysfs', {}).get('root', '/sys')})"
+    if config.backend == "qga":
+        return "the guests' memory, through their qemu-guest-agent"
+    if config.backend == "libvirt":
+        return "the guests' memory, through libvirt and their qemu-guest-agent"
+    if modelled(config):
+        return f"a simulated host, not this machine: {backend.describe()}"
+    return backend.describe()
+
+
+def where(config: Config) -> str:
+    """Where the memory the plan is about lives, for a sentence ("nothing else onlines memory on ...")."""
+    return {"sysfs": "this host", "qga": "the guests", "libvirt": "the guests"}.get(config.backend,
+                                                          "the simulated host" if modelled(config) else "the host")
+
+
 async def read_plan(config: Config, hooks: Hooks, backend: Backend) -> Plan:
     """The host's plan for ``config``, from the knobs as they read now (nothing is written)."""
     knobs = await backend.kernel_knobs(HOST_DOMAIN)
     return make_plan(config, knobs, concurrency=backend.domain_concurrency(HOST_DOMAIN),
-                     zone_choosers=hooks.zone_choosers(), sources=await backend.memory_sources(HOST_DOMAIN))
+                     zone_choosers=hooks.zone_choosers(config), sources=await backend.memory_sources(HOST_DOMAIN))
 
 
 def plan_lines(plan: Plan) -> list[str]:

@@ -1,9 +1,12 @@
-"""``hotplugd status``: the host's memory blocks, and the running daemon's view when it answers.
+"""``hotplugd status``: the running daemon's memory and view when it answers; else this host's blocks.
 
-The block table comes from the configured backend's census (for ``sysfs``: the
-files under ``/sys/devices/system/memory``, read only). The daemon's view
-(pending, phases, last phase, errors) is parsed from its metrics endpoint, so
-this command needs no other channel to the daemon and works as any user.
+Its first line names the backend and what it describes. When the daemon answers
+on its metrics endpoint, the block table is the daemon's own census
+(``hotplugd_memory_blocks``) and its view (pending, phases, last phase, errors)
+is parsed from the same page, so this command needs no other channel to the
+daemon and works as any user. When it does not answer, a real host's backend
+(``sysfs``: the files under ``/sys/devices/system/memory``, read only) gives the
+table; a simulated host exists only inside a running daemon, so none is built.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from hotplugd.commands.plan_text import plan_lines, read_plan
+from hotplugd.commands.plan_text import modelled, plan_lines, read_plan, subject
 from hotplugd.config import Config, MetricsConfig
 from hotplugd.errors import BackendError
 from hotplugd.model import HOST_DOMAIN, Block, Outcome
@@ -82,6 +85,7 @@ class DaemonView:
     dropped: dict[str, int] = field(default_factory=dict)  # by reason, non-zero
     onliners: dict[str, str] = field(default_factory=dict)  # who onlines, by domain (the running plan)
     kernel_onlined: int = 0  # blocks the kernel onlined, verified by hotplugd
+    census: list[CensusRow] = field(default_factory=list)  # the daemon's memory blocks, as it reads them
 
     @classmethod
     def from_exposition(cls, text: str) -> DaemonView:
@@ -117,7 +121,24 @@ class DaemonView:
             onliners={labels.get("domain", "?"): labels.get("onliner", "?")
                       for labels, v in samples.get("hotplugd_onliner", ()) if v},
             kernel_onlined=int(one("hotplugd_kernel_onlined_blocks_total")),
+            census=_census_of(samples),
         )
+
+
+def _census_of(samples: Samples) -> list[CensusRow]:
+    """CensusRows from ``hotplugd_memory_blocks`` and ``hotplugd_memory_bytes`` (zone ``none``: offline)."""
+    rows: dict[tuple[str, int, str, str], CensusRow] = {}
+    for name, attr in (("hotplugd_memory_blocks", "blocks"), ("hotplugd_memory_bytes", "bytes")):
+        for labels, value in samples.get(name, ()):
+            try:
+                node = int(labels.get("node", ""))
+            except ValueError:
+                continue
+            zone = labels.get("zone", "none")
+            key = (labels.get("domain", HOST_DOMAIN), node, "-" if zone == "none" else zone, labels.get("state", "?"))
+            row = rows.setdefault(key, CensusRow(*key))
+            setattr(row, attr, int(value))
+    return [rows[key] for key in sorted(rows) if rows[key].blocks]
 
 
 def endpoint(cfg: MetricsConfig) -> str:
@@ -147,7 +168,8 @@ def read_census(backend: Backend) -> list[Block] | None:
 def render_census(console: Console, rows: list[CensusRow], source: str) -> None:
     """One row per node, zone and state; with a ``domain`` column first when blocks span several (guests)."""
     domains = any(r.domain != HOST_DOMAIN for r in rows)
-    table = Table(title=f"memory blocks ({source})")
+    title = f"memory blocks ({source})"
+    table = Table(title=title, min_width=len(title))  # a title wider than the table would wrap
     columns = (("domain", "left"),) * domains + (("node", "right"), ("zone", "left"), ("state", "left"),
                                                  ("blocks", "right"), ("size", "right"))
     for column, justify in columns:
@@ -195,34 +217,51 @@ def render_daemon(console: Console, view: DaemonView, where: str) -> None:
     console.print(table)
 
 
-def status(config: Config, backend: Backend, console: Console | None = None, hooks: Hooks | None = None) -> int:
-    """Print the census table, the plan and, when the daemon answers, its view. 0: running; 3: not running."""
+def status(config: Config, backend: Backend, console: Console | None = None, hooks: Hooks | None = None,
+           note: str = "") -> int:
+    """Print what the backend describes, then the daemon's census and view when it answers (0), else the
+    host's own census where the backend reads a real one (3: not running)."""
     console = console or Console()
-    if hooks is not None:
+    console.print(f"backend {config.backend}: {subject(config, backend)}{note}", highlight=False, markup=False, soft_wrap=True)
+    real = not modelled(config)
+    if hooks is not None and real:
         for line in plan_lines(anyio.run(read_plan, config, hooks, backend)):
-            console.print(line, highlight=False, markup=False)
-    blocks = read_census(backend)
-    devices = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in backend.device_rows()]
-    if devices:
-        render_devices(console, devices)
-    if blocks is None:
-        console.print(f"{backend.describe()} cannot list memory blocks")
-    else:
-        render_census(console, census_rows(blocks), f"{config.backend} backend")
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if real:
+        devices = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in backend.device_rows()]
+        if devices:
+            render_devices(console, devices)
     where = endpoint(config.metrics)
+    view, absent = _daemon(config, where)
+    if view is not None:
+        if view.census:
+            render_census(console, view.census, f"the daemon's, from its metrics on {where}")
+        render_daemon(console, view, where)
+        return 0
+    if real:
+        blocks = read_census(backend)
+        if blocks is None:
+            console.print(f"{backend.describe()} cannot list memory blocks")
+        else:
+            render_census(console, census_rows(blocks), f"{config.backend} backend, read now")
+    else:
+        console.print("no memory table: a simulated host exists only inside a running daemon "
+                      "(`hotplugd run --backend simulated`, `hotplugd simulate`)", highlight=False, markup=False, soft_wrap=True)
+    console.print(absent, highlight=False, markup=False, soft_wrap=True)
+    return EXIT_NOT_RUNNING
+
+
+def _daemon(config: Config, where: str) -> tuple[DaemonView | None, str]:
+    """The daemon's view from its metrics endpoint, or None and why there is none."""
     if not config.metrics.enabled or config.metrics.port == 0:
-        console.print(f"daemon's view unavailable: metrics are not served on a fixed port ({where})")
-        return EXIT_NOT_RUNNING
+        return None, f"daemon's view unavailable: metrics are not served on a fixed port ({where})"
     text = fetch_metrics(where)
     if text is None:
-        console.print(f"daemon not running (no answer on {where})")
-        return EXIT_NOT_RUNNING
+        return None, f"daemon not running (no answer on {where})"
     try:
         view = DaemonView.from_exposition(text)
     except ValueError:
         view = None
     if view is None or view.version == "?":
-        console.print(f"daemon not running (something else answers on {where}: not hotplugd's metrics)")
-        return EXIT_NOT_RUNNING
-    render_daemon(console, view, where)
-    return 0
+        return None, f"daemon not running (something else answers on {where}: not hotplugd's metrics)"
+    return view, ""

@@ -134,6 +134,14 @@ class Backend(abc.ABC):
         each), one line each, printed by ``hotplugd check`` after :meth:`conflicts`. Read only. Default: none."""
         return []
 
+    async def unknowns(self) -> list[str]:
+        """What a read-only look cannot tell (a guest that does not answer), one message each.
+
+        ``hotplugd check`` calls it after :meth:`conflicts` and exits non-zero when there is
+        any: it cannot vouch for what it could not see. Default: none.
+        """
+        return []
+
     async def memory_sources(self, domain: str = HOST_DOMAIN) -> list[str]:
         """Devices whose memory hotplugd onlines besides hot-adds (``dax0.0``: what the config converts).
 

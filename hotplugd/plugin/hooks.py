@@ -23,6 +23,8 @@ from hotplugd.plugin.manager import (
     backend_registry,
     call_checked,
     call_isolated,
+    call_one,
+    each_checked,
     first_result_isolated,
 )
 
@@ -67,10 +69,27 @@ class Hooks:
                           dropped=dropped)
         return registry
 
-    def zone_choosers(self) -> list[str]:
+    def zone_hooks(self) -> list[str]:
         """Plugins that implement ``hotplugd_choose_zone``, the core's own built-in aside."""
         return sorted(impl.plugin_name for impl in self.pm.hook.hotplugd_choose_zone.get_hookimpls()
                       if impl.plugin_name != BUILTIN)
+
+    def zone_choosers(self, config: Config | None = None) -> list[str]:
+        """Plugins whose ``hotplugd_choose_zone`` chooses zones: those implementing it, less those whose
+        ``hotplugd_chooses_zones(config)`` says False (the kernel keeps the onlining)."""
+        hooks = self.zone_hooks()
+        if config is None or not hooks:
+            return hooks
+        declined = {impl.plugin_name for impl, answer in each_checked(self.pm.hook.hotplugd_chooses_zones,
+                                                                      config=config) if answer is False}
+        return [name for name in hooks if name not in declined]
+
+    def configure(self, config: Config, *, isolated: bool = False) -> None:
+        """Hand each plugin its own ``[plugins.<name>]`` table (``hotplugd_configure``); at start a plugin
+        that raises is a PluginError, on reload (``isolated``) it is logged and skipped."""
+        for impl in self.pm.hook.hotplugd_configure.get_hookimpls():
+            kwargs = {"table": config.plugins.get(impl.plugin_name, {}), "config": config}
+            call_one(impl, "hotplugd_configure", kwargs, isolate=isolated)
 
     # -- while running: isolated, a plugin that raises is logged and skipped ------------
 

@@ -24,7 +24,7 @@ import pluggy
 import structlog
 
 from hotplugd.config import Config
-from hotplugd.errors import HotplugdError, PluginError
+from hotplugd.errors import ConfigError, HotplugdError, PluginError
 from hotplugd.plugin import builtin
 from hotplugd.plugin import spec as hookspecs
 from hotplugd.plugin.backend import Backend, BackendRegistry
@@ -240,9 +240,17 @@ def backend_registry(pm: PluginManager) -> BackendRegistry:
     return registry
 
 
+#: ``run`` with no backend chosen: hotplugd never guesses whether to change this host's memory.
+NO_BACKEND = ("no backend chosen: `--backend sysfs` (or backend = \"sysfs\" in the config) onlines this host's "
+              "memory; `--backend simulated` tries hotplugd on a simulated host and changes nothing here")
+NO_BACKEND_HINT = "`hotplugd check` shows what the sysfs backend would do on this host, without changing it"
+
+
 def build_backend(pm: PluginManager, config: Config) -> Backend:
     """The backend the config chooses. Unknown, it names the plugins that failed: one of
     them may be the one that provides it (exit 78, as for any config error)."""
+    if not config.backend:
+        raise ConfigError(NO_BACKEND, hint=NO_BACKEND_HINT)
     registry = backend_registry(pm)
     if config.backend not in registry.names() and pm.failures:
         failures = "; ".join(error.args[0] for error in pm.failures.values())
@@ -268,6 +276,26 @@ def first_result_isolated(caller: pluggy.HookCaller, expect: type | None = None,
             continue
         return result
     return None
+
+
+def each_checked(caller: pluggy.HookCaller, **kwargs: Any) -> list[tuple[Any, Any]]:
+    """(implementation, result) of each implementation; one that raises becomes a PluginError naming it."""
+    return list(_each(caller, kwargs, isolate=False))
+
+
+def call_one(impl: Any, hook: str, kwargs: dict[str, Any], *, isolate: bool) -> Any:
+    """Call one implementation with its own arguments; one that raises is logged and skipped when
+    ``isolate``, else a PluginError naming its plugin."""
+    try:
+        return impl.function(*[kwargs[a] for a in impl.argnames])
+    except HotplugdError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug is reported by its name
+        if isolate:
+            log.exception("hook_failed", hook=hook, plugin=impl.plugin_name)
+            return None
+        raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook}: {type(exc).__name__}: {exc}",
+                          hint=_BLOCK_HINT.format(name=impl.plugin_name)) from None
 
 
 def call_checked(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:

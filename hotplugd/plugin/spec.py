@@ -101,6 +101,24 @@ def hotplugd_choose_zone(
     """
 
 
+@hookspec
+def hotplugd_chooses_zones(config: Config) -> bool | None:
+    """Whether your ``hotplugd_choose_zone`` chooses zones under ``config``.
+
+    A plugin implementing ``hotplugd_choose_zone`` takes the onlining from the
+    kernel: the plan has hotplugd online every block (the kernel's auto-online
+    kept off) so that the hook sees each one, and ``hotplugd check`` says so.
+    Return False when it would decline every block under this config (it is
+    switched off in its table, or it only watches), so the kernel keeps the
+    onlining and ``hotplugd_choose_zone`` is not called for blocks the kernel
+    onlines; True or None (or not implementing this hook): it chooses. Every
+    implementation is called, at start, on every reload and by ``hotplugd
+    check``; each answers for its own plugin, and only the answer of a plugin
+    that implements ``hotplugd_choose_zone`` counts. No I/O. An implementation that raises is a plugin error (exit 78
+    at start).
+    """
+
+
 # -- observers ------------------------------------------------------------------
 
 
@@ -163,4 +181,21 @@ def hotplugd_check_config(plugins: Mapping[str, Mapping[str, Any]], config: Conf
     called and all problems are reported together. Called at start, by
     ``hotplugd check-config`` and on reload; any problem refuses the config
     (exit 78 at start, old config kept on reload).
+    """
+
+
+@hookspec
+def hotplugd_configure(table: Mapping[str, Any], config: Config) -> None:
+    """Receive your own ``[plugins.<name>]`` table (any plugin: an observer too).
+
+    ``table`` is the table named after your plugin (its entry-point name; an
+    empty mapping when the config has none), already accepted by every
+    ``hotplugd_check_config``; ``config`` is the whole
+    :class:`hotplugd.config.Config`. Called once when the daemon starts, before
+    any other hook but ``hotplugd_register_backends`` and
+    ``hotplugd_check_config``, and again after each reload that was applied
+    (SIGHUP). Every implementation is called, each with its own table;
+    results are ignored. An
+    implementation that raises is a plugin error (exit 78) at start, and is
+    logged and skipped on reload.
     """

@@ -166,6 +166,16 @@ class QgaBackend(Backend):
                 tg.start_soon(one, guest)
         return sorted(messages)
 
+    async def unknowns(self) -> list[str]:
+        """Guests whose kernel's ``auto_online_blocks`` could not be read (after :meth:`conflicts`), and
+        no guest at all: ``hotplugd check`` cannot vouch for guests it could not see."""
+        if not self.guests:
+            return ["no guest configured or found ([[plugins.qga.guest]], [[plugins.qga.guest_dirs]]): "
+                    "nothing to check"]
+        return sorted(f"guest {guest.name}: its agent does not answer ({guest.down_reason or 'no reply'}): "
+                      "cannot tell whether its kernel onlines hot-added memory itself"
+                      for guest in self.guests.values() if guest.auto_online is None)
+
     # -- events ---------------------------------------------------------------------------
 
     def events(self) -> AsyncIterator[BlockEvent | Rescan]:

@@ -71,10 +71,14 @@ async def test_status_shows_the_running_daemons_view():
     assert cell(out, "phases by trigger") == [", ".join(f"{t}: {n}" for t, n in sorted(phases.items()) if n)]
     assert cell(out, "last phase")[0].startswith(f"{last.blocks} blocks, {format_bytes(last.bytes)} in ")
     assert cell(out, "rescans") == ["start: 1"]
-    # The census table: a freshly built simulated backend's host, 1 GiB online on each node.
-    assert "memory blocks (simulated backend)" in out
-    assert cell(out, "0") == ["Normal", "online", "8", "1.0 GiB"]
-    assert cell(out, "all") == ["", "", "16", "2.0 GiB"]
+    # The memory table is the running daemon's, from its metrics: 1 GiB booted on each node and the 3 GiB
+    # the scenario hot-added (never a fresh simulated host of 2 GiB built by the command itself).
+    assert out.startswith("backend simulated: a simulated host, not this machine")
+    assert f"memory blocks (the daemon's, from its metrics on {host}:{port})" in out
+    assert cell(out, "0") == ["Normal", "online", "24", "3.0 GiB"]
+    assert cell(out, "1") == ["Normal", "online", "16", "2.0 GiB"]
+    assert cell(out, "all") == ["", "", "40", "5.0 GiB"]
+    assert "this host" not in out
 
 
 def test_status_says_when_the_daemon_is_not_running():
@@ -83,7 +87,8 @@ def test_status_says_when_the_daemon_is_not_running():
     code, out = render(config)
     assert code == EXIT_NOT_RUNNING
     assert f"daemon not running (no answer on 127.0.0.1:{port})" in out
-    assert "memory blocks" in out  # the census is shown all the same
+    # A simulated host exists only inside a daemon: no table of one the command would build itself.
+    assert "memory blocks" not in out and "a simulated host exists only inside a running daemon" in out
 
 
 def test_status_from_the_command_line(capsys):
@@ -92,7 +97,8 @@ def test_status_from_the_command_line(capsys):
                      "--set", "plugins.simulated.nodes=1", "--set", 'plugins.simulated.boot_memory="512MiB"'])
     out = capsys.readouterr().out
     assert code == EXIT_NOT_RUNNING
-    assert "daemon not running" in out and "512.0 MiB" in out
+    assert out.startswith("backend simulated: a simulated host, not this machine")
+    assert "daemon not running" in out and "512.0 MiB" not in out
 
 
 def test_the_daemon_view_parses_the_exposition():
