@@ -94,6 +94,7 @@ class Daemon:
 
     async def run(self, *, until_idle: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until SIGTERM/SIGINT (or, with ``until_idle``, until the event source ended and all is onlined)."""
+        log.info("starting", version=__version__, backend=self.config.backend)  # `stopped` always has its start
         m = self.metrics
         m.build_info.info({"version": __version__, "backend": self.config.backend})
         m.backend_concurrency.set(self.backend.concurrency)
@@ -105,7 +106,7 @@ class Daemon:
             m.registry.register(collector)
         m.watch_queue(self.scheduler)
         self.hooks.register_collectors(m.registry)
-        ready = False  # a start refused (exit 78) or failed logs its error, never `stopped`
+        ready = False
         try:
             await self.backend.start()  # inside: a failed start is stopped too, as the contract promises
             async with anyio.create_task_group() as tg:
@@ -142,8 +143,7 @@ class Daemon:
                 self.metrics_server.close()
             if self.ready_file is not None and ready:
                 self.ready_file.unlink(missing_ok=True)
-            if ready:
-                log.info("stopped", status=self.scheduler.status())
+            log.info("stopped", status=self.scheduler.status())
 
     async def _intake(self) -> None:
         async for event in self.backend.events():

@@ -104,9 +104,9 @@ async def test_the_ready_file_is_removed_at_exit(tmp_path: Path, make_daemon):
 
 
 @pytest.mark.asyncio
-async def test_a_refused_start_does_not_log_stopped(make_daemon, hotplugd_logs):
+async def test_a_refused_start_logs_its_start_before_stopped(make_daemon, hotplugd_logs):
     daemon = make_daemon(FakeBackend(FakeHost({0: 4})), {"scheduler": {"onliner": "kernel"}})
     with pytest.raises(ConfigError, match="cannot be honoured"):
         await daemon.run()
     events = [e["event"] for e in hotplugd_logs]
-    assert "stopped" not in events and "ready" not in events
+    assert events[0] == "starting" and events[-1] == "stopped" and "ready" not in events

@@ -74,7 +74,7 @@ async def test_hotplugd_logs_captures_the_daemon_s_events(make_daemon, fake_back
     async with running(make_daemon(fake_backend)):
         pass
     events = [e["event"] for e in hotplugd_logs]
-    assert events[:2] == ["plan", "rescan"] and "ready" in events and events[-1] == "stopped"
+    assert events[:3] == ["starting", "plan", "rescan"] and "ready" in events and events[-1] == "stopped"
 
 
 def test_hotplugd_metrics_is_fresh_for_every_test(hotplugd_metrics):
