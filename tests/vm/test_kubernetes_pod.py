@@ -2,14 +2,15 @@
 
 The guest makes the pod as a container runtime would: new mount, network and PID namespaces
 (no hostNetwork, no hostPID) owned by the initial user namespace (no hostUsers: false), a root
-overlaid on the machine's own, the host's /sys and /var/lib/hotplugd bind-mounted at the
-DaemonSet's mount paths (its hostPaths), the ConfigMap's file at /etc/hotplugd, the pod's IP on
-the namespace's loopback, and the container's own command line, ``$(POD_IP)`` expanded as the
-kubelet does (the image's /usr/bin/hotplugd being the checkout's). A DIMM hot-added then comes
-online, and the endpoint at the pod's IP (the probes' and the PodMonitor's) counts its uevents
-and its blocks. Beside it, two bare uevent sockets check what docs/kubernetes.md says of the
-kernel: one in a network namespace of the initial user namespace gets the DIMM's events, one in
-a user namespace's gets none (``uevent_net_init`` in lib/kobject_uevent.c).
+overlaid on the machine's own (read-only, as readOnlyRootFilesystem says; no tmpfs on /run or
+/tmp), the host's /sys and /var/lib/hotplugd bind-mounted at the DaemonSet's mount paths (its
+hostPaths), the ConfigMap's file at /etc/hotplugd, the pod's IP on the namespace's loopback, and
+the container's own command line, ``$(POD_IP)`` expanded as the kubelet does (the image's
+/usr/bin/hotplugd being the checkout's). A DIMM hot-added then comes online, and the endpoint at
+the pod's IP (the probes' and the PodMonitor's) counts its uevents and its blocks. Beside it, two
+bare uevent sockets check what docs/kubernetes.md says of the kernel: one in a network namespace
+of the initial user namespace gets the DIMM's events, one in a user namespace's gets none
+(``uevent_net_init`` in lib/kobject_uevent.c).
 """
 
 from __future__ import annotations
@@ -49,11 +50,10 @@ mkdir -p $POD/upper $POD/work $POD/state $R
 mount -t overlay overlay -o lowerdir=/,upperdir=$POD/upper,workdir=$POD/work $R
 mount -t proc proc $R/proc
 mount --rbind /dev $R/dev
-mount -t tmpfs tmpfs $R/run
-mount -t tmpfs tmpfs $R/tmp
 mount --bind /sys $R/sys && mount -o remount,bind,ro $R/sys
 MOUNTS
 mkdir -p $R/etc/hotplugd && cp "$config" $R/etc/hotplugd/hotplugd.toml && chmod 0444 $R/etc/hotplugd/hotplugd.toml
+[ "$READ_ONLY_ROOT" != True ] || mount -o remount,ro $R
 ip link set lo up && ip addr add $POD_IP/32 dev lo
 exec chroot $R /usr/bin/env POD_IP=$POD_IP "$@"
 """
@@ -171,7 +171,8 @@ def test_the_pod_onlines_a_hot_added_dimm_and_serves_its_metrics_on_the_pod_ip(g
     runtime = guest.agent.spawn(
         ["unshare", "--mount", "--net", "--pid", "--fork", "--propagation", "private", "/bin/sh", "-c", script, "pod",
          overlay_module(guest), f"{gshare}/hotplugd.toml", *container_argv(pod, guest)],
-        env={"POD": POD, "POD_IP": POD_IP, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        env={"POD": POD, "POD_IP": POD_IP, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+             "READ_ONLY_ROOT": str(pod["containers"][0]["securityContext"].get("readOnlyRootFilesystem") is True)})
     try:
         # The startup probe: the endpoint answers once the coldplug scan is done (READY).
         def started() -> str | None:
@@ -184,6 +185,10 @@ def test_the_pod_onlines_a_hot_added_dimm_and_serves_its_metrics_on_the_pod_ip(g
         # Its uevent socket is in the pod's network namespace, not the guest's.
         namespaces = guest.agent.run(["readlink", "/proc/1/ns/net", f"/proc/{runtime.pid}/ns/net"]).stdout.split()
         assert namespaces[0] != namespaces[1]
+        # Its root is read-only: hotplugd writes only to the hostPaths.
+        touch = guest.agent.run(["nsenter", "-t", str(runtime.pid), "-m", "touch", f"{POD}/root/etc/written"],
+                                check=False)
+        assert touch.returncode != 0 and "Read-only" in touch.stderr, touch
 
         before = {b.index for b in guest.agent.memory_blocks()}
         guest.qmp.hotplug_dimm(GiB)
