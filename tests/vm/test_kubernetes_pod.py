@@ -198,6 +198,13 @@ def test_the_pod_onlines_a_hot_added_dimm_and_serves_its_metrics_on_the_pod_ip(g
             (t := scrape(guest, runtime.pid, port)) and total(t, "hotplugd_uevents_received_total", action="add") >= 8
             and total(t, "hotplugd_kernel_onlined_blocks_total") + total(t, "hotplugd_blocks_onlined_total") >= 8
             and t), timeout=60)
+        # `kubectl exec ... hotplugd status` (docs/kubernetes.md): the pod's memory, and the daemon's view
+        # read from the endpoint at the pod's IP.
+        hotplugd = container_argv(pod, guest)[0]
+        status = guest.agent.run(
+            ["nsenter", "-t", str(runtime.pid), "-n", "-m", "-p", "-F", "chroot", f"{POD}/root", hotplugd, "status",
+             "--config", "/etc/hotplugd/hotplugd.toml", f"--set=metrics.address={POD_IP}"], timeout=120, check=False)
+        assert status.returncode == 0 and "not running" not in status.stdout, status
         # The knobs' record went to the hostPath, where the next pod finds it.
         assert "auto_online_blocks" in guest.agent.read_file(f"{POD}/state/kernel-knobs.json")
 
