@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -36,7 +36,7 @@ from hotplugd.plugin.validation import check_plugin_config
 
 log = structlog.get_logger(__name__)
 
-#: How often STATUS= and the textfile are refreshed.
+#: How often, at most, STATUS= and the textfile are refreshed (only when the engine changed).
 STATUS_INTERVAL = 1.0
 #: The most the backend's ``stop()`` may take at shutdown: well within the unit's TimeoutStopSec (30 s),
 #: so the final textfile and the ``stopped`` line are still written when a backend hangs.
@@ -88,6 +88,7 @@ class Daemon:
         self.plan = Plan(Executor.HOTPLUGD, "not planned yet")
         self.faults = faults or FaultInjection.from_environ()
         self._signals = 0
+        self._status_sent = ""
 
     def __repr__(self) -> str:
         return f"<Daemon backend={self.config.backend} {self.scheduler!r}>"
@@ -121,9 +122,12 @@ class Daemon:
                 self._announce_ready()
                 ready = True
                 task_status.started()
-                tg.start_soon(self._heartbeat)
+                if self.notifier.watchdog_interval:
+                    tg.start_soon(self._watchdog, self.notifier.watchdog_interval)
+                if self.notifier.enabled:
+                    tg.start_soon(self._on_change, self._status)
                 if self.config.metrics.textfile:
-                    tg.start_soon(self._textfile)
+                    tg.start_soon(self._on_change, self._textfile)
                 await self.scheduler.run(until_idle=until_idle)
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -188,7 +192,8 @@ class Daemon:
     def _announce_ready(self) -> None:
         address = self.metrics_server.address if self.metrics_server else None
         log.info("ready", backend=self.backend.describe(), metrics=address, status=self.scheduler.status())
-        self.notifier.ready(self.status_line())
+        self._status_sent = self.status_line()
+        self.notifier.ready(self._status_sent)
         if self.ready_file is not None:
             self.ready_file.write_text(f"{os.getpid()}\n")
 
@@ -198,19 +203,34 @@ class Daemon:
         return (f"{self.scheduler.status()}; ratio {cfg.scheduler.parallel_hotplug_ratio:g}, "
                 f"zones {cfg.zones.policy}, log {cfg.log_level}")
 
-    async def _heartbeat(self) -> None:
-        """From the event loop itself: WATCHDOG=1 (a stuck loop stops it) and STATUS=."""
-        interval = min(STATUS_INTERVAL, self.notifier.watchdog_interval or STATUS_INTERVAL)
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop itself (a stuck loop stops it), at the interval systemd asks for."""
         while True:
             self.notifier.watchdog()
-            self.notifier.status(self.status_line())
             await anyio.sleep(interval)
+
+    async def _on_change(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """``refresh()`` now, then after each change of the engine, at most once a ``STATUS_INTERVAL``.
+
+        An idle daemon changes nothing: this sleeps until an event comes (no timer).
+        """
+        changes = self.scheduler.changes
+        while True:
+            version = changes.version
+            await refresh()
+            await anyio.sleep(STATUS_INTERVAL)
+            await changes.wait_past(version)
+
+    async def _status(self) -> None:
+        """STATUS= when the scheduler's counts changed."""
+        line = self.status_line()
+        if line != self._status_sent:
+            self._status_sent = line
+            self.notifier.status(line)
 
     async def _textfile(self) -> None:
         """Refresh the textfile in a worker thread; a slow filesystem never delays the watchdog."""
-        while True:
-            await anyio.to_thread.run_sync(self._write_textfile)
-            await anyio.sleep(STATUS_INTERVAL)
+        await anyio.to_thread.run_sync(self._write_textfile)
 
     def _write_textfile(self) -> None:
         try:

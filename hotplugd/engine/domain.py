@@ -26,6 +26,7 @@ from hotplugd.engine.phase import FinalPhase, PhaseResult
 from hotplugd.engine.queue import PendingQueue, Waiting
 from hotplugd.engine.verify import Verifier
 from hotplugd.model import Action, Block, BlockEvent, NodeLedger, Outcome, RescanReason, State, Topology, Trigger
+from hotplugd.observe.metrics import QueueSnapshot
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,10 @@ class DomainScheduler:
         self.wants_rescan: Callable[[RescanReason], None] = lambda reason: None
         #: Called when a phase (or a read-back) ended: the scheduler may be waiting for every domain to be idle.
         self.phase_ended: Callable[[], None] = lambda: None
+        #: The queue's numbers as last published, for the scrape thread (replaced whole, never changed).
+        self.snapshot = QueueSnapshot(clock=ctx.clock)
+        #: Called after each publish: the daemon's status line and textfile follow the changes.
+        self.published: Callable[[], None] = lambda: None
 
     def __repr__(self) -> str:
         state = "STOPPING" if self.stopping else "RUNNING"
@@ -91,6 +96,16 @@ class DomainScheduler:
     def wake(self) -> None:
         self._wake.set()
 
+    def publish(self) -> None:
+        """Take the queue's numbers on the event loop, for the scrape thread to read whole.
+
+        Called on change (each event, each turn of the loop, after taking a batch):
+        never on a timer, so an idle domain sleeps.
+        """
+        queue = self.queue
+        self.snapshot = QueueSnapshot(len(queue), queue.bytes, queue.oldest, self.book.failed_count, self.ctx.clock)
+        self.published()
+
     def handle(self, event: BlockEvent) -> None:
         """Apply one event of this domain; wake its loop unless nothing it decides on changed."""
         if event.action in (Action.ADD, Action.ONLINE) and not event.synthetic:
@@ -111,6 +126,7 @@ class DomainScheduler:
                 return  # a block this domain onlined (or knew online): its queue and retries are as they were
         elif event.action is Action.OFFLINE:
             self.book.went_offline(event.index)
+        self.publish()  # a phase may hold the loop: the scrape sees the event now
         self.wake()
 
     @property
@@ -202,6 +218,7 @@ class DomainScheduler:
             while not self.stopping:
                 now = self.ctx.clock()
                 self.book.requeue_due(now)
+                self.publish()
                 due = self.book.due_verifications(now)
                 if due:
                     await self.verifier.verify(due)
@@ -216,6 +233,7 @@ class DomainScheduler:
                     continue
                 if not self._overlapping():
                     batch = self.book.take()
+                    self.publish()
                     await self._run_phase(decision.trigger, batch, topology, self._reserve(batch, None))
                     continue
                 budget = self.concurrency - self.busy_workers

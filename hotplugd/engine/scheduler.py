@@ -27,8 +27,29 @@ from hotplugd.observe.metrics import QueueSnapshot
 
 log = structlog.get_logger(__name__)
 
-#: How often the queue's numbers are published for the metrics (and at every rescan and stop).
-SNAPSHOT_INTERVAL = 0.1
+class Changes:
+    """A count of the engine's changes that tasks can wait on: the status line and the textfile follow it.
+
+    ``bump()`` is the hot path (every event): it sets an event only when a task waits.
+    """
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._event: anyio.Event | None = None
+
+    def bump(self) -> None:
+        self.version += 1
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait_past(self, version: int) -> None:
+        """Return once something changed after ``version`` (at once if it did already)."""
+        if self.version != version:
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
 
 
 class Scheduler:
@@ -41,7 +62,8 @@ class Scheduler:
         self._tasks: TaskGroup | None = None
         self._wake = anyio.Event()
         self._rescan_reason: RescanReason | None = None
-        self._snapshot = QueueSnapshot()
+        #: Bumped whenever a domain published its queue's numbers (each event, each turn of its loop).
+        self.changes = Changes()
         self._last_scan: Topology | None = None
         self.source_done = False  # the event stream ended (a finished simulation)
         self._until_idle = False
@@ -61,6 +83,7 @@ class Scheduler:
                 domain.topology = self._last_scan.for_domain(name)
             domain.wants_rescan = self.request_rescan
             domain.phase_ended = self._poke
+            domain.published = self.changes.bump
             if self.stopping:
                 domain.stop()
             if self._tasks is not None:
@@ -145,7 +168,6 @@ class Scheduler:
             self._tasks = tg
             for domain in list(self.domains.values()):
                 tg.start_soon(domain.run)
-            tg.start_soon(self._publishing)
             try:
                 while not self.stopping:
                     if self._rescan_reason is not None:
@@ -163,21 +185,22 @@ class Scheduler:
 
     # -- what the metrics and the status line read ------------------------------
 
-    async def _publishing(self) -> None:
-        while not self.stopping:
-            await anyio.sleep(SNAPSHOT_INTERVAL)
-            self.publish()
-
     def publish(self) -> None:
-        """Take the queue's numbers on the event loop, for the scrape thread to read whole."""
-        domains = list(self.domains.values())
-        oldest = min((t for d in domains if (t := d.queue.oldest) is not None), default=None)
-        self._snapshot = QueueSnapshot(sum(len(d.queue) for d in domains), sum(d.queue.bytes for d in domains),
-                                       oldest, sum(d.book.failed_count for d in domains), self.ctx.clock)
+        """Every domain publishes its queue's numbers (after a rescan, at stop)."""
+        for domain in self._each():
+            domain.publish()
 
     def queue_snapshot(self) -> QueueSnapshot:
-        """The queue as last published (at most ``SNAPSHOT_INTERVAL`` old): safe from any thread."""
-        return self._snapshot
+        """Every domain's queue as it last published it, summed: safe from any thread (the scrape's).
+
+        Domains publish on change (each event, each turn of their loop), so nothing
+        wakes an idle daemon to keep these numbers fresh. ``list()`` of the domains
+        is one step under the GIL; each domain's snapshot is replaced whole.
+        """
+        snapshots = [d.snapshot for d in list(self.domains.values())]
+        oldest = min((t for s in snapshots if (t := s.oldest) is not None), default=None)
+        return QueueSnapshot(sum(s.pending for s in snapshots), sum(s.pending_bytes for s in snapshots), oldest,
+                             sum(s.failed for s in snapshots), self.ctx.clock)
 
     def _each(self) -> Iterator[DomainScheduler]:
         return iter(list(self.domains.values()))
