@@ -81,13 +81,24 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, *, max_domains: int = DEFAULT_MAX_DOMAINS) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
         self._children: dict[tuple[int, tuple[object, ...]], Any] = {}
         self.max_domains = max_domains
         self._domain_labels: dict[str, str] = {}
         self._domain_labels_lock = threading.Lock()  # the loop and the scrape thread both name domains
+        self._worker_nodes: dict[str, set[int]] = {}
+        r = self.registry
         self.build_info = Info("hotplugd_build", "hotplugd's version and the backend it runs", registry=r)
-        # -- intake
+        self._intake(r)
+        self._queue(r)
+        self._onlining(r)
+        self._phases(r)
+        self._daemon(r)
+        self._plan(r)
+        ProcessCollector(namespace="hotplugd", registry=r)
+        self._initialise_labels()
+
+    def _intake(self, r: CollectorRegistry) -> None:
+        """Events in: uevents by action, rescans, refusals of a full queue, blocks someone else onlined."""
         self.uevents = Counter("hotplugd_uevents_received_total", "Memory block events received, by action",
                                ["action"], registry=r)
         self.rescans = Counter("hotplugd_rescans_total",
@@ -99,7 +110,9 @@ class Metrics:
         self.kernel_verified = Counter("hotplugd_blocks_verified_total",
                                        "Queued blocks another onliner (the kernel, a udev rule) onlined first",
                                        registry=r)
-        # -- the queue
+
+    def _queue(self, r: CollectorRegistry) -> None:
+        """The pending queue, read from the engine's published numbers at scrape time (``watch_queue``)."""
         self.pending_blocks = Gauge("hotplugd_pending_blocks", "Added blocks waiting to be onlined", registry=r)
         self.pending_bytes = Gauge("hotplugd_pending_bytes", "Bytes of added blocks waiting to be onlined", registry=r)
         self.pending_age = Gauge("hotplugd_pending_oldest_age_seconds",
@@ -108,7 +121,9 @@ class Metrics:
         self.failed_blocks = Gauge("hotplugd_failed_blocks",
                                    "Blocks whose online failed for good; they stay offline until the next rescan",
                                    registry=r)
-        # -- onlining
+
+    def _onlining(self, r: CollectorRegistry) -> None:
+        """Each block's online: by where it went, its outcome, retries, zone mismatches and latencies."""
         self.onlined = Counter("hotplugd_blocks_onlined_total", "Blocks onlined by hotplugd, by domain, node and zone",
                                ["domain", "node", "zone"], registry=r)
         self.outcomes = Counter("hotplugd_online_outcomes_total",
@@ -123,7 +138,9 @@ class Metrics:
                                        registry=r)
         self.online_call = Histogram("hotplugd_online_call_seconds", "Duration of one backend online call",
                                      buckets=CALL_BUCKETS, registry=r)
-        # -- final phases
+
+    def _phases(self, r: CollectorRegistry) -> None:
+        """Final phases: counts by trigger, their size and duration, workers, the parallelism achieved and declared."""
         self.phases = Counter("hotplugd_phases_total", "Final phases, by the deferral trigger that started them",
                               ["trigger"], registry=r)
         self.phase_seconds = Histogram("hotplugd_phase_duration_seconds", "Duration of one final phase",
@@ -146,10 +163,9 @@ class Metrics:
             "Measured parallelism of the last phase: online-call seconds over phase seconds", registry=r)
         self.backend_concurrency = Gauge("hotplugd_backend_declared_concurrency",
                                          "Concurrent onlines the backend declares it can run", registry=r)
-        # -- the daemon
-        self.reloads = Counter("hotplugd_config_reloads_total", "Configuration reloads (SIGHUP), by result",
-                               ["result"], registry=r)
-        # -- the plan: who onlines
+
+    def _plan(self, r: CollectorRegistry) -> None:
+        """Who onlines each domain, what hotplugd read back of the kernel's own onlining, who else onlines."""
         self.executor = Gauge("hotplugd_onliner", "1 for who onlines each domain's blocks by the plan "
                               "(kernel: its own auto-online, set up by hotplugd; hotplugd), else 0",
                               ["domain", "onliner"], registry=r)
@@ -163,15 +179,17 @@ class Metrics:
         self.kernel_stuck = Gauge("hotplugd_kernel_deferred_stuck_blocks",
                                   "Blocks the seed's kernel has held half-online past scheduler.kernel_phase_timeout: "
                                   "only the kernel can finish them", registry=r)
-        self.plugin_failures = Gauge("hotplugd_plugin_failures",
-                                     "Plugins left out because they failed to load or register (1 each), by plugin",
-                                     ["plugin"], registry=r)
         self.conflicts = Gauge("hotplugd_conflicting_onliners",
                                "Other onliners found on the host at start (udev rules, a kernel knob that "
                                "contradicts the plan and cannot be set)", registry=r)
-        ProcessCollector(namespace="hotplugd", registry=r)
-        self._worker_nodes: dict[str, set[int]] = {}
-        self._initialise_labels()
+
+    def _daemon(self, r: CollectorRegistry) -> None:
+        """The daemon itself: reloads, plugins left out."""
+        self.reloads = Counter("hotplugd_config_reloads_total", "Configuration reloads (SIGHUP), by result",
+                               ["result"], registry=r)
+        self.plugin_failures = Gauge("hotplugd_plugin_failures",
+                                     "Plugins left out because they failed to load or register (1 each), by plugin",
+                                     ["plugin"], registry=r)
 
     def _initialise_labels(self) -> None:
         for action in Action:
