@@ -30,8 +30,8 @@ from hotplugd_guestagent.fleet import census_of, online_by_guest, scan_all, topo
 from hotplugd_guestagent.link import AgentLink, poll_forever
 
 from .hypervisor import (
-    AgentState, Closed, Connection, ConnectionLost, DomainInfo, Hypervisor, HypervisorError, HypervisorEvent,
-    Lifecycle, MemoryChanged, MetadataChanged,
+    AgentNotConnected, AgentState, Closed, Connection, ConnectionLost, DomainInfo, Hypervisor, HypervisorError,
+    HypervisorEvent, Lifecycle, MemoryChanged, MetadataChanged,
 )
 from .settings import Settings
 from .transport import LibvirtAgent
@@ -65,6 +65,8 @@ class LibvirtBackend(Backend):
         self._inbox, self._inbox_out = anyio.create_memory_object_stream[HypervisorEvent](INBOX)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lost: anyio.Event | None = None  # made on the loop (anyio's events need one)
+        self._connected: anyio.Event | None = None  # set while connected
+        self._agent_connected: dict[str, anyio.Event] = {}  # requests waiting for AGENT_LIFECYCLE connected
         self._reconcile_wanted: anyio.Event | None = None
         self._revisit_all = False
         self._scopes: dict[str, anyio.CancelScope] = {}
@@ -93,15 +95,39 @@ class LibvirtBackend(Backend):
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter, abandon_on_cancel=True)
 
     async def _agent_call(self, domain: str, command: str, seconds: int) -> str:
-        conn = self.conn
-        if conn is None:
-            raise ConnectionLost(f"not connected to {self.settings.uri}" +
-                                 (f" ({self.connect_error})" if self.connect_error else ""))
-        try:
-            return str(await self._thread(conn.agent_command, domain, command, seconds))
-        except ConnectionLost as exc:
-            self._connection_lost(conn, str(exc))
-            raise
+        """``qemuAgentCommand`` on the current connection. A connection that is down (libvirtd restarting: about
+        a second) is waited for, and a call it failed is sent again on the next one, within ``seconds``; so is
+        an agent libvirt is not connected to yet (AGENT_LIFECYCLE connected ends the wait). The agent's
+        commands are idempotent (an online block answers ``success``), and a restart of libvirtd is not the
+        guest's failure: its blocks would be given up for nothing, or a listing would find the blocks the lost
+        request onlined and count them as another onliner's."""
+        deadline = anyio.current_time() + seconds
+        while True:
+            conn = self.conn
+            if conn is None:
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    await self._connected_event().wait()
+                conn = self.conn
+            if conn is None:
+                raise ConnectionLost(f"not connected to {self.settings.uri}" +
+                                     (f" ({self.connect_error})" if self.connect_error else ""))
+            try:
+                return str(await self._thread(conn.agent_command, domain, command, seconds))
+            except ConnectionLost as exc:
+                self._connection_lost(conn, str(exc))
+                if anyio.current_time() >= deadline:
+                    raise
+            except AgentNotConnected:  # e.g. a libvirtd that just restarted: wait for AGENT_LIFECYCLE connected
+                connected = self._agent_connected.setdefault(domain, anyio.Event())
+                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                    await connected.wait()
+                if not connected.is_set():
+                    raise
+
+    def _connected_event(self) -> anyio.Event:
+        if self._connected is None or (self.conn is None and self._connected.is_set()):
+            self._connected = anyio.Event()
+        return self._connected
 
     def _sink(self, event: HypervisorEvent) -> None:
         """libvirt's thread (or the loop's): hand ``event`` to the loop, never blocking."""
@@ -139,6 +165,7 @@ class LibvirtBackend(Backend):
             log.info("libvirt_connected", uri=self.settings.uri)
         self.conn, self.failures, self.connect_error = conn, 0, None
         self.reconnects += 1
+        self._connected_event().set()
         await self.reconcile(revisit=True)
         return True
 
@@ -248,6 +275,8 @@ class LibvirtBackend(Backend):
         elif (link := self.links.get(event.domain)) is None:
             return  # a domain not managed: never touched
         elif isinstance(event, AgentState):
+            if event.connected and (waiting := self._agent_connected.pop(event.domain, None)) is not None:
+                waiting.set()  # the request waiting for it goes first, then the listing
             link.agent_changed(event.connected)  # connected: its blocks are listed at once (coldplug)
         elif isinstance(event, MemoryChanged):
             link.memory_event()  # poll fast until adding is over (QEMU: one size event a second at most)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from hotplugd_guestagent.errors import AgentUnavailable
+
 
 class HypervisorError(Exception):
     """libvirt refused a call (not the agent, not the connection)."""
@@ -27,6 +29,11 @@ class HypervisorError(Exception):
 
 class ConnectionLost(HypervisorError):
     """The connection to libvirtd failed or closed: the backend reconnects, with backoff."""
+
+
+class AgentNotConnected(AgentUnavailable):
+    """libvirt has no connection to the guest's agent: not started in the guest, or libvirtd has just restarted
+    and not taken the agent's channel back yet (AGENT_LIFECYCLE says when it has)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ import libvirt_qemu
 from hotplugd_guestagent.errors import AgentTimeout, AgentUnavailable, CommandFailed
 
 from .hypervisor import (
-    AgentState, Closed, ConnectionLost, DomainInfo, HypervisorError, Lifecycle, MemoryChanged, MetadataChanged, Sink,
+    AgentNotConnected, AgentState, Closed, ConnectionLost, DomainInfo, HypervisorError, Lifecycle, MemoryChanged,
+    MetadataChanged, Sink,
 )
 
 #: Keepalive: a probe every 5 s, the connection closed after 3 unanswered (libvirtd gone without a FIN).
@@ -74,7 +75,7 @@ def agent_error(command: str, exc: libvirt.libvirtError, domain: str) -> Excepti
         return ConnectionLost(f"libvirt: {message}")
     if code == libvirt.VIR_ERR_AGENT_UNRESPONSIVE:
         if "not connected" in message:
-            return AgentUnavailable(f"{domain}: {message}")
+            return AgentNotConnected(f"{domain}: {message}")
         return AgentTimeout(f"{domain}: {message}")
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
         return AgentTimeout(f"{domain}: {message}")

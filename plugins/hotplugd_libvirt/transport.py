@@ -12,7 +12,9 @@ domain's agent commands anyway): a domain whose agent never answers holds one
 thread for at most its timeout, never another domain's. libvirt's own timeout
 (whole seconds) bounds the call; the await gives up a little later in case
 libvirtd itself hangs (the thread then ends when the connection's keepalive
-closes it).
+closes it). While libvirtd restarts, the backend waits for the new connection
+and sends the request again (within the request's time), so the guest is not
+taken for down.
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ class LibvirtAgent:
         async with self._lock:
             self.requests += 1
             try:
-                with anyio.fail_after(seconds + GRACE):
+                with anyio.fail_after(2 * seconds + GRACE):  # the backend may wait out a reconnection
                     reply = await self._call(self.domain, text, seconds)
             except TimeoutError:
-                raise AgentTimeout(f"{self.domain}: libvirt did not answer {command} within {seconds + GRACE:g} s") \
-                    from None
+                raise AgentTimeout(f"{self.domain}: libvirt did not answer {command} within "
+                                   f"{2 * seconds + GRACE:g} s") from None
             except ConnectionLost as exc:
                 raise AgentUnavailable(f"{self.domain}: {exc}") from None
         return unwrap(command, decode_reply(reply, self.domain), self.domain)

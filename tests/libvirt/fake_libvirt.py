@@ -19,8 +19,8 @@ from typing import Any
 
 from hotplugd_guestagent.errors import AgentTimeout, AgentUnavailable
 from hotplugd_libvirt.hypervisor import (
-    EVENT_STARTED, EVENT_STOPPED, AgentState, Closed, ConnectionLost, DomainInfo, HypervisorEvent, Lifecycle,
-    MemoryChanged, Sink,
+    EVENT_STARTED, EVENT_STOPPED, AgentNotConnected, AgentState, Closed, ConnectionLost, DomainInfo, HypervisorEvent,
+    Lifecycle, MemoryChanged, Sink,
 )
 
 BLOCK = 128 << 20
@@ -126,7 +126,7 @@ class FakeLibvirt:
         if guest is None:
             raise AgentUnavailable(f"Domain not found: no domain with matching name '{domain}'")
         if not guest.agent_connected:
-            raise AgentUnavailable("Guest agent is not responding: QEMU guest agent is not connected")
+            raise AgentNotConnected("Guest agent is not responding: QEMU guest agent is not connected")
         request = json.loads(text)
         guest.requests.append(request)
         if guest.hang is not None and not guest.hang.wait(timeout):
@@ -190,7 +190,9 @@ class FakeConnection:
 
     def agent_command(self, domain: str, command: str, timeout: int) -> str:
         self._check()
-        return self.libvirt.command(domain, command, timeout)
+        reply = self.libvirt.command(domain, command, timeout)
+        self._check()  # libvirtd went away meanwhile: the guest did the work, the reply is lost
+        return reply
 
     def close(self) -> None:
         self.open = False

@@ -8,7 +8,7 @@ import pytest
 
 from hotplugd_guestagent.errors import AgentProtocolError, AgentTimeout, AgentUnavailable, CommandFailed
 from hotplugd_guestagent.framing import MAX_DEPTH
-from hotplugd_libvirt.hypervisor import ConnectionLost
+from hotplugd_libvirt.hypervisor import AgentNotConnected, ConnectionLost
 from hotplugd_libvirt.transport import LibvirtAgent, decode_reply
 
 
@@ -74,7 +74,7 @@ def test_libvirt_errors_map_to_the_agents() -> None:
 
     cases = [
         (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, "Guest agent is not responding: QEMU guest agent is not connected",
-         AgentUnavailable),
+         AgentNotConnected),
         (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, "Guest agent is not responding: Guest agent not available for now",
          AgentTimeout),
         (libvirt.VIR_ERR_NO_DOMAIN, "Domain not found", AgentUnavailable),
