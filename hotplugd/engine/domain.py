@@ -141,7 +141,9 @@ class DomainScheduler:
         if block is None or self.book.busy(block.index):
             return  # gone already, or online, in a phase or being verified (a stale or synthetic replay)
         if block.state is not State.OFFLINE:
-            if self._kernel_onlines and not event.synthetic:  # the kernel was faster than the event: verify it
+            # The kernel was faster than the event, or a dax device was onlined whole (its state
+            # write, whatever the plan): read it back, counted as not hotplugd's.
+            if (self._kernel_onlines or block.source) and not event.synthetic:
                 self.book.verify(block, self.ctx.clock(), self.ctx.clock(),
                                  deferred=block.state is State.KERNEL_DEFERRED)
             return

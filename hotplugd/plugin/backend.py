@@ -150,6 +150,12 @@ class Backend(abc.ABC):
         """
         return []
 
+    def set_device_zone(self, zone: ZoneRequest | None) -> None:
+        """The zone ``[zones.dax]`` gives devices' memory, set once before :meth:`start` (None: its
+        policy is auto-movable, decided block by block). A backend that onlines a whole device in
+        one write (the sysfs backend, where the kernel has ``daxX.Y/state``) writes this zone; the
+        engine still reads each block back. Default: ignored."""
+
     async def kernel_knobs(self, domain: str = HOST_DOMAIN) -> KernelKnobs | None:
         """The onlining knobs of ``domain``'s kernel (``auto_online_blocks``, ``online_policy``, ...).
 

@@ -25,6 +25,7 @@ import structlog
 
 from hotplugd.config import Config
 from hotplugd.errors import ConfigError, HotplugdError, PluginError
+from hotplugd.model import ZoneRequest
 from hotplugd.plugin import builtin
 from hotplugd.plugin import spec as hookspecs
 from hotplugd.plugin.backend import Backend, BackendRegistry
@@ -244,6 +245,8 @@ def backend_registry(pm: PluginManager) -> BackendRegistry:
 NO_BACKEND = ("no backend chosen: `--backend sysfs` (or backend = \"sysfs\" in the config) onlines this host's "
               "memory; `--backend simulated` tries hotplugd on a simulated host and changes nothing here")
 NO_BACKEND_HINT = "`hotplugd check` shows what the sysfs backend would do on this host, without changing it"
+#: The zone a whole device is onlined into, by ``[zones.dax]`` policy (auto-movable: decided per block).
+DEVICE_ZONES = {"movable": ZoneRequest.MOVABLE, "kernel": ZoneRequest.KERNEL, "auto": ZoneRequest.AUTO}
 
 
 def build_backend(pm: PluginManager, config: Config) -> Backend:
@@ -256,7 +259,9 @@ def build_backend(pm: PluginManager, config: Config) -> Backend:
         failures = "; ".join(error.args[0] for error in pm.failures.values())
         raise PluginError(f"backend {config.backend!r} is not available: {failures}",
                           hint=next(iter(pm.failures.values())).hint)
-    return registry.build(config.backend, config.plugins.get(config.backend, {}))
+    backend = registry.build(config.backend, config.plugins.get(config.backend, {}))
+    backend.set_device_zone(DEVICE_ZONES.get(config.zones.dax.policy))
+    return backend
 
 
 def call_isolated(caller: pluggy.HookCaller, **kwargs: Any) -> list[Any]:

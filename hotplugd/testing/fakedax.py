@@ -19,7 +19,13 @@ the names written to its ``new_id``; a ``new_id`` probes an unbound device at on
 probe adds the device's memory blocks (kmem aligns its range inwards to the block
 size) on its ``target_node`` through :meth:`FakeSysfs.hot_add`, so the kernel's
 auto-online knobs apply to them, and broadcasts their uevents, then the ``bind``.
-Every uevent is kept in :attr:`FakeDax.events` and handed to each of :attr:`FakeDax.listeners`.
+Every uevent is kept in :attr:`FakeDax.events` and handed to each of :attr:`FakeDax.listeners`;
+``<sys>/kernel/uevent_seqnum`` follows. ``state=True`` models the 2026 kmem driver's ``state``
+(whole-device hotplug, :meth:`FakeDax._state`): present while kmem holds a device, the probe's
+online type at first (``auto_online_blocks``). Processes in the fake ``/proc``:
+:meth:`~FakeDax.add_process`, :meth:`~FakeDax.map_device`, :meth:`~FakeDax.open_device`,
+:meth:`~FakeDax.deny_process` (unreadable, as another user's without capabilities),
+:meth:`~FakeDax.mount_proc` (``hidepid=``, this process's capabilities).
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ class FakeDax:
         self.refusals: dict[str, deque[int]] = defaultdict(deque)
         self.ids: dict[str, set[str]] = {DEVDAX: set(), KMEM: set()}
         self.ops: list[tuple[str, str, str]] = []  # (driver, file, device) of each write to a driver
+        self.state_writes: list[tuple[str, str]] = []  # (device, value) of each write to a daxX.Y/state
+        self.state_refusals: dict[str, deque[int]] = defaultdict(deque)
         self.devices.mkdir(parents=True, exist_ok=True)
         self.region.mkdir(parents=True, exist_ok=True)
         for driver in (DEVDAX, KMEM) if kmem else (DEVDAX,):
@@ -93,8 +101,6 @@ class FakeDax:
                  "modalias": "dax:t0*", "uevent": ""}
         if self.has_memmap:
             files["memmap_on_memory"] = "0"
-        if self.has_state:
-            files["state"] = "unplugged"
         for attr, text in files.items():
             (real / attr).write_text(text + "\n")
         (real / "mapping0").mkdir()
@@ -116,6 +122,15 @@ class FakeDax:
                 self.ids[KMEM].add(name)  # as a daxctl reconfigure-device before it (a new_id)
             self._probe(name, driver)
         return self.events[first:]
+
+    def refuse_state(self, name: str, *codes: int) -> None:
+        """The next writes to ``name``'s ``state`` fail with these errnos (EBUSY: a block would not offline)."""
+        self.state_refusals[name].extend(codes)
+
+    def state(self, name: str) -> str | None:
+        """``daxX.Y/state`` as read; None where it is absent (not bound to kmem, or a kernel before 2026)."""
+        path = self.device_dir(name) / "state"
+        return path.read_text().strip() if path.exists() else None
 
     def refuse_kmem(self, name: str, *codes: int) -> None:
         """kmem's next probes of ``name`` fail with these errnos (EBUSY: its range is taken), one each."""
@@ -214,6 +229,9 @@ class FakeDax:
             self.events.append(data)
             for listener in list(self.listeners):
                 listener(data)
+        seqnum = self.fake.sys / "kernel/uevent_seqnum"  # the last seqnum the kernel handed out
+        seqnum.parent.mkdir(parents=True, exist_ok=True)
+        seqnum.write_text(f"{self.fake._seqnum}\n")
 
     def _store(self, path: Path, value: str) -> bool:
         """A write under the dax bus: a driver's file, or a device's ``memmap_on_memory``."""
@@ -221,6 +239,9 @@ class FakeDax:
         if parent.parent == self.drivers and path.name in _DRIVER_FILES:
             self.ops.append((parent.name, path.name, value.strip()))
             getattr(self, f"_{path.name}")(parent.name, value.strip(), path)
+            return True
+        if path.name == "state" and parent.parent.parent == self.region:
+            self._state(parent.name, value.strip(), path)
             return True
         if path.name == "memmap_on_memory" and parent.parent.parent == self.region:
             if not (parent / "memmap_on_memory").exists():
@@ -248,6 +269,7 @@ class FakeDax:
         if name not in self.names() or self.driver(name) != driver:
             raise _oserror(errno.ENODEV, path)
         (self.device_dir(name) / "driver").unlink()
+        (self.device_dir(name) / "state").unlink(missing_ok=True)  # kmem's attribute goes with it
         self._emit("unbind", name)
 
     def _bind(self, driver: str, name: str, path: Path) -> None:
@@ -266,5 +288,45 @@ class FakeDax:
             node = int((real / "target_node").read_text())
             fresh = [i for i in self.blocks(name) if i not in set(self.fake.indices())]
             self._broadcast(self.fake.hot_add(fresh, node))
+            if self.has_state:  # the probe's online type: auto_online_blocks ("offline": blocks present, offline)
+                (real / "state").write_text((self.fake.knob("auto_online_blocks") or "offline") + "\n")
         (real / "driver").symlink_to(os.path.relpath(self.drivers / driver, real))
         self._emit("bind", name, DRIVER=driver)
+
+    def _state(self, name: str, value: str, path: Path) -> None:
+        """``state_store`` of the 2026 kmem driver (Gregory Price's "atomic whole-device hotplug").
+
+        ``unplugged`` offlines and removes every block at once (a refusal rolls it all back);
+        ``online``, ``online_kernel``, ``online_movable`` add and online every block, only from
+        ``unplugged`` (EBUSY otherwise); ``offline`` is reported, never written (EINVAL).
+        """
+        current = self.state(name)
+        if current is None:
+            raise _oserror(errno.ENOENT, path)
+        if value not in ("unplugged", "online", "online_kernel", "online_movable"):
+            raise _oserror(errno.EINVAL, path)
+        self.state_writes.append((name, value))
+        if value == current:
+            return
+        if value != "unplugged" and current != "unplugged":
+            raise _oserror(errno.EBUSY, path)
+        if self.state_refusals[name]:
+            raise _oserror(self.state_refusals[name].popleft(), path)
+        real = self.device_dir(name)
+        present = [i for i in self.blocks(name) if i in set(self.fake.indices())]
+        events = []
+        if value == "unplugged":
+            for index in present:
+                if self.fake.state(index) != "offline":
+                    self.fake.set_state(index, "offline", ("Movable", "Normal"))
+                    events.append(self.fake.uevent("offline", index))
+            for index in present:
+                self.fake.remove_block(index)
+                events.append(self.fake.uevent("remove", index))
+        else:
+            node = int((real / "target_node").read_text())
+            added = self.fake.add_blocks([i for i in self.blocks(name) if i not in present], node)
+            events += [self.fake.uevent("add", i) for i in added]
+            events += [self.fake.kernel_online(i, value) for i in added]
+        (real / "state").write_text(value + "\n")
+        self._broadcast(events)

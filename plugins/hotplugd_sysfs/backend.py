@@ -125,7 +125,7 @@ class SysfsBackend(Backend):
         (infos, unregistered), topology = await anyio.to_thread.run_sync(self._scan)
         if unregistered:  # their add events, if not read yet, retry on their own
             log.warning("blocks_not_registered", blocks=unregistered, waited=self.sysfs.register_wait)
-        return Scan(self.dax.label([info.block for info in infos]), topology)
+        return Scan(self.dax.quiet.keep(self.dax.label([info.block for info in infos])), topology)
 
     def _scan(self) -> tuple[tuple[list[BlockInfo], list[int]], Topology]:
         self.dax.reconcile()  # named devdax devices become memory blocks first: this scan sees them
@@ -147,6 +147,10 @@ class SysfsBackend(Backend):
         return found + await anyio.to_thread.run_sync(self.dax.conflicts)
 
     # -- dax devices ------------------------------------------------------------------
+
+    def set_device_zone(self, zone: ZoneRequest | None) -> None:
+        """``[zones.dax]``'s zone: a named device with the 2026 ``state`` attribute is onlined whole into it."""
+        self.dax.zone = zone
 
     async def memory_sources(self, domain: str = HOST_DOMAIN) -> list[str]:
         """The dax devices whose memory ``[zones.dax]`` governs: named by the config, or bound to kmem already."""
@@ -208,6 +212,8 @@ class SysfsBackend(Backend):
                 if isinstance(uevent, DaxUEvent):
                     await self._dax_bound(uevent)
                     continue
+                if self._quiet(uevent):
+                    continue
                 if uevent.action is Action.ADD and uevent.synthetic and not arrivals.replays_read:
                     items = deque(e for e in map(self._decoded, items) if e is not None)
                     await arrivals.read_replayed([uevent.index, *(e.index for e in items if e.action is Action.ADD
@@ -217,6 +223,9 @@ class SysfsBackend(Backend):
                     if not sources_read:  # kmem's blocks are announced before its bind uevent
                         self.dax.refresh()
                         sources_read = True
+                    if block is not None and not uevent.synthetic and self.dax.quiet.whole(block.index):
+                        # a device onlined whole: the block comes online, not offline as a fresh add is
+                        block = await anyio.to_thread.run_sync(self.sysfs.verify_block, block)
                     if block is not None and self.dax.ranges:
                         block = self.dax.label([block])[0]
                     if block is not None:
@@ -234,6 +243,11 @@ class SysfsBackend(Backend):
             if batch.overflow:
                 log.warning("uevents_lost", reason="ENOBUFS")
                 yield Rescan("overflow")
+
+    def _quiet(self, uevent: MemoryUEvent) -> bool:
+        """A block of a dax device being onlined whole or going away (:class:`.daxstate.Quiet`): dropped."""
+        dax = uevent.action is Action.OFFLINE and self.dax.source_of(uevent.index) != ""
+        return self.dax.quiet.drops(uevent.action, uevent.index, uevent.synthetic, uevent.seqnum, dax)
 
     def _decoded(self, item: Datagram | MemoryUEvent | DaxUEvent) -> MemoryUEvent | DaxUEvent | None:
         return item if isinstance(item, MemoryUEvent | DaxUEvent) else self.intake.decode(item)

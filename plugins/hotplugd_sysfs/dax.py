@@ -20,11 +20,12 @@ from pathlib import Path
 
 import structlog
 
-from hotplugd import Block
+from hotplugd import Block, State, ZoneRequest
 
 from .daxconvert import Conversion, convert, refusal
 from .daxdevices import DEVDAX, KMEM, DaxDevice, dax_dir, device_names, driver_of, read_device, read_devices
 from .daxrules import DaxRule
+from .daxstate import Quiet, online_whole, whole_device
 from .sysfs import Sysfs
 from .tiers import node_tiers
 
@@ -57,6 +58,11 @@ class DaxHost:
         self.ranges: tuple[tuple[int, int, str], ...] = ()
         #: Device -> why its last conversion failed (cleared once converted).
         self.failures: dict[str, str] = {}
+        #: The ``[zones.dax]`` zone a device with the 2026 ``state`` attribute is onlined into, whole
+        #: (None: auto-movable, or not set: its blocks are onlined one by one as on older kernels).
+        self.zone: ZoneRequest | None = None
+        #: Blocks whose uevents the backend drops, or that it never onlines again (:mod:`.daxstate`).
+        self.quiet = Quiet()
 
     def __repr__(self) -> str:
         return f"<DaxHost rules={len(self.rules)} kmem={[r[2] for r in self.ranges]} failures={list(self.failures)}>"
@@ -83,15 +89,29 @@ class DaxHost:
         devices = read_devices(self.sysfs)
         done = []
         for dev in devices:
-            rule = self.rule_for(dev) if dev.driver in (DEVDAX, "") else None
+            rule = self.rule_for(dev)
             if rule is None:
                 continue
+            if dev.driver == KMEM:
+                self._online_whole(dev)  # converted before (by us, or someone): onlined whole where it can be
+                continue
+            if dev.driver not in (DEVDAX, ""):
+                continue
+            blocks = dev.blocks(self.sysfs.block_size)
+            if self.zone is not None:
+                self.quiet.hold(blocks)  # kmem's probe adds them: on a 2026 kernel they are onlined whole
             result = convert(self.sysfs, self.proc, dev, rule)
             done.append(result)
             if result.ok:
                 self.failures.pop(dev.name, None)
                 log.info("dax_converted", device=dev.name, node=dev.target_node, size=dev.size, rule=rule.describe())
+                bound = read_device(self.sysfs, dev.name)
+                if bound is not None and whole_device(bound):
+                    self._online_whole(bound)
+                else:
+                    self.quiet.up_to(blocks, None)  # no state attribute: its blocks are onlined one by one
             else:
+                self.quiet.up_to(blocks, None)
                 self.failures[dev.name] = result.detail
                 uninspected = [{"pid": u.pid, "uid": u.uid, "comm": u.comm, "file": u.what,
                                 "errno": u.errno} for u in result.uninspected]
@@ -99,6 +119,28 @@ class DaxHost:
                           **({"uninspected": uninspected} if uninspected else {}))
         self.refresh(read_devices(self.sysfs) if done else devices)
         return done
+
+    def _online_whole(self, dev: DaxDevice) -> None:
+        """A named device bound to kmem, on a kernel with ``state``: unplugged then onlined into the zone.
+
+        Only while none of its blocks is online (left ``offline`` by the probe, or ``unplugged``):
+        a device whose blocks were onlined one by one stays with the engine.
+        """
+        if self.zone is None or not whole_device(dev) or dev.state not in ("offline", "unplugged"):
+            return
+        blocks = dev.blocks(self.sysfs.block_size)
+        if dev.state == "offline" and any(self.sysfs.block_state(i) is not State.OFFLINE for i in blocks
+                                          if self.sysfs.io.lexists(self.sysfs.block_dir(i))):
+            self.quiet.up_to(blocks, None)
+            return
+        why = online_whole(self.sysfs, dev, self.zone, self.quiet)
+        if why is None:
+            self.failures.pop(dev.name, None)
+            log.info("dax_onlined_whole", device=dev.name, node=dev.target_node, zone=str(self.zone),
+                     blocks=len(blocks), was=dev.state)
+        else:
+            self.failures[dev.name] = why
+            log.error("dax_not_onlined", device=dev.name, detail=why)
 
     # -- block sources ----------------------------------------------------------------
 
@@ -159,7 +201,14 @@ class DaxHost:
         """Named devices that will not (or did not) convert, one message each (read only)."""
         out = []
         for dev in read_devices(self.sysfs):
-            if dev.driver not in (DEVDAX, "") or self.rule_for(dev) is None:
+            if self.rule_for(dev) is None:
+                continue
+            if dev.driver == KMEM:
+                if dev.name in self.failures:  # converted, but its state write failed
+                    out.append(f"dax device {dev.name} (node {dev.target_node}) could not be onlined whole: "
+                               f"{self.failures[dev.name]}; its state is {dev.state}")
+                continue
+            if dev.driver not in (DEVDAX, ""):
                 continue
             why = self.failures.get(dev.name) or refusal(self.sysfs, self.proc, dev)
             if why:

@@ -43,8 +43,12 @@ def test_a_namespace_without_its_own_dax_uuid_is_named_by_its_label_uuid(fake_sy
 def test_newer_kernels_attributes_are_read_where_present(fake_sysfs, sysfs):
     dax = FakeDax(fake_sysfs, memmap_on_memory=True, state=True)
     dax.add_device("dax1.0", node=2, driver="")
-    [dev] = read_devices(sysfs)
-    assert (dev.memmap_on_memory, dev.state, dev.mode, dev.namespace_uuid) == (False, "unplugged", "unbound", None)
+    dax.add_device("dax2.0", node=2, start=40 * GiB, size=GiB, driver="kmem")
+    unbound, kmem = read_devices(sysfs)
+    assert (unbound.memmap_on_memory, unbound.state, unbound.mode, unbound.namespace_uuid) == (
+        False, None, "unbound", None)
+    # state is the kmem driver's attribute: the probe's online type (auto_online_blocks offline here)
+    assert (kmem.mode, kmem.state) == ("system-ram", "offline")
 
 
 def test_no_dax_bus_is_no_device(sysfs):
