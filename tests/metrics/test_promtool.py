@@ -41,7 +41,7 @@ def test_promtool_check_rules():
     promtool = require_tool("promtool")
     result = run_tool([promtool, "check", "rules", str(RULES)])
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 13 rules found" in result.stdout
 
 
 def test_promtool_check_config_of_the_example():
@@ -67,7 +67,7 @@ def test_every_alert_is_unit_tested_and_the_tests_bite(tmp_path: Path):
     rules = RULES.read_text()
     names = alert_names(rules)
     tests = (PROMETHEUS_CONFIG / "tests" / "hotplugd.test.yml").read_text()
-    assert len(names) == 8 and all(f"alertname: {name}" in tests for name in names)
+    assert len(names) == 13 and all(f"alertname: {name}" in tests for name in names)
     shutil.copytree(PROMETHEUS_CONFIG / "tests", tmp_path / "tests")
     for name in names:
         silenced = re.sub(rf"(- alert: {name}\n\s*expr: ).*", r"\1vector(1) == 2", rules)
@@ -75,6 +75,25 @@ def test_every_alert_is_unit_tested_and_the_tests_bite(tmp_path: Path):
         (tmp_path / RULES.name).write_text(silenced)
         result = run_tool([promtool, "test", "rules", "tests/hotplugd.test.yml"], cwd=tmp_path)
         assert result.returncode != 0 and f"alertname: {name}" in result.stdout + result.stderr, name
+
+
+def test_what_the_config_promises_has_an_alert_on_a_metric_the_daemon_exports():
+    """The seed's kernel's stuck blocks, conflicting onliners, plugin failures, refused reloads, zone mismatches:
+    each an alert whose expression reads a family hotplugd really exports."""
+    from hotplugd.observe.metrics import Metrics
+
+    rules = RULES.read_text()
+    exported = {metric.name for metric in Metrics().registry.collect()}
+    wanted = {"HotplugdKernelDeferredStuck": "hotplugd_kernel_deferred_stuck_blocks",
+              "HotplugdConflictingOnliners": "hotplugd_conflicting_onliners",
+              "HotplugdPluginFailed": "hotplugd_plugin_failures",
+              "HotplugdReloadRefused": "hotplugd_config_reloads",
+              "HotplugdZoneMismatch": "hotplugd_zone_mismatches"}
+    for alert, family in wanted.items():
+        expr = re.search(rf"- alert: {alert}\n\s*expr: (.*)", rules)
+        assert expr is not None and family in expr.group(1), alert
+        assert family in exported, family
+    assert "hotplugd_kernel_deferred_stuck_blocks" in (RULES.parents[1] / "hotplugd.toml").read_text()
 
 
 def test_provisioning_is_a_quick_no_op_once_done():
