@@ -111,11 +111,16 @@ def device_users(io: SysfsIO, proc: Path, name: str) -> Users:
     for pid in pids:
         what = "maps"
         try:
-            if mark in io.read_bytes(proc / pid / "maps"):
+            where = proc / pid
+            maps = io.read_bytes(where / "maps")
+            if not maps:  # a kernel thread, or a leader that exited while its threads live on (mm and fds theirs)
+                where = _live_thread(io, proc, pid) or where
+                maps = io.read_bytes(where / "maps") if where != proc / pid else maps
+            if mark in maps:
                 users.append(int(pid))
                 continue
             what = "fd"
-            fds = proc / pid / "fd"
+            fds = where / "fd"
             for fd in io.listdir(fds):
                 try:
                     if io.readlink(fds / fd) == dev:
@@ -129,6 +134,15 @@ def device_users(io: SysfsIO, proc: Path, name: str) -> Users:
                 continue
             blind.append(_uninspected(io, proc, pid, what, exc))
     return Users(name, tuple(sorted(users)), tuple(blind), hidden, missing)
+
+
+def _live_thread(io: SysfsIO, proc: Path, pid: str) -> Path | None:
+    """``<proc>/PID/task/TID`` of a thread other than the leader (None: the leader is the only one)."""
+    try:
+        tids = [t for t in io.listdir(proc / pid / "task") if t != pid]
+    except FileNotFoundError:  # gone meanwhile: its own fd directory tells
+        return None
+    return proc / pid / "task" / tids[0] if tids else None
 
 
 def _code(exc: OSError) -> str:

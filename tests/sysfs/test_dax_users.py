@@ -186,3 +186,14 @@ def test_with_both_capabilities_an_uninspected_process_still_blocks_and_no_grant
     dax.mount_proc(hidepid="invisible", caps=PTRACE | DAC)
     found = users(fake_sysfs)
     assert not found.clear and "holds CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH already" in found.describe()
+
+
+def test_a_process_whose_leader_exited_is_seen_through_a_live_thread(fake_sysfs, dax):
+    """/proc/PID/maps and fd of an exited leader are empty while its other threads still map the device."""
+    leader = dax.add_process(500, uid=1000)
+    (leader / "task/500").mkdir(parents=True)
+    thread = leader / "task/501"
+    (thread / "fd").mkdir(parents=True)
+    (thread / "maps").write_text("7f0000000000-7f0040000000 rw-s 00000000 00:06 123 /dev/dax0.0\n")
+    assert users(fake_sysfs).pids == (500,)
+    assert not host(fake_sysfs).reconcile()[0].ok
