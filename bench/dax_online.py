@@ -1,7 +1,7 @@
 """A devdax namespace's creation to its last block online: hotplugd against ``daxctl reconfigure-device``.
 
 One QEMU guest (TCG, 2 vCPUs, 2 GiB on node 0) with ``2 x reps + 1`` NVDIMMs of 2 GiB on
-the memory-less node 1 (``../shared/vm/DAX.md``; ``tests/vm/harness/nvdimm.py``). The first
+the memory-less node 1 (``docs/facts/DAX.md``; ``tests/vm/harness/nvdimm.py``). The first
 is converted untimed: the first memory of a node costs more (the node comes online), and
 would weigh on whichever onliner went first. Each repetition then makes two fresh devdax
 namespaces (``ndctl create-namespace -f -e namespaceN.0 -m devdax``,

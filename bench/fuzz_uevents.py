@@ -11,7 +11,7 @@ truncation flag, the rest are the bytes. The properties, checked on each:
 - the intake yields an event only for the kernel's (sender 0), untruncated
   datagrams, and accounts for every datagram (an event, a counted drop or a skip).
 
-The seed corpus is the real kernel captures in ``../shared/uevents`` when present.
+The seed corpus is the real kernel captures in ``tests/sysfs/data/uevents`` when present.
 
     .venv/bin/pip install atheris            # a manylinux wheel; no clang needed
     .venv/bin/python bench/fuzz_uevents.py   # 1,000,000 inputs; more with --runs N
@@ -40,7 +40,7 @@ with atheris.instrument_imports(include=["hotplugd_sysfs"]):
 
 from hotplugd.observe.logs import configure  # noqa: E402
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "uevents"
+CAPTURES = Path(__file__).resolve().parents[1] / "tests" / "sysfs" / "data" / "uevents"
 SENDERS = (0, 0, 0, 1, 4242, -1)  # mostly the kernel: that is where the parser's depth is
 
 

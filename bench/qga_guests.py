@@ -2,7 +2,7 @@
 ``hotplugd --backend qga`` on this machine, all guests at once and one after the other.
 
 Each trial boots N fresh QEMU guests (TCG, 2 vCPUs, 2 GiB, tests/vm's harness) at once, since
-repeated hot-adds into one guest get slower (shared/vm/QGA.md). Then a probe in every guest
+repeated hot-adds into one guest get slower (docs/facts/QGA.md). Then a probe in every guest
 (``tests/vm/guest_probe.py online-wait``, bound to the uevent socket) is armed, the DIMMs'
 memory backends are created, and the clock (this machine's) starts right before the first
 ``device_add``; it stops when the last guest reports its last new block online. The onliners:

@@ -41,7 +41,7 @@ from hotplugd.testing.fakesysfs import FakeSysfs, _encode, _oserror
 __all__ = ["DAX_SIZE", "DAX_START", "FakeDax"]
 
 DEVDAX, KMEM = "device_dax", "kmem"
-#: The measured guest's device (``shared/vm/DAX.md``): 2,111,832,064 bytes, 15 blocks of 128 MiB once kmem aligns it.
+#: The measured guest's device (``docs/facts/DAX.md``): 2,111,832,064 bytes, 15 blocks of 128 MiB once kmem aligns it.
 DAX_SIZE = 2014 << 20
 DAX_START = (34 << 30) + (36 << 20)
 _DRIVER_FILES = ("new_id", "remove_id", "bind", "unbind")

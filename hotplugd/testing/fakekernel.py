@@ -2,7 +2,7 @@
 
 Pure functions over plain data, so that :mod:`hotplugd.testing.fakesysfs` keeps
 to files and events. Built from mainline's ``mm/memory_hotplug.c``, simplified,
-and from the Anolis code read in ``shared/kernel/ANOLIS.md`` (the seed's kernel).
+and from the Anolis code read in ``docs/facts/ANOLIS.md`` (the seed's kernel).
 """
 
 from __future__ import annotations

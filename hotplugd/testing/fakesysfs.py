@@ -24,7 +24,7 @@ unwritable, as a read-only /sys does), and the fake kernel follows them:
   ``online`` uevents after the ``add`` ones (``left_offline`` keeps some
   offline, as a failed or lost auto-online does);
 - the seed's kernel (``FakeSysfs(..., anolis=True)``: Anolis's
-  ``parallel_hotplug_ratio``; ``shared/kernel/ANOLIS.md``): with the ratio
+  ``parallel_hotplug_ratio``; ``docs/facts/ANOLIS.md``): with the ratio
   above 0, an online into a zone the node already has pages in leaves the
   block half-online (``state`` offline, ``online`` 1, its ``online`` uevent
   sent); :meth:`FakeSysfs.finish_deferred` plays the kernel's final phase

@@ -1,6 +1,6 @@
 """An async client of one guest's qemu-guest-agent, over QEMU's chardev unix socket.
 
-The wire (measured facts in ``shared/vm/QGA.md``): JSON objects both ways. The
+The wire (measured facts in ``docs/facts/QGA.md``): JSON objects both ways. The
 agent keeps no request ids, so the stream must be in step before each request:
 :meth:`AgentClient._sync` sends ``0xFF`` (resets the agent's parser; draws an
 error reply, discarded) and ``guest-sync-delimited`` with a fresh id, then

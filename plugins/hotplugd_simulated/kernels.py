@@ -9,7 +9,7 @@ kernels"); the short version:
 - **per-block** (the seed's first attempt): the same lock, but each block's page init and
   free are split over the node's workers; each block pays ``cost_setup`` to queue and join
   them, so small blocks lose and large blocks win.
-- **anolis** (the seed's kernel, ``../shared/kernel/ANOLIS.md``): per block a PREPARE step
+- **anolis** (the seed's kernel, ``docs/facts/ANOLIS.md``): per block a PREPARE step
   under the lock without page init, then ``deferred_online_memory`` over chunks of the range,
   one worker per chunk; the first block of an empty zone is onlined the normal way.
 

@@ -1,6 +1,6 @@
 """A fake qemu-guest-agent on a unix socket, and fake guests (agent and QMP monitor), for the qga backend's tests.
 
-They follow the wire facts of ``shared/vm/QGA.md``: the agent answers a stray
+They follow the wire facts of ``docs/facts/QGA.md``: the agent answers a stray
 ``0xFF`` with a parse error, prefixes the ``guest-sync-delimited`` reply with
 ``0xFF``, answers in order and serves one client per socket (a second
 connection is accepted and never served). ``pause()`` makes it hold requests;

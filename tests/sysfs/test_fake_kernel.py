@@ -1,7 +1,7 @@
 """The fake sysfs tree's kernel: knob files, its own auto-online by the knobs, and the seed's kernel (Anolis).
 
 ``hotplugd.testing.fakesysfs`` is public (plugin authors test on it too), so what
-it plays is pinned down here, each point against ``shared/kernel/ANOLIS.md`` or
+it plays is pinned down here, each point against ``docs/facts/ANOLIS.md`` or
 mainline's ``mm/memory_hotplug.c``.
 """
 

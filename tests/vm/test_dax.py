@@ -1,6 +1,6 @@
 """DAX devices on a real kernel (issue 19): NVDIMMs on a memory-only node 1 made devdax with ndctl.
 
-One guest for the module (``../shared/vm/DAX.md``): four 2 GiB NVDIMMs on node 1, so four devdax
+One guest for the module (``docs/facts/DAX.md``): four 2 GiB NVDIMMs on node 1, so four devdax
 devices (``daxN.0``, 15 blocks of 128 MiB each once kmem takes one), one per scenario, and a
 DIMM slot for node 0. The daemon runs with the default zone policy (``auto``) and ``[zones.dax]``
 at its default (``movable``) unless a scenario says otherwise:

@@ -1,4 +1,4 @@
-"""NVDIMMs on a memory-only NUMA node, and the tools to make devdax devices of them (``../shared/vm/DAX.md``).
+"""NVDIMMs on a memory-only NUMA node, and the tools to make devdax devices of them (``docs/facts/DAX.md``).
 
 ::
 
