@@ -36,7 +36,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=100_000, help="inputs to run (default 100,000)")
     parser.add_argument("--seed", type=int, default=1, help="the generator's seed")
     parser.add_argument("--commands", default=",".join(COMMANDS), help="subcommands to fuzz (comma-separated)")
+    parser.add_argument("--every", type=int, default=10_000, help="print the figures every N inputs")
     args = parser.parse_args()
+    # A generated size must never take the shared machine's memory: past 4 GiB of address space, MemoryError.
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
     commands = args.commands.split(",")
     rng = random.Random(args.seed)
     failures: dict[str, dict[str, object]] = {}
@@ -55,13 +58,15 @@ def main() -> int:
                     raise
                 first = (str(exc).splitlines() or [""])[0][:160]
                 kind = f"{type(exc).__name__}: {first}" if not isinstance(exc, AssertionError) else first
-                group = failures.setdefault(f"{argv[0]}: {type(exc).__name__} {_shape(first)}",
-                                            {"count": 0, "first": argv, "error": kind})
+                name = f"{argv[0]}: {type(exc).__name__} {_shape(first)}"
+                if name not in failures:  # each new kind at once: a run cut short still lists what it found
+                    print(json.dumps({"new_failure": name, "argv": argv, "error": kind}, ensure_ascii=False), flush=True)
+                group = failures.setdefault(name, {"count": 0, "first": argv, "error": kind})
                 group["count"] = int(group["count"]) + 1  # type: ignore[call-overload]
             took = time.monotonic() - began
             if took > slowest[0]:
                 slowest = (took, argv)
-            if i % 10_000 == 0 or i == args.runs:
+            if i % args.every == 0 or i == args.runs:
                 seconds = time.monotonic() - start
                 print(json.dumps({"inputs": i, "failures": sum(int(g["count"]) for g in failures.values()),  # type: ignore[call-overload]
                                   "seconds": round(seconds, 1), "inputs_per_second": round(i / seconds, 1),
