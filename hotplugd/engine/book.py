@@ -182,12 +182,19 @@ class BlockBook:
             record.deferred_since = now
         record.next_poll = now + interval
 
+    def current(self, record: Record) -> bool:
+        """Whether ``record`` is still its block's: an event may replace it while it is read back."""
+        return record.block is not None and self._records.get(record.block.index) is record
+
     def settled_online(self, block: Block) -> None:
-        self._set(block.index, Record(Stage.ONLINE, block))
+        """Read back online: known online (a verdict on a block being verified, else nothing)."""
+        if self.stage(block.index) is Stage.VERIFY:
+            self._set(block.index, Record(Stage.ONLINE, block))
 
     def forget(self, index: int) -> None:
-        """Gone from the host."""
-        self._set(index, None)
+        """Read back gone or offline: forgotten (a verdict on a block being verified, else nothing)."""
+        if self.stage(index) is Stage.VERIFY:
+            self._set(index, None)
 
     def went_offline(self, index: int) -> None:
         if self.stage(index) is Stage.ONLINE:
@@ -228,14 +235,14 @@ class BlockBook:
         record = self._records.get(index)
         if record is not None and record.stage is Stage.QUEUED:
             return outcome.success  # removed and added again meanwhile: its new queue entry stands
+        if outcome is Outcome.GONE or (record is not None and record.stage is Stage.REMOVED):
+            self._set(index, None)  # gone, whatever the write did: an add of the same block is news again
+            return outcome.success
         if outcome.success:
             self._set(index, Record(Stage.ONLINE, block))
             return True
         if outcome is Outcome.KERNEL_DEFERRED:  # the kernel's final phase will finish it: watched, not retried
             self.verify(block, None, now, deferred=True)
-            return False
-        if outcome is Outcome.GONE or (record is not None and record.stage is Stage.REMOVED):
-            self._set(index, None)
             return False
         added_again = record is not None and record.added_again
         if outcome is not Outcome.PERMANENT:

@@ -54,7 +54,8 @@ class Verifier:
                 record.next_poll = now + MAX_POLL
             return
         for record, block in zip(records, seen, strict=True):
-            self._judge(record, block, self.ctx.clock())
+            if self.book.current(record):  # not removed (and added again) while it was read back
+                self._judge(record, block, self.ctx.clock())
 
     def _judge(self, record: Record, block: Block | None, now: float) -> None:
         assert record.block is not None
