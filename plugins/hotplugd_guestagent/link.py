@@ -109,6 +109,7 @@ class AgentLink:
         self.failures = 0  # in a row: each doubles the wait before the next attempt
         self._described = False  # block size, vCPUs, auto_online_blocks read since the agent last failed
         self.resizing_until = -math.inf
+        self.awaiting_until = -math.inf  # a device was added whose blocks the guest has not created yet
         self.batches = 0  # guest-set-memory-blocks calls made
         self._meminfo_at = -math.inf
         self._replay = False
@@ -160,9 +161,14 @@ class AgentLink:
 
     # -- what the hypervisor says ------------------------------------------------------------
 
-    def memory_event(self) -> None:
-        """Memory is being added or removed: poll now, and often until it stops."""
-        self.resizing_until = self.clock() + self.options.resize_quiet
+    def memory_event(self, wait_for_blocks: float = 0.0) -> None:
+        """Memory is being added or removed: poll now, and often until it stops. With ``wait_for_blocks``
+        (a device was added: its blocks will come, once the guest has handled the ACPI or virtio request,
+        seconds later on a loaded host) poll fast until a new block appears, for at most that long."""
+        now = self.clock()
+        self.resizing_until = now + self.options.resize_quiet
+        if wait_for_blocks:
+            self.awaiting_until = max(self.awaiting_until, now + wait_for_blocks)
         self.wake()
 
     def agent_changed(self, connected: bool) -> None:
@@ -193,7 +199,7 @@ class AgentLink:
         now = self.clock()
         if not self.healthy:  # retry as soon as its down time is over
             delay = self.down_until - now
-        elif now < self.resizing_until:
+        elif now < self.resizing_until or now < self.awaiting_until:
             delay = self.options.resize_poll_interval
         else:
             delay = self.options.poll_interval
@@ -270,7 +276,8 @@ class AgentLink:
             replay, self._replay = self._replay, False
         events = diff(self.name, self.block_size or DEFAULT_BLOCK_SIZE, previous, current, replay)
         events += self._check_claims(current)
-        if len(current.keys() - previous.keys()) and self.clock() < self.resizing_until:
+        if current.keys() - previous.keys() and self.clock() < max(self.resizing_until, self.awaiting_until):
+            self.awaiting_until = -math.inf  # the awaited blocks are coming
             self.resizing_until = self.clock() + self.options.resize_quiet  # still growing
         return events
 

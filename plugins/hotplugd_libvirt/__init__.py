@@ -27,7 +27,9 @@ The ``[plugins.libvirt]`` table:
   guest's kernel onlines at once, and guests running a final phase at once.
 - ``poll_interval`` (5 s), ``resize_poll_interval`` (100 ms), ``resize_quiet`` (1.5 s):
   the fallback poll of each guest's block list, the poll while memory is being added,
-  and how long without a new block or event ends that.
+  and how long without a new block or event ends that; ``add_wait`` (30 s): after a memory
+  device is added (or virtio-mem grows), the fast poll waits this long at most for its first
+  block (the guest creates them seconds later on a loaded host).
 - ``timeout`` (5 s, at least 1: libvirt takes whole seconds) for one agent request,
   plus ``online_timeout_per_block`` (100 ms) per block of a ``guest-set-memory-blocks``.
 - ``reconnect_interval`` (1 s) doubled up to ``reconnect_max`` (30 s): how long an

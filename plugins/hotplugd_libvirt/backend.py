@@ -42,6 +42,13 @@ log = structlog.get_logger("hotplugd.libvirt")
 EVENT_BUFFER = 4096
 #: libvirt events buffered between libvirt's thread and the inbox reader (more: dropped, all read again).
 INBOX = 1024
+#: How libvirt names memory devices (a DEVICE_ADDED for a DIMM names its backend object: ``memdimm0``).
+MEMORY_ALIASES = ("dimm", "nvdimm", "virtiomem", "virtiopmem", "memdimm", "memnvdimm", "memvirtiomem")
+
+
+def is_memory_alias(alias: str) -> bool:
+    """Whether a DEVICE_ADDED alias names a memory device (another device brings no blocks)."""
+    return alias.startswith(MEMORY_ALIASES)
 
 
 class LibvirtBackend(Backend):
@@ -67,6 +74,7 @@ class LibvirtBackend(Backend):
         self._lost: anyio.Event | None = None  # made on the loop (anyio's events need one)
         self._connected: anyio.Event | None = None  # set while connected
         self._agent_connected: dict[str, anyio.Event] = {}  # requests waiting for AGENT_LIFECYCLE connected
+        self._device_sizes: dict[tuple[str, str], int] = {}  # virtio-mem sizes last told (domain, alias)
         self._reconcile_wanted: anyio.Event | None = None
         self._revisit_all = False
         self._scopes: dict[str, anyio.CancelScope] = {}
@@ -279,7 +287,14 @@ class LibvirtBackend(Backend):
                 waiting.set()  # the request waiting for it goes first, then the listing
             link.agent_changed(event.connected)  # connected: its blocks are listed at once (coldplug)
         elif isinstance(event, MemoryChanged):
-            link.memory_event()  # poll fast until adding is over (QEMU: one size event a second at most)
+            # poll fast until adding is over (QEMU: one size event a second at most); a memory device added,
+            # or a virtio-mem device grown, brings blocks the guest creates later: poll fast until they come
+            key = (event.domain, event.alias)
+            grown = event.size is not None and event.size > self._device_sizes.get(key, 0)
+            if event.size is not None:
+                self._device_sizes[key] = event.size
+            added = event.size is None and is_memory_alias(event.alias)
+            link.memory_event(self.settings.add_wait if added or grown else 0.0)
 
     # -- life cycle ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ class Settings:
     poll_interval: float = 5.0
     resize_poll_interval: float = 0.1
     resize_quiet: float = 1.5
+    add_wait: float = 30.0  # after a memory device is added, poll fast until its first block appears, this long
     timeout: float = 5.0
     online_timeout_per_block: float = 0.1
     reconnect_interval: float = 1.0  # agents and libvirtd alike: the first wait after a failure
@@ -85,6 +86,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "poll_interval": duration(0.01, 3600),
     "resize_poll_interval": duration(0.01, 60),
     "resize_quiet": duration(0.0, 600),
+    "add_wait": duration(0.0, 600),
     "timeout": duration(1.0, 600),
     "online_timeout_per_block": duration(0.0, 60),
     "reconnect_interval": duration(0.01, 600),

@@ -173,8 +173,21 @@ class PrivateLibvirtd:
                         dom.destroy()
                 conn.close()
         self.stop()
+        self._kill_leftover_qemu()
         if self._own and not os.environ.get("HOTPLUGD_VM_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _kill_leftover_qemu(self) -> None:
+        """QEMU processes of this libvirtd's domains still running (it was stopped before destroying them):
+        found by this directory in their command line, killed by pid."""
+        marker = str(self.dir).encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                cmdline = (entry / "cmdline").read_bytes()
+                if cmdline.startswith(b"/usr/bin/qemu-system") and marker in cmdline:
+                    os.kill(int(entry.name), signal.SIGKILL)
 
     def __enter__(self) -> PrivateLibvirtd:
         return self.start()
@@ -281,7 +294,8 @@ def _toml(value: Any) -> str:
 class HostHotplugd:
     """``hotplugd run --backend libvirt`` on this machine: JSON logs, metrics on loopback at ``port`` (0: off)."""
 
-    def __init__(self, uri: str, workdir: Path, settings: Mapping[str, Any], port: int = 0) -> None:
+    def __init__(self, uri: str, workdir: Path, settings: Mapping[str, Any], port: int = 0,
+                 log_level: str = "info") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.log = workdir / "hotplugd.log"
@@ -295,7 +309,7 @@ class HostHotplugd:
             f'backend = "libvirt"\nlog_format = "json"\n[metrics]\n{metrics}[plugins.libvirt]\n{keys}')
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([str(Path(sys.prefix) / "bin" / "hotplugd"), "run", "--config",
-                                          str(self.config), "--ready-file", str(self.ready)],
+                                          str(self.config), "--ready-file", str(self.ready), "--log-level", log_level],
                                          stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     def wait_ready(self, timeout: float = 60) -> HostHotplugd:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -14,7 +15,7 @@ from hotplugd.testing import wait_until
 from hotplugd.testing.runner import running
 from hotplugd_libvirt import parse
 from hotplugd_libvirt.backend import LibvirtBackend
-from hotplugd_libvirt.hypervisor import Lifecycle
+from hotplugd_libvirt.hypervisor import Lifecycle, MemoryChanged
 
 pytestmark = pytest.mark.asyncio
 
@@ -213,3 +214,20 @@ async def test_check_lists_domains_and_fails_on_unreachable_libvirt_or_silent_ag
     down = backend(libvirt)
     assert (await down.conflicts())[0].startswith("libvirt qemu:///system: cannot connect:")
     assert "not connected" in (await down.inventory())[0]
+
+
+async def test_an_added_memory_device_is_polled_for_until_its_blocks_come(make_daemon: Any) -> None:
+    """DEVICE_ADDED comes when QEMU added the device; the guest creates its blocks seconds later on a loaded host:
+    the fast poll goes on past ``resize_quiet`` until they come (not until the 5 s fallback poll)."""
+    vm1 = FakeGuest("vm1")
+    libvirt = FakeLibvirt(vm1)
+    b = backend(libvirt, add_wait="30s")
+    async with running(daemon_of(make_daemon, b), until_idle=False):
+        await wait_until(lambda: b.links["vm1"].snapshot is not None, what="listed")
+        libvirt.emit(MemoryChanged("vm1", "virtio-disk1"))  # not memory: nothing to wait for
+        assert b.links["vm1"].awaiting_until == -math.inf
+        libvirt.emit(MemoryChanged("vm1", "memdimm0"))
+        await anyio.sleep(0.6)  # three times resize_quiet
+        vm1.add(range(32, 36))
+        await wait_until(lambda: vm1.online_indices() == set(range(32, 36)), what="found by the fast poll")
+        assert b.links["vm1"].awaiting_until == -math.inf  # they came: back to the quiet rule
