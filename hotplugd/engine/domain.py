@@ -21,6 +21,7 @@ import structlog
 from hotplugd.engine.book import BlockBook
 from hotplugd.engine.context import EngineContext
 from hotplugd.engine.deferral import MORE_HOLD, TAKEOVER, UNDEFERRED, Decision, decide, plan_workers, takeover
+from hotplugd.engine.hotadd import HotAddWatch
 from hotplugd.engine.onliner import Onliner
 from hotplugd.engine.phase import FinalPhase, PhaseResult
 from hotplugd.engine.queue import PendingQueue, Waiting
@@ -51,6 +52,7 @@ class DomainScheduler:
         self.book = BlockBook(ctx.config.scheduler.max_pending_blocks)
         self.onliner = Onliner(ctx, NodeLedger(), self.book.is_removed, lambda: self._kernel_onlines)
         self.verifier = Verifier(ctx, self.book, self.onliner)
+        self.hotadd = HotAddWatch(name, ctx.clock)  # one line per hot-add once it has settled
         self.phase = FinalPhase(ctx, self.onliner, domain=name, concurrency=self.concurrency, numbers=phase_numbers)
         self._phase_slot = phase_slots  # across domains: at most the backend's ``parallel_domains`` phases
         self.topology: Topology | None = None
@@ -146,9 +148,12 @@ class DomainScheduler:
             if (self._kernel_onlines or block.source) and not event.synthetic:
                 self.book.verify(block, self.ctx.clock(), self.ctx.clock(),
                                  deferred=block.state is State.KERNEL_DEFERRED)
+                self.hotadd.added(block)
             return
         if not self.book.queue_block(block, self.ctx.clock()):
             self.ctx.metrics.queue_full.inc()  # the rescan after the next phase picks it up
+        elif not event.synthetic:
+            self.hotadd.added(block)
 
     def apply_scan(self, blocks: Iterable[Block], topology: Topology, reason: RescanReason) -> None:
         """Queue every offline block of the domain's scan, exactly like fresh adds."""
@@ -227,6 +232,8 @@ class DomainScheduler:
                     self.phase_ended()  # the domain may be idle now: a run until idle checks
                     continue
                 if not len(self.queue):
+                    if self.idle:
+                        self.hotadd.settled(self.book)
                     await self._sleep(self._next_wake(None))
                     continue
                 topology, decision = await self._decide(phases)
@@ -300,5 +307,6 @@ class DomainScheduler:
                                        verify=self._kernel_onlines)  # the kernel's: read back and counted as such
             elif self.book.finished(report.block, report.result.outcome, self.ctx.clock(), retry_after):
                 self.onlined += 1
+                self.hotadd.onlined_by_hotplugd(report.block.index)
         if self.queue.overflowed:
             self.wants_rescan(RescanReason.QUEUE_FULL)
