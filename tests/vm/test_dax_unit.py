@@ -9,7 +9,9 @@ shipped, its hardening untouched) with one 2 GiB NVDIMM on memory-only node 1 ma
    ``ProtectProc=invisible``): hotplugd refuses the conversion ("possibly in use": /proc hides the
    process) instead of pulling the memory from under it;
 2. ``install.py`` run again adds ``hotplugd.service.d/20-dax.conf`` (the config names a dax device);
-   restarted, hotplugd sees the process and names it (``dax_not_converted``, and ``hotplugd check``);
+   restarted, hotplugd (CapEff exactly CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) sees the process and
+   names it (``dax_not_converted``, and ``hotplugd check``); ``systemd-analyze security`` in the guest
+   scores the unit with its drop-in at most 1.5 (1.2 measured);
 3. the device is still devdax and the process reads back what it wrote; it exits;
 4. a rescan (SIGUSR1) converts ``dax0.0``: its 15 blocks come online Movable on node 1.
 """
@@ -53,6 +55,7 @@ while not os.path.exists("{WORK}/release"):
 open("{WORK}/result", "w").write("intact" if view[:] == pattern else "changed")
 """
 Timings: dict[str, float] = {}
+Scores: dict[str, float] = {}
 
 
 class step:
@@ -89,7 +92,8 @@ def guest(vm_assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         sd.close()
         Timings["total"] = time.monotonic() - t0
-        print("\ndax unit guest timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in Timings.items()))
+        print("\ndax unit guest timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in Timings.items())
+              + "".join(f"; {k} {v}" for k, v in Scores.items()))
 
 
 def driver(sd: SystemdGuest) -> str:
@@ -148,6 +152,11 @@ def test_a_device_another_user_maps_stays_devdax_until_it_exits_then_is_onlined_
     main = sd.show(SERVICE, "MainPID")["MainPID"]
     caps = re.search(r"^CapEff:\s+(\w+)$", sd.agent.read_file(f"/proc/{main}/status"), re.M)
     assert caps and int(caps.group(1), 16) == (1 << 19) | (1 << 2)  # CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH: no more
+    # the exposure systemd scores for the unit with its drop-in, in the guest (offline here: 1.2)
+    scored = sd.agent.run(["systemd-analyze", "security", "--no-pager", SERVICE], check=False).stdout
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", scored)
+    assert exposure and float(exposure.group(1)) <= 1.5, scored
+    Scores["exposure"] = float(exposure.group(1))
     with step("hotplugd check"):
         check = sd.agent.run([sd.guest_venv(), "check", "--config", CONFIG], check=False, timeout=120)
     assert "dax device dax0.0 (node 1) is named by plugins.sysfs.dax but cannot be converted" in check.stdout, (
