@@ -130,3 +130,26 @@ def test_the_real_kernel_captures_are_in_the_repository():
     data = ROOT / "tests" / "sysfs" / "data" / "uevents"
     assert len((data / "guest-6.1-memory-hotplug.jsonl").read_text().splitlines()) == 50
     assert "sender_pid" in (data / "README.md").read_text()
+
+
+def _headline() -> dict[str, list[float]]:
+    """The results page's first table: each onliner's median x kernel auto-online (dimm 4, dimm 16, virtio-mem)."""
+    rows = {}
+    table = next(p for p in (ROOT / "bench" / "README.md").read_text().split("\n\n") if p.startswith("| median"))
+    for line in table.splitlines()[2:]:
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        rows[cells[0]] = [float(c) for c in cells[1:]]
+    return rows
+
+
+def test_the_readme_s_ratios_are_the_results_page_s():
+    rows = _headline()
+    c_loop = next(v for k, v in rows.items() if k.startswith("C loop"))
+    itself = next(v for k, v in rows.items() if k.startswith("hotplugd onlining itself"))
+    udev = rows["udev rule"]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    dimm = sorted(c_loop[:2])
+    assert f"needs {dimm[0]:.2f} to {dimm[1]:.2f} times the kernel's own auto-online on DIMMs and " \
+           f"{c_loop[2]:.2f} times on virtio-mem" in readme
+    over = sorted(u / h for u, h in zip(udev, itself, strict=True))
+    assert f"takes {over[0]:.1f} to {over[-1]:.1f} times as long as hotplugd onlining itself" in readme
