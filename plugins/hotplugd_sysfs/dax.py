@@ -100,23 +100,22 @@ class DaxHost:
             blocks = dev.blocks(self.sysfs.block_size)
             if self.zone is not None:
                 self.quiet.hold(blocks)  # kmem's probe adds them: on a 2026 kernel they are onlined whole
-            result = convert(self.sysfs, self.proc, dev, rule)
-            done.append(result)
-            if result.ok:
-                self.failures.pop(dev.name, None)
-                log.info("dax_converted", device=dev.name, node=dev.target_node, size=dev.size, rule=rule.describe())
-                bound = read_device(self.sysfs, dev.name)
-                if bound is not None and whole_device(bound):
-                    self._online_whole(bound)
+            try:
+                done.append(result := convert(self.sysfs, self.proc, dev, rule))
+                if result.ok:
+                    self.failures.pop(dev.name, None)
+                    log.info("dax_converted", device=dev.name, node=dev.target_node, size=dev.size,
+                             rule=rule.describe())
+                    if (bound := read_device(self.sysfs, dev.name)) is not None:
+                        self._online_whole(bound)
                 else:
-                    self.quiet.up_to(blocks, None)  # no state attribute: its blocks are onlined one by one
-            else:
-                self.quiet.up_to(blocks, None)
-                self.failures[dev.name] = result.detail
-                uninspected = [{"pid": u.pid, "uid": u.uid, "comm": u.comm, "file": u.what,
-                                "errno": u.errno} for u in result.uninspected]
-                log.error("dax_not_converted", device=dev.name, detail=result.detail, errno=result.errno,
-                          **({"uninspected": uninspected} if uninspected else {}))
+                    self.failures[dev.name] = result.detail
+                    uninspected = [{"pid": u.pid, "uid": u.uid, "comm": u.comm, "file": u.what,
+                                    "errno": u.errno} for u in result.uninspected]
+                    log.error("dax_not_converted", device=dev.name, detail=result.detail, errno=result.errno,
+                              **({"uninspected": uninspected} if uninspected else {}))
+            finally:
+                self.quiet.settle(blocks)  # no state write (6.1, refused, onlined at probe): events pass again
         self.refresh(read_devices(self.sysfs) if done else devices)
         return done
 
@@ -131,9 +130,11 @@ class DaxHost:
         blocks = dev.blocks(self.sysfs.block_size)
         if dev.state == "offline" and any(self.sysfs.block_state(i) is not State.OFFLINE for i in blocks
                                           if self.sysfs.io.lexists(self.sysfs.block_dir(i))):
-            self.quiet.up_to(blocks, None)
-            return
-        why = online_whole(self.sysfs, dev, self.zone, self.quiet)
+            return  # onlined block by block already (partly): the engine has the rest
+        try:
+            why = online_whole(self.sysfs, dev, self.zone, self.quiet)
+        finally:
+            self.quiet.settle(blocks)
         if why is None:
             self.failures.pop(dev.name, None)
             log.info("dax_onlined_whole", device=dev.name, node=dev.target_node, zone=str(self.zone),

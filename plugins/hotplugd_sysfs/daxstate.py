@@ -61,6 +61,12 @@ class Quiet:
             else:
                 self.held[(blocks.start, blocks.stop)] = seqnum
 
+    def settle(self, blocks: range) -> None:
+        """End a hold still open (no zone write came: 6.1, a refusal, onlined already): events pass again."""
+        with self.lock:
+            if (blocks.start, blocks.stop) in self.held and self.held[(blocks.start, blocks.stop)] is None:
+                del self.held[(blocks.start, blocks.stop)]
+
     def drops(self, action: Action, index: int, synthetic: bool, seqnum: int | None, dax: bool) -> bool:
         """Whether a memory uevent must not reach the engine; an ``offline`` of a dax block retires it."""
         with self.lock:

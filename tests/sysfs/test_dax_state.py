@@ -75,8 +75,24 @@ async def test_a_device_the_kernel_onlined_at_probe_is_left_as_it_is(fake_sysfs)
     fake_sysfs.set_auto_online("online_movable")  # the kernel carries the plan
     dax = FakeDax(fake_sysfs, state=True)
     dax.add_device("dax0.0", node=1)
-    assert host(fake_sysfs).reconcile()[0].ok
+    h = host(fake_sysfs)
+    assert h.reconcile()[0].ok
     assert dax.state("dax0.0") == "online_movable" and dax.state_writes == []
+    assert h.quiet.held == {}  # no hold left open: the blocks' events reach the engine, which verifies them
+
+
+async def test_a_conversion_that_raises_leaves_no_hold_open(fake_sysfs, monkeypatch):
+    fake_sysfs.add_node(1)
+    dax = FakeDax(fake_sysfs, state=True)
+    dax.add_device("dax0.0", node=1)
+    h = host(fake_sysfs)
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("hotplugd_sysfs.dax.convert", broken)
+    assert h.reconcile() == []  # logged (dax_bus_unreadable), never raised into the scan
+    assert h.quiet.held == {}
 
 
 async def test_a_refused_state_write_is_reported_and_retried(fake_sysfs):
