@@ -60,7 +60,8 @@ def main() -> int:
                 kind = f"{type(exc).__name__}: {first}" if not isinstance(exc, AssertionError) else first
                 name = f"{argv[0]}: {type(exc).__name__} {_shape(first)}"
                 if name not in failures:  # each new kind at once: a run cut short still lists what it found
-                    print(json.dumps({"new_failure": name, "argv": argv, "error": kind}, ensure_ascii=False), flush=True)
+                    print(json.dumps({"new_failure": name, "argv": argv, "error": kind}, ensure_ascii=False),
+                          flush=True)
                 group = failures.setdefault(name, {"count": 0, "first": argv, "error": kind})
                 group["count"] = int(group["count"]) + 1  # type: ignore[call-overload]
             took = time.monotonic() - began
@@ -68,7 +69,8 @@ def main() -> int:
                 slowest = (took, argv)
             if i % args.every == 0 or i == args.runs:
                 seconds = time.monotonic() - start
-                print(json.dumps({"inputs": i, "failures": sum(int(g["count"]) for g in failures.values()),  # type: ignore[call-overload]
+                failed = sum(int(g["count"]) for g in failures.values())  # type: ignore[call-overload]
+                print(json.dumps({"inputs": i, "failures": failed,
                                   "seconds": round(seconds, 1), "inputs_per_second": round(i / seconds, 1),
                                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
                                   "slowest_seconds": round(slowest[0], 2)}), flush=True)

@@ -67,7 +67,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser(contributed: CommandRegistry | None = None) -> argparse.ArgumentParser:
     """The core's commands, then the plugins' (``hotplugd_add_commands``: ``contributed``)."""
-    parser = argparse.ArgumentParser(prog="hotplugd", description="Online hot-added memory fast, safely and observably.",
+    parser = argparse.ArgumentParser(prog="hotplugd",
+                                     description="Online hot-added memory fast, safely and observably.",
                                      epilog="`hotplugd COMMAND --help` describes each command and its exit status.")
     parser.add_argument("--version", action="version", version=f"hotplugd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

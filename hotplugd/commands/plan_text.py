@@ -21,17 +21,20 @@ def modelled(config: Config) -> bool:
     return config.backend in MODELLED
 
 
+def described(name: str, sysfs_root: str = "/sys") -> str:
+    """What backend ``name`` describes, from its name alone ("" for one this does not know)."""
+    return {"sysfs": f"this host (its memory under {sysfs_root})",
+            "qga": "the guests' memory, through their qemu-guest-agent",
+            "libvirt": "the guests' memory, through libvirt and their qemu-guest-agent",
+            "simulated": "a simulated host, not this machine"}.get(name, "")
+
+
 def subject(config: Config, backend: Backend) -> str:
     """What the backend describes, for the first line of ``check`` and ``status``."""
-    if config.backend == "sysfs":
-        return f"this host (its memory under {config.plugins.get('sysfs', {}).get('root', '/sys')})"
-    if config.backend == "qga":
-        return "the guests' memory, through their qemu-guest-agent"
-    if config.backend == "libvirt":
-        return "the guests' memory, through libvirt and their qemu-guest-agent"
+    text = described(config.backend, str(config.plugins.get("sysfs", {}).get("root", "/sys")))
     if modelled(config):
-        return f"a simulated host, not this machine: {backend.describe()}"
-    return backend.describe()
+        return f"{text}: {backend.describe()}"
+    return text or backend.describe()
 
 
 def where(config: Config) -> str:

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from hotplugd.commands.plan_text import modelled, plan_lines, read_plan, subject
+from hotplugd.commands.plan_text import described, modelled, plan_lines, read_plan, subject
 from hotplugd.config import Config, MetricsConfig
 from hotplugd.errors import BackendError
 from hotplugd.model import HOST_DOMAIN, Block, Outcome
@@ -219,20 +219,30 @@ def render_daemon(console: Console, view: DaemonView, where: str) -> None:
 
 def status(config: Config, backend: Backend, console: Console | None = None, hooks: Hooks | None = None,
            note: str = "") -> int:
-    """Print what the backend describes, then the daemon's census and view when it answers (0), else the
-    host's own census where the backend reads a real one (3: not running)."""
+    """The daemon's census and view when it answers (0), else the host's own census where the backend reads a
+    real one (3: not running). The first line names the backend the table describes: the daemon's own when it
+    answers with another than this command's (a simulated daemon is never shown as this host)."""
     console = console or Console()
-    console.print(f"backend {config.backend}: {subject(config, backend)}{note}", highlight=False, markup=False, soft_wrap=True)
-    real = not modelled(config)
+
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    where = endpoint(config.metrics)
+    view, absent = _daemon(config, where)
+    if view is not None and view.backend != config.backend:
+        say(f"backend {view.backend}: the running daemon's on {where} "
+            f"({described(view.backend)}; this command's config says {config.backend or 'none'})")
+        real = False  # this host's plan and devices are not what the daemon onlines
+    else:
+        say(f"backend {config.backend}: {subject(config, backend)}{note}")
+        real = not modelled(config)
     if hooks is not None and real:
         for line in plan_lines(anyio.run(read_plan, config, hooks, backend)):
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+            say(line)
     if real:
         devices = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in backend.device_rows()]
         if devices:
             render_devices(console, devices)
-    where = endpoint(config.metrics)
-    view, absent = _daemon(config, where)
     if view is not None:
         if view.census:
             render_census(console, view.census, f"the daemon's, from its metrics on {where}")
@@ -241,13 +251,13 @@ def status(config: Config, backend: Backend, console: Console | None = None, hoo
     if real:
         blocks = read_census(backend)
         if blocks is None:
-            console.print(f"{backend.describe()} cannot list memory blocks")
+            say(f"{backend.describe()} cannot list memory blocks")
         else:
             render_census(console, census_rows(blocks), f"{config.backend} backend, read now")
     else:
-        console.print("no memory table: a simulated host exists only inside a running daemon "
-                      "(`hotplugd run --backend simulated`, `hotplugd simulate`)", highlight=False, markup=False, soft_wrap=True)
-    console.print(absent, highlight=False, markup=False, soft_wrap=True)
+        say("no memory table: a simulated host exists only inside a running daemon "
+            "(`hotplugd run --backend simulated`, `hotplugd simulate`)")
+    say(absent)
     return EXIT_NOT_RUNNING
 
 

@@ -57,8 +57,9 @@ class HotAddWatch:
             f"by the kernel ({len(online) - mine}) and hotplugd ({mine})"
         seconds = self.clock() - hot.started
         size = sum(hot.sizes[i] for i in online)
+        gone = len(hot.sizes) - len(online) - len(failed)
         proof = "all proven" if len(online) == len(hot.sizes) else \
-            f"{len(online)} of {len(hot.sizes)} proven, {len(failed)} failed, {len(hot.sizes) - len(online) - len(failed)} gone"
+            f"{len(online)} of {len(hot.sizes)} proven, {len(failed)} failed, {gone} gone"
         summary = f"{len(online)} blocks, {format_bytes(size)} online in {seconds:.1f} s, {by}, {proof}"
         log.info("hotadd_settled", domain=self.domain, blocks=len(hot.sizes), online=len(online), failed=len(failed),
                  bytes=size, seconds=round(seconds, 3), by_hotplugd=mine, summary=summary)

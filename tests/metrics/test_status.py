@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import io
+import json
 import socket
 
 import anyio
@@ -21,6 +22,7 @@ from hotplugd.commands.status import (
     status,
 )
 from hotplugd.config import Config, MetricsConfig
+from hotplugd.config import load as cfgload
 from hotplugd.model import Block, PhaseInfo, State, Trigger
 from hotplugd.observe.metrics import Metrics
 from hotplugd.plugin.manager import build_backend, make_manager
@@ -138,3 +140,20 @@ def test_a_wildcard_listen_address_is_asked_on_loopback():
     assert endpoint(MetricsConfig(address="0.0.0.0", port=10964)) == "127.0.0.1:10964"
     assert endpoint(MetricsConfig(address="::", port=10964)) == "[::1]:10964"
     assert endpoint(MetricsConfig(address="10.0.0.5", port=1)) == "10.0.0.5:1"
+
+
+@pytest.mark.asyncio
+async def test_a_simulated_daemon_is_never_shown_as_this_host(fake_sysfs):
+    """status with this host's backend (sysfs on a fake tree) while a simulated daemon answers: the first line
+    and the table are the daemon's, and no plan of this host is printed beside them."""
+    config = simulated_config((0, 1 << 30))
+    async with live_daemon(config, blocks=8) as daemon:
+        _host, port = daemon.metrics_server.address
+        asking = cfgload(None, ['backend="sysfs"', f"metrics.port={port}",
+                                *(f"plugins.sysfs.{k}={json.dumps(v)}" for k, v in fake_sysfs.options().items())])
+        code, out = await anyio.to_thread.run_sync(render, asking)
+    assert code == 0, out
+    assert out.startswith(f"backend simulated: the running daemon's on 127.0.0.1:{port} (a simulated host, not "
+                          "this machine; this command's config says sysfs)")
+    assert "this host (" not in out and "plan (host)" not in out
+    assert cell(out, "all") == ["", "", "24", "3.0 GiB"]
