@@ -50,7 +50,7 @@ from hotplugd import Action, Block, BlockEvent, OnlineResult, Outcome, Rescan, T
 from . import commands
 from .commands import Agent
 from .errors import AgentAborted, AgentError, AgentProtocolError, CommandFailed, failure_reason
-from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, diff, to_block
+from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, announced_together, diff, to_block
 from .results import map_result
 
 #: How stale the guest's MemAvailable may get (refreshed by the poller, never on the hot path).
@@ -260,6 +260,30 @@ class AgentLink:
                     self._answered()
                     self.snapshot = current
         return self.blocks()
+
+    @property
+    def can_announce(self) -> bool:
+        """Blocks may be announced without a listing: the block size and blocks are known, the agent answers,
+        and the guest's kernel leaves added blocks offline."""
+        return self.available and self.block_size is not None and self.snapshot is not None and not self.kernel_onlines
+
+    async def announce(self, blocks: range, send: ObjectSendStream[BlockEvent | Rescan], device: str) -> bool:
+        """A device's blocks learned without a listing (a DIMM's address range): put those not known yet in the
+        snapshot as offline and send their adds, as one burst; False (nothing sent) when it cannot."""
+        async with self.listing_lock:
+            snapshot, size = self.snapshot, self.block_size
+            if not self.can_announce or snapshot is None or size is None:  # the agent failed meanwhile
+                return False
+            new = [phys for phys in blocks if phys not in snapshot]
+            for phys in new:
+                snapshot[phys] = False
+            self.log.info(f"{self.kind}_dimm_blocks", guest=self.name, device=device, first=blocks.start,
+                          blocks=len(blocks), new=len(new))
+            adds = [BlockEvent(Action.ADD, phys, to_block(self.name, phys, False, size), domain=self.name)
+                    for phys in new]
+            for event in announced_together(adds):
+                await send.send(event)
+        return True
 
     async def refresh(self) -> list[BlockEvent]:
         """List the blocks again and return what changed since the last listing."""

@@ -29,6 +29,8 @@ from hotplugd_guestagent.blocks import removals
 from hotplugd_guestagent.fleet import census_of, online_by_guest, scan_all, topology_of
 from hotplugd_guestagent.link import AgentLink, poll_forever
 
+from . import report
+from .dimms import is_dimm_added, is_memory_alias, start_learning
 from .hypervisor import (
     AgentNotConnected, AgentState, Closed, Connection, ConnectionLost, DomainInfo, Hypervisor, HypervisorError,
     HypervisorEvent, Lifecycle, MemoryChanged, MetadataChanged,
@@ -42,13 +44,6 @@ log = structlog.get_logger("hotplugd.libvirt")
 EVENT_BUFFER = 4096
 #: libvirt events buffered between libvirt's thread and the inbox reader (more: dropped, all read again).
 INBOX = 1024
-#: How libvirt names memory devices (a DEVICE_ADDED for a DIMM names its backend object: ``memdimm0``).
-MEMORY_ALIASES = ("dimm", "nvdimm", "virtiomem", "virtiopmem", "memdimm", "memnvdimm", "memvirtiomem")
-
-
-def is_memory_alias(alias: str) -> bool:
-    """Whether a DEVICE_ADDED alias names a memory device (another device brings no blocks)."""
-    return alias.startswith(MEMORY_ALIASES)
 
 
 class LibvirtBackend(Backend):
@@ -75,6 +70,7 @@ class LibvirtBackend(Backend):
         self._connected: anyio.Event | None = None  # set while connected
         self._agent_connected: dict[str, anyio.Event] = {}  # requests waiting for AGENT_LIFECYCLE connected
         self._device_sizes: dict[tuple[str, str], int] = {}  # virtio-mem sizes last told (domain, alias)
+        self._learning: set[tuple[str, str]] = set()  # DIMMs whose blocks are being learned (domain, alias)
         self._reconcile_wanted: anyio.Event | None = None
         self._revisit_all = False
         self._scopes: dict[str, anyio.CancelScope] = {}
@@ -294,7 +290,26 @@ class LibvirtBackend(Backend):
             if event.size is not None:
                 self._device_sizes[key] = event.size
             added = event.size is None and is_memory_alias(event.alias)
+            if added and is_dimm_added(event.alias) and self._learn_dimm(link, event.alias):
+                return  # its blocks are announced once the guest created them (dimms.py)
             link.memory_event(self.settings.add_wait if added or grown else 0.0)
+
+    def _learn_dimm(self, link: AgentLink, alias: str) -> bool:
+        """Start learning a DIMM's blocks from the domain's XML (a task of its own); False when it cannot."""
+        if self._tasks is None or self._send is None:
+            return False
+        return start_learning(self._tasks, self._send, self._learning, link, alias,
+                              lambda: self._domain_xml(link.name), self.settings.add_wait)
+
+    async def _domain_xml(self, domain: str) -> str:
+        conn = self.conn
+        if conn is None:
+            raise ConnectionLost(f"not connected to {self.settings.uri}")
+        try:
+            return str(await self._thread(conn.domain_xml, domain))
+        except ConnectionLost as exc:
+            self._connection_lost(conn, str(exc))
+            raise
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -378,32 +393,10 @@ class LibvirtBackend(Backend):
         if self.conn is None:
             return [f"libvirt {self.settings.uri}: cannot connect: {self.connect_error}"]
         await scan_all(self.links.values())  # each agent asked once (its description and blocks)
-        messages = []
-        for name, link in sorted(self.links.items()):
-            if not link.healthy:
-                messages.append(f"domain {name}: its guest agent does not answer through libvirt "
-                                f"({link.down_reason}): is qemu-guest-agent running in the guest?")
-            elif link.kernel_onlines:
-                messages.append(f"domain {name}: its kernel onlines hot-added memory itself "
-                                f"(auto_online_blocks={link.auto_online}); boot it with memhp_default_state=offline")
-        return messages
+        return report.conflicts(self.links)
 
     async def inventory(self) -> list[str]:
         """The domains this backend would manage, their agents and the plan for each (after :meth:`conflicts`)."""
         if self.conn is None:
             return [f"libvirt {self.settings.uri}: not connected ({self.connect_error})"]
-        lines = [f"libvirt {self.settings.uri}: {len(self.links)} running domain(s) selected, "
-                 f"{len(self.unselected)} not selected"]
-        for name, link in sorted(self.links.items()):
-            blocks = link.snapshot or {}
-            offline = sum(1 for online in blocks.values() if not online)
-            agent = "agent up" if link.healthy else f"agent down ({link.down_reason})"
-            if not link.healthy:
-                plan = "hotplugd onlines through the agent once it answers"
-            elif link.kernel_onlines:
-                plan = f"the guest's kernel onlines (auto_online_blocks={link.auto_online}); hotplugd verifies"
-            else:
-                plan = "hotplugd onlines through the guest agent (qemuAgentCommand)"
-            lines.append(f"  domain {name}: {agent}, {len(blocks)} blocks ({offline} offline); plan: {plan}")
-        lines += [f"  domain {name}: not selected (never touched)" for name in self.unselected]
-        return lines
+        return report.inventory(self.settings.uri, self.links, self.unselected)

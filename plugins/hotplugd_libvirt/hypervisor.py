@@ -119,6 +119,11 @@ class Connection(Protocol):
         (AgentTimeout, AgentUnavailable, CommandFailed) or ConnectionLost."""
         ...
 
+    def domain_xml(self, domain: str) -> str:
+        """The running domain's live XML (its devices with their aliases and addresses). ConnectionLost,
+        HypervisorError."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -153,6 +153,14 @@ class LibvirtConnection:
         except libvirt.libvirtError as exc:
             raise agent_error(name, exc, domain) from None
 
+    def domain_xml(self, domain: str) -> str:
+        try:
+            return str(self._conn.lookupByName(domain).XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            if is_link_error(exc):
+                raise ConnectionLost(f"libvirt {self.uri}: {exc.get_error_message()}") from None
+            raise HypervisorError(f"libvirt {self.uri}: {domain}: {exc.get_error_message()}") from None
+
     def close(self) -> None:
         for callback in self._callbacks:
             try:

@@ -39,9 +39,8 @@ import anyio
 import structlog
 from anyio.abc import ObjectSendStream, TaskGroup
 
-from hotplugd import Action, BlockEvent, Rescan
+from hotplugd import BlockEvent, Rescan
 
-from hotplugd_guestagent.blocks import announced_together, to_block
 from .guest import GuestLink
 from .qmp import Monitor, QmpError
 
@@ -86,8 +85,7 @@ def dimm_blocks(devices: Any, device: str, block_size: int) -> range | None:
 
 def _usable(guest: GuestLink) -> bool:
     """The guest's block size and blocks are known, its agent answers, and its kernel leaves blocks offline."""
-    return (guest.available and guest.block_size is not None and guest.snapshot is not None
-            and not guest.kernel_onlines)
+    return guest.can_announce
 
 
 class DimmWatcher:
@@ -141,18 +139,4 @@ class DimmWatcher:
 
     async def _announce(self, device: str, blocks: range) -> bool:
         """Put the DIMM's unknown blocks in the snapshot as offline and send their adds; False if it cannot."""
-        guest = self.guest
-        async with guest.listing_lock:
-            snapshot, size = guest.snapshot, guest.block_size
-            if not _usable(guest) or snapshot is None or size is None:  # the agent failed meanwhile
-                return False
-            new = [phys for phys in blocks if phys not in snapshot]
-            for phys in new:
-                snapshot[phys] = False
-            log.info("qga_dimm_blocks", guest=guest.name, device=device, first=blocks.start,
-                      blocks=len(blocks), new=len(new))
-            adds = [BlockEvent(Action.ADD, phys, to_block(guest.name, phys, False, size), domain=guest.name)
-                    for phys in new]
-            for event in announced_together(adds):
-                await self._send.send(event)
-        return True
+        return await self.guest.announce(blocks, self._send, device)

@@ -17,7 +17,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotplugd_guestagent.errors import AgentTimeout, AgentUnavailable
+from hotplugd_guestagent.errors import AgentTimeout, AgentUnavailable, CommandFailed
 from hotplugd_libvirt.hypervisor import (
     EVENT_STARTED, EVENT_STOPPED, AgentNotConnected, AgentState, Closed, ConnectionLost, DomainInfo, HypervisorEvent,
     Lifecycle, MemoryChanged, Sink,
@@ -43,6 +43,7 @@ class FakeGuest:
     set_gate: threading.Event | None = None  # set: each guest-set-memory-blocks waits for it
     lie: bool = False  # success for every block, none onlined
     requests: list[dict[str, Any]] = field(default_factory=list)
+    dimms: list[tuple[int, int]] = field(default_factory=list)  # (base, size) of each DIMM, alias dimm<i>
 
     def add(self, indices: range | list[int], online: bool = False) -> None:
         for i in indices:
@@ -99,10 +100,14 @@ class FakeLibvirt:
         self.guests.pop(name)
         self.emit(Lifecycle(name, EVENT_STOPPED, 1))
 
-    def hot_add(self, name: str, indices: range | list[int]) -> None:
-        """A DIMM: the guest creates its blocks offline, libvirt raises DEVICE_ADDED."""
-        self.guests[name].add(indices)
-        self.emit(MemoryChanged(name, "dimm0"))
+    def hot_add(self, name: str, indices: range, create: bool = True) -> None:
+        """A DIMM over ``indices``: libvirt raises DEVICE_ADDED (its XML has the DIMM); the guest creates its
+        blocks offline (now, or later with :meth:`create` when ``create`` is False)."""
+        guest = self.guests[name]
+        guest.dimms.append((indices.start * BLOCK, len(indices) * BLOCK))
+        if create:
+            guest.add(indices)
+        self.emit(MemoryChanged(name, f"memdimm{len(guest.dimms) - 1}"))
 
     def agent(self, name: str, connected: bool) -> None:
         self.guests[name].agent_connected = connected
@@ -141,7 +146,11 @@ class FakeLibvirt:
         if command == "guest-get-vcpus":
             return [{"logical-id": i, "online": True} for i in range(guest.vcpus)]
         if command == "guest-file-open":
-            return {"/proc/meminfo": 1, AUTO_ONLINE: 2}.get(args["path"], 3)
+            path = args["path"]
+            if path.startswith("/sys/devices/system/memory/memory") and path.endswith("/state"):
+                if int(path.split("/")[5].removeprefix("memory")) not in guest.blocks:
+                    raise CommandFailed(command, "libvirt", f"failed to open file '{path}' (mode: 'r')")
+            return {"/proc/meminfo": 1, AUTO_ONLINE: 2}.get(path, 3)
         if command == "guest-file-read":
             text = {1: "MemAvailable:    1048576 kB\n", 2: guest.auto_online + "\n"}.get(args["handle"], "")
             return {"count": len(text), "buf-b64": base64.b64encode(text.encode()).decode(), "eof": True}
@@ -187,6 +196,14 @@ class FakeConnection:
         self._check()
         return [DomainInfo(g.name, g.uuid, g.id, g.metadata if metadata_uri else None)
                 for g in list(self.libvirt.guests.values())]
+
+    def domain_xml(self, domain: str) -> str:
+        self._check()
+        guest = self.libvirt.guests[domain]
+        dimms = "".join(f"<memory model='dimm'><target><size unit='KiB'>{size // 1024}</size><node>0</node>"
+                        f"</target><alias name='dimm{i}'/><address type='dimm' slot='{i}' base='{hex(base)}'/>"
+                        f"</memory>" for i, (base, size) in enumerate(guest.dimms))
+        return f"<domain type='qemu'><name>{domain}</name><devices>{dimms}</devices></domain>"
 
     def agent_command(self, domain: str, command: str, timeout: int) -> str:
         self._check()

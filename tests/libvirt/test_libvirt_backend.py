@@ -17,7 +17,7 @@ from hotplugd_libvirt import parse
 from hotplugd_libvirt.backend import LibvirtBackend
 from hotplugd_libvirt.hypervisor import Lifecycle, MemoryChanged
 
-pytestmark = pytest.mark.asyncio
+
 
 NEVER = 3600
 FAST = {"poll_interval": NEVER, "discover_interval": NEVER, "resize_poll_interval": 0.01, "resize_quiet": 0.2,
@@ -41,6 +41,7 @@ def onlined_by_domain(daemon: Any) -> dict[str, float]:
     return counts
 
 
+@pytest.mark.asyncio
 async def test_coldplug_and_a_hot_added_dimm_are_onlined_and_counted_per_domain(make_daemon: Any) -> None:
     vm1 = FakeGuest("vm1")
     vm1.add(range(0, 8), online=True)
@@ -57,6 +58,7 @@ async def test_coldplug_and_a_hot_added_dimm_are_onlined_and_counted_per_domain(
     assert vm2.set_calls() == [list(range(40, 48))]  # one batch, each block once
 
 
+@pytest.mark.asyncio
 async def test_a_domain_the_config_does_not_select_is_never_touched(make_daemon: Any) -> None:
     vm1, other = FakeGuest("vm1"), FakeGuest("other")
     vm1.add(range(32, 34))
@@ -65,7 +67,7 @@ async def test_a_domain_the_config_does_not_select_is_never_touched(make_daemon:
     b = backend(libvirt)
     async with running(daemon_of(make_daemon, b), until_idle=False):
         await wait_until(lambda: vm1.online_indices() == {32, 33}, what="vm1 onlined")
-        libvirt.hot_add("other", [40])
+        libvirt.hot_add("other", range(40, 41))
         libvirt.agent("other", True)
         libvirt.start(FakeGuest("other2"))
         await b.reconcile()
@@ -73,6 +75,7 @@ async def test_a_domain_the_config_does_not_select_is_never_touched(make_daemon:
     assert other.requests == [] and other.online_indices() == set()
 
 
+@pytest.mark.asyncio
 async def test_the_agent_connecting_brings_the_guests_blocks(make_daemon: Any) -> None:
     """A guest whose agent is not up yet is left alone (backoff); AGENT_LIFECYCLE connected lists it at once."""
     vm1 = FakeGuest("vm1", agent_connected=False)
@@ -86,6 +89,7 @@ async def test_the_agent_connecting_brings_the_guests_blocks(make_daemon: Any) -
         await wait_until(lambda: vm1.online_indices() == set(range(32, 36)), what="onlined after the agent came")
 
 
+@pytest.mark.asyncio
 async def test_domains_that_start_and_stop_are_followed(make_daemon: Any) -> None:
     libvirt = FakeLibvirt(FakeGuest("vm1"))
     b = backend(libvirt)
@@ -108,6 +112,7 @@ async def test_domains_that_start_and_stop_are_followed(make_daemon: Any) -> Non
         await wait_until(lambda: again.online_indices() == {16, 17}, what="the restarted domain onlined")
 
 
+@pytest.mark.asyncio
 async def test_libvirtd_restarting_mid_phase_loses_nothing_and_onlines_nothing_twice(
         make_daemon: Any, hook_recorder: Any) -> None:
     """The batch in flight when libvirtd goes away did its work in the guest, but its reply is lost: it is sent
@@ -139,6 +144,7 @@ async def test_libvirtd_restarting_mid_phase_loses_nothing_and_onlines_nothing_t
     assert sorted(calls) == sorted([*range(32, 44), *range(32, 40)])  # the lost batch sent once more
 
 
+@pytest.mark.asyncio
 async def test_a_hung_agent_never_holds_up_another_domain(make_daemon: Any) -> None:
     slow, fast = FakeGuest("vm-slow"), FakeGuest("vm-fast")
     libvirt = FakeLibvirt(slow, fast)
@@ -155,6 +161,7 @@ async def test_a_hung_agent_never_holds_up_another_domain(make_daemon: Any) -> N
         await wait_until(lambda: slow.online_indices() == set(range(32, 40)), what="the slow one onlined")
 
 
+@pytest.mark.asyncio
 async def test_domains_online_in_parallel(make_daemon: Any) -> None:
     guests = [FakeGuest(f"vm{i}") for i in range(3)]
     libvirt = FakeLibvirt(*guests)
@@ -171,6 +178,7 @@ async def test_domains_online_in_parallel(make_daemon: Any) -> None:
     assert libvirt.most_sets_in_flight == 3
 
 
+@pytest.mark.asyncio
 async def test_a_lying_agent_is_caught_and_its_blocks_not_counted(make_daemon: Any) -> None:
     vm1 = FakeGuest("vm1", lie=True)
     libvirt = FakeLibvirt(vm1)
@@ -181,6 +189,7 @@ async def test_a_lying_agent_is_caught_and_its_blocks_not_counted(make_daemon: A
         await wait_until(lambda: b.links["vm1"].down_reason == "false_success", what="the lie caught")
 
 
+@pytest.mark.asyncio
 async def test_an_event_storm_past_the_inbox_reads_everything_again(make_daemon: Any) -> None:
     vm1 = FakeGuest("vm1")
     libvirt = FakeLibvirt(vm1)
@@ -194,6 +203,7 @@ async def test_an_event_storm_past_the_inbox_reads_everything_again(make_daemon:
         assert b.dropped_counts()["libvirt_inbox_full"] > 0
 
 
+@pytest.mark.asyncio
 async def test_check_lists_domains_and_fails_on_unreachable_libvirt_or_silent_agents() -> None:
     vm1, vm2, other = FakeGuest("vm1"), FakeGuest("vm2", agent_connected=False), FakeGuest("other")
     vm1.add(range(0, 4), online=True)
@@ -216,6 +226,7 @@ async def test_check_lists_domains_and_fails_on_unreachable_libvirt_or_silent_ag
     assert "not connected" in (await down.inventory())[0]
 
 
+@pytest.mark.asyncio
 async def test_an_added_memory_device_is_polled_for_until_its_blocks_come(make_daemon: Any) -> None:
     """DEVICE_ADDED comes when QEMU added the device; the guest creates its blocks seconds later on a loaded host:
     the fast poll goes on past ``resize_quiet`` until they come (not until the 5 s fallback poll)."""
@@ -231,3 +242,54 @@ async def test_an_added_memory_device_is_polled_for_until_its_blocks_come(make_d
         vm1.add(range(32, 36))
         await wait_until(lambda: vm1.online_indices() == set(range(32, 36)), what="found by the fast poll")
         assert b.links["vm1"].awaiting_until == -math.inf  # they came: back to the quiet rule
+
+
+@pytest.mark.asyncio
+async def test_a_dimms_blocks_come_from_the_domain_xml_without_a_listing(make_daemon: Any) -> None:
+    """DEVICE_ADDED of memdimm0: its range from the XML, the last block's state file waited for, the blocks
+    announced and onlined in one guest-set-memory-blocks, no guest-get-memory-blocks before it."""
+    vm1 = FakeGuest("vm1")
+    libvirt = FakeLibvirt(vm1)
+    b = backend(libvirt)
+    async with running(daemon_of(make_daemon, b), until_idle=False):
+        await wait_until(lambda: b.links["vm1"].snapshot is not None, what="listed")
+        start = len(vm1.requests)
+        libvirt.hot_add("vm1", range(40, 48), create=False)
+        await wait_until(lambda: any(r["execute"] == "guest-file-open" for r in vm1.requests[start:]),
+                         what="the last block looked for")
+        vm1.add(range(40, 48))  # the guest created them
+        await wait_until(lambda: vm1.online_indices() == set(range(40, 48)), what="onlined")
+    commands = [r["execute"] for r in vm1.requests[start:]]
+    first_set = commands.index("guest-set-memory-blocks")
+    assert "guest-get-memory-blocks" not in commands[:first_set]
+    assert vm1.set_calls()[0] == list(range(40, 48))
+    assert [r["arguments"]["path"] for r in vm1.requests[start:] if r["execute"] == "guest-file-open"][0] == \
+        "/sys/devices/system/memory/memory47/state"
+
+
+def test_dimm_range_from_the_domain_xml() -> None:
+    from hotplugd_libvirt.dimms import dimm_range
+
+    xml = ("<domain><devices><memory model='dimm'><target><size unit='KiB'>1048576</size></target>"
+           "<alias name='dimm0'/><address type='dimm' slot='0' base='0x500000000'/></memory></devices></domain>")
+    assert dimm_range(xml, "memdimm0", 128 << 20) == range(160, 168)  # 20 GiB / 128 MiB, 8 blocks
+    assert dimm_range(xml, "memdimm1", 128 << 20) is None
+    assert dimm_range("<not xml", "memdimm0", 128 << 20) is None
+
+
+@pytest.mark.asyncio
+async def test_a_dimm_not_yet_in_the_xml_is_read_again(make_daemon: Any) -> None:
+    """libvirt raises DEVICE_ADDED before the DIMM is in the live XML: the XML is read again until it is."""
+    vm1 = FakeGuest("vm1")
+    libvirt = FakeLibvirt(vm1)
+    b = backend(libvirt)
+    async with running(daemon_of(make_daemon, b), until_idle=False):
+        await wait_until(lambda: b.links["vm1"].snapshot is not None, what="listed")
+        start = len(vm1.requests)
+        libvirt.emit(MemoryChanged("vm1", "memdimm0"))  # the event first
+        await anyio.sleep(0.1)
+        vm1.dimms.append((40 * (128 << 20), 8 * (128 << 20)))  # then the XML, then the guest's blocks
+        vm1.add(range(40, 48))
+        await wait_until(lambda: vm1.online_indices() == set(range(40, 48)), what="onlined")
+    commands = [r["execute"] for r in vm1.requests[start:]]
+    assert "guest-get-memory-blocks" not in commands[:commands.index("guest-set-memory-blocks")]
