@@ -166,7 +166,7 @@ class Onliner:
                 continue
             now = self.ctx.clock()
             report = BlockReport(waiting.block, result, zone, 1, share, now - waiting.since)
-            self._account(report)
+            self.account(report)
             reports.append(report)
         return reports
 
@@ -196,23 +196,23 @@ class Onliner:
         self.ledger.unrecord(block, zone.zone_name)
         now = clock()
         report = BlockReport(block, result, zone, attempts, now - t0, now - waiting.since)
-        self._account(report)
+        self.account(report)
         return report
 
-    def _account(self, report: BlockReport) -> None:
+    def account(self, report: BlockReport, *, kernel: bool = False, timed: bool = True) -> None:
+        """The one place a block's final outcome is accounted: the outcome counter, the node ledger,
+        the onlined counter, the add-to-online time, the zone check, the log and the hook.
+
+        ``kernel``: a block the kernel onlined, read back by the domain's verifier (counted as the
+        kernel's; a zone other than the one promised is an error). ``timed``: its add was seen.
+        """
         result, block = report.result, report.block
         m = self.ctx.metrics
         m.child(m.outcomes, result.outcome.value, result.errno or 0).inc()
-        if result.outcome is Outcome.ALREADY_ONLINE and self.kernel_onlines():
-            return  # the kernel's: read back, timed, zone-checked and reported as such by the domain's verifier
-        if result.outcome.success:
-            self.ledger.record(block, result.zone)
-            if result.outcome is Outcome.ONLINED:
-                m.child(m.onlined, m.domain_label(block.domain), block.node, result.zone or "unknown").inc()
-            m.add_to_online.observe(report.waited)
-            if not zone_matches(report.requested, result.zone):
-                m.zone_mismatch.inc()
-                log.warning("zone_mismatch", block=block.index, requested=report.requested.value, zone=result.zone)
+        if not kernel and result.outcome is Outcome.ALREADY_ONLINE and self.kernel_onlines():
+            return  # the kernel's: the domain's verifier reads it back and accounts it (kernel=True)
+        if kernel or result.outcome.success:
+            self._account_online(report, kernel, timed)
         elif result.outcome is Outcome.KERNEL_DEFERRED:
             log.info("kernel_deferred", block=block.index, detail="the kernel's final phase will online it")
         elif result.outcome is not Outcome.GONE:
@@ -220,3 +220,21 @@ class Onliner:
                       errno=errno_mod.errorcode.get(result.errno or 0, result.errno), detail=result.detail,
                       attempts=report.attempts)
         self.ctx.hooks.block_outcome(report)
+
+    def _account_online(self, report: BlockReport, kernel: bool, timed: bool) -> None:
+        result, block = report.result, report.block
+        m = self.ctx.metrics
+        self.ledger.record(block, result.zone)
+        if result.outcome is Outcome.ONLINED:
+            onlined = m.kernel_onlined if kernel else m.onlined
+            m.child(onlined, m.domain_label(block.domain), block.node, result.zone or "unknown").inc()
+        if timed:
+            m.add_to_online.observe(report.waited)
+        if zone_matches(report.requested, result.zone):
+            return
+        m.zone_mismatch.inc()
+        if kernel:
+            log.error("zone_wrong", block=block.index, domain=block.domain, wanted=report.requested.value,
+                      found=result.zone)
+        else:
+            log.warning("zone_mismatch", block=block.index, requested=report.requested.value, zone=result.zone)

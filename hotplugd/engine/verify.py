@@ -91,20 +91,13 @@ class Verifier:
                            "(is auto-online off while parallel_hotplug_ratio is set?)")
 
     def _prove(self, record: Record, block: Block, now: float) -> None:
-        """Count, time and zone-check a block the kernel onlined, as if hotplugd had written it."""
-        m = self.ctx.metrics
+        """Judge a block the kernel onlined against the zone the policy promised; the onliner accounts it
+        (counted, timed, in the ledger and hooked as if hotplugd had written it)."""
         promise = promised_zone(block, self.ctx.config.zones)
         result = OnlineResult(Outcome.ONLINED, zone=block.zone)
         if not zone_matches(promise, block.zone):
             result = OnlineResult(Outcome.ERROR, zone=block.zone,
                                   detail=f"the kernel onlined it into {block.zone}; the policy promised {promise.value}")
-            m.zone_mismatch.inc()
-            log.error("zone_wrong", block=block.index, domain=block.domain, wanted=promise.value, found=block.zone)
-        else:
-            m.child(m.kernel_onlined, m.domain_label(block.domain), block.node, block.zone or "unknown").inc()
-        m.child(m.outcomes, result.outcome.value, 0).inc()
         waited = now - record.since if record.since is not None else 0.0
-        if record.since is not None:
-            m.add_to_online.observe(waited)
-        self.onliner.ledger.record(block, block.zone)
-        self.ctx.hooks.block_outcome(BlockReport(block, result, promise, 0, 0.0, waited))
+        self.onliner.account(BlockReport(block, result, promise, 0, 0.0, waited), kernel=True,
+                             timed=record.since is not None)

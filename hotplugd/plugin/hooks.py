@@ -3,6 +3,9 @@
 No part of the core spells ``pm.hook.<name>``: each method here says how its
 hook is called (isolated or checked, every implementation or the first
 result) once, and its signature is the spec's (:mod:`hotplugd.plugin.spec`).
+The one exception is ``hotplugd_register_backends``: the plugin manager calls it
+(:func:`hotplugd.plugin.manager.backend_registry`) to build the backend before
+there are hooks to call, and a plugin that fails it is left out there.
 """
 
 from __future__ import annotations
@@ -15,12 +18,10 @@ from prometheus_client.registry import CollectorRegistry
 
 from hotplugd.config import Config, ConfigProblem
 from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
-from hotplugd.plugin.backend import BackendRegistry
 from hotplugd.plugin.commands import CommandRegistry
 from hotplugd.plugin.manager import (
     BUILTIN,
     PluginManager,
-    backend_registry,
     call_checked,
     call_isolated,
     call_one,
@@ -42,10 +43,6 @@ class Hooks:
         return f"<Hooks {len(plugins)} plugins>"
 
     # -- start-up: a plugin that raises is a PluginError naming it -------------------
-
-    def register_backends(self) -> BackendRegistry:
-        """Every plugin's backends (``hotplugd_register_backends``)."""
-        return backend_registry(self.pm)
 
     def check_config(self, plugins: Mapping[str, Mapping[str, Any]], config: Config) -> list[ConfigProblem]:
         """Every plugin's problems with its table (``hotplugd_check_config``)."""
