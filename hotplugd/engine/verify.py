@@ -96,8 +96,8 @@ class Verifier:
         promise = promised_zone(block, self.ctx.config.zones)
         result = OnlineResult(Outcome.ONLINED, zone=block.zone)
         if not zone_matches(promise, block.zone):
-            result = OnlineResult(Outcome.ERROR, zone=block.zone,
-                                  detail=f"the kernel onlined it into {block.zone}; the policy promised {promise.value}")
+            detail = f"the kernel onlined it into {block.zone}; the policy promised {promise.value}"
+            result = OnlineResult(Outcome.ERROR, zone=block.zone, detail=detail)
         waited = now - record.since if record.since is not None else 0.0
         self.onliner.account(BlockReport(block, result, promise, 0, 0.0, waited), kernel=True,
                              timed=record.since is not None)
