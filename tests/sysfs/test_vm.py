@@ -115,6 +115,10 @@ def test_hotplugd_onlines_dimms_and_virtio_mem_on_both_nodes(guest: Guest) -> No
             if line.startswith("{")]
     failures = [e for e in logs if e.get("event") in ("online_failed", "backend_online_failed", "hook_failed")]
     assert failures == []
+    # One line per hot-add once it has settled (the DIMM, the virtio-mem growth: more than one if it paused).
+    settled = [e for e in logs if e.get("event") == "hotadd_settled"]
+    assert sum(e["online"] for e in settled) == len(hot) + len(grown), settled
+    assert all(e["summary"].endswith(", by hotplugd, all proven") for e in settled), settled
     metrics = (guest.share / "metrics.prom").read_text()
     onlined = sum(float(line.split()[-1]) for line in metrics.splitlines()
                   if line.startswith("hotplugd_blocks_onlined_total{"))
