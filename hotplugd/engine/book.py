@@ -122,9 +122,9 @@ class BlockBook:
 
     # -- events ------------------------------------------------------------------------
 
-    def queue_block(self, block: Block, now: float) -> bool:
-        """Queue ``block`` (again); False when the queue is full (it sets ``overflowed``)."""
-        if not self.queue.add(block, now):
+    def queue_block(self, block: Block, now: float, *, fresh: bool = False) -> bool:
+        """Queue ``block`` (again; ``fresh``: from an add event); False when the queue is full (``overflowed``)."""
+        if not self.queue.add(block, now, fresh=fresh):
             return False
         self._set(block.index, Record(Stage.QUEUED, block))
         return True
@@ -227,7 +227,7 @@ class BlockBook:
         removed = self.is_removed(waiting.block.index)
         self._set(waiting.block.index, None)
         if not removed:
-            self.queue_block(waiting.block, waiting.since)
+            self.queue_block(waiting.block, waiting.since, fresh=waiting.fresh)
 
     def finished(self, block: Block, outcome: Outcome, now: float, retry_after: float) -> bool:
         """A phase's final outcome for ``block``; True when it counts as onlined."""

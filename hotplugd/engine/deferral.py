@@ -19,8 +19,11 @@ takes only what the kernel has left: the kernel adds every block of a memory
 device before it onlines the first, all under ``device_hotplug_lock``, so a
 block still offline while the domain's events keep coming is not left offline.
 The grace (``kernel_grace``) runs from the domain's last memory event (an
-``add`` or ``online`` of any block); ``kernel_grace_max`` from the oldest queued
-block's add bounds it, so a kernel that never goes quiet is still noticed.
+``add`` or ``online`` of any block), and a block announced by an ``add`` is
+not left before the kernel's walk (its ``online`` events, ascending) has passed
+it: under load a kernel may pause longer than the grace between two blocks of
+one DIMM. ``kernel_grace_max`` from the oldest queued block's add bounds both,
+so a kernel that never goes quiet, or stops mid-walk, is still noticed.
 """
 
 from __future__ import annotations
@@ -102,14 +105,17 @@ def _quiet_since(queue: PendingQueue, now: float) -> tuple[float, float]:
 
 
 def _kernel_left(cfg: SchedulerConfig, queue: PendingQueue, now: float) -> Decision:
-    """Where the kernel onlines: take the queue once the domain was quiet for ``kernel_grace``
-    (the kernel is done and left these), or once the oldest waited ``kernel_grace_max``."""
+    """Where the kernel onlines: take the queue once the domain was quiet for ``kernel_grace`` and the
+    kernel's walk has passed every block it announced (it is done and left these), or once the oldest
+    waited ``kernel_grace_max``."""
     oldest, quiet = _quiet_since(queue, now)
-    if now >= quiet + cfg.kernel_grace:
+    ahead = queue.ahead_of_kernel  # a slow kernel may pause longer than the grace mid-walk
+    if now >= quiet + cfg.kernel_grace and not ahead:
         return Decision(Trigger.KERNEL_LEFT)
     if now >= oldest + cfg.kernel_grace_max:
         return Decision(Trigger.KERNEL_BOUND)
-    return Decision(wait=min(quiet + cfg.kernel_grace, oldest + cfg.kernel_grace_max) - now)
+    due = oldest + cfg.kernel_grace_max
+    return Decision(wait=(due if ahead else min(quiet + cfg.kernel_grace, due)) - now)
 
 
 def takeover(trigger: Trigger, batch: Sequence[Waiting], last_event: float | None, now: float) -> dict[str, Any]:
@@ -117,7 +123,7 @@ def takeover(trigger: Trigger, batch: Sequence[Waiting], last_event: float | Non
     oldest = min((w.since for w in batch), default=now)
     quiet = oldest if last_event is None else max(oldest, last_event)
     reason = ("no memory event for kernel_grace: the kernel left these offline" if trigger is Trigger.KERNEL_LEFT
-              else "waited kernel_grace_max while the kernel's memory events kept coming")
+              else "waited kernel_grace_max: the kernel's events kept coming, or its walk stopped short of these")
     return {"reason": reason, "blocks": len(batch), "quiet_seconds": round(now - quiet, 3),
             "oldest_waited_seconds": round(now - oldest, 3)}
 

@@ -112,6 +112,8 @@ class DomainScheduler:
         """Apply one event of this domain; wake its loop unless nothing it decides on changed."""
         if event.action in (Action.ADD, Action.ONLINE) and not event.synthetic:
             self.queue.last_event = self.ctx.clock()  # the kernel is at work: its grace starts again
+            if event.action is Action.ONLINE:
+                self.queue.walk = event.index
         if event.action is Action.ADD:
             self._handle_add(event)
         elif event.action is Action.REMOVE:
@@ -150,7 +152,7 @@ class DomainScheduler:
                                  deferred=block.state is State.KERNEL_DEFERRED)
                 self.hotadd.added(block)
             return
-        if not self.book.queue_block(block, self.ctx.clock()):
+        if not self.book.queue_block(block, self.ctx.clock(), fresh=not event.synthetic):
             self.ctx.metrics.queue_full.inc()  # the rescan after the next phase picks it up
         elif not event.synthetic:
             self.hotadd.added(block)

@@ -11,6 +11,9 @@ from hotplugd.model import MEMMAP_DIVISOR, Block
 class Waiting:
     block: Block
     since: float  # monotonic time of its add event
+    #: Announced by an ``add`` event while hotplugd ran (not found by a scan, not a retry): where the
+    #: kernel onlines, its walk over the hot-add may still be on its way to it.
+    fresh: bool = False
 
 
 class PendingQueue:
@@ -30,6 +33,10 @@ class PendingQueue:
         #: The domain's last memory event (a kernel's ``add`` or ``online`` of any block, queued or not):
         #: where the kernel onlines, its grace runs from it.
         self.last_event: float | None = None
+        #: The block of the domain's last ``online`` event: where the kernel's walk over a hot-add is (it
+        #: onlines a device's blocks in ascending order, after adding them all).
+        self.walk: int | None = None
+        self._fresh_top: int | None = None  # the highest fresh queued block (may be stale high until recomputed)
         #: Until when the backend's promise of more adds (``BlockEvent.more``) holds phases back.
         self.held_until: float | None = None
         self.overflowed = False
@@ -43,14 +50,16 @@ class PendingQueue:
     def __repr__(self) -> str:
         return f"<PendingQueue {len(self)} blocks, {self.bytes >> 20} MiB>"
 
-    def add(self, block: Block, now: float) -> bool:
-        """Queue ``block``; a block already queued keeps its place. False when full."""
+    def add(self, block: Block, now: float, *, fresh: bool = False) -> bool:
+        """Queue ``block`` (``fresh``: from an add event); a block already queued keeps its place. False when full."""
         if block.index in self._items:
             return True
         if len(self._items) >= self.limit:
             self.overflowed = True
             return False
-        waiting = Waiting(block, now)
+        waiting = Waiting(block, now, fresh)
+        if fresh and (self._fresh_top is None or block.index > self._fresh_top):
+            self._fresh_top = block.index
         self._items[block.index] = waiting
         node = self._nodes.get(block.node)
         if node is None:
@@ -70,6 +79,8 @@ class PendingQueue:
         if not node:
             del self._nodes[waiting.block.node]
         self.bytes -= waiting.block.size
+        if index == self._fresh_top:
+            self._recount_fresh()
         return waiting
 
     def take(self, busy_nodes: set[int] | frozenset[int] = frozenset()) -> list[Waiting]:
@@ -79,6 +90,7 @@ class PendingQueue:
             self._items.clear()
             self._nodes.clear()
             self.bytes = 0
+            self._fresh_top = None
             return taken
         taken = []
         for node in [n for n in self._nodes if n not in busy_nodes]:
@@ -87,7 +99,17 @@ class PendingQueue:
             del self._items[waiting.block.index]
             self.bytes -= waiting.block.size
         taken.sort(key=lambda w: w.since)
+        self._recount_fresh()
         return taken
+
+    def _recount_fresh(self) -> None:
+        self._fresh_top = max((i for i, w in self._items.items() if w.fresh), default=None)
+
+    @property
+    def ahead_of_kernel(self) -> bool:
+        """Is a fresh queued block above the kernel's walk (or has the walk not begun)? Then the kernel
+        may not have reached it yet, however quiet it is: it onlines a hot-add in ascending order."""
+        return self._fresh_top is not None and (self.walk is None or self._fresh_top > self.walk)
 
     @property
     def oldest(self) -> float | None:

@@ -73,6 +73,34 @@ def test_a_kernel_that_never_goes_quiet_is_bounded():
     assert decide(cfg(), queue, 70.0, KERNEL, 8).trigger is Trigger.KERNEL_BOUND
 
 
+def fresh(times: list[float], walk: int | None) -> PendingQueue:
+    """Blocks 10, 11, ... announced by add events at ``times``; the kernel's last online was block ``walk``."""
+    queue = PendingQueue(1000)
+    for offset, t in enumerate(times):
+        queue.add(Block(10 + offset, MiB), t, fresh=True)
+    queue.last_event, queue.walk = max(times), walk
+    return queue
+
+
+def test_a_kernel_paused_mid_walk_longer_than_the_grace_keeps_its_blocks():
+    # blocks 10..13 added, the kernel onlined up to block 9 of the same DIMM, then paused 5 s under load
+    queue = fresh([10.0, 10.1, 10.2, 10.3], walk=9)
+    decision = decide(cfg(), queue, 15.3, KERNEL, 8)
+    assert decision.trigger is None and decision.wait == pytest.approx(60.0 - 5.3)
+    assert decide(cfg(), fresh([10.0], walk=None), 15.0, KERNEL, 8).trigger is None  # no online seen yet
+    assert decide(cfg(), queue, 70.0, KERNEL, 8).trigger is Trigger.KERNEL_BOUND  # a walk stopped short
+
+
+def test_blocks_the_walk_passed_are_left_once_quiet():
+    queue = fresh([10.0, 10.1], walk=12)  # the kernel onlined block 12 after them: 10 and 11 it left
+    assert decide(cfg(), queue, 12.1, KERNEL, 8).trigger is Trigger.KERNEL_LEFT
+    queue.discard(11)
+    queue.add(Block(30, MiB), 12.2, fresh=True)  # the next DIMM's first block, not reached yet
+    assert decide(cfg(), queue, 14.3, KERNEL, 8).trigger is None
+    queue.discard(30)  # the kernel onlined it
+    assert decide(cfg(), queue, 14.3, KERNEL, 8).trigger is Trigger.KERNEL_LEFT
+
+
 def test_a_bound_below_the_grace_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"scheduler.kernel_grace_max: must be at least scheduler.kernel_grace"):
         from_mapping({"scheduler": {"kernel_grace": "10s", "kernel_grace_max": "5s"}})
@@ -108,9 +136,10 @@ async def test_a_dimm_whose_adds_outlast_the_grace_is_left_to_the_kernel(make_da
             await wait_until(lambda i=index: i in daemon.scheduler.host.queue)
             await tick(daemon, clock, 0.5)
         assert host.calls == []
-        for index in range(12):  # then the kernel onlines them, 0.5 s each
+        for index in range(12):  # then the kernel onlines them, 0.5 s each, with a pause of 3 s mid-walk
             kernel_onlines(host, backend, index)
-            await tick(daemon, clock, 0.5)
+            await wait_until(lambda i=index: i not in daemon.scheduler.host.queue)
+            await tick(daemon, clock, 3.0 if index == 5 else 0.5)
         await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_kernel_onlined_blocks_total", HOST) == 12)
         await tick(daemon, clock, 10)
     assert host.calls == []  # not one write of hotplugd's
@@ -129,13 +158,13 @@ async def test_what_the_kernel_left_is_taken_once_it_is_quiet_and_the_log_says_w
             backend.add(1, 2, 3)
             await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
             await tick(daemon, clock, 1.5)
-            kernel_onlines(host, backend, 1)  # the kernel is still at work at 1.5 s
-            await wait_until(lambda: 1 not in daemon.scheduler.host.queue)
+            kernel_onlines(host, backend, 3)  # the kernel is still at work at 1.5 s; its walk passed 1 and 2
+            await wait_until(lambda: 3 not in daemon.scheduler.host.queue)
             await tick(daemon, clock, 1.0)
             assert host.calls == []  # 2.5 s since the adds, 1 s of quiet
             await tick(daemon, clock, 1.5)
             await wait_until(lambda: host.online_indices() == {1, 2, 3})
-    assert sorted(index for index, _ in host.calls) == [2, 3]
+    assert sorted(index for index, _ in host.calls) == [1, 2]
     assert [p.trigger for p in hook_recorder.phases] == ["kernel_left_offline"]
     [takeover] = [e for e in logs if e["event"] == "kernel_takeover"]
     assert takeover["blocks"] == 2 and takeover["quiet_seconds"] == pytest.approx(2.5)
@@ -172,18 +201,20 @@ async def test_a_block_found_online_by_hotplugds_write_is_the_kernels(make_daemo
     backend = FakeBackend(host)
     daemon = make_daemon(backend, clock=clock)
     async with running(daemon, until_idle=False):
-        backend.add(1, 2)
-        await wait_until(lambda: len(daemon.scheduler.host.queue) == 2)
+        backend.add(1, 2, 3)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
+        kernel_onlines(host, backend, 3)
+        await wait_until(lambda: 3 not in daemon.scheduler.host.queue)
         host.script(1, OnlineResult(Outcome.ALREADY_ONLINE, zone="Normal", errno=errno.EINVAL))
         host.add(1, state=host.blocks[1].state.ONLINE, zones=("Normal",))  # its online event is late
         await tick(daemon, clock, 2.5)
-        await wait_until(lambda: len(hook_recorder.reports) == 2)
+        await wait_until(lambda: len(hook_recorder.reports) == 3)
     assert sorted(index for index, _ in host.calls) == [1, 2]
-    assert sample(hotplugd_metrics, "hotplugd_kernel_onlined_blocks_total", HOST) == 1
+    assert sample(hotplugd_metrics, "hotplugd_kernel_onlined_blocks_total", HOST) == 2  # 3 by event, 1 found
     assert sample(hotplugd_metrics, "hotplugd_blocks_onlined_total", HOST) == 1  # block 2: hotplugd's own
-    assert sample(hotplugd_metrics, "hotplugd_blocks_verified_total") == 1
+    assert sample(hotplugd_metrics, "hotplugd_blocks_verified_total") == 2
     assert {r.block.index: (r.result.outcome.value, r.attempts) for r in hook_recorder.reports} == {
-        1: ("onlined", 0), 2: ("onlined", 1)}  # block 1 reported once, as the kernel's
+        1: ("onlined", 0), 2: ("onlined", 1), 3: ("onlined", 0)}  # block 1 reported once, as the kernel's
     assert daemon.scheduler.host.onlined == 1
 
 

@@ -328,8 +328,8 @@ async def test_a_block_the_kernel_left_offline_is_onlined_by_hotplugd_after_the_
     async with running(daemon, until_idle=False):
         backend.add(1, 2)
         await wait_until(lambda: len(daemon.scheduler.host.queue) == 2)
-        kernel_onlines(host, backend, 1)
-        await wait_until(lambda: 1 in hook_recorder.outcomes() and len(daemon.scheduler.host.queue) == 1)
+        kernel_onlines(host, backend, 2)  # its walk passed block 1
+        await wait_until(lambda: 2 in hook_recorder.outcomes() and len(daemon.scheduler.host.queue) == 1)
         clock.advance(1.0)
         daemon.scheduler.wake()
         await anyio.sleep(0.05)
@@ -337,7 +337,7 @@ async def test_a_block_the_kernel_left_offline_is_onlined_by_hotplugd_after_the_
         clock.advance(1.5)
         daemon.scheduler.wake()
         await wait_until(lambda: host.online_indices() == {1, 2})
-    assert host.calls == [(2, ZoneRequest.AUTO)]
+    assert host.calls == [(1, ZoneRequest.AUTO)]
     assert [p.trigger for p in hook_recorder.phases] == ["kernel_left_offline"]
 
 

@@ -14,12 +14,13 @@ pytestmark = pytest.mark.asyncio
 
 
 async def test_a_block_the_kernel_onlined_before_hotplugds_write_is_counted_as_the_kernels(fake_sysfs, hook_recorder):
-    daemon, provider = make(fake_sysfs, hook_recorder, scheduler={"onliner": "auto", "kernel_grace": 0.05})
+    daemon, provider = make(fake_sysfs, hook_recorder, scheduler={"onliner": "auto", "kernel_grace": 0.05,
+                                                              "kernel_grace_max": 0.1})
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(10):
             await tg.start(functools.partial(daemon.run, until_idle=True))
             events = fake_sysfs.hot_add(range(16, 20))  # the kernel onlines all four
-            for data in events[:4]:  # ... but its online uevents are lost: hotplugd writes after the grace
+            for data in events[:4]:  # ... but its online uevents are lost: hotplugd writes at the bound
                 provider.backend.feed(data)
             provider.backend.end()
     assert sorted(index for index, _ in fake_sysfs.writes) == [16, 17, 18, 19]  # each write: EINVAL
