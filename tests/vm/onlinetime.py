@@ -28,21 +28,32 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class Workload:
-    """A hot-add: ``kind`` is ``dimm`` (one pc-dimm of ``size``) or ``virtio-mem`` (grow by ``size``)."""
+    """A hot-add: ``kind`` is ``dimm`` (one pc-dimm of ``size``) or ``virtio-mem`` (grow by ``size``).
+
+    A ``file`` DIMM is backed by a sparse file in the guest's work dir on this machine's disk
+    (``memory-backend-file``, ``share=on``) rather than by RAM: DIMMs far larger than this machine's
+    memory cost only the pages the guest touches (its memmap, what it uses).
+    """
 
     kind: str
     size: int
+    file: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.size // GiB} GiB" if self.kind == "dimm" else f"virtio-mem +{self.size // GiB} GiB"
+        if self.kind == "dimm":
+            return f"dimm {self.size // GiB} GiB" + (" (file)" if self.file else "")
+        return f"virtio-mem +{self.size // GiB} GiB"
 
     def prepare(self, guest: Guest) -> Callable[[], None]:
         """Do what is not part of the hot-add (create the DIMM's memory backend); return the hot-add."""
         if self.kind == "dimm":
             name = f"bench{next(_ids)}"
-            guest.qmp.execute("object-add", **{"qom-type": "memory-backend-ram", "id": f"{name}-mem",
-                                               "size": self.size})
+            backend: dict[str, Any] = {"qom-type": "memory-backend-ram"}
+            if self.file:
+                backend = {"qom-type": "memory-backend-file", "mem-path": str(guest.workdir / f"{name}.mem"),
+                           "share": True}
+            guest.qmp.execute("object-add", **backend, id=f"{name}-mem", size=self.size)
             return lambda: guest.qmp.execute("device_add", driver="pc-dimm", id=name, memdev=f"{name}-mem")
         if self.kind == "virtio-mem":
             target = guest.qmp.virtio_mem_size() + self.size
