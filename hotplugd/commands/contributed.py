@@ -56,7 +56,8 @@ def add_contributed(sub: argparse._SubParsersAction, registry: CommandRegistry,
         if command.arguments is not None:
             command.arguments(options)
         parser = sub.add_parser(name, parents=[options], help=command.help,
-                                description=command.description or command.help)
+                                description=command.description or command.help,
+                                epilog=f"exit status: {command.exit_status}" if command.exit_status else None)
         parser.set_defaults(contributed_command=command)
     return added
 

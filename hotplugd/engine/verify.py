@@ -38,6 +38,7 @@ class Verifier:
         self.ctx = ctx
         self.book = book
         self.onliner = onliner  # its node ledger learns where the kernel put each block
+        self.stuck = 0  # this domain's blocks held half-online past the bound (logged once per episode)
 
     def __repr__(self) -> str:
         return f"<Verifier {self.book.verifying} to read back>"
@@ -69,6 +70,7 @@ class Verifier:
                 self.ctx.metrics.kernel_phase.observe(now - record.deferred_since)
             if record.stuck:
                 self.ctx.metrics.kernel_stuck.dec()
+                self.stuck -= 1
             self._prove(record, block, now)
             self.book.settled_online(block)
         else:  # offline after all: the kernel left it, hotplugd onlines it (after the grace, where the kernel onlines)
@@ -86,9 +88,14 @@ class Verifier:
         elif not record.stuck and held > self.ctx.config.scheduler.kernel_phase_timeout:
             record.stuck = True
             self.ctx.metrics.kernel_stuck.inc()
-            log.error("kernel_deferred_stuck", block=block.index, domain=block.domain, seconds=round(held, 1),
-                      hint="only the kernel can finish it: its deferred final phase did not run "
-                           "(is auto-online off while parallel_hotplug_ratio is set?)")
+            self.stuck += 1
+            if self.stuck == 1:  # one error per episode; the gauge counts every block, the rest log at debug
+                log.error("kernel_deferred_stuck", block=block.index, domain=block.domain, seconds=round(held, 1),
+                          hint="only the kernel can finish it: its deferred final phase did not run "
+                               "(is auto-online off while parallel_hotplug_ratio is set?); further blocks are "
+                               "counted in hotplugd_kernel_deferred_stuck_blocks, not logged one by one")
+            else:
+                log.debug("kernel_deferred_stuck", block=block.index, domain=block.domain, seconds=round(held, 1))
 
     def _prove(self, record: Record, block: Block, now: float) -> None:
         """Judge a block the kernel onlined against the zone the policy promised; the onliner accounts it

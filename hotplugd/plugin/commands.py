@@ -133,6 +133,8 @@ class Command:
     description: str
     arguments: CommandArguments | None
     plugin: str
+    #: Its exit codes, shown by ``hotplugd NAME --help`` as "exit status: ...".
+    exit_status: str = ""
     #: Takes the core's config flags (``--config``, ``--set``, ``--backend``, ``--ratio``, ``--log-level``).
     config_flags: bool = True
 
@@ -148,12 +150,12 @@ class CommandRegistry:
     def _registering_for(self, plugin: str) -> None:
         self._plugin = plugin
 
-    def add(self, name: str, run: CommandRun, *, help: str, description: str = "",
+    def add(self, name: str, run: CommandRun, *, help: str, description: str = "", exit_status: str = "",
             arguments: CommandArguments | None = None, config_flags: bool = True) -> None:
         """Add subcommand ``name``: ``arguments(parser)`` adds its options, ``run(ctx)`` returns its exit code.
 
-        ``help`` is its line in ``hotplugd --help``; ``description`` its ``hotplugd NAME --help`` text
-        (say what it does and its exit codes). A name the core or another plugin has is a
+        ``help`` is its line in ``hotplugd --help``; ``description`` its ``hotplugd NAME --help`` text (what
+        it does), ``exit_status`` what each exit code means (``"0: ...; 78: a flag is wrong"``). A name the core or another plugin has is a
         :class:`hotplugd.PluginError`, and so is a name that is not lower-case letters, digits and dashes.
         """
         if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -165,7 +167,7 @@ class CommandRegistry:
         if not callable(run) or (arguments is not None and not callable(arguments)):
             raise PluginError(f"plugin {self._plugin!r}: command {name!r} needs callables for run and arguments")
         self._commands[name] = Command(name, run, str(help), str(description), arguments, self._plugin,
-                                       bool(config_flags))
+                                       str(exit_status), bool(config_flags))
 
     def drop(self, plugin: str) -> list[str]:
         """Forget every command of ``plugin`` (its contribution failed); their names."""

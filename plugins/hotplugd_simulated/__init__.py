@@ -36,7 +36,11 @@ def hotplugd_check_config(plugins: Mapping[str, Mapping[str, Any]]) -> list[Conf
 def hotplugd_add_commands(commands: CommandRegistry) -> None:
     commands.add("simulate", command, arguments=arguments,
                  help="play a hot-add scenario on the simulated backend, end to end",
-                 description="Play a hot-add scenario on the simulated backend through the real daemon: the plan, "
-                             "the kernel's or hotplugd's onlining, the read-back of every block. With --from-host, "
-                             "predict a hot-add on this host's shape instead (read only). Exit 0: every block "
-                             "online; 1: some block failed or was left half-online; 78: a bad flag or config.")
+                 description="Play a hot-add scenario on the simulated backend through the real daemon: the plan "
+                             "(the simulated kernel has the real knobs), the kernel's or hotplugd's onlining, the "
+                             "read-back of every block, one measured time against the serial one. With "
+                             "--from-host, predict a hot-add on this host's shape instead (read only) and say "
+                             "which parallel_hotplug_ratio to boot with.",
+                 exit_status="0: every block online (or removed); 1: a block failed, or was left half-online past "
+                             "scheduler.kernel_phase_timeout; 2: usage error; 78: a flag or config is wrong, or "
+                             "the plan cannot be honoured")

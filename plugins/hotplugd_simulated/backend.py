@@ -7,9 +7,22 @@ from typing import Any
 
 import anyio
 
-from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
+from hotplugd import (
+    HOST_DOMAIN,
+    Backend,
+    BackendError,
+    Block,
+    BlockEvent,
+    KernelKnobs,
+    OnlineResult,
+    Rescan,
+    Scan,
+    Topology,
+    ZoneRequest,
+)
 
 from .host import Host
+from .kernels import KERNELS
 from .predict import Prediction, predict, spread
 from .scenario import Scenario
 from .settings import Settings, parse
@@ -29,6 +42,8 @@ class SimulatedBackend(Backend):
         self.host = Host(settings, journal)
         self.scenario = Scenario(settings, self.host)
         self.concurrency = settings.declared_concurrency
+        #: Set by the first scan: a daemon's hot-add starts once it watches the host (its plan applied).
+        self._watched: anyio.Event | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SimulatedBackend:
@@ -40,9 +55,9 @@ class SimulatedBackend(Backend):
         return self.scenario.total_blocks
 
     def compare(self, ratio: float) -> list[Prediction]:
-        """This scenario computed on the seed's kernel and on mainline, serially and at ``ratio``."""
+        """This scenario computed on every kernel, serially (ratio 0) and at ``ratio``."""
         steps = self.settings.scenario
-        return [predict(self.settings, steps, kernel, r) for kernel in ("anolis", "mainline") for r in (0.0, ratio)]
+        return [predict(self.settings, steps, kernel, r) for kernel in KERNELS for r in sorted({0.0, ratio})]
 
     def whatif(self, size: int, cpus: Sequence[int], ratios: Sequence[float]) -> list[Prediction]:
         """A hot-add of ``size`` spread over this host's nodes (``cpus`` each), on every kernel and ratio;
@@ -54,11 +69,14 @@ class SimulatedBackend(Backend):
 
     def describe(self) -> str:
         s = self.settings
-        return (f"simulated({s.kernel} kernel, {s.nodes} nodes x {s.cpus_per_node} CPUs, lock={s.lock_model}, "
+        return (f"simulated({s.kernel} kernel, auto_online_blocks={self.host.knobs.values['auto_online_blocks']}, "
+                f"{s.nodes} nodes x {s.cpus_per_node} CPUs, lock={s.lock_model}, "
                 f"concurrency={self.concurrency}, {s.block_size >> 20} MiB blocks)")
 
     async def start(self) -> None:
-        """Restore the host from ``state_file`` when set (and compact the file)."""
+        """Restore the host from ``state_file`` when set (and compact the file). Started by a daemon, the
+        scenario waits for its first scan: the hot-add meets the plan the daemon applies first."""
+        self._watched = anyio.Event()
         await anyio.to_thread.run_sync(self.host.restore)
 
     async def stop(self) -> None:
@@ -66,13 +84,34 @@ class SimulatedBackend(Backend):
             self.host.journal.close()
 
     async def scan(self) -> Scan:
-        return Scan(list(self.census()), await self.topology())
+        scan = Scan(list(self.census()), await self.topology())
+        if self._watched is not None:
+            self._watched.set()
+        return scan
 
     async def topology(self) -> Topology:
         s = self.settings
-        return Topology({n: s.cpus_per_node for n in range(s.nodes)}, self.host.mem_available, s.block_size)
+        return Topology({n: s.cpus_per_node for n in range(s.nodes)}, self.host.mem_available, s.block_size,
+                        kernel_onlines=self.host.knobs.kernel_onlines)
+
+    async def kernel_knobs(self, domain: str = HOST_DOMAIN) -> KernelKnobs | None:
+        """The simulated kernel's knobs, as the plan reads a real one's (:mod:`.knobs`)."""
+        return self.host.knobs.read() if domain == HOST_DOMAIN else None
+
+    async def set_kernel_knobs(self, values: Mapping[str, str], domain: str = HOST_DOMAIN) -> None:
+        if domain != HOST_DOMAIN:
+            raise BackendError(f"the simulated backend has only the {HOST_DOMAIN!r} domain, not {domain!r}")
+        self.host.knobs.write(values)
+
+    async def verify(self, blocks: Sequence[Block]) -> list[Block | None]:
+        """Just these blocks, as the host has them now."""
+        size = self.settings.block_size
+        found = [self.host.blocks.get(b.index) for b in blocks]
+        return [b.view(size) if b is not None else None for b in found]
 
     async def events(self) -> AsyncIterator[BlockEvent | Rescan]:
+        if self._watched is not None:
+            await self._watched.wait()
         async for event in self.scenario.events():
             yield event
 

@@ -19,7 +19,8 @@ import anyio.lowlevel
 
 from hotplugd import Block, OnlineResult, Outcome, State, ZoneRequest
 
-from .kernels import TRYLOCK_RETRY, chunks
+from .kernels import TRYLOCK_RETRY, chunks, kernel_workers
+from .knobs import Knobs
 from .settings import Settings
 from .statefile import Saved, SavedBlock, StateFile
 
@@ -74,12 +75,19 @@ class Host:
         self._locks = {n: anyio.Lock() for n in range(settings.nodes)} if settings.lock_model == "per-node" else {}
         self._global = anyio.Lock()
         self.costs = settings.costs()
+        self.knobs = Knobs(settings.kernel, settings.auto_online, settings.kernel_ratio,
+                           frozenset(settings.read_only_knobs))
         self.populated: Counter[tuple[int, str]] = Counter()  # (node, zone): blocks online or half-online
         self.lock_retries = 0  # trylocks lost (each one slept TRYLOCK_RETRY)
         self.inflight = self.max_inflight = 0  # onlines spending their cost at once
         self.changed = anyio.Event()  # set when a block goes online while someone waits (virtio-mem)
         self.waiting = 0
         self.offline_count = 0
+        #: Monotonic times of the scenario's first plug and of the last block going online (kernel or writer).
+        self.first_plug_at: float | None = None
+        self.last_online_at: float | None = None
+        self.prepared = 0  # blocks the seed's kernel left half-online (PREPARE done, its final phase to come)
+        self._booting = True
         for node in range(settings.nodes):
             for _ in range(settings.boot_memory // settings.block_size):
                 booted = self.plug(node)
@@ -88,6 +96,7 @@ class Host:
                 self.offline_count -= 1
             for _ in range(settings.offline_at_start // settings.block_size):
                 self.plug(node)
+        self._booting = False
 
     def __repr__(self) -> str:
         online = sum(1 for b in self.blocks.values() if b.state is State.ONLINE)
@@ -95,6 +104,8 @@ class Host:
 
     def plug(self, node: int, step: int = -1) -> HostBlock:
         block = HostBlock(self.next_index, node)
+        if self.first_plug_at is None and not self._booting:
+            self.first_plug_at = time.monotonic()
         self.blocks[block.index] = block
         self.next_index += 1
         self.offline_count += 1
@@ -158,7 +169,7 @@ class Host:
             return None
         return rng.choice(self.s.fault_errnos)
 
-    async def _spend(self, cost: float) -> None:
+    async def spend(self, cost: float) -> None:
         """Take ``cost`` seconds of this caller's time, compensating earlier timer overshoot."""
         owed = cost - _overslept.get()
         if owed <= 0:
@@ -194,28 +205,34 @@ class Host:
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         try:
-            await self._spend(cost)
+            await self.spend(cost)
         finally:
             self.inflight -= 1
 
     def _lock(self, block: HostBlock) -> anyio.Lock | None:
         return self._global if self.s.lock_model == "global" else self._locks.get(block.node)
 
+    @property
+    def workers(self) -> int:
+        """Workers per node of the kernel's own parallel onlining (per-block, anolis), at its ratio now."""
+        return kernel_workers(self.s.cpus_per_node, self.knobs.ratio)
+
     def _defers(self, block: HostBlock, zone: str) -> bool:
         """Anolis takes the PREPARE path when its ratio is set and the target zone is populated."""
-        return self.s.kernel == "anolis" and self.s.kernel_ratio > 0 and self.populated[block.node, zone] > 0
+        return self.s.kernel == "anolis" and self.knobs.ratio > 0 and self.populated[block.node, zone] > 0
 
     def _cost(self, deferring: bool) -> float:
         if deferring:
             return self.costs.prepare
         online = self.s.nodes * self.s.boot_memory + self.onlined_bytes
         growth = self.s.cost_per_online_gib * online / (1 << 30)
-        if self.s.kernel == "per-block" and self.s.kernel_ratio > 0:
-            return self.costs.per_block(self.s.workers) + growth
+        if self.s.kernel == "per-block" and self.knobs.ratio > 0:
+            return self.costs.per_block(self.workers) + growth
         return self.costs.serial + growth
 
     def _set_online(self, block: HostBlock) -> None:
         block.state = State.ONLINE
+        self.last_online_at = time.monotonic()
         self.onlined_bytes += self.s.block_size
         self.offline_count -= 1
         if self.journal is not None and block.zone:
@@ -224,27 +241,32 @@ class Host:
             self.notify()
 
     async def kernel_online(self, block: HostBlock) -> None:
-        """The kernel's own onlining of a block it just added (auto_online_blocks = online)."""
-        deferring = self._defers(block, "Normal")
+        """The kernel's own onlining of a block it just added (``auto_online_blocks`` not offline),
+        into the zone its knobs choose."""
+        size = self.s.block_size
+        node = block.node
+        zone = self.knobs.zone(self.populated[node, "Normal"] * size, self.populated[node, "Movable"] * size, size)
+        deferring = self._defers(block, zone)
         await self._hold(self._lock(block), self._cost(deferring))
         if block.index not in self.blocks or block.state is not State.OFFLINE:
             return
-        block.zone = "Normal"
-        self.populated[block.node, "Normal"] += 1
+        block.zone = zone
+        self.populated[block.node, zone] += 1
         if deferring:
             block.state = State.KERNEL_DEFERRED
+            self.prepared += 1
         else:
             self._set_online(block)
 
     async def deferred_online_memory(self, node: int, indices: Sequence[int]) -> None:
         """Anolis's final phase over a node's range: one worker per chunk, each block online at its
         chunk's pace, with no uevent. Skips online blocks, and everything while auto-online is off."""
-        if not self.s.auto_online:
+        if not self.knobs.kernel_onlines:
             return
         todo = [self.blocks[i] for i in indices if i in self.blocks and self.blocks[i].state is State.KERNEL_DEFERRED]
-        parts = chunks(len(todo), self.s.workers)
+        parts = chunks(len(todo), self.workers)
         if len(parts) > 1:
-            await self._spend(self.costs.setup)
+            await self.spend(self.costs.setup)
 
         async def worker(mine: list[HostBlock]) -> None:
             for block in mine:
@@ -291,6 +313,7 @@ class Host:
         self.populated[block.node, name] += 1
         if deferring:  # PREPARE only: left half-online until the kernel's final phase runs
             block.state = State.KERNEL_DEFERRED
+            self.prepared += 1
             return OnlineResult(Outcome.KERNEL_DEFERRED, zone=name)
         self._set_online(block)
         return _ONLINED[name]

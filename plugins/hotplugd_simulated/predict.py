@@ -10,6 +10,7 @@ sequences run side by side. Used by ``bench/seed_table.py``, the demo's comparis
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,8 +21,8 @@ from .settings import Settings, Step
 #: Why each kernel is as fast as it is, one line each (the demo prints them).
 REASONS = {
     "mainline": "every online takes device_hotplug_lock: one block at a time, whatever the ratio",
-    "per-block": "page init split over {workers} workers, but every block pays set-up and join",
-    "anolis": "PREPARE under the lock skips page init; the rest runs once, on {workers} workers a node",
+    "per-block": "page init split over {workers}, but every block pays set-up and join",
+    "anolis": "PREPARE under the lock skips page init; the rest runs once, on {workers} a node",
 }
 
 
@@ -37,12 +38,15 @@ class Prediction:
     seconds: float
     peak_offline: int  # bytes added but not yet usable, at most
     workers: int  # the kernel's workers on the busiest node
+    #: The kernel's own workers on each node of the hot-add, in node order (0: a CPU-less node, whose
+    #: range the driver walks itself); empty where the kernel onlines one block at a time.
+    node_workers: tuple[int, ...] = ()
 
     @property
     def reason(self) -> str:
         if self.ratio == 0 or self.kernel == "mainline":
             return REASONS["mainline"] if self.kernel == "mainline" else "ratio 0: every block onlined the normal way"
-        return REASONS[self.kernel].format(workers=self.workers)
+        return REASONS[self.kernel].format(workers="1 worker" if self.workers == 1 else f"{self.workers} workers")
 
 
 Segments = list[tuple[float, float]]  # (seconds under the lock, seconds after it, outside it)
@@ -71,19 +75,23 @@ def _segments(c: Costs, kernel: str, percent: int, cpus: int, kind: str, blocks:
 
 
 def _play(nodes: Sequence[Segments]) -> float:
-    """The time for every node's segments, the locked parts served one at a time."""
-    ready = [0.0] * len(nodes)
+    """The time for every node's segments, the locked parts served one at a time (first ready, first
+    served; ties to the lower node), in O(segments x log nodes)."""
+    ready = [(0.0, i) for i, segs in enumerate(nodes) if segs]
+    heapq.heapify(ready)
     position = [0] * len(nodes)
-    lock_free = 0.0
-    while True:
-        pending = [i for i, segs in enumerate(nodes) if position[i] < len(segs)]
-        if not pending:
-            return max(ready, default=0.0)
-        i = min(pending, key=lambda n: ready[n])
+    lock_free = end = 0.0
+    while ready:
+        at, i = heapq.heappop(ready)
         locked, after = nodes[i][position[i]]
-        lock_free = max(ready[i], lock_free) + locked
-        ready[i] = lock_free + after
+        lock_free = max(at, lock_free) + locked
+        done = lock_free + after
         position[i] += 1
+        if position[i] < len(nodes[i]):
+            heapq.heappush(ready, (done, i))
+        else:
+            end = max(end, done)
+    return end
 
 
 def predict(settings: Settings, steps: Sequence[Step], kernel: str, ratio: float, *, bound: bool = False,
@@ -108,8 +116,10 @@ def predict(settings: Settings, steps: Sequence[Step], kernel: str, ratio: float
         peak += offline * size
     workers = max((kernel_workers(per_node[n], percent) for n in plays), default=1)
     total = sum(s.size for s in steps if s.kind != "remove")
+    parallel = kernel != "mainline" and percent > 0
+    node_workers = tuple(kernel_workers(per_node[n], percent) if per_node[n] else 0 for n in sorted(plays))
     return Prediction(kernel, ratio, bound, size, total, _play(list(plays.values())), peak,
-                      1 if kernel == "mainline" else workers)
+                      1 if kernel == "mainline" else workers, node_workers if parallel else ())
 
 
 def spread(total: int, nodes: int, kind: str = "virtio-mem") -> list[Step]:

@@ -48,15 +48,16 @@ class Scenario:
     @property
     def kernel_defers(self) -> bool:
         """The seed's kernel with its ratio set and auto-online on: its driver runs the final phase."""
-        return self.s.kernel == "anolis" and self.s.kernel_ratio > 0 and self.s.auto_online
+        knobs = self.host.knobs
+        return self.s.kernel == "anolis" and knobs.ratio > 0 and knobs.kernel_onlines
 
     async def _add(self, node: int, number: int) -> BlockEvent:
         block = self.host.plug(node, number)
         self.added += 1
-        if self.s.auto_online:  # the kernel onlines (or PREPAREs) before the uevent reaches anyone
+        if self.host.knobs.kernel_onlines:  # the kernel onlines (or PREPAREs) before the uevent reaches anyone
             await self.host.kernel_online(block)
-        if self.s.add_interval:
-            await anyio.sleep(self.s.add_interval)
+        if self.s.add_interval:  # timer overshoot compensated, as for the kernel's own costs
+            await self.host.spend(self.s.add_interval)
         elif self.added % CHECKPOINT_EVERY == 0:
             await anyio.lowlevel.checkpoint()
         return BlockEvent(Action.ADD, block.index, block.view(self.s.block_size))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hotplugd import EHWPOISON, ConfigProblem, parse_duration, parse_size
+from hotplugd import EHWPOISON, KNOB_NAMES, ConfigProblem, parse_duration, parse_size
 
 from .kernels import KERNELS, Costs, kernel_workers
 
@@ -17,6 +17,9 @@ LOCKS = ("global", "per-node", "none")
 MAX_NUMNODES = 1 << 10
 NR_CPUS = 8192
 MAX_MEMORY = 1 << 64
+#: The most blocks a simulated host holds (boot, coldplug and the scenario together): each is an object
+#: of the host and of the daemon's book, and a real hot-add of 2^20 blocks takes an hour to online.
+MAX_BLOCKS = 1 << 20
 STEP_KINDS = ("dimm", "virtio-mem", "remove")
 FAULTS = {"EBUSY": errno.EBUSY, "ENOMEM": errno.ENOMEM, "EINVAL": errno.EINVAL,
           "EHWPOISON": EHWPOISON, "ENOENT": errno.ENOENT}
@@ -42,14 +45,18 @@ class Settings:
     offline_at_start: int = 0  # per node, present but offline at start (coldplug)
     mem_available: int = 16 << 30
     kernel: str = "mainline"  # mainline | per-block | anolis (kernels.py)
-    #: The kernel's own parallel_hotplug_ratio, percent of a node's CPUs (per-block and anolis).
-    kernel_ratio: int = 100
-    #: The kernel onlines added blocks itself (auto_online_blocks = online); on anolis this is
-    #: what runs the final phase (its driver calls deferred_online_memory after a request).
+    #: The kernel's own parallel_hotplug_ratio at boot, percent of a node's CPUs (per-block and anolis;
+    #: a knob the plan sets). 0, as the seed's kernel boots: no deferral.
+    kernel_ratio: int = 0
+    #: auto_online_blocks at boot: the kernel onlines added blocks itself; on anolis this is what
+    #: runs the final phase (its driver calls deferred_online_memory after a request). The plan
+    #: sets it at start, as on a real host.
     auto_online: bool = False
-    #: None: the kernel's own (every kernel takes the global device_hotplug_lock). "none" and
+    #: Knobs hotplugd cannot write (a read-only /sys): the plan then keeps or takes the onlining.
+    read_only_knobs: tuple[str, ...] = ()
+    #: "global": every real kernel's device_hotplug_lock. "none" and
     #: "per-node" are idealised kernels for the engine's parallel-phase tests and bench/parallel.py.
-    lock: str | None = None
+    lock: str = "global"
     concurrency: int | None = None  # declared; default follows the lock model
     #: Costs fitted to the guest's 6.1 kernel (bench/README.md): 3.1 ms a 128 MiB block.
     cost_fixed: float = 400e-6  # seconds per online call: lock, spans, notifiers
@@ -70,7 +77,7 @@ class Settings:
 
     @property
     def lock_model(self) -> str:
-        return self.lock or "global"
+        return self.lock
 
     @property
     def declared_concurrency(self) -> int:
@@ -163,6 +170,13 @@ def _machine_bounds(s: Settings) -> list[ConfigProblem]:
                                  f"percent of a node's CPUs, 0 to 100, got {s.kernel_ratio}"))
     booted = min(s.nodes, MAX_NUMNODES) * (s.boot_memory + s.offline_at_start)
     added = sum(step.size for step in s.scenario if step.kind != "remove")
+    blocks = min(s.nodes, MAX_NUMNODES) * (s.boot_memory // s.block_size + s.offline_at_start // s.block_size) + sum(
+        step.size // s.block_size for step in s.scenario if step.kind != "remove")
+    if booted + added <= MAX_MEMORY and blocks > MAX_BLOCKS:
+        key = "boot_memory" if booted // s.block_size > MAX_BLOCKS else "scenario"
+        out.append(ConfigProblem(f"plugins.simulated.{key}", f"{blocks} blocks of {s.block_size} bytes: the simulated "
+                                 f"host holds at most {MAX_BLOCKS}",
+                                 "fewer or larger blocks; `simulate --from-host --size` computes larger hot-adds"))
     if booted + added > MAX_MEMORY:
         key = "boot_memory" if booted > MAX_MEMORY else "scenario"
         out.append(ConfigProblem(f"plugins.simulated.{key}", f"{(booted + added) // s.block_size} blocks of "
@@ -190,6 +204,10 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None)
                 if bad or not names:
                     raise ValueError(f"expected errno names from {', '.join(FAULTS)}, got {value!r}")
                 kwargs[key] = tuple(FAULTS[n] for n in names)
+            elif key == "read_only_knobs":
+                if not isinstance(value, list) or any(v not in KNOB_NAMES for v in value):
+                    raise ValueError(f"expected a list of knob names from {', '.join(KNOB_NAMES)}, got {value!r}")
+                kwargs[key] = tuple(value)
             elif key == "state_file":
                 if not isinstance(value, str):
                     raise ValueError(f"expected a file path, got {value!r}")
@@ -200,7 +218,7 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None)
                 steps = [_step(raw, f"{dotted}[{i}]", collect) for i, raw in enumerate(value)]
                 kwargs[key] = tuple(s for s in steps if s is not None)
             else:
-                known = [*_SCALARS, *_CHOICES, "fault_errnos", "scenario", "state_file"]
+                known = [*_SCALARS, *_CHOICES, "fault_errnos", "scenario", "state_file", "read_only_knobs"]
                 collect.append(ConfigProblem(dotted, "unknown key", f"known keys: {', '.join(known)}"))
         except ValueError as exc:
             collect.append(ConfigProblem(dotted, str(exc)))

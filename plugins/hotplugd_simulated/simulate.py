@@ -2,124 +2,41 @@
 
 The simulated plugin contributes the command (``hotplugd_add_commands``); it drives the
 daemon through the public :class:`hotplugd.CommandContext`, like any plugin's command.
+The plan is made and applied as on a real host (the simulated kernel has the real
+knobs), so on mainline the kernel onlines and hotplugd proves every block, and on the
+seed's kernel hotplugd sets its ratio and watches the half-online blocks to the end.
+A scenario always ends: blocks the kernel holds half-online past
+``scheduler.kernel_phase_timeout`` end the run with one error.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hotplugd import (
-    BlockReport,
-    CommandContext,
-    Config,
-    DaemonSession,
-    Outcome,
-    PhaseInfo,
-    State,
-    format_bytes,
-    hookimpl,
-)
+from hotplugd import CommandContext, Config, ConfigError, DaemonSession, HotplugdError, Outcome, State
 
 from .backend import SimulatedBackend
-
-KERNEL_NAMES = {"anolis": "seed's (anolis)", "mainline": "mainline", "per-block": "per-block parallel"}
-
-
-@dataclass
-class Summary:
-    """What a simulation did, gathered through the observer hooks."""
-
-    outcomes: Counter[str] = field(default_factory=Counter)
-    bytes_onlined: int = 0
-    phases: Counter[str] = field(default_factory=Counter)
-    workers: dict[int, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    serial_seconds: float = 0.0  # the online calls' own durations, summed: a serial onliner's time
-    kernel_onlined: int = 0  # blocks the simulated kernel onlined itself (auto-online)
-
-    @hookimpl
-    def hotplugd_phase_started(self, phase: PhaseInfo) -> None:
-        self.phases[phase.trigger] += 1
-        for node, n in phase.workers.items():
-            self.workers[node] = max(self.workers.get(node, 0), n)
-
-    @hookimpl
-    def hotplugd_block_outcome(self, report: BlockReport) -> None:
-        self.outcomes[report.result.outcome.value] += 1
-        self.serial_seconds += report.seconds
-        if report.result.outcome.success:
-            self.bytes_onlined += report.block.size
-
-    @property
-    def onlined(self) -> int:
-        return self.outcomes[Outcome.ONLINED] + self.outcomes[Outcome.ALREADY_ONLINE]
-
-
-def render(summary: Summary, config: Config, console: Console) -> None:
-    table = Table(title="hotplugd simulate", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_row("parallel_hotplug_ratio", f"{config.scheduler.parallel_hotplug_ratio:g}")
-    table.add_row("blocks onlined", str(summary.onlined))
-    if summary.kernel_onlined:
-        table.add_row("blocks onlined by the kernel", str(summary.kernel_onlined))
-    table.add_row("bytes onlined", format_bytes(summary.bytes_onlined))
-    for outcome, n in sorted(summary.outcomes.items()):
-        if outcome not in (Outcome.ONLINED, Outcome.ALREADY_ONLINE):
-            table.add_row(f"blocks {outcome}", str(n))
-    table.add_row("phases", ", ".join(f"{t}: {n}" for t, n in sorted(summary.phases.items())) or "0")
-    table.add_row("workers per node (max)", ", ".join(f"node{n}: {w}" for n, w in sorted(summary.workers.items())))
-    table.add_row("time", f"{summary.seconds:.3f} s")
-    table.add_row("serial onlining would take", f"{summary.serial_seconds:.3f} s")
-    console.print(table)
-
-
-def render_kernels(predictions: Sequence[Any], console: Console) -> None:
-    """Serial against parallel on each kernel, computed for the scenario, with the reason for each.
-
-    ``predictions`` come in pairs per kernel: ratio 0 first, then the parallel ratio."""
-    ratio = predictions[-1].ratio
-    table = Table(title=f"this scenario on each kernel (computed): serial against ratio {ratio:g}")
-    for column in ("kernel", "serial", "parallel", "speed-up", "why"):
-        table.add_column(column, justify="left" if column in ("kernel", "why") else "right",
-                         no_wrap=column != "why")
-    for serial, parallel in zip(predictions[::2], predictions[1::2], strict=True):
-        speedup = f"{serial.seconds / parallel.seconds:.1f}x" if parallel.seconds else "-"
-        table.add_row(KERNEL_NAMES.get(serial.kernel, serial.kernel), f"{serial.seconds:.3f} s",
-                      f"{parallel.seconds:.3f} s", speedup, parallel.reason)
-    console.print(table)
-
-
-def _online_count(backend: Any) -> int:
-    census = backend.census() or ()
-    return sum(1 for b in census if b.state is State.ONLINE)
-
+from .kernels import KERNELS
+from .predict import predict
+from .screen import Summary, Timing, plural, render, render_kernels
 
 #: Builds the daemon a scenario runs through (:meth:`hotplugd.CommandContext.daemon`).
 SessionFactory = Callable[..., DaemonSession]
+#: How often the progress bar and the stuck check look.
+TICK = 0.05
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     """``hotplugd simulate``'s own options (the core adds its config flags)."""
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--metrics", action="store_true", help="also serve metrics while it runs")
-    parser.add_argument("--kernel", help="mainline (default), per-block or anolis (the seed's kernel, auto-online)")
+    parser.add_argument("--kernel", help="mainline (default), per-block or anolis (the seed's kernel)")
     parser.add_argument("--from-host", nargs="?", const="/sys", metavar="SYSFS_ROOT",
                         help="predict a hot-add on this host's shape, read only from SYSFS_ROOT (default /sys)")
     parser.add_argument("--size", help="with --from-host: the hot-add's size (default: the host's memory)")
@@ -129,23 +46,42 @@ def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse, naming the flag (exit 78), what simulate cannot honour, before any work."""
+    if args.kernel is not None and args.kernel not in KERNELS:
+        raise ConfigError(f"--kernel: expected one of {', '.join(KERNELS)}, got {args.kernel!r}")
+    backend = getattr(args, "backend", None)
+    if backend is not None and backend != "simulated":
+        raise ConfigError(f"--backend {backend}: simulate plays its scenario on the simulated backend only",
+                          hint=f"drop --backend; `hotplugd check --backend {backend}` describes that host")
+    if args.size is not None and args.from_host is None:
+        raise ConfigError("--size: only with --from-host (the simulated scenario's sizes are "
+                          "plugins.simulated.scenario)", hint="add --from-host, or set the scenario with --set")
+
+
 def command(ctx: CommandContext) -> int:
     """``hotplugd simulate``: the scenario through the daemon, or (``--from-host``) the what-if."""
     args = ctx.args
-    first: list[str] = []
-    if args.kernel:  # before the user's --set, which win
-        seeds = ["plugins.simulated.auto_online=true"] if args.kernel == "anolis" else []
-        first = [f"plugins.simulated.kernel={_toml_string(args.kernel)}", *seeds]
-    config = ctx.load_config(backend="simulated", overrides=first)
+    check_flags(args)
+    first = [f"plugins.simulated.kernel={_toml_string(args.kernel)}"] if args.kernel else []
+    config = ctx.load_config(backend="simulated", overrides=first)  # the user's --set win
     ctx.configure_logs(config, default_level="warning")
     if args.from_host is not None:
-        from pathlib import Path
-
         from .whatif import whatif
 
         return whatif(Path(args.from_host), args.size)
     code, _ = simulate(config, ctx.daemon, progress=not args.no_progress, serve_metrics=args.metrics)
     return code
+
+
+def _user_error(group: BaseExceptionGroup) -> HotplugdError | None:
+    user, rest = group.split(HotplugdError)
+    if user is None or rest is not None:
+        return None
+    first: BaseException = user
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, HotplugdError) else None
 
 
 def simulate(config: Config, daemon: SessionFactory, *, progress: bool = True, serve_metrics: bool = False,
@@ -155,36 +91,65 @@ def simulate(config: Config, daemon: SessionFactory, *, progress: bool = True, s
     summary = Summary()
     session = daemon(config, observers=[summary], serve_metrics=serve_metrics)
     backend = session.backend
-    total = backend.expected_blocks if isinstance(backend, SimulatedBackend) else None
-    online_before = _online_count(backend)
+    if not isinstance(backend, SimulatedBackend):
+        raise ConfigError(f"simulate needs the simulated backend, not {config.backend!r}")
+    anyio.run(session.preflight)  # a plan run would refuse is refused here, before the scenario starts
+    total = backend.expected_blocks
 
     async def main() -> None:
-        start = time.monotonic()
         async with anyio.create_task_group() as tg:
-            if progress:
-                tg.start_soon(_progress, session, summary, total, console)
+            tg.start_soon(_watch, session, summary, total, console, progress)
             await session.run_until_idle()
             tg.cancel_scope.cancel()
-        summary.seconds = time.monotonic() - start
 
-    anyio.run(main)
-    summary.kernel_onlined = max(0, _online_count(backend) - online_before - summary.onlined)
-    render(summary, config, console)
-    if isinstance(backend, SimulatedBackend):
-        render_kernels(backend.compare(config.scheduler.parallel_hotplug_ratio or 1.0), console)
+    try:
+        anyio.run(main)
+    except BaseExceptionGroup as group:
+        error = _user_error(group)
+        if error is None:
+            raise
+        raise error from None
+    if summary.stuck:  # every block the kernel still holds, not only those past the bound when the run ended
+        summary.stuck = sum(1 for b in backend.census() if b.state is State.KERNEL_DEFERRED)
+    settings = backend.settings
+    ratio = config.scheduler.parallel_hotplug_ratio
+    serial = predict(settings, settings.scenario, "mainline", 0.0)
+    timing = Timing(backend.host.first_plug_at, backend.host.last_online_at, backend.host.prepared)
+    render(summary, settings, session.plan, ratio, serial, total, timing, console)
+    render_kernels(backend.compare(ratio), ratio, console)
     fine = (Outcome.ONLINED, Outcome.ALREADY_ONLINE, Outcome.GONE)
     bad = sum(n for o, n in summary.outcomes.items() if o not in fine)
-    return (1 if bad else 0), summary
+    if summary.stuck:
+        timeout = config.scheduler.kernel_phase_timeout
+        knobs = backend.host.knobs.values
+        console.print(f"[red]hotplugd: error:[/] {plural(summary.stuck, 'block')} left half-online: the kernel "
+                      f"held them past scheduler.kernel_phase_timeout ({timeout:g} s) and its deferred final phase "
+                      "never ran "
+                      f"(auto_online_blocks = {knobs['auto_online_blocks']}, parallel_hotplug_ratio = "
+                      f"{knobs.get('parallel_hotplug_ratio', '-')}); the run ended there", highlight=False)
+    return (1 if bad or summary.stuck else 0), summary
 
 
-async def _progress(daemon: DaemonSession, summary: Summary, total: int | None, console: Console) -> None:
-    columns = [TextColumn("onlining"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("pending {task.fields[pending]}")]
-    with Progress(*columns, console=console, transient=False) as bar:
+async def _watch(session: DaemonSession, summary: Summary, total: int, console: Console, progress: bool) -> None:
+    """The progress bar (blocks proven), and the end of a run whose blocks only the kernel can finish."""
+    bar = None
+    if progress:
+        columns = [TextColumn("proven online"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("queued for hotplugd {task.fields[pending]}")]
+        bar = Progress(*columns, console=console, transient=False)
+        bar.start()
         task = bar.add_task("online", total=total, pending=0)
-        try:
-            while True:
-                bar.update(task, completed=summary.onlined, pending=daemon.pending)
-                await anyio.sleep(0.05)
-        finally:  # cancelled when the scenario ended: show where it ended, not the last tick
-            bar.update(task, completed=summary.onlined, pending=daemon.pending)
+    try:
+        while True:
+            if bar is not None:
+                bar.update(task, completed=summary.onlined, pending=session.pending)
+            stuck = session.stuck
+            if stuck and not session.pending:  # only the kernel could finish them, and its phase is not coming
+                summary.stuck = stuck
+                session.stop()
+                return
+            await anyio.sleep(TICK)
+    finally:  # cancelled when the scenario ended: show where it ended, not the last tick
+        if bar is not None:
+            bar.update(task, completed=summary.onlined, pending=session.pending)
+            bar.stop()

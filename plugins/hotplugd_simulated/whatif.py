@@ -20,6 +20,7 @@ from rich.table import Table
 from hotplugd import ConfigError, format_bytes, parse_size
 
 from .backend import SimulatedBackend
+from .predict import Prediction
 from .settings import parse
 
 RATIOS = (0.0, 0.25, 0.5, 1.0)
@@ -67,15 +68,43 @@ def read_shape(root: Path) -> HostShape:
     return HostShape(cpus, block_size, blocks * block_size)
 
 
+#: The largest hot-add the what-if computes: 2^20 blocks (128 TiB of 128 MiB blocks), checked before any work.
+MAX_BLOCKS = 1 << 20
+
+
+def hot_add_size(size_text: str | None, shape: HostShape) -> int:
+    """The hot-add's size: ``--size`` (default: the host's present memory), refused (exit 78, naming
+    ``--size``) below one block per node or above :data:`MAX_BLOCKS` blocks."""
+    if size_text is None:
+        size = shape.memory
+        what = f"the host's present memory ({format_bytes(size)})"
+    else:
+        try:
+            size = parse_size(size_text)
+        except ValueError as exc:
+            raise ConfigError(f"--size: {exc}") from None
+        what = size_text
+    least = shape.block_size * shape.nodes
+    if size < least:
+        raise ConfigError(f"{'--size: ' if size_text is not None else ''}{what} is less than one "
+                          f"{format_bytes(shape.block_size)} block on each of the host's {plural(shape.nodes, 'node')}",
+                          hint=f"give --size at least {format_bytes(least)}")
+    if size // shape.block_size > MAX_BLOCKS:
+        raise ConfigError(f"--size: {what} is {size // shape.block_size} blocks of {format_bytes(shape.block_size)}; "
+                          f"the what-if computes at most {MAX_BLOCKS} ({format_bytes(MAX_BLOCKS * shape.block_size)})")
+    return size
+
+
 def whatif(root: Path, size_text: str | None, console: Console | None = None) -> int:
     """Print each kernel's predicted time for a hot-add of ``size_text`` (default: the host's memory) on this host."""
     console = console or Console()
-    try:
-        size = parse_size(size_text) if size_text else None
-    except ValueError as exc:
-        raise ConfigError(f"--size: {exc}") from None
+    if size_text is not None:  # a spelling error is the flag's, before the host is read
+        try:
+            parse_size(size_text)
+        except ValueError as exc:
+            raise ConfigError(f"--size: {exc}") from None
     shape = read_shape(root)
-    size = size or shape.memory
+    size = hot_add_size(size_text, shape)
     options: dict[str, Any] = {"nodes": shape.nodes, "cpus_per_node": max(1, *shape.cpus),
                                "block_size": shape.block_size, "boot_memory": shape.memory // shape.nodes,
                                "scenario": []}
@@ -88,20 +117,56 @@ def whatif(root: Path, size_text: str | None, console: Console | None = None) ->
     return 0
 
 
-def render(shape: HostShape, size: int, predictions: Sequence[Any], console: Console) -> None:
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _workers(p: Prediction) -> str:
+    if not p.node_workers:
+        return "-"  # one block at a time: no worker of the kernel's own
+    return ", ".join(str(w) for w in p.node_workers)
+
+
+def why(p: Prediction, serial: float, shape: HostShape) -> str:
+    """One row's reason, in the operator's terms."""
+    if p.kernel == "mainline" or p.ratio == 0:
+        return p.reason
+    text = p.reason
+    if p.bound:
+        text += "; virtio-mem's 1 GiB threshold kept: one phase per GiB"
+    if p.seconds >= serial:
+        text += "; no faster than serial here"
+    idle = [str(n) for n, c in enumerate(shape.cpus) if c == 0]
+    if idle:
+        text += f"; node {', '.join(idle)} has no CPU: the driver walks its range alone, one block at a time"
+    return text
+
+
+def best(predictions: Sequence[Prediction], serial: float) -> Prediction:
+    """The ratio to boot with: the fastest, ties (the same speed-up to 0.01x) to the lowest ratio; 0 where
+    nothing gains."""
+    return min(predictions, key=lambda p: (-round(serial / p.seconds, 2) if p.seconds else 0.0, p.ratio))
+
+
+def render(shape: HostShape, size: int, predictions: Sequence[Prediction], console: Console) -> None:
     cpus = ", ".join(f"node{n}: {c}" for n, c in enumerate(shape.cpus))
-    console.print(f"this host: {shape.nodes} nodes (CPUs {cpus}), {format_bytes(shape.block_size)} blocks, "
-                  f"{format_bytes(shape.memory)} present; a hot-add of {format_bytes(size)} spread over its nodes")
+    console.print(f"this host: {plural(shape.nodes, 'node')} (CPUs {cpus}), {format_bytes(shape.block_size)} blocks, "
+                  f"{format_bytes(shape.memory)} present; a hot-add of {format_bytes(size)} spread over its "
+                  f"{plural(shape.nodes, 'node')}")
     serial = next(p.seconds for p in predictions if p.kernel == "mainline" and p.ratio == 0)
     table = Table(title="predicted time to usable (computed, the simulator's costs: bench/README.md)")
-    for column in ("kernel", "ratio (kernel %)", "workers a node", "time", "x serial", "peak offline"):
-        table.add_column(column, justify="left" if column == "kernel" else "right")
+    for column in ("kernel", "ratio (kernel %)", "kernel workers per node", "time", "x serial", "peak offline",
+                   "why"):
+        table.add_column(column, justify="left" if column in ("kernel", "why") else "right", no_wrap=column != "why")
     for p in predictions:
-        table.add_row(LABELS[p.kernel, p.bound], f"{p.ratio:g} ({min(100, round(p.ratio * 100))} %)", str(p.workers),
+        table.add_row(LABELS[p.kernel, p.bound], f"{p.ratio:g} ({min(100, round(p.ratio * 100))} %)", _workers(p),
                       f"{p.seconds:.3f} s", f"{serial / p.seconds:.1f}x" if p.seconds else "-",
-                      format_bytes(p.peak_offline))
+                      format_bytes(p.peak_offline), why(p, serial, shape))
     console.print(table)
     for kernel in ("mainline", "per-block", "anolis"):
-        mine = [p for p in predictions if p.kernel == kernel and not p.bound]
-        best = max(mine, key=lambda p: (round(serial / p.seconds, 2), p.ratio))
-        console.print(f"{LABELS[kernel, False]}, best at ratio {best.ratio:g}: {best.reason}")
+        pick = best([p for p in predictions if p.kernel == kernel and not p.bound], serial)
+        if pick.ratio == 0:
+            advice = "boot with ratio 0: deferring gains nothing here"
+        else:
+            advice = f"boot with ratio {pick.ratio:g} ({serial / pick.seconds:.1f}x serial): {pick.reason}"
+        console.print(f"{LABELS[kernel, False]}: {advice}")

@@ -55,8 +55,10 @@ def scenario(*steps: tuple[str, int]) -> str:
 
 
 def simulated_config(*steps: tuple[int, int], extra: Sequence[str] = ()) -> Config:
-    """The simulated backend with a small cost model, metrics on a free loopback port."""
+    """The simulated backend with a small cost model, metrics on a free loopback port; hotplugd onlines (the
+    simulated kernel has the real knobs: these tests count hotplugd's own onlining)."""
     return load(None, ["backend=\"simulated\"", "metrics.port=0", "log_level=\"warning\"",
+                       "scheduler.onliner=\"hotplugd\"",
                        "plugins.simulated.nodes=2", "plugins.simulated.boot_memory=\"1GiB\"",
                        scenario(*steps), *extra])
 

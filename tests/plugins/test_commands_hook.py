@@ -23,7 +23,7 @@ def hello(ctx):
 
 @hookimpl
 def hotplugd_add_commands(commands):
-    commands.add("{name}", hello, help="say hello", description="Say hello. Exit 3.",
+    commands.add("{name}", hello, help="say hello", description="Say hello.", exit_status="3: said",
                  arguments=lambda parser: parser.add_argument("--times", type=int, default=1))
 """
 
@@ -77,7 +77,8 @@ def test_a_plugins_command_runs_with_its_options_and_the_core_config_flags(insta
     assert capsys.readouterr().out.strip() == "hello 2 from sysfs, settle 0.5"
     with pytest.raises(SystemExit):
         main(["hello", "--help"])
-    assert "Say hello. Exit 3." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Say hello." in out and "exit status: 3: said" in out
 
 
 def test_the_users_set_wins_over_the_commands_own_overrides(installed, capsys):
@@ -104,6 +105,10 @@ def test_a_broken_contribution_leaves_the_others(installed, capsys, source):
 
 def test_simulate_is_the_simulated_plugins_and_goes_when_it_is_blocked(installed, capsys, monkeypatch):
     assert "simulate" in commands_in_help(capsys)[0]
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0:" in out and "78" in out and "--from-host" in out
     monkeypatch.setenv("HOTPLUGD_DISABLED_PLUGINS", "simulated")
     assert "simulate" not in commands_in_help(capsys)[0]
 

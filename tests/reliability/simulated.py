@@ -21,7 +21,11 @@ FREE = {"cost_fixed": 0, "cost_init_per_page": 0, "cost_free_per_page": 0, "add_
 
 def simulated_daemon(table: dict[str, Any], recorder: HookRecorder | None = None, *,
                      zones: dict[str, Any] | None = None, **scheduler: Any) -> Daemon:
-    """A Daemon on ``[plugins.simulated]`` = ``table``, its own plugin manager and metrics."""
+    """A Daemon on ``[plugins.simulated]`` = ``table``, its own plugin manager and metrics.
+
+    hotplugd onlines (``scheduler.onliner``, unless given): the simulated kernel has the real knobs,
+    and these tests load hotplugd's own engine, not the kernel's onlining."""
+    scheduler.setdefault("onliner", "hotplugd")
     config = from_mapping({"backend": "simulated", "metrics": {"enabled": False}, "scheduler": scheduler,
                            "zones": zones or {}, "plugins": {"simulated": table}})
     extra: list[tuple[str, object]] = [("simulated", hotplugd_simulated)]

@@ -30,6 +30,7 @@ def storm_args(textfile: Path) -> list[str]:
     sets = {
         "log_format": '"json"', "metrics.enabled": "false", "metrics.textfile": f'"{textfile}"',
         "scheduler.max_pending_blocks": str(QUEUE_BOUND),
+        "scheduler.onliner": '"hotplugd"',  # hotplugd's own queue under the storm (the kernel would online them)
         "plugins.simulated.add_interval": "0",  # as fast as the backend can raise them
         "plugins.simulated.cost_fixed": '"100us"', "plugins.simulated.cost_init_per_page": "0",
         "plugins.simulated.cost_free_per_page": "0",

@@ -31,3 +31,11 @@ def test_the_largest_machine_is_accepted(capsys):
             "plugins.simulated.cpus_per_node=8", "--set", "plugins.simulated.boot_memory=0", "--set",
             "plugins.simulated.add_interval=0", "--set", 'plugins.simulated.scenario=[{kind="dimm", size="1GiB"}]']
     assert main(argv) == 0
+
+
+def test_a_scenario_past_the_simulated_hosts_bound_is_refused_before_any_work(capsys):
+    """2^56 bytes of 128 MiB blocks fit 64 bits but would be 2^29 objects (over 1 GB): refused, naming the key."""
+    argv = ["simulate", "--no-progress", "--set", f"plugins.simulated.scenario=[{{kind='dimm', size={1 << 56}}}]"]
+    assert main(argv) == 78
+    err = capsys.readouterr().err
+    assert "plugins.simulated.scenario: 536870976 blocks" in err and "at most 1048576" in err

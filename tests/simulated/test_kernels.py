@@ -93,7 +93,7 @@ def test_per_block_pays_setup_per_block_so_it_loses_small_and_wins_large():
 
 
 def test_anolis_leaves_a_user_space_write_half_online():
-    h = host(kernel="anolis")  # auto-online off: no final phase will run
+    h = host(kernel="anolis", kernel_ratio=100)  # auto-online off: no final phase will run
 
     async def main() -> tuple:
         index = h.plug(0).index
@@ -112,7 +112,8 @@ def test_anolis_leaves_a_user_space_write_half_online():
 
 
 def test_anolis_final_phase_onlines_the_request_without_a_uevent():
-    s = Settings(kernel="anolis", auto_online=True, nodes=1, cpus_per_node=4, add_interval=0, cost_fixed=1e-4,
+    s = Settings(kernel="anolis", kernel_ratio=100, auto_online=True, nodes=1, cpus_per_node=4, add_interval=0,
+                 cost_fixed=1e-4,
                  cost_init_per_page=0.0, cost_free_per_page=0.0, cost_setup=0.0,
                  scenario=(Step("virtio-mem", size=2 * GiB),))
     h = Host(s)
@@ -139,7 +140,7 @@ def test_chunks_are_aligned_and_the_last_takes_the_rest():
 
 
 def test_the_final_phase_runs_one_worker_per_chunk():
-    h = host(kernel="anolis", auto_online=True, cost_fixed=2e-3)
+    h = host(kernel="anolis", kernel_ratio=100, auto_online=True, cost_fixed=2e-3)
     order: list[int] = []
     set_online = h._set_online
 
@@ -164,7 +165,7 @@ def test_the_final_phase_runs_one_worker_per_chunk():
 
 
 def test_the_first_block_of_an_empty_zone_is_onlined_normally():
-    h = host(kernel="anolis", boot_memory=0)
+    h = host(kernel="anolis", kernel_ratio=100, boot_memory=0)
 
     async def main() -> list:
         blocks = [h.plug(0).index for _ in range(4)]

@@ -56,3 +56,51 @@ def test_the_seeds_kernel_at_full_ratio_beats_serial_on_this_host(fake):
 def test_a_tree_that_is_not_sysfs_is_a_clear_error(tmp_path, capsys):
     assert main(["simulate", "--from-host", str(tmp_path)]) == 78
     assert "--from-host" in capsys.readouterr().err
+
+
+def table_rows(out: str) -> list[list[str]]:
+    """The predictions table's rows (first line of each), cells stripped."""
+    return [[c.strip() for c in line.strip("│").split("│")] for line in out.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()]
+
+
+def test_each_row_says_why_and_a_cpu_less_node_gets_no_workers(fake, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["simulate", "--from-host", str(fake.sys), "--size", "96GiB"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert len(rows) == 16 and all(row[-1] for row in rows)  # every row has its reason
+    anolis_full = next(r for r in rows if r[0] == "seed's (anolis)" and r[1] == "1 (100 %)")
+    assert anolis_full[2] == "16, 16, 0"  # node 2 has no CPU: no worker of its own
+    assert "node 2 has no CPU" in anolis_full[-1]
+
+
+def test_ties_go_to_the_lowest_ratio_and_nothing_gained_is_ratio_0(fake, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["simulate", "--from-host", str(fake.sys), "--size", "96GiB"]) == 0
+    advice = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines() if "boot with" in line}
+    assert "boot with ratio 0: deferring gains nothing here" in advice["mainline"]
+    # node 2 walks its third alone whatever the ratio: every ratio ties, the lowest wins
+    assert "boot with ratio 0.25 " in advice["seed's (anolis)"]
+
+
+def test_plurals_on_a_one_node_one_cpu_host(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    fake = FakeSysfs(tmp_path, block_size=128 << 20, nodes={0: "0"})
+    fake.add_blocks(range(8), node=0, state="online", zones=("Normal",))
+    assert main(["simulate", "--from-host", str(fake.sys), "--size", "4GiB"]) == 0
+    out = capsys.readouterr().out
+    assert "this host: 1 node (" in out and "over its 1 node" in out and "1 nodes" not in out
+    assert "on 1 worker a node" in out and "1 workers" not in out
+
+
+@pytest.mark.parametrize(("size", "message"), [
+    ("12345", "--size: 12345 is less than one 1.0 GiB block on each of the host's 3 nodes"),  # ZeroDivisionError
+    ("0", "--size: 0 is less than one"),  # silently meant the host's memory
+    ("abc", "--size: expected a size"),
+    (str(1 << 56), "--size: 72057594037927936 is 67108864 blocks"),  # took 1 GB
+    (str(1 << 62), "the what-if computes at most 1048576"),  # MemoryError
+])
+def test_sizes_are_bounded_before_any_work(fake, capsys, size, message):
+    assert main(["simulate", "--from-host", str(fake.sys), "--size", size]) == 78
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

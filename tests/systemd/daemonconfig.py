@@ -16,7 +16,8 @@ HOLD = {"defer": '"always"', "settle": "3600", "max_defer": "3600", "max_offline
 def config_text(*, cost: str = "400ms", log_level: str = "info", metrics_port: int | None = None,
                 scheduler: dict[str, str] | None = None, zones: str = "auto", extra: str = "") -> str:
     """A TOML config: simulated host, one node, ``COLDPLUG_BLOCKS`` offline blocks, ``cost`` per online."""
-    sched = {"parallel_hotplug_ratio": "1.0", **(scheduler or {})}
+    # hotplugd onlines (the simulated kernel has the real knobs, and would otherwise take the coldplug blocks)
+    sched = {"parallel_hotplug_ratio": "1.0", "onliner": '"hotplugd"', **(scheduler or {})}
     metrics = (f"enabled = true\naddress = \"127.0.0.1\"\nport = {metrics_port}" if metrics_port is not None
                else "enabled = false")
     return f"""backend = "simulated"
