@@ -141,14 +141,12 @@ def render(summary: Summary, settings: Settings, plan: PlanSummary | None, ratio
         who_did.append(f"{summary.by_hotplugd} by hotplugd's own writes")
     table.add_row("online, proven", proven + (": " + "; ".join(who_did) if who_did else ""))
     if timing.prepared:
+        end = (f"{summary.stuck} never finished" if summary.stuck else "until the kernel's deferred phase ended")
         table.add_row("half-online", f"{plural(timing.prepared, 'block')} came half-online first (the online uevent at "
-                                     "PREPARE, pages not yet usable); hotplugd read each back until the kernel's "
-                                     "deferred phase ended")
+                                     f"PREPARE, pages not yet usable); hotplugd read each back, {end}")
     for outcome, n in sorted(summary.outcomes.items()):
         if outcome not in (Outcome.ONLINED, Outcome.ALREADY_ONLINE):
             table.add_row(f"blocks {outcome}", str(n))
-    if summary.stuck:
-        table.add_row("left half-online", f"{plural(summary.stuck, 'block')} the kernel never finished")
     if summary.phases:
         phases = ", ".join(f"{plural(n, 'phase')} ({TRIGGERS.get(t, t)})" for t, n in sorted(summary.phases.items()))
         workers = ", ".join(f"node{n}: {w}" for n, w in sorted(summary.workers.items()))

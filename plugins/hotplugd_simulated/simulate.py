@@ -109,7 +109,7 @@ def simulate(config: Config, daemon: SessionFactory, *, progress: bool = True, s
         if error is None:
             raise
         raise error from None
-    if summary.stuck:  # every block the kernel still holds, not only those past the bound when the run ended
+    if summary.stuck or session.stuck:  # whoever ended the run: every block the kernel still holds half-online
         summary.stuck = sum(1 for b in backend.census() if b.state is State.KERNEL_DEFERRED)
     settings = backend.settings
     ratio = config.scheduler.parallel_hotplug_ratio
