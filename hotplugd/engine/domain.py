@@ -69,8 +69,8 @@ class DomainScheduler:
         self.wants_rescan: Callable[[RescanReason], None] = lambda reason: None
         #: Called when a phase (or a read-back) ended: the scheduler may be waiting for every domain to be idle.
         self.phase_ended: Callable[[], None] = lambda: None
-        #: The queue's numbers as last published, for the scrape thread (replaced whole, never changed).
-        self.snapshot = QueueSnapshot(clock=ctx.clock)
+        #: The queue's numbers as last published (pending, bytes, oldest, failed): one tuple, replaced whole.
+        self._published: tuple[int, int, float | None, int] = (0, 0, None, 0)
         #: Called after each publish: the daemon's status line and textfile follow the changes.
         self.published: Callable[[], None] = lambda: None
 
@@ -105,8 +105,13 @@ class DomainScheduler:
         never on a timer, so an idle domain sleeps.
         """
         queue = self.queue
-        self.snapshot = QueueSnapshot(len(queue), queue.bytes, queue.oldest, self.book.failed_count, self.ctx.clock)
+        self._published = (len(queue), queue.bytes, queue.oldest, self.book.failed_count)  # cheap: once per event
         self.published()
+
+    @property
+    def snapshot(self) -> QueueSnapshot:
+        """The queue's numbers as last published: safe to read from any thread (the scrape's)."""
+        return QueueSnapshot(*self._published, clock=self.ctx.clock)
 
     def handle(self, event: BlockEvent) -> None:
         """Apply one event of this domain; wake its loop unless nothing it decides on changed."""
