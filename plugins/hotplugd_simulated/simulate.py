@@ -54,6 +54,12 @@ def check_flags(args: argparse.Namespace) -> None:
     if backend is not None and backend != "simulated":
         raise ConfigError(f"--backend {backend}: simulate plays its scenario on the simulated backend only",
                           hint=f"drop --backend; `hotplugd check --backend {backend}` describes that host")
+    if args.from_host is not None:  # the what-if computes every kernel and ratio, and plays nothing
+        ignored = [flag for flag, given in (("--kernel", args.kernel is not None), ("--metrics", args.metrics),
+                                            ("--ratio", getattr(args, "ratio", None) is not None)) if given]
+        if ignored:
+            raise ConfigError(f"{ignored[0]}: not with --from-host, whose what-if computes every kernel at ratios "
+                              "0, 0.25, 0.5 and 1 and plays no scenario", hint=f"drop {', '.join(ignored)}")
     if args.size is not None and args.from_host is None:
         raise ConfigError("--size: only with --from-host (the simulated scenario's sizes are "
                           "plugins.simulated.scenario)", hint="add --from-host, or set the scenario with --set")

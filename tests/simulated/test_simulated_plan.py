@@ -137,6 +137,10 @@ def test_the_kernel_onliner_where_the_kernel_can_is_honoured(capsys):
     (["--kernel", "linux-2.4"], "--kernel"),
     (["--backend", "sysfs"], "--backend sysfs"),
     (["--size", "1GiB"], "--size"),
+    (["--ratio", "abc"], "--ratio 'abc'"),  # exited 2 (argparse)
+    (["--from-host", "/nonexistent", "--kernel", "anolis"], "--kernel: not with --from-host"),
+    (["--from-host", "/nonexistent", "--ratio", "0.5"], "--ratio: not with --from-host"),
+    (["--from-host", "/nonexistent", "--metrics"], "--metrics: not with --from-host"),
 ])
 def test_flags_simulate_cannot_honour_exit_78_naming_the_flag(capsys, argv, flag):
     code, out, err = cli(capsys, *argv)
