@@ -61,3 +61,16 @@ def test_plain_setup_installs_the_test_extras_even_after_the_demo(checkout):
     assert [i.rsplit(" ", 1)[1] for i in installs] == [".", ".[test]"]
     subprocess.run([str(checkout / "scripts" / "setup"), "--demo"], check=True, timeout=60)
     assert len([c for c in calls(checkout) if "-e " in c]) == 2  # the full set-up serves the demo too
+
+
+def test_pips_chatter_stays_out_of_the_demos_screen_unless_the_install_fails(checkout):
+    python = checkout / ".venv" / "bin" / "python"
+    python.write_text(STUB + 'echo "WARNING: pip chatter" >&2\n')
+    shown = subprocess.run([str(checkout / "scripts" / "demo")], capture_output=True, text=True, check=True, timeout=60)
+    assert "pip chatter" not in shown.stdout + shown.stderr
+    assert "pip chatter" in (checkout / ".venv" / "setup.log").read_text()
+    (checkout / ".venv" / ".hotplugd-setup-demo").unlink()
+    python.write_text(STUB + 'echo "ERROR: no such package" >&2\nexit 1\n')
+    failed = subprocess.run([str(checkout / "scripts" / "demo")], capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 1 and "ERROR: no such package" in failed.stderr
+    assert "hotplugd simulate" not in calls(checkout)[-1]  # the demo did not run on a failed install
