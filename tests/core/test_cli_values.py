@@ -21,6 +21,8 @@ SUBCOMMANDS = ["run", "plugins", "status", "check", "check-config"]
     (["check", "--ratio", "1e999"], "--ratio '1e999'"),
     (["run", "--backend", "simulated", "--ready-file", "/nonexistent/dir/ready"], "--ready-file"),
     (["check-config", "--set", "scheduler"], "--set 'scheduler'"),
+    (["simulate", "--log-level", "loud"], "--log-level 'loud'"),  # a plugin's command: the core's flags, checked
+    (["simulate", "--ratio", "abc", "--no-progress"], "--ratio 'abc'"),
 ])
 def test_a_bad_flag_value_exits_78_naming_the_flag(argv, flag, capsys):
     assert main(argv) == 78
