@@ -365,10 +365,11 @@ def check_flag(flag: str, key: str, value: Any, text: str | None = None) -> Any:
     config = _build(Config, data, "", problems)
     if problems:
         shown = _show.repr(value if text is None else text)
-        raise ConfigError(f"{flag} {shown}: {problems[0].message}", hint=problems[0].hint or None)
+        where = "" if problems[0].key == key else f"{problems[0].key}: "
+        raise ConfigError(f"{flag} {shown}: {where}{problems[0].message}", hint=problems[0].hint or None)
     node: Any = config
-    for part in key.split("."):
-        node = getattr(node, part)
+    for part in key.split("."):  # the value as parsed (tables of tables, plugins': as given)
+        node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
     return node
 
 

@@ -18,6 +18,7 @@ from hotplugd.commands.contributed import CliContext, add_contributed
 from hotplugd.config import DEFAULT_PATH, LOG_LEVELS, Config, check_flag, load
 from hotplugd.errors import EXIT_FAILURE, ConfigError, HotplugdError
 from hotplugd.observe import logs
+from hotplugd.tomlfile import parse_override
 from hotplugd.plugin.commands import CommandRegistry
 from hotplugd.plugin.hooks import Hooks
 from hotplugd.plugin.manager import make_manager
@@ -103,6 +104,9 @@ def config_from_args(args: argparse.Namespace, *, force_backend: str | None = No
     if path is None and DEFAULT_PATH.exists():
         path = DEFAULT_PATH
     overrides = list(getattr(args, "overrides", []))
+    for text in overrides:  # each --set checked on its own first, so its error names the flag
+        keys, value = parse_override(text)
+        check_flag("--set", ".".join(keys), value, text)
     backend = force_backend or getattr(args, "backend", None)
     if backend is not None:
         check_flag("--backend", "backend", backend)

@@ -60,7 +60,8 @@ class HotAddWatch:
         gone = len(hot.sizes) - len(online) - len(failed)
         proof = "all proven" if len(online) == len(hot.sizes) else \
             f"{len(online)} of {len(hot.sizes)} proven, {len(failed)} failed, {gone} gone"
-        summary = f"{len(online)} blocks, {format_bytes(size)} online in {seconds:.1f} s, {by}, {proof}"
+        summary = f"{len(online)} blocks, {format_bytes(size)} online in {seconds:.1f} s, {by}, {proof}" if online \
+            else f"no block online after {seconds:.1f} s: {len(failed)} failed, {gone} gone"
         log.info("hotadd_settled", domain=self.domain, blocks=len(hot.sizes), online=len(online), failed=len(failed),
                  bytes=size, seconds=round(seconds, 3), by_hotplugd=mine, summary=summary)
         return summary

@@ -21,6 +21,9 @@ SUBCOMMANDS = ["run", "plugins", "status", "check", "check-config"]
     (["check", "--ratio", "1e999"], "--ratio '1e999'"),
     (["run", "--backend", "simulated", "--ready-file", "/nonexistent/dir/ready"], "--ready-file"),
     (["check-config", "--set", "scheduler"], "--set 'scheduler'"),
+    (["check", "--set", "scheduler.settle=soon"], "--set 'scheduler.settle=soon'"),
+    (["run", "--set", "scheduler=1"], "--set 'scheduler=1'"),
+    (["status", "--set", 'zones.nodes.01.policy="movable"'], "--set 'zones.nodes.01.policy=\"movable\"'"),
     (["simulate", "--log-level", "loud"], "--log-level 'loud'"),  # a plugin's command: the core's flags, checked
     (["simulate", "--ratio", "abc", "--no-progress"], "--ratio 'abc'"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 
 import anyio
@@ -64,3 +65,14 @@ async def test_blocks_held_half_online_hold_the_line_back_until_the_kernels_phas
 
     (line,) = await hot_add(fake_sysfs, daemon, provider, range(16, 20), finish=kernel_phase)
     assert line["summary"].endswith(", by the kernel, all proven") and line["online"] == 4
+
+
+async def test_a_hot_add_that_all_failed_says_so(fake_sysfs, hook_recorder):
+    zones = {"policy": "kernel", "nodes": {"1": {"policy": "movable"}}}
+    daemon, provider = make(fake_sysfs, hook_recorder, zones=zones,
+                            scheduler={"onliner": "auto", "retries": 0, "retry_failed_after": 0})
+    for index in (16, 17):
+        fake_sysfs.fail(index, errno.EINVAL)
+    (line,) = await hot_add(fake_sysfs, daemon, provider, range(16, 18))
+    assert line["summary"].startswith("no block online after ") and line["summary"].endswith(": 2 failed, 0 gone")
+    assert (line["online"], line["failed"]) == (0, 2)
