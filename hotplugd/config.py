@@ -205,7 +205,7 @@ class Config:
     disabled_plugins: list[str] = _opt([], _string_list, "plugins never loaded (also HOTPLUGD_DISABLED_PLUGINS)")
     state_directory: str = _opt("/var/lib/hotplugd", _typed(str),
                                 "where hotplugd records the kernel's knobs as it found them (the unit's "
-                                "StateDirectory=), for `systemd/install.py --uninstall` to restore")
+                                "StateDirectory=), for `hotplugd restore-knobs` to restore on uninstall")
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     zones: ZoneConfig = field(default_factory=ZoneConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

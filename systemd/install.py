@@ -33,9 +33,7 @@ the drop-in, the docs and the udev masks (the distro's rules apply again), and k
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib.util
-import json
 import os
 import re
 import shlex
@@ -62,7 +60,6 @@ MARK = "# hotplugd (systemd/install.py): disabled, hotplugd onlines memory block
 COPY_PREFIX, COPY_SUFFIX = "# Copy of ", " without its memory onlining rules (systemd/install.py).\n"
 #: The unit's StateDirectory=hotplugd, and the config's default state_directory.
 STATE_DIRECTORY = "/var/lib/hotplugd"
-KNOB_RECORD = "kernel-knobs.json"
 #: The drop-in that lets hotplugd read other processes' /proc/PID/{maps,fd} (dax conversions only).
 DAX_DROPIN = "hotplugd.service.d/20-dax.conf"
 
@@ -85,6 +82,54 @@ def under(destdir: Path, path: str) -> Path:
 
 def say(message: str) -> None:
     print(f"install: {message}")
+
+
+#: What the unit's settings hide from the service (PrivateTmp= replaces these with empty ones of its own,
+#: ProtectHome=yes makes these inaccessible): a program or interpreter there fails with 203/EXEC.
+HIDING = {"PrivateTmp": ("/tmp", "/var/tmp"), "ProtectHome": ("/home", "/root", "/run/user")}
+FALSE = ("0", "no", "false", "off", "")
+
+
+def hidden_by_unit(unit_text: str) -> dict[str, str]:
+    """Each directory the shipped unit hides from the service -> the setting that hides it."""
+    settings = dict(line.strip().split("=", 1) for line in unit_text.splitlines()
+                    if "=" in line and not line.lstrip().startswith(("#", ";")))
+    hidden = {}
+    for key, paths in HIDING.items():
+        value = settings.get(key, "no").strip().lower()
+        if value not in FALSE and not (key == "ProtectHome" and value == "read-only"):
+            hidden.update({path: f"{key}={settings[key].strip()}" for path in paths})
+    return hidden
+
+
+def interpreter(path: str) -> str | None:
+    """The ``#!`` interpreter of a script (a venv's console script names the venv's python)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode(errors="replace").split()
+    return parts[0] if parts else None
+
+
+def hidden_program(exec_path: str, unit_text: str) -> str | None:
+    """Why the unit's service could not run ``exec_path`` (it, its real path or its interpreter hidden), or None."""
+    hidden = hidden_by_unit(unit_text)
+    candidates = [exec_path, os.path.realpath(exec_path)]
+    shebang = interpreter(exec_path)
+    if shebang:
+        candidates += [shebang, os.path.realpath(shebang)]
+    for path in dict.fromkeys(candidates):
+        for directory, setting in hidden.items():
+            if path == directory or path.startswith(directory + "/"):
+                what = "it" if path in (exec_path, candidates[1]) else f"its interpreter {path}"
+                return (f"--exec {exec_path}: {what} is under {directory}, which the unit's {setting} hides from "
+                        f"the service (it would fail with 203/EXEC); install hotplugd elsewhere, e.g. a venv "
+                        f"under /opt/hotplugd (docs/install.md)")
+    return None
 
 
 def install_units(destdir: Path, unit_dir: str, exec_path: str) -> list[Path]:
@@ -229,62 +274,20 @@ def state_directory(destdir: Path) -> Path:
     return under(destdir, value if isinstance(value, str) and value.startswith("/") else STATE_DIRECTORY)
 
 
-def restore_order(values: dict[str, str]) -> list[str]:
-    """``auto_online_blocks`` first when it turns the kernel's onlining off, last when on (after its policy)."""
-    names = [name for name in values if name != "auto_online_blocks"]
-    if "auto_online_blocks" in values:
-        names.insert(0 if values["auto_online_blocks"] == "offline" else len(names), "auto_online_blocks")
-    return names
-
-
-def write_knob(path: Path, value: str) -> None:
-    """One ``write(2)``, as sysfs attributes expect; never creates a file (FileNotFoundError when missing)."""
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-
-
-def restore_knobs(record: Path, sysfs_root: Path, knobpaths: ModuleType) -> bool:
-    """Write back the host's knobs as ``record`` has them, then remove it; False when any could not be."""
-    try:
-        data = json.loads(record.read_text())
-    except FileNotFoundError:
-        say(f"no {record}: hotplugd never changed the kernel's onlining knobs here; nothing to restore")
-        return True
-    except (OSError, ValueError) as exc:
-        say(f"cannot read {record} ({exc}): restore the kernel's onlining knobs by hand")
+def restore_knobs(exec_path: str, destdir: Path, sysfs_root: Path) -> bool:
+    """``hotplugd restore-knobs`` (the logic is hotplugd's, shared with the Debian package's prerm)."""
+    if not os.access(exec_path, os.X_OK):
+        say(f"cannot run {exec_path} to restore the kernel's onlining knobs (--exec names the hotplugd program; "
+            f"`hotplugd restore-knobs` does it by hand)")
         return False
-    host = data.get("host") if isinstance(data, dict) else None
-    if not isinstance(host, dict):
-        say(f"{record} has no \"host\" table: restore the kernel's onlining knobs by hand")
-        return False
-    for domain in sorted(k for k, v in data.items() if k != "host" and isinstance(v, dict)):
-        say(f"left alone: the knobs recorded for {domain!r} (that kernel is not this host's)")
-    ok = True
-    for name in restore_order(host):
-        value = host[name]
-        if name not in knobpaths.KNOB_FILES or not isinstance(value, str):
-            say(f"skipped {name!r} = {value!r} in {record}: not a kernel onlining knob and value")
-            ok = False
-            continue
-        path = knobpaths.knob_path(sysfs_root, name)
-        try:
-            write_knob(path, value)
-        except FileNotFoundError:
-            say(f"skipped {name}: {path} does not exist on this kernel")
-            continue
-        except OSError as exc:
-            say(f"cannot write {value!r} to {path}: {errno.errorcode.get(exc.errno or 0, exc.errno)} "
-                f"({exc.strerror})")
-            ok = False
-            continue
-        say(f"restored {path} = {value!r}")
-    if ok:
-        record.unlink()
-        say(f"removed {record}")
-    return ok
+    config = under(destdir, CONFIG_PATH)
+    argv = [exec_path, "restore-knobs", *(["--config", str(config)] if config.is_file() else []),
+            "--set", f'state_directory="{state_directory(destdir)}"', "--set", f'plugins.sysfs.root="{sysfs_root}"']
+    say("$ " + shlex.join(argv))
+    done = subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in done.stdout.splitlines():
+        say(line)
+    return done.returncode == 0
 
 
 def remove_files(destdir: Path, unit_dir: str) -> list[Path]:
@@ -317,7 +320,7 @@ def uninstall(opts: argparse.Namespace, live: bool) -> int:
     if live:
         run(["systemctl", "disable", "--now", *UNITS], check=False)
     sysfs_root = opts.sysfs_root or (Path("/sys") if live else under(opts.destdir, "sys"))
-    restored = restore_knobs(state_directory(opts.destdir) / KNOB_RECORD, sysfs_root, load_reader("knobpaths"))
+    restored = restore_knobs(opts.exec_path, opts.destdir, sysfs_root)
     masks = remove_files(opts.destdir, opts.unit_dir)
     say(f"kept {under(opts.destdir, CONFIG_PATH)} (the operator's; remove it by hand)")
     if live:
@@ -352,6 +355,9 @@ def main(args: list[str] | None = None) -> int:
     live = opts.destdir.resolve() == Path("/")
     if opts.uninstall:
         return uninstall(opts, live)
+    reason = hidden_program(opts.exec_path, (REPO / "systemd" / "hotplugd.service").read_text())
+    if reason:
+        parser.error(reason)
     install_units(opts.destdir, opts.unit_dir, opts.exec_path)
     config = install_config(opts.destdir)
     install_dax_dropin(opts.destdir, opts.unit_dir, opts.dax or names_dax_devices(config))

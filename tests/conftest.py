@@ -9,9 +9,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hypothesis import settings
+
+# No per-example deadline: a test never judges wall-clock time, and a loaded machine (CI, a package
+# build) takes more than hypothesis's default 200 ms for an example now and then.
+settings.register_profile("hotplugd", deadline=None)
+settings.load_profile("hotplugd")
+
 # Make ``harness`` (tests/vm/harness) importable from every test directory, whatever pytest's import mode.
 _VM_TESTS = str(Path(__file__).resolve().parent / "vm")
 if _VM_TESTS not in sys.path:
     sys.path.insert(0, _VM_TESTS)
 
-pytest_plugins = ["harness.pytest_plugin", "pytester"]  # pytester: tests/vm/test_pytest_plugin.py
+# hotplugd.testing.pytest_plugin is opt-in (no pytest11 entry point: a host with hotplugd installed
+# must not load it into every pytest run); hotplugd's own tests opt in here, as plugin authors do.
+pytest_plugins = ["hotplugd.testing.pytest_plugin", "harness.pytest_plugin",
+                  "pytester"]  # pytester: tests/vm/test_pytest_plugin.py

@@ -1,4 +1,4 @@
-"""The command line: ``hotplugd run | plugins | status | check | check-config``, and the plugins' commands.
+"""The command line: ``hotplugd run | plugins | status | check | check-config | restore-knobs``, and the plugins' commands.
 
 User errors (HotplugdError) print one message, no traceback, and exit with
 their code (78 for configuration errors, so systemd stops restarting).
@@ -90,6 +90,10 @@ def build_parser(contributed: CommandRegistry | None = None) -> argparse.Argumen
 
     check = _sub(sub, "check-config", "validate a config file and exit")
     _config_args(check)
+
+    restore = _sub(sub, "restore-knobs", "on uninstall, with the service stopped: the kernel's onlining knobs "
+                                         "written back as hotplugd first found them; exit 1 if any could not be")
+    _config_args(restore)
     for p in sub.choices.values():
         p.formatter_class = argparse.RawDescriptionHelpFormatter
     if contributed is not None:
@@ -243,8 +247,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore_knobs(args: argparse.Namespace) -> int:
+    from hotplugd.commands.restore import restore_knobs
+    from hotplugd.plugin.manager import build_backend
+
+    # The record is of this host's kernel, whatever backend the config runs.
+    config = config_from_args(args, force_backend="sysfs")
+    pm = make_manager(config.disabled_plugins)
+    check_plugin_config(pm, config)
+    return restore_knobs(config, build_backend(pm, config))
+
+
 COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "check-config": cmd_check_config, "check": cmd_check,
-            "status": cmd_status}
+            "status": cmd_status, "restore-knobs": cmd_restore_knobs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,7 +67,7 @@ class Onliner:
         chosen = self.ctx.hooks.choose_zone(block, requested, self.ledger, self.ctx.config)
         return requested if chosen is None else chosen
 
-    async def pipeline(self, queue: deque[Waiting], runs: int, shared: anyio.CapacityLimiter | None,
+    async def pipeline(self, queue: deque[Waiting], runs: int, shared: anyio.Semaphore | None,
                        done: Callable[[BlockReport], None]) -> None:
         """Hand ``queue`` to the backend ``runs`` blocks per ``online_many`` call, in a pipeline.
 

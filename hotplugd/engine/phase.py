@@ -48,7 +48,7 @@ class _Layout:
     queues: dict[int, deque[Waiting]]
     workers: dict[int, int]
     #: Keeps the onlines in flight within ``budget`` when the nodes' workers add up past it.
-    limiter: anyio.CapacityLimiter | None
+    limiter: anyio.Semaphore | None
     budget: int
 
     @property
@@ -138,11 +138,13 @@ class FinalPhase:
         if serial:
             workers = {node: 1 for node in queues}
             # one online at a time across nodes; a single node's only worker needs no limiter for that
-            limiter = anyio.CapacityLimiter(1) if len(queues) > 1 else None
+            limiter = anyio.Semaphore(1) if len(queues) > 1 else None
         else:
             workers = plan_workers({n: len(q) for n, q in queues.items()}, ratio, topology, budget)
             # per-node counts are capped already; across nodes the total may still exceed it
-            limiter = anyio.CapacityLimiter(budget) if sum(workers.values()) > budget else None
+            # A semaphore hands a released slot to the worker waiting for it; anyio 4.8's CapacityLimiter
+            # (Debian 13's) let the releasing worker take it back as well: 4 onlines at once under a limit of 3.
+            limiter = anyio.Semaphore(budget) if sum(workers.values()) > budget else None
         return _Layout(queues, workers, limiter, budget)
 
     async def _work(self, layout: _Layout, tally: _Tally) -> None:
@@ -158,7 +160,7 @@ class FinalPhase:
                 for _ in range(layout.workers[node]):
                     tg.start_soon(self._worker, queue, runs[node], layout.limiter, tally)
 
-    async def _worker(self, queue: deque[Waiting], runs: int, limiter: anyio.CapacityLimiter | None,
+    async def _worker(self, queue: deque[Waiting], runs: int, limiter: anyio.Semaphore | None,
                       tally: _Tally) -> None:
         """One block at a time; with ``runs`` > 1 the backend gets runs of that many blocks instead."""
         if runs > 1:

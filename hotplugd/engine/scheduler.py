@@ -58,7 +58,7 @@ class Scheduler:
         self.domains: dict[str, DomainScheduler] = {}
         self._phase_numbers = itertools.count(1)
         limit = ctx.backend.parallel_domains
-        self._slots = anyio.CapacityLimiter(limit) if limit > 0 else None
+        self._slots = anyio.Semaphore(limit) if limit > 0 else None  # a handed-over slot (see phase.py)
         self._tasks: TaskGroup | None = None
         self._wake = anyio.Event()
         self._rescan_reason: RescanReason | None = None

@@ -1,7 +1,7 @@
 """Test kit for hotplugd and its plugin authors: a fake host, an event injector, a hook recorder.
 
-Also a pytest plugin (entry point ``pytest11``: ``hotplugd``) with fixtures
-built from these: see :mod:`hotplugd.testing.pytest_plugin`.
+Also a pytest plugin with fixtures built from these, opt-in (``-p hotplugd.testing.pytest_plugin``):
+see :mod:`hotplugd.testing.pytest_plugin`.
 """
 
 from hotplugd.testing.clock import ManualClock, wait_until

@@ -1,4 +1,5 @@
-"""pytest fixtures for hotplugd and plugin authors (loaded through the ``pytest11`` entry point).
+"""pytest fixtures for hotplugd and plugin authors (opt-in: ``pytest -p hotplugd.testing.pytest_plugin``,
+or ``pytest_plugins = ["hotplugd.testing.pytest_plugin"]`` in a top-level conftest.py).
 
 - ``hotplugd_metrics``: a Metrics on a fresh CollectorRegistry.
 - ``hook_recorder``: a HookRecorder.
@@ -11,11 +12,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from hotplugd.config import Config, from_mapping
@@ -41,9 +44,19 @@ def hook_recorder() -> HookRecorder:
 
 @pytest.fixture
 def hotplugd_logs() -> Iterator[list[dict[str, Any]]]:
-    """Every structlog event logged during the test, as dicts (``event``, ``plugin``, ``hook``, ...)."""
-    with capture_logs() as logs:
-        yield logs
+    """Every structlog event logged during the test, as dicts (``event``, ``plugin``, ``hook``, ...).
+
+    Whatever level an earlier ``logs.configure`` filtered at: structlog 25.3 (Debian 13's)
+    ``capture_logs`` replaces the processors only, so a level filter left by a previous test
+    would drop the events before they are captured.
+    """
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET))
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(wrapper_class=wrapper)
 
 
 @pytest.fixture

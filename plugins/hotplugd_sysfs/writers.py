@@ -91,7 +91,8 @@ class Writer:
                 line = await self._stdout.receive_until(b"\n", MAX_LINE)
                 answers.append(parse_reply(line, index))
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
-                anyio.ClosedResourceError, anyio.DelimiterNotFound, ValueError) as exc:
+                anyio.ClosedResourceError, anyio.DelimiterNotFound, ValueError,
+                ConnectionError) as exc:  # anyio 4.8 (Debian 13) lets a dead pipe's ConnectionResetError through
             self.alive = False
             log.warning("sysfs_writer_lost", pid=self.process.pid, returncode=self.process.returncode,
                         answered=len(answers), asked=len(items), error=str(exc) or type(exc).__name__)

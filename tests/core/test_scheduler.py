@@ -151,7 +151,9 @@ async def test_remove_during_deferral_drops_the_block(make_daemon, hook_recorder
     async with running(daemon, until_idle=False):
         backend.add(1, 2, 3, 4)
         backend.remove(2)
-        await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
+        queue = daemon.scheduler.host.queue
+        # every event taken (not just three blocks queued: 1, 2, 3 before 4's add and 2's remove came)
+        await wait_until(lambda: len(queue) == 3 and 2 not in queue and all(i in queue for i in (1, 3, 4)))
         clock.advance(1)
         daemon.scheduler.wake()
         await wait_until(lambda: backend.host.online_indices() == {1, 3, 4})
@@ -478,7 +480,8 @@ async def test_overlapping_phases_share_the_backend_concurrency(make_daemon, hoo
         backend.add(*range(100, 104), node=1)  # one slot left for node 1
         await wait_until(lambda: set(range(100, 104)) <= host.online_indices(), what="node 1's blocks")
         await wait_until(lambda: set(range(8)) <= host.online_indices(), what="node 0's blocks")
-    assert hook_recorder.phases[1].workers == {1: 1}
+    # node 1's phase, whichever number it got (on a loaded machine node 0's first block may settle alone)
+    assert [p.workers for p in hook_recorder.phases if 1 in p.workers] == [{1: 1}]
     assert host.max_running <= 5
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from hotplugd import BackendRegistry, ConfigError, hookimpl
+from hotplugd.observe import logs
 from hotplugd.testing import FakeBackend, running, sample
 
 
@@ -75,6 +77,19 @@ async def test_hotplugd_logs_captures_the_daemon_s_events(make_daemon, fake_back
         pass
     events = [e["event"] for e in hotplugd_logs]
     assert events[:3] == ["starting", "plan", "rescan"] and "ready" in events and events[-1] == "stopped"
+
+
+@pytest.fixture
+def configured_at_warning():
+    """What an earlier test (or hotplugd simulate) leaves: structlog filtering below warning."""
+    logs.configure("warning")
+    yield
+    structlog.reset_defaults()
+
+
+def test_hotplugd_logs_sees_info_events_whatever_level_was_configured_before(configured_at_warning, hotplugd_logs):
+    structlog.get_logger().info("seen", where="test")
+    assert [e["event"] for e in hotplugd_logs] == ["seen"]
 
 
 def test_hotplugd_metrics_is_fresh_for_every_test(hotplugd_metrics):

@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+from hotplugd.commands.restore import restore_order
 from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs.udev import find_rules
 
@@ -154,7 +155,7 @@ def load_install() -> ModuleType:
 
 def uninstall(root: Path, *args: str, status: int = 0) -> str:
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    done = subprocess.run([python, str(INSTALL), "--destdir", str(root), "--uninstall", *args],
+    done = subprocess.run([python, str(INSTALL), "--destdir", str(root), "--uninstall", "--exec", str(HOTPLUGD), *args],
                           capture_output=True, text=True, check=False)
     assert done.returncode == status, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
@@ -181,17 +182,17 @@ def test_uninstall_restores_the_knobs_and_removes_what_install_wrote(tmp_path: P
     fake = as_hotplugd_left_it(tmp_path, {"host": FOUND, "recorded_at": "2026-12-01T23:00:00+00:00"})
     out = uninstall(tmp_path)
     assert {name: fake.knob(name) for name in FOUND} == FOUND
-    assert not (tmp_path / "var/lib/hotplugd/kernel-knobs.json").exists()
+    assert not (tmp_path / "var/lib/hotplugd").exists()  # the record was all it held: no file left behind
     units = tmp_path / "etc/systemd/system"
     assert not (units / "hotplugd.service").exists() and not (units / "hotplugd.service.d").exists()
     assert not (tmp_path / "usr/share/doc/hotplugd").exists()
     assert len(find_rules(udev_dirs(tmp_path))) == 1  # the mask is gone: the distro's rule applies again
     assert (tmp_path / "etc/hotplugd/hotplugd.toml").exists() and "kept" in out
-    assert f"restored {fake.memory / 'auto_online_blocks'} = 'offline'" in out
+    assert "restored auto_online_blocks = 'offline'" in out and "hotplugd restore-knobs" in out
 
 
 def test_the_knobs_turning_auto_online_off_go_first_and_on_last() -> None:
-    order = load_install().restore_order
+    order = restore_order  # hotplugd restore-knobs's, which install.py --uninstall runs
     assert order({"online_policy": "x", "auto_online_blocks": "offline", "auto_movable_ratio": "1"}) == [
         "auto_online_blocks", "online_policy", "auto_movable_ratio"]
     assert order({"auto_online_blocks": "online", "online_policy": "auto-movable"}) == [
@@ -244,3 +245,33 @@ def test_sysfs_root_goes_with_uninstall(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(INSTALL), "--destdir", str(tmp_path), "--sysfs-root", "/sys"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "--uninstall" in done.stderr
+
+
+# -- a program the unit cannot run ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["/tmp/co/.venv/bin/hotplugd", "/var/tmp/hotplugd", "/home/me/.local/bin/hotplugd",
+                                   "/root/hotplugd/.venv/bin/hotplugd", "/run/user/1000/hotplugd"])
+def test_a_program_under_a_path_the_unit_hides_is_refused_with_the_reason(tmp_path: Path, where: str) -> None:
+    done = subprocess.run([sys.executable, str(INSTALL), "--destdir", str(tmp_path), "--exec", where],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "203/EXEC" in done.stderr and "Traceback" not in done.stderr
+    hidden_by = "PrivateTmp=yes" if where.startswith(("/tmp/", "/var/tmp/")) else "ProtectHome=yes"
+    assert f"--exec {where}" in done.stderr and hidden_by in done.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_a_script_whose_interpreter_the_unit_hides_is_refused(tmp_path: Path) -> None:
+    """A venv under /opt whose python is a symlink into /root (pyenv): the unit cannot run it either."""
+    venv = tmp_path / "opt" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    (venv / "hotplugd").write_text(f"#!{venv / 'python'}\n")
+    reason = load_install().hidden_program(str(venv / "hotplugd"), "[Service]\nProtectHome=yes\n")
+    assert reason is not None and "its interpreter /root/.pyenv" in reason and "ProtectHome=yes" in reason
+
+
+def test_the_hiding_follows_the_unit() -> None:
+    hidden = load_install().hidden_by_unit
+    assert set(hidden("[Service]\nPrivateTmp=yes\nProtectHome=read-only\n")) == {"/tmp", "/var/tmp"}
+    assert set(hidden("[Service]\n#PrivateTmp=yes\nProtectHome=tmpfs\n")) == {"/home", "/root", "/run/user"}
