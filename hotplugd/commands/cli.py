@@ -35,6 +35,8 @@ _EXITS = {
     "check": "0: nothing in the way of the plan; 1: conflicts, or something it cannot know (a guest that does not "
              "answer); 2: usage error; 78: a config or flag is wrong, or `run` would refuse it",
     "check-config": "0: valid; 2: usage error; 78: invalid (every problem is named)",
+    "restore-knobs": "0: restored, or nothing recorded; 1: a knob could not be written back (the record is kept); "
+                     "2: usage error; 78: a config or flag is wrong",
 }
 _DESCRIPTIONS = {
     "run": "Run the daemon: make the plan (who onlines: the kernel, set up and proven by hotplugd, or hotplugd "
@@ -50,6 +52,10 @@ _DESCRIPTIONS = {
              "known, and other onliners against the plan. Reads only. With no config and no --backend it reads "
              "this host (sysfs) where it has memory sysfs.",
     "check-config": "Validate a config (and the --set/flag values) without starting anything.",
+    "restore-knobs": "On uninstall (the Debian package's prerm, systemd/install.py --uninstall), with the service "
+                     "stopped: write the kernel's onlining knobs back as hotplugd first found them, from "
+                     "<state_directory>/kernel-knobs.json, then remove the record (and the state directory when "
+                     "it held nothing else). This host's knobs, whatever backend the config runs.",
 }
 
 

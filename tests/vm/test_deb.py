@@ -69,7 +69,7 @@ def test_the_config_is_a_conffile_for_the_real_host(daemon: Path) -> None:
 def test_the_man_page_is_generated_from_the_argument_parser(daemon: Path) -> None:
     page = gzip.decompress((daemon / "usr/share/man/man8/hotplugd.8.gz").read_bytes()).decode()
     assert page.startswith(".TH HOTPLUGD \"8\"") or '.TH HOTPLUGD "8"' in page
-    for command in ("run", "simulate", "check", "status", "restore\\-knobs"):
+    for command in ("run", "check", "status", "check\\-config", "restore\\-knobs"):
         assert command in page, command
 
 
@@ -88,12 +88,13 @@ def test_the_only_hand_written_maintainer_code_restores_the_knobs_after_the_stop
     assert not (REPO / "debian/hotplugd.postinst").exists() and not (REPO / "debian/hotplugd.postrm").exists()
 
 
-def test_the_library_has_sysfs_and_simulated_and_no_qga(library: Path) -> None:
+def test_the_library_has_sysfs_and_simulated_and_no_qga_nor_libvirt(library: Path) -> None:
     site = library / "usr/lib/python3/dist-packages"
     assert {p.name for p in site.glob("hotplugd*") if p.is_dir()} == {
         "hotplugd", "hotplugd_sysfs", "hotplugd_simulated", "hotplugd-0.1.0.dist-info"}
     entry_points = (site / "hotplugd-0.1.0.dist-info/entry_points.txt").read_text()
-    assert "hotplugd_sysfs" in entry_points and "hotplugd_simulated" in entry_points and "qga" not in entry_points
+    assert "hotplugd_sysfs" in entry_points and "hotplugd_simulated" in entry_points
+    assert "qga" not in entry_points and "libvirt" not in entry_points
     assert "pytest11" not in entry_points  # the pytest plugin is opt-in
     depends = next(line for line in (library / "DEBIAN/control").read_text().splitlines() if line.startswith("Depends:"))
     assert "qemu" not in depends and "python3-anyio" in depends
