@@ -42,7 +42,8 @@ RUNTIME = ("python3-anyio", "python3-pluggy", "python3-structlog", "python3-prom
            "python3-rich")
 #: debian/control's Build-Depends (and the tests' Depends), and lintian.
 BUILD = ("debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all", "python3-setuptools",
-         "python3-argparse-manpage", "python3-pytest", "python3-pytest-asyncio", "python3-hypothesis", "lintian",
+         "python3-argparse-manpage", "python3-pytest", "python3-pytest-asyncio", "python3-pytest-rerunfailures",
+         "python3-hypothesis", "lintian",
          "build-essential")
 PACKAGES = (*BOOT, *RUNTIME, *BUILD)
 BUILD_DIR = "/build"
