@@ -5,7 +5,7 @@ The public API for plugin authors is exactly ``__all__``.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from hotplugd.config import Config, ConfigProblem
+from hotplugd.config import Config
 from hotplugd.errors import BackendError, ConfigError, HotplugdError, PluginError
 from hotplugd.model import (
     EHWPOISON,
@@ -35,6 +35,23 @@ from hotplugd.model import (
 from hotplugd.plugin.backend import Backend, BackendRegistry
 from hotplugd.plugin.commands import CommandContext, CommandRegistry, DaemonSession, PlanSummary
 from hotplugd.plugin.spec import hookimpl
+from hotplugd.schema import (
+    ConfigProblem,
+    OutOfBounds,
+    boolean,
+    describe_table,
+    duration,
+    nested,
+    number,
+    one_of,
+    read_table,
+    setting,
+    size,
+    string_list,
+    tables_of,
+    text,
+    whole,
+)
 from hotplugd.units import format_bytes, parse_duration, parse_size
 
 try:
@@ -76,11 +93,25 @@ __all__ = [
     "Topology",
     "Trigger",
     "ZoneRequest",
+    "OutOfBounds",
     "__version__",
+    "boolean",
+    "describe_table",
+    "duration",
     "format_bytes",
     "hookimpl",
     "narrow",
+    "nested",
+    "number",
+    "one_of",
     "parse_duration",
     "parse_size",
+    "read_table",
+    "setting",
+    "size",
+    "string_list",
+    "tables_of",
+    "text",
+    "whole",
     "zone_matches",
 ]

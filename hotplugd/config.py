@@ -7,19 +7,32 @@ for each value and its help text. ``config/hotplugd.toml`` (installed as
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hotplugd.errors import ConfigError
+from hotplugd.schema import (
+    MAX_BYTES,
+    ConfigProblem,
+    boolean,
+    describe_table,
+    duration,
+    nested,
+    number,
+    one_of,
+    read_fields,
+    setting,
+    size,
+    string_list,
+    text,
+)
 from hotplugd.tomlfile import DEEP_HINT, MAX_DEPTH, merge_override, parse_override, read_toml
 from hotplugd.tomlfile import SHOW as _show
-from hotplugd.units import parse_duration, parse_size
+from hotplugd.units import parse_duration
 
 DEFAULT_PATH = Path("/etc/hotplugd/hotplugd.toml")
 DEFAULT_METRICS_PORT = 10964  # outside 9100-9999, which Prometheus's exporters have used up
@@ -29,147 +42,68 @@ ZONE_POLICIES = ("auto", "kernel", "movable", "auto-movable")
 # Bounds on what a user can ask for: past them no machine exists, so the value is a typo.
 #: The kernel's MAX_NUMNODES with its largest NODES_SHIFT (10): node numbers are below it.
 MAX_NUMNODES = 1 << 10
-#: Bytes of a 64-bit physical address space.
-MAX_BYTES = 1 << 64
 #: Memory blocks (128 MiB, the smallest x86-64 and arm64 block) a 64-bit address space holds.
 MAX_BLOCKS = MAX_BYTES // (128 << 20)
-#: A day: deferring or waiting longer than that leaves hot-added memory offline for good.
-MAX_SECONDS = 86_400
 #: TOML integers are signed 64-bit (tomllib accepts any size); plugin tables are held to that.
 TOML_INT = (-(1 << 63), (1 << 63) - 1)
 
-
-
 _NODE = re.compile(r"0|[1-9][0-9]{0,9}")  # "01" would never match node 1: refused
-_DAY = "a day: waiting longer leaves hot-added memory offline for good"
 _BLOCKS = "2^64 / 128 MiB: the memory blocks a 64-bit physical address space holds"
 _RATIO = "movable memory 1000 times the kernel's could never be managed"
-
-
-class OutOfBounds(ValueError):
-    """A value of the right kind past its bound; ``hint`` says why the bound is there."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-def _choice(*choices: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}; got {_show.repr(value)}")
-        return str(value)
-
-    return parse
-
-
-def _number(lo: float, hi: float, kind: type = float, why: str = "") -> Callable[[object], float]:
-    def parse(value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {_show.repr(value)}")
-        if kind is int and not isinstance(value, int):
-            raise ValueError(f"expected a whole number, got {_show.repr(value)}")
-        return kind(_bounded(value, lo, hi, why))
-
-    return parse
-
-
-def _bounded(value: Any, lo: float, hi: float, why: str) -> Any:
-    """``value`` if ``lo <= value <= hi`` (never NaN), else OutOfBounds with ``why`` as its hint."""
-    if not lo <= value <= hi:
-        raise OutOfBounds(f"must be between {lo} and {hi}, got {_show.repr(value)}", why)
-    return value
-
-
-def _unit(parse: Callable[[object], Any], hi: float, why: str) -> Callable[[object], Any]:
-    """A size or duration parser (hotplugd.units) held to ``hi``."""
-    def bounded(value: object) -> Any:
-        try:
-            return _bounded(parse(value), 0, hi, why)
-        except OverflowError:  # "1e999GiB": a float past its range, made an int
-            raise OutOfBounds(f"must be between 0 and {hi}, got {_show.repr(value)}", why) from None
-
-    return bounded
-
-
-def _duration() -> Callable[[object], float]:
-    return _unit(parse_duration, MAX_SECONDS, _DAY)
-
-
-def _typed(kind: type) -> Callable[[object], Any]:
-    def parse(value: object) -> Any:
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise ValueError(f"expected a {kind.__name__}, got {_show.repr(value)}")
-        return value
-
-    return parse
-
-
-def _string_list(value: object) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"expected a list of strings, got {_show.repr(value)}")
-    return list(value)
-
-
-def _opt(default: Any, parse: Callable[[object], Any], help: str) -> Any:
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"parse": parse, "help": help})
-    return field(default=default, metadata={"parse": parse, "help": help})
-
-
 @dataclass
 class SchedulerConfig:
-    parallel_hotplug_ratio: float = _opt(1.0, _number(0, 64, why="64 per CPU: far past any kernel's parallelism"),
+    parallel_hotplug_ratio: float = setting(1.0, number(0, 64, why="64 per CPU: far past any kernel's parallelism"),
                                          "final-phase workers per CPU of the node; 0: no deferral")
-    defer: str = _opt("auto", _choice("auto", "always"),
+    defer: str = setting("auto", one_of("auto", "always"),
                       "auto: defer only where the backend can online in parallel; always: defer whenever ratio > 0")
-    settle: float = _opt(0.05, _duration(), "start the phase when no add event came for this long")
-    max_defer: float = _opt(2.0, _duration(), "start the phase when the oldest block waited this long")
-    max_offline_bytes: int = _opt(1 << 30, _unit(parse_size, MAX_BYTES, "2^64 bytes: a 64-bit physical address space"),
+    settle: float = setting(0.05, duration(), "start the phase when no add event came for this long")
+    max_defer: float = setting(2.0, duration(), "start the phase when the oldest block waited this long")
+    max_offline_bytes: int = setting(1 << 30, size(),
                                   "start the phase at once when this many bytes wait offline")
-    max_memmap_share: float = _opt(0.05, _number(0, 1, why="a share of MemAvailable"),
+    max_memmap_share: float = setting(0.05, number(0, 1, why="a share of MemAvailable"),
                                    "start at once when pending memmap exceeds this share of MemAvailable")
-    max_pending_blocks: int = _opt(1 << 20, _number(1, MAX_BLOCKS, int, _BLOCKS),
+    max_pending_blocks: int = setting(1 << 20, number(1, MAX_BLOCKS, int, _BLOCKS),
                                    "queue bound; past it, events are dropped and a rescan follows")
-    retries: int = _opt(5, _number(0, 100, int, "the backoff doubles each attempt: 100 is already forever"),
+    retries: int = setting(5, number(0, 100, int, "the backoff doubles each attempt: 100 is already forever"),
                         "attempts after the first for EBUSY/ENOMEM")
-    retry_backoff: float = _opt(0.01, _duration(), "first retry delay; doubles each attempt")
-    retry_failed_after: float = _opt(60.0, _duration(),
+    retry_backoff: float = setting(0.01, duration(), "first retry delay; doubles each attempt")
+    retry_failed_after: float = setting(60.0, duration(),
                                      "queue a block again this long after its transient retries ran out; 0: never")
-    onliner: str = _opt("auto", _choice("auto", "kernel", "hotplugd"),
+    onliner: str = setting("auto", one_of("auto", "kernel", "hotplugd"),
                         "who onlines: auto (the kernel's own auto-online, set up by hotplugd, wherever its knobs "
                         "can express the policy; else hotplugd), kernel (refuse to start where they cannot), "
                         "hotplugd (always hotplugd; the kernel's auto-online kept off)")
-    kernel_grace: float = _opt(2.0, _duration(),
+    kernel_grace: float = setting(2.0, duration(),
                                "where the kernel onlines: how long the domain must have been quiet (no add or "
                                "online event of any block) before hotplugd onlines the blocks still offline")
-    kernel_grace_max: float = _opt(300.0, _duration(),
+    kernel_grace_max: float = setting(300.0, duration(),
                                    "where the kernel onlines: how long an added block may stay offline while the "
                                    "kernel's events keep coming before hotplugd onlines it anyway (>= kernel_grace)")
-    kernel_phase_timeout: float = _opt(60.0, _duration(),
+    kernel_phase_timeout: float = setting(60.0, duration(),
                                        "how long the seed's kernel may hold a block half-online before an alert")
 
 
 @dataclass
 class NodeZoneConfig:
-    policy: str = _opt("auto", _choice(*ZONE_POLICIES), "zone policy for this node")
-    auto_movable_ratio: int = _opt(301, _number(0, 100000, int, _RATIO), "movable:kernel percent for auto-movable")
+    policy: str = setting("auto", one_of(*ZONE_POLICIES), "zone policy for this node")
+    auto_movable_ratio: int = setting(301, number(0, 100000, int, _RATIO), "movable:kernel percent for auto-movable")
 
 
 @dataclass
 class DaxZoneConfig(NodeZoneConfig):
     """The zone policy of memory a dax device gives the kernel (CXL expanders, pmem as system-ram)."""
 
-    policy: str = _opt("movable", _choice(*ZONE_POLICIES),
+    policy: str = setting("movable", one_of(*ZONE_POLICIES),
                        "zone policy for dax devices' memory (movable: it can be given back, holds no kernel data)")
 
 
 @dataclass
 class ZoneConfig:
-    policy: str = _opt("auto", _choice(*ZONE_POLICIES), "auto | kernel | movable | auto-movable")
-    auto_movable_ratio: int = _opt(301, _number(0, 100000, int, _RATIO),
+    policy: str = setting("auto", one_of(*ZONE_POLICIES), "auto | kernel | movable | auto-movable")
+    auto_movable_ratio: int = setting(301, number(0, 100000, int, _RATIO),
                                    "movable:kernel percent for auto-movable (kernel default 301)")
-    nodes: dict[str, NodeZoneConfig] = field(default_factory=dict, metadata={"help": "per-node overrides, [zones.nodes.N]"})
+    nodes: dict[str, NodeZoneConfig] = setting({}, nested(lambda v, k, p: _nodes(v, k, p)),
+                                            "per-node overrides, [zones.nodes.N]")
     dax: DaxZoneConfig = field(default_factory=DaxZoneConfig, metadata={"help": "[zones.dax]: dax devices' memory"})
 
     def for_node(self, node: int) -> NodeZoneConfig:
@@ -182,45 +116,39 @@ class ZoneConfig:
 
 @dataclass
 class MetricsConfig:
-    enabled: bool = _opt(True, _typed(bool), "serve Prometheus metrics")
-    address: str = _opt("127.0.0.1", _typed(str), "listen address (ignored when systemd hands a socket)")
-    port: int = _opt(DEFAULT_METRICS_PORT, _number(0, 65535, int, "TCP ports are 16-bit"),
+    enabled: bool = setting(True, boolean, "serve Prometheus metrics")
+    address: str = setting("127.0.0.1", text, "listen address (ignored when systemd hands a socket)")
+    port: int = setting(DEFAULT_METRICS_PORT, number(0, 65535, int, "TCP ports are 16-bit"),
                      "listen port; 0 picks a free one")
-    textfile: str = _opt("", _typed(str), "also write a node_exporter textfile here after each phase")
-    max_domains: int = _opt(64, _number(1, 100000, int, "each domain is a set of series: more would swamp Prometheus"),
-                            "domains (guests) with their own `domain` label; later ones share domain=\"other\"")
-    max_connections: int = _opt(40, _number(1, 10000, int),
-                                "connections open at once (as node_exporter's --web.max-requests); more wait in the backlog")
-    read_timeout: float = _opt(5.0, lambda value: _number(0.01, 300)(parse_duration(value)),
+    textfile: str = setting("", text, "also write a node_exporter textfile here after each phase")
+    max_domains: int = setting(64, number(1, 100000, int,
+                                          "each domain is a set of series: more would swamp Prometheus"),
+                               "domains (guests) with their own `domain` label; later ones share domain=\"other\"")
+    max_connections: int = setting(40, number(1, 10000, int),
+                                   "connections open at once (as node_exporter's --web.max-requests); "
+                                   "more wait in the backlog")
+    read_timeout: float = setting(5.0, lambda value: number(0.01, 300)(parse_duration(value)),
                                "a request's head must arrive this soon after its connection, else it is closed")
 
 
 @dataclass
 class Config:
-    backend: str = _opt("", _typed(str),
+    backend: str = setting("", text,
                         "the backend: sysfs (this host's memory), simulated (a modelled host), qga (guests); "
                         "\"\" (none chosen): check and status read this host, run refuses (exit 78)")
-    log_level: str = _opt("info", _choice(*LOG_LEVELS), "debug | info | warning | error")
-    log_format: str = _opt("auto", _choice("auto", "json", "console"), "auto: JSON unless on a terminal")
-    disabled_plugins: list[str] = _opt([], _string_list, "plugins never loaded (also HOTPLUGD_DISABLED_PLUGINS)")
-    state_directory: str = _opt("/var/lib/hotplugd", _typed(str),
+    log_level: str = setting("info", one_of(*LOG_LEVELS), "debug | info | warning | error")
+    log_format: str = setting("auto", one_of("auto", "json", "console"), "auto: JSON unless on a terminal")
+    disabled_plugins: list[str] = setting([], string_list, "plugins never loaded (also HOTPLUGD_DISABLED_PLUGINS)")
+    state_directory: str = setting("/var/lib/hotplugd", text,
                                 "where hotplugd records the kernel's knobs as it found them (the unit's "
                                 "StateDirectory=), for `hotplugd restore-knobs` to restore on uninstall")
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     zones: ZoneConfig = field(default_factory=ZoneConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    plugins: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "[plugins.<name>] tables"})
+    plugins: dict[str, dict[str, Any]] = setting({}, nested(lambda v, k, p: _plugin_tables(v, k, p)),
+                                              "[plugins.<name>] tables")
     #: Where it was read from (None: defaults only).
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """One thing wrong in a config: the dotted key, what is wrong, and how to fix it."""
-
-    key: str
-    message: str
-    hint: str = ""
 
 
 def _where(source: Path | None) -> str:
@@ -228,55 +156,24 @@ def _where(source: Path | None) -> str:
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[ConfigProblem]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        f = fields.get(key)
-        if f is None:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"did you mean {prefix}{close[0]}?" if close else f"known keys: {', '.join(fields)}"
-            problems.append(ConfigProblem(dotted, "unknown key", hint))
-            continue
-        kwargs[key] = _value(f, value, dotted, problems)
+    kwargs, _ok = read_fields(cls, data, prefix.rstrip("."), problems)
     return cls(**kwargs)
 
 
-def _value(f: dataclasses.Field, value: Any, dotted: str, problems: list[ConfigProblem]) -> Any:
-    if f.name == "plugins":
-        return _plugin_tables(value, dotted, problems)
-    if f.name == "nodes":
-        if not isinstance(value, dict):
-            problems.append(ConfigProblem(dotted, "expected [zones.nodes.<N>] tables"))
-            return {}
-        nodes = {}
-        for node, table in value.items():
-            if not _NODE.fullmatch(str(node)) or not isinstance(table, dict):
-                problems.append(ConfigProblem(f"{dotted}.{node}", "expected a node number with a table", "[zones.nodes.1]"))
-            elif int(node) >= MAX_NUMNODES:
-                problems.append(ConfigProblem(f"{dotted}.{node}", f"node numbers are below {MAX_NUMNODES}",
-                                              "the kernel's MAX_NUMNODES is 1024 at most (NODES_SHIFT=10)"))
-            else:
-                nodes[node] = _build(NodeZoneConfig, table, f"{dotted}.{node}.", problems)
-        return nodes
-    if isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory):
-        if not isinstance(value, dict):
-            problems.append(ConfigProblem(dotted, f"expected a table [{dotted}]"))
-            return f.default_factory()
-        return _build(f.default_factory, value, dotted + ".", problems)
-    try:
-        return f.metadata["parse"](value)
-    except ValueError as exc:
-        hint = getattr(exc, "hint", None) or _key_help(f)
-        message = str(exc)  # hotplugd.units repeats the value whole: clip it
-        problems.append(ConfigProblem(dotted, message if len(message) <= 200 else message[:200] + "...", hint))
-        return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
-def _key_help(f: dataclasses.Field) -> str:
-    """What a key is and its default, for an error about it (no file to look up: it may not be installed)."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    return f"{f.name}: {f.metadata.get('help', '')}; default {_show.repr(default)}"
+def _nodes(value: Any, dotted: str, problems: list[ConfigProblem]) -> dict[str, NodeZoneConfig]:
+    if not isinstance(value, dict):
+        problems.append(ConfigProblem(dotted, "expected [zones.nodes.<N>] tables"))
+        return {}
+    nodes = {}
+    for node, table in value.items():
+        if not _NODE.fullmatch(str(node)) or not isinstance(table, dict):
+            problems.append(ConfigProblem(f"{dotted}.{node}", "expected a node number with a table", "[zones.nodes.1]"))
+        elif int(node) >= MAX_NUMNODES:
+            problems.append(ConfigProblem(f"{dotted}.{node}", f"node numbers are below {MAX_NUMNODES}",
+                                          "the kernel's MAX_NUMNODES is 1024 at most (NODES_SHIFT=10)"))
+        else:
+            nodes[node] = _build(NodeZoneConfig, table, f"{dotted}.{node}.", problems)
+    return nodes
 
 
 def _plugin_tables(value: Any, dotted: str, problems: list[ConfigProblem]) -> dict[str, Any]:
@@ -378,26 +275,11 @@ def load(path: Path | None, overrides: list[str] = ()) -> Config:
     data: dict[str, Any] = {}
     if path is not None:
         data = read_toml(path)
-    for text in overrides:
-        merge_override(data, *parse_override(text))
+    for override in overrides:
+        merge_override(data, *parse_override(override))
     return from_mapping(data, path)
 
 
 def describe() -> list[tuple[str, Any, str]]:
     """Every documented key: (dotted key, default, help). Used by tests and docs."""
-    rows: list[tuple[str, Any, str]] = []
-
-    def walk(cls: type, prefix: str) -> None:
-        instance = cls()
-        for f in dataclasses.fields(cls):
-            if f.metadata.get("internal"):
-                continue
-            value = getattr(instance, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(type(value), f"{prefix}{f.name}.")
-            else:
-                rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
-
-    walk(Config, "")
-    walk(NodeZoneConfig, "zones.nodes.N.")
-    return rows
+    return describe_table(Config, "") + describe_table(NodeZoneConfig, "zones.nodes.N.")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hotplugd_guestagent.validators import MAX_GUEST_CONCURRENCY, boolean, concurrency, duration, whole
+from hotplugd_guestagent.validators import MAX_GUEST_CONCURRENCY, concurrency
 
-__all__ = ["HINT", "MAX_GUEST_CONCURRENCY", "boolean", "concurrency", "duration", "glob_pattern", "name",
-           "name_problem", "optional_socket", "port_id", "relative_path", "socket", "socket_path_problem", "whole"]
+__all__ = ["HINT", "MAX_GUEST_CONCURRENCY", "concurrency", "glob_pattern", "name", "name_problem", "optional_socket",
+           "port_id", "relative_path", "socket", "socket_path_problem"]
 
 HINT = "the keys are documented in docs/qga.md and `python -m pydoc hotplugd_qga`"
 #: A unix socket path must fit ``sockaddr_un.sun_path`` (108 bytes with the NUL).

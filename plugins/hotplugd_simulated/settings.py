@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from hotplugd import EHWPOISON, KNOB_NAMES, ConfigProblem, parse_duration, parse_size
+from hotplugd import (
+    EHWPOISON,
+    KNOB_NAMES,
+    ConfigProblem,
+    boolean,
+    duration,
+    nested,
+    number,
+    one_of,
+    parse_duration,
+    parse_size,
+    read_table,
+    setting,
+    size,
+    whole,
+)
 
 from .kernels import KERNELS, Costs, kernel_workers
 
@@ -36,44 +51,81 @@ class Step:
     count: int = 0  # blocks removed (remove)
 
 
+#: The embedded default: a 16 GiB DIMM burst on node 0, then virtio-mem growing 8 GiB on node 1.
+DEFAULT_SCENARIO = (Step("dimm", size=16 << 30, node=0), Step("virtio-mem", size=8 << 30, node=1))
+
+
+def _errnos(value: Any) -> tuple[int, ...]:
+    names = [value] if isinstance(value, str) else value
+    bad = [n for n in names if n not in FAULTS] if isinstance(names, list) else [names]
+    if bad or not names:
+        raise ValueError(f"expected errno names from {', '.join(FAULTS)}, got {value!r}")
+    return tuple(FAULTS[n] for n in names)
+
+
+def _knobs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(v not in KNOB_NAMES for v in value):
+        raise ValueError(f"expected a list of knob names from {', '.join(KNOB_NAMES)}, got {value!r}")
+    return tuple(value)
+
+
+def _file(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a file path, got {value!r}")
+    return value
+
+
+@nested
+def _scenario(value: Any, dotted: str, problems: list[ConfigProblem]) -> tuple[Step, ...]:
+    if not isinstance(value, list):
+        problems.append(ConfigProblem(dotted, "expected an array of tables: [[plugins.simulated.scenario]]"))
+        return DEFAULT_SCENARIO
+    steps = [_step(raw, f"{dotted}[{i}]", problems) for i, raw in enumerate(value)]
+    return tuple(s for s in steps if s is not None)
+
+
+_SIZE = "4096 bytes at least: the smallest page"
+_COUNT = whole(0, None)
+
+
 @dataclass(frozen=True)
 class Settings:
-    nodes: int = 2
-    cpus_per_node: int = 4
-    block_size: int = 128 << 20
-    boot_memory: int = 4 << 30  # per node, online at start
-    offline_at_start: int = 0  # per node, present but offline at start (coldplug)
-    mem_available: int = 16 << 30
-    kernel: str = "mainline"  # mainline | per-block | anolis (kernels.py)
+    nodes: int = setting(2, whole(1, None), "NUMA nodes")
+    cpus_per_node: int = setting(4, whole(1, None), "CPUs of each node")
+    block_size: int = setting(128 << 20, size(4096, None, _SIZE), "memory block size (a power of two)")
+    boot_memory: int = setting(4 << 30, size(0, None), "per node, online at start")
+    offline_at_start: int = setting(0, size(0, None), "per node, present but offline at start (coldplug)")
+    mem_available: int = setting(16 << 30, size(0, None), "MemAvailable")
+    kernel: str = setting("mainline", one_of(*KERNELS), "mainline | per-block | anolis (kernels.py)")
     #: The kernel's own parallel_hotplug_ratio at boot, percent of a node's CPUs (per-block and anolis;
     #: a knob the plan sets). 0, as the seed's kernel boots: no deferral.
-    kernel_ratio: int = 0
+    kernel_ratio: int = setting(0, _COUNT, "the kernel's own parallel_hotplug_ratio at boot, percent of a node's CPUs")
     #: auto_online_blocks at boot: the kernel onlines added blocks itself; on anolis this is what
     #: runs the final phase (its driver calls deferred_online_memory after a request). The plan
     #: sets it at start, as on a real host.
-    auto_online: bool = False
+    auto_online: bool = setting(False, boolean, "auto_online_blocks at boot: the kernel onlines added blocks itself")
     #: Knobs hotplugd cannot write (a read-only /sys): the plan then keeps or takes the onlining.
-    read_only_knobs: tuple[str, ...] = ()
+    read_only_knobs: tuple[str, ...] = setting((), _knobs, "knobs hotplugd cannot write (a read-only /sys)")
     #: "global": every real kernel's device_hotplug_lock. "none" and
     #: "per-node" are idealised kernels for the engine's parallel-phase tests and bench/parallel.py.
-    lock: str = "global"
-    concurrency: int | None = None  # declared; default follows the lock model
+    lock: str = setting("global", one_of(*LOCKS), "global (every real kernel) | per-node | none (idealised)")
+    concurrency: int | None = setting(None, whole(1, None), "declared; default follows the lock model")
     #: Costs fitted to the guest's 6.1 kernel (bench/README.md): 3.1 ms a 128 MiB block.
-    cost_fixed: float = 400e-6  # seconds per online call: lock, spans, notifiers
-    cost_init_per_page: float = 55e-9  # __init_single_page
-    cost_free_per_page: float = 27.5e-9  # __free_pages_core
+    cost_fixed: float = setting(400e-6, duration(0, None), "seconds per online call: lock, spans, notifiers")
+    cost_init_per_page: float = setting(55e-9, duration(0, None), "__init_single_page")
+    cost_free_per_page: float = setting(27.5e-9, duration(0, None), "__free_pages_core")
     #: Queueing page work on a node's CPUs and joining it (per block on per-block, per phase on anolis).
-    cost_setup: float = 5.6e-3
+    cost_setup: float = setting(5.6e-3, duration(0, None), "queueing page work on a node's CPUs and joining it")
     #: Added to each online per GiB already online: the guest's onlines slow down as it grows
     #: (fitted per run by tests/vm/test_parity.py; 0 by default: not measured on real hardware).
-    cost_per_online_gib: float = 0.0
-    add_interval: float = 200e-6  # between two add events of one burst
-    fault_rate: float = 0.0
-    fault_errnos: tuple[int, ...] = (errno.EBUSY,)
-    seed: int = 1
-    scenario: tuple[Step, ...] = field(default_factory=lambda: DEFAULT_SCENARIO)
+    cost_per_online_gib: float = setting(0.0, duration(0, None), "added to each online per GiB already online")
+    add_interval: float = setting(200e-6, duration(0, None), "between two add events of one burst")
+    fault_rate: float = setting(0.0, number(0, 1), "share of online calls that fail")
+    fault_errnos: tuple[int, ...] = setting((errno.EBUSY,), _errnos, "errno names the faults draw from")
+    seed: int = setting(1, _COUNT, "the faults' random seed")
+    scenario: tuple[Step, ...] = setting(DEFAULT_SCENARIO, _scenario, "[[plugins.simulated.scenario]] steps")
     #: Keep the host's blocks in this file across daemon restarts ("": the host lives and dies with the process).
-    state_file: str = ""
+    state_file: str = setting("", _file, "keep the host's blocks in this file across daemon restarts")
 
     @property
     def lock_model(self) -> str:
@@ -100,42 +152,6 @@ class Settings:
         return kernel_workers(self.cpus_per_node, self.kernel_ratio)
 
 
-#: The embedded default: a 16 GiB DIMM burst on node 0, then virtio-mem growing 8 GiB on node 1.
-DEFAULT_SCENARIO = (Step("dimm", size=16 << 30, node=0), Step("virtio-mem", size=8 << 30, node=1))
-
-_SCALARS: dict[str, Any] = {
-    "nodes": ("int", 1), "cpus_per_node": ("int", 1), "block_size": ("size", 4096), "boot_memory": ("size", 0),
-    "offline_at_start": ("size", 0), "mem_available": ("size", 0), "cost_fixed": ("duration", 0),
-    "cost_init_per_page": ("duration", 0), "cost_free_per_page": ("duration", 0), "add_interval": ("duration", 0),
-    "cost_setup": ("duration", 0), "cost_per_online_gib": ("duration", 0), "fault_rate": ("rate", 0),
-    "seed": ("int", 0), "concurrency": ("int", 1),
-    "kernel_ratio": ("int", 0), "auto_online": ("bool", 0),
-}
-_CHOICES = {"lock": LOCKS, "kernel": KERNELS}
-
-
-def _scalar(kind: str, lo: float, value: Any) -> Any:
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-    if kind == "size":
-        out = parse_size(value)
-    elif kind == "duration":
-        out = parse_duration(value)
-    elif kind == "rate":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ValueError(f"expected a rate between 0 and 1, got {value!r}")
-        return float(value)
-    else:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a whole number, got {value!r}")
-        out = value
-    if out < lo:
-        raise ValueError(f"must be at least {lo}, got {value!r}")
-    return out
-
-
 def _step(raw: Any, key: str, problems: list[ConfigProblem]) -> Step | None:
     if not isinstance(raw, Mapping):
         problems.append(ConfigProblem(key, "expected a table with kind = dimm | virtio-mem | remove"))
@@ -148,8 +164,8 @@ def _step(raw: Any, key: str, problems: list[ConfigProblem]) -> Step | None:
         problems.append(ConfigProblem(f"{key}.kind", f"expected one of {', '.join(STEP_KINDS)}, got {kind!r}"))
         return None
     try:
-        return Step(kind, parse_size(raw.get("size", 0)), _scalar("int", 0, raw.get("node", 0)),
-                    parse_duration(raw.get("at", 0)), _scalar("int", 0, raw.get("count", 0)))
+        return Step(kind, parse_size(raw.get("size", 0)), _COUNT(raw.get("node", 0)),
+                    parse_duration(raw.get("at", 0)), _COUNT(raw.get("count", 0)))
     except ValueError as exc:
         problems.append(ConfigProblem(key, str(exc)))
         return None
@@ -185,47 +201,13 @@ def _machine_bounds(s: Settings) -> list[ConfigProblem]:
     return out
 
 
-def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None) -> Settings:
-    """Settings from the plugin's table; problems are appended (or raised as ValueError when not collected)."""
-    collect: list[ConfigProblem] = [] if problems is None else problems
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        dotted = f"plugins.simulated.{key}"
-        try:
-            if key in _SCALARS:
-                kwargs[key] = _scalar(*_SCALARS[key], value)
-            elif key in _CHOICES:
-                if value not in _CHOICES[key]:
-                    raise ValueError(f"expected one of {', '.join(_CHOICES[key])}, got {value!r}")
-                kwargs[key] = value
-            elif key == "fault_errnos":
-                names = [value] if isinstance(value, str) else value
-                bad = [n for n in names if n not in FAULTS] if isinstance(names, list) else [names]
-                if bad or not names:
-                    raise ValueError(f"expected errno names from {', '.join(FAULTS)}, got {value!r}")
-                kwargs[key] = tuple(FAULTS[n] for n in names)
-            elif key == "read_only_knobs":
-                if not isinstance(value, list) or any(v not in KNOB_NAMES for v in value):
-                    raise ValueError(f"expected a list of knob names from {', '.join(KNOB_NAMES)}, got {value!r}")
-                kwargs[key] = tuple(value)
-            elif key == "state_file":
-                if not isinstance(value, str):
-                    raise ValueError(f"expected a file path, got {value!r}")
-                kwargs[key] = value
-            elif key == "scenario":
-                if not isinstance(value, list):
-                    raise ValueError("expected an array of tables: [[plugins.simulated.scenario]]")
-                steps = [_step(raw, f"{dotted}[{i}]", collect) for i, raw in enumerate(value)]
-                kwargs[key] = tuple(s for s in steps if s is not None)
-            else:
-                known = [*_SCALARS, *_CHOICES, "fault_errnos", "scenario", "state_file", "read_only_knobs"]
-                collect.append(ConfigProblem(dotted, "unknown key", f"known keys: {', '.join(known)}"))
-        except ValueError as exc:
-            collect.append(ConfigProblem(dotted, str(exc)))
-    settings = Settings(**kwargs)
+def _check(settings: Settings) -> list[ConfigProblem]:
+    out = []
     if settings.block_size & (settings.block_size - 1):
-        collect.append(ConfigProblem("plugins.simulated.block_size", "must be a power of two"))
-    collect.extend(_machine_bounds(settings))
-    if problems is None and collect:
-        raise ValueError("; ".join(f"{p.key}: {p.message}" for p in collect))
-    return settings
+        out.append(ConfigProblem("plugins.simulated.block_size", "must be a power of two"))
+    return out + _machine_bounds(settings)
+
+
+def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None) -> Settings:
+    """Settings from the plugin's table; problems are appended (or raised as one ConfigError, a ValueError too)."""
+    return read_table(Settings, table, "plugins.simulated", problems, check=_check)
