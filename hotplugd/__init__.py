@@ -52,7 +52,7 @@ from hotplugd.schema import (
     text,
     whole,
 )
-from hotplugd.units import format_bytes, parse_duration, parse_size
+from hotplugd.units import format_bytes, parse_cpulist, parse_duration, parse_size
 
 try:
     __version__ = version("hotplugd")
@@ -104,6 +104,7 @@ __all__ = [
     "nested",
     "number",
     "one_of",
+    "parse_cpulist",
     "parse_duration",
     "parse_size",
     "read_table",

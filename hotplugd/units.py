@@ -57,3 +57,14 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def parse_cpulist(text: str) -> int:
+    """How many CPUs a kernel cpulist names (sysfs ``node*/cpulist``, ``cpus_allowed_list``):
+    ``"0-3,8-11"`` -> 8; empty (a memory-only node) -> 0."""
+    count = 0
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            count += (int(hi) - int(lo) + 1) if hi else 1
+    return count

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hotplugd import ConfigError, format_bytes, parse_size
+from hotplugd import ConfigError, format_bytes, parse_cpulist, parse_size
 
 from .backend import SimulatedBackend
 from .predict import Prediction
@@ -41,16 +41,6 @@ class HostShape:
         return len(self.cpus)
 
 
-def count_cpus(cpulist: str) -> int:
-    """CPUs in a sysfs cpulist (``0-3,8-11``; empty for a memory-only node)."""
-    total = 0
-    for part in cpulist.strip().split(","):
-        if part:
-            lo, _, hi = part.partition("-")
-            total += int(hi or lo) - int(lo) + 1
-    return total
-
-
 def read_shape(root: Path) -> HostShape:
     """The host's shape under ``root`` (``/sys`` or a copy of it); ConfigError naming what is missing."""
     memory_dir = root / "devices/system/memory"
@@ -59,7 +49,7 @@ def read_shape(root: Path) -> HostShape:
         blocks = sum(1 for name in os.listdir(memory_dir) if name.startswith("memory") and name[6:].isdigit())
         node_dir = root / "devices/system/node"
         nodes = sorted(int(n[4:]) for n in os.listdir(node_dir) if n.startswith("node") and n[4:].isdigit())
-        cpus = tuple(count_cpus((node_dir / f"node{n}" / "cpulist").read_text()) for n in nodes)
+        cpus = tuple(parse_cpulist((node_dir / f"node{n}" / "cpulist").read_text()) for n in nodes)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--from-host {root}: not a sysfs tree with memory blocks and NUMA nodes ({exc})",
                           hint="point it at /sys or a copy of its devices/system/{memory,node}") from None

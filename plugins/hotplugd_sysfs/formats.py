@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 
+from hotplugd import parse_cpulist  # the kernel's cpulist format: hotplugd's public API
+
 __all__ = ["GONE_ERRNOS", "is_gone", "parse_cpulist", "parse_meminfo", "parse_zones"]
 
 #: The device went away: ENOENT on open, ENODEV on a file opened before its removal.
@@ -13,17 +15,6 @@ GONE_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV})
 def is_gone(exc: OSError) -> bool:
     """The device went away (:data:`GONE_ERRNOS`)."""
     return exc.errno in GONE_ERRNOS
-
-
-def parse_cpulist(text: str) -> int:
-    """How many CPUs a ``cpulist`` names: ``"0-3,8-11"`` → 8; empty (a memory-only node) → 0."""
-    count = 0
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        count += (int(hi) - int(lo) + 1) if hi else 1
-    return count
 
 
 def parse_meminfo(text: str, key: str = "MemAvailable") -> int | None:

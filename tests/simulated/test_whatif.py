@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hotplugd_simulated.whatif import count_cpus, read_shape
-
+from hotplugd import parse_cpulist as count_cpus
 from hotplugd.commands.cli import main
 from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_simulated.whatif import read_shape
 
 
 def snapshot(fake: FakeSysfs) -> dict[str, bytes]:
