@@ -24,8 +24,9 @@ from hotplugd.testing import HookRecorder
 SMALL = 'plugins.simulated.scenario=[{kind="dimm", size="1GiB"}, {kind="virtio-mem", size="1GiB", node=1}]'
 
 
-def play(sim: dict, **scheduler):
+def play(sim: dict, zones: dict | None = None, **scheduler):
     config = from_mapping({"backend": "simulated", "metrics": {"enabled": False}, "scheduler": scheduler,
+                           "zones": zones or {},
                            "plugins": {"simulated": {"add_interval": 0, **sim}}})
     recorder = HookRecorder()
     pm = make_manager()
@@ -74,6 +75,14 @@ def test_on_mainline_the_kernel_onlines_and_hotplugd_proves_every_block():
     assert all(r.attempts == 0 and r.result.outcome.value == "onlined" for r in recorder.reports)
     assert "16 by the kernel, each read back, zone-checked, timed and counted" in out
     assert "phases" not in out
+
+
+def test_the_kernels_own_onlining_follows_the_zone_knobs_and_hotplugd_checks_each_zone():
+    code, summary, recorder, _, session = play({"scenario": [{"kind": "dimm", "size": "1GiB"}]},
+                                               zones={"policy": "movable"})
+    assert code == 0 and session.plan.written == {"auto_online_blocks": "online_movable"}
+    assert summary.by_kernel == 8 and {r.result.zone for r in recorder.reports} == {"Movable"}
+    assert all(r.requested.value == "online_movable" for r in recorder.reports)  # the promise it was checked against
 
 
 def test_on_the_seeds_kernel_hotplugd_sets_its_ratio_and_watches_the_half_online_blocks():
