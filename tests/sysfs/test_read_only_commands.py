@@ -117,9 +117,10 @@ def test_check_refuses_what_run_refuses(fake_sysfs, capsys):
     out = capsys.readouterr().out
     assert "run would refuse (exit 78): scheduler.onliner = \"kernel\" cannot be honoured" in out
     assert "zone policies differ per node" in out
-    # And run does refuse it: on the simulated backend (no knobs), the same forced kernel.
-    assert main(["check", "--backend", "simulated", "--set", 'scheduler.onliner="kernel"']) == 78
-    assert main(["run", "--backend", "simulated", "--set", 'scheduler.onliner="kernel"',
+    # And run does refuse it: on the simulated backend whose auto_online_blocks is read-only, the same forced kernel.
+    read_only = 'plugins.simulated.read_only_knobs=["auto_online_blocks"]'
+    assert main(["check", "--backend", "simulated", "--set", 'scheduler.onliner="kernel"', "--set", read_only]) == 78
+    assert main(["run", "--backend", "simulated", "--set", 'scheduler.onliner="kernel"', "--set", read_only,
                  "--set", "metrics.enabled=false", "--set", 'log_format="json"']) == 78
     err = capsys.readouterr().err
     assert "cannot be honoured" in err
