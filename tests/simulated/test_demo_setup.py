@@ -58,7 +58,8 @@ def test_plain_setup_installs_the_test_extras_even_after_the_demo(checkout):
     subprocess.run([str(checkout / "scripts" / "setup"), "--demo"], check=True, timeout=60)
     subprocess.run([str(checkout / "scripts" / "setup")], check=True, timeout=60)
     installs = [c for c in calls(checkout) if " -m pip install " in c and "--upgrade pip" not in c]
-    assert [i.rsplit(" ", 1)[1] for i in installs] == [".", ".[test]"]
+    specs = [i.rsplit(" ", 1)[1] for i in installs]
+    assert specs[0] == "." and specs[1].startswith(".[test")  # the test extras (and what else scripts/test needs)
     subprocess.run([str(checkout / "scripts" / "setup"), "--demo"], check=True, timeout=60)
     assert len([c for c in calls(checkout) if "-e " in c]) == 2  # the full set-up serves the demo too
 
