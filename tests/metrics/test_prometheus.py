@@ -26,7 +26,7 @@ def check_through_prometheus(server: PrometheusServer) -> None:
     assert float(server.query('up{job="hotplugd"}')[0]["value"][1]) == 1
     # Our alert rules load, evaluate without error, and a healthy daemon raises none.
     rules = server.wait_rules_evaluated()
-    assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 13 and all(r["health"] == "ok" for r in rules), rules
     alerts = server.wait_alerts_settled()
     assert alerts == [], alerts
     # Every dashboard query is valid PromQL for this Prometheus and runs on the scraped data.
