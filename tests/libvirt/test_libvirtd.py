@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from domains import METADATA_URI
 from libvirt_env import GiB, HostHotplugd, LibvirtGuest, PrivateLibvirtd, boot_all, free_port, require_libvirt
 
 from harness.pytest_plugin import provisioned
@@ -41,7 +42,8 @@ def libvirtd(vm_assets: Any) -> Iterator[PrivateLibvirtd]:
 
 @pytest.fixture(scope="module")
 def domains(libvirtd: PrivateLibvirtd, vm_assets: Any) -> Iterator[dict[str, LibvirtGuest]]:
-    guests = {name: LibvirtGuest(libvirtd, name, vm_assets, virtio_mem=4 * GiB) for name in ("vm-a", "vm-b")}
+    guests = {name: LibvirtGuest(libvirtd, name, vm_assets, virtio_mem=4 * GiB, metadata="yes")
+              for name in ("vm-a", "vm-b")}
     try:
         t0 = time.monotonic()
         boot_all(list(guests.values()))
@@ -86,10 +88,11 @@ def test_a_dimm_comes_online_counted_under_its_domain_and_an_unselected_domain_i
     assert managed == ["vm-a"]
 
 
-def test_coldplug_virtio_mem_in_full_and_two_domains_at_once(
+def test_selected_by_metadata_coldplug_virtio_mem_in_full_and_two_domains_at_once(
         libvirtd: PrivateLibvirtd, domains: dict[str, LibvirtGuest], tmp_path: Path) -> None:
     a, b = domains["vm-a"], domains["vm-b"]
-    with hotplugd(libvirtd, tmp_path, domains=["vm-*"]) as daemon:
+    with hotplugd(libvirtd, tmp_path, metadata=METADATA_URI) as daemon:  # both carry <hotplugd:select>yes
+        assert sorted(e["domain"] for e in daemon.events("libvirt_domain_managed")) == ["vm-a", "vm-b"]
         # vm-b's DIMM, left offline by the first scenario, is found at start (coldplug)
         b.wait_blocks(lambda bl: not offline(bl), "vm-b's earlier DIMM online (coldplug)")
         before = len(a.blocks())
