@@ -134,7 +134,8 @@ class MetricsConfig:
 @dataclass
 class Config:
     backend: str = setting("", text,
-                        "the backend: sysfs (this host's memory), simulated (a modelled host), qga (guests); "
+                        "the backend, by the name its plugin registers "
+                        "(`hotplugd plugins` lists them with what each onlines); "
                         "\"\" (none chosen): check and status read this host, run refuses (exit 78)")
     log_level: str = setting("info", one_of(*LOG_LEVELS), "debug | info | warning | error")
     log_format: str = setting("auto", one_of("auto", "json", "console"), "auto: JSON unless on a terminal")
@@ -180,7 +181,8 @@ def _plugin_tables(value: Any, dotted: str, problems: list[ConfigProblem]) -> di
     """``[plugins.<name>]`` tables, passed on to their plugins only when every number in them fits TOML's 64 bits
     and is finite: no plugin should have to guard against 10^30 or NaN."""
     if not isinstance(value, dict):
-        problems.append(ConfigProblem(dotted, "expected [plugins.<name>] tables", "[plugins.simulated]"))
+        problems.append(ConfigProblem(dotted, "expected [plugins.<name>] tables",
+                                      "[plugins.<name>], <name> a plugin `hotplugd plugins` lists"))
         return {}
     tables = {}
     for name, table in value.items():

@@ -242,9 +242,8 @@ def backend_registry(pm: PluginManager) -> BackendRegistry:
 
 
 #: ``run`` with no backend chosen: hotplugd never guesses whether to change this host's memory.
-NO_BACKEND = ("no backend chosen: `--backend sysfs` (or backend = \"sysfs\" in the config) onlines this host's "
-              "memory; `--backend simulated` tries hotplugd on a simulated host and changes nothing here")
-NO_BACKEND_HINT = "`hotplugd check` shows what the sysfs backend would do on this host, without changing it"
+NO_BACKEND = "no backend chosen (`--backend NAME`, or backend = \"NAME\" in the config)"
+NO_BACKEND_HINT = "`hotplugd check` shows what hotplugd would do on this host, without changing it"
 #: The zone a whole device is onlined into, by ``[zones.dax]`` policy (auto-movable: decided per block).
 DEVICE_ZONES = {"movable": ZoneRequest.MOVABLE, "kernel": ZoneRequest.KERNEL, "auto": ZoneRequest.AUTO}
 
@@ -253,7 +252,9 @@ def build_backend(pm: PluginManager, config: Config) -> Backend:
     """The backend the config chooses. Unknown, it names the plugins that failed: one of
     them may be the one that provides it (exit 78, as for any config error)."""
     if not config.backend:
-        raise ConfigError(NO_BACKEND, hint=NO_BACKEND_HINT)
+        choices = "; ".join(f"`--backend {e.name}`" + (f": {e.summary}" if e.summary else "")
+                            for e in backend_registry(pm).entries())
+        raise ConfigError(f"{NO_BACKEND}: {choices or 'none is installed'}", hint=NO_BACKEND_HINT)
     registry = backend_registry(pm)
     if config.backend not in registry.names() and pm.failures:
         failures = "; ".join(error.args[0] for error in pm.failures.values())
