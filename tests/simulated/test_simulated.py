@@ -130,7 +130,7 @@ def test_a_false_concurrency_claim_is_measured_and_reported():
     sim = {"lock": "global", "concurrency": 4, "nodes": 1, "cpus_per_node": 4, "add_interval": 0,
            "scenario": [{"kind": "dimm", "size": "4GiB"}]}
     effective, logs = _measured(sim)
-    assert effective < 2.0  # 4 workers, one lock
+    assert effective < 2.5  # 4 workers, one lock: under the engine's threshold (1 + half the extra workers)
     assert any(e["event"] == "parallelism_not_achieved" and e["declared"] == 4 for e in logs)
 
 
