@@ -119,7 +119,7 @@ def table(results: Results, cores: int, size_gib: int) -> Table:
         t.add_column(col, justify="left" if col == "onliner" else "right")
 
     def paired(n: int, num: str, den: str) -> list[float]:
-        return [x / y for x, y in zip(results[n].get(num, []), results[n].get(den, []))]
+        return [x / y for x, y in zip(results[n].get(num, []), results[n].get(den, []), strict=False)]
 
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):.2f}" if values else ""

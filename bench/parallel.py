@@ -17,18 +17,16 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-
-from rich.console import Console
-
 from functools import partial
 
-from hotplugd_simulated.simulate import simulate
+from rich.console import Console
 
 from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping
 from hotplugd.observe.logs import configure
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
+from hotplugd_simulated.simulate import simulate
 
 BLOCK = 128 << 20
 

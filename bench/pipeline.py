@@ -29,12 +29,11 @@ def sim_table(blocks: int) -> dict:
 def run_daemon(blocks: int) -> dict:
     from functools import partial
 
-    from hotplugd_simulated.simulate import simulate
-
     from hotplugd.commands.contributed import Session
     from hotplugd.config import from_mapping
     from hotplugd.observe.logs import configure
     from hotplugd.plugin.manager import make_manager
+    from hotplugd_simulated.simulate import simulate
 
     configure("warning", "json")
     config = from_mapping({"backend": "simulated", "metrics": {"enabled": False},
@@ -53,9 +52,9 @@ def run_daemon(blocks: int) -> dict:
 
 def run_baseline(blocks: int) -> dict:
     import anyio
-    from hotplugd_simulated.backend import SimulatedBackend
 
     from hotplugd.model import ZoneRequest
+    from hotplugd_simulated.backend import SimulatedBackend
 
     async def main() -> int:
         backend = SimulatedBackend.from_options(sim_table(blocks))

@@ -147,7 +147,7 @@ Results = dict[int, dict[str, list[float]]]  # guests → onliner key → second
 
 
 def _paired(results: Results, n: int, num: str, den: str) -> list[float]:
-    return [x / y for x, y in zip(results[n].get(num, []), results[n].get(den, []))]
+    return [x / y for x, y in zip(results[n].get(num, []), results[n].get(den, []), strict=False)]
 
 
 def _cell(values: list[float]) -> str:  # the median of paired ratios
@@ -157,7 +157,8 @@ def _cell(values: list[float]) -> str:  # the median of paired ratios
 def guest_side(trials: list[dict[str, Any]], n: int, key: str) -> tuple[str, str]:
     """Medians over guests and repetitions, guest seconds: first ``add`` to first online (how soon
     the onliner starts), and last ``add`` to last online (the tail)."""
-    reports = [p for t in trials if t["guests"] == n and t["onliner"] == key for p in t["probes"] if "first_online" in p]
+    reports = [p for t in trials if t["guests"] == n and t["onliner"] == key
+               for p in t["probes"] if "first_online" in p]
     if not reports:
         return "", ""
     return (f"{statistics.median(p['first_online'] - p['first_add'] for p in reports):.3f}",
@@ -166,7 +167,8 @@ def guest_side(trials: list[dict[str, Any]], n: int, key: str) -> tuple[str, str
 
 def table(results: Results, trials: list[dict[str, Any]], names: dict[str, str], sequential: set[str],
           workload: Workload, cores: int) -> Table:
-    t = Table(title=f"{workload.label} into each of N guests at once → every block online in all (s, this machine's clock)")
+    t = Table(title=f"{workload.label} into each of N guests at once → every block online in all "
+                    "(s, this machine's clock)")
     for col in ("N", "onliner", "n", "min", "median", "×kernel", "serial ÷ at once", "ideal", "start (guest)",
                 "tail (guest)"):
         t.add_column(col, justify="left" if col == "onliner" else "right")
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 def reprint(path: Path, size_gib: int) -> int:
     saved = json.loads(path.read_text())
     results: Results = {int(n): per for n, per in saved["results"].items()}
-    report(Console(width=160), results, saved["trials"], saved["names"], set(saved["sequential"]), Workload("dimm", size_gib * GiB))
+    report(Console(width=160), results, saved["trials"], saved["names"], set(saved["sequential"]),
+           Workload("dimm", size_gib * GiB))
     return 0
 
 
@@ -251,9 +254,9 @@ def report(console: Console, results: Results, trials: list[dict[str, Any]], nam
            sequential: set[str], workload: Workload) -> None:
     cores = os.cpu_count() or 1
     console.print(table(results, trials, names, sequential, workload, cores))
-    console.print("×kernel: against kernel auto-online hot-added the same way; it and serial ÷ at once: medians of the "
-                  f"ratios within each repetition; ideal: min(N, {cores} cores); start, tail: guest clock, medians over "
-                  "guests, first add to first online, last add to last online")
+    console.print("×kernel: against kernel auto-online hot-added the same way; it and serial ÷ at once: medians of "
+                  f"the ratios within each repetition; ideal: min(N, {cores} cores); start, tail: guest clock, medians "
+                  "over guests, first add to first online, last add to last online")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-from hotplugd_sysfs.uevent import parse
 
 from hotplugd import hookimpl
 from hotplugd.config import from_mapping
@@ -46,6 +45,7 @@ from hotplugd.observe.notify import Notifier
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import wait_until
 from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.uevent import parse
 
 
 def cpu() -> float:

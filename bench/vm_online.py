@@ -3,8 +3,8 @@
 Each onliner gets a fresh QEMU guest (TCG, 2 vCPUs, 2 GiB, the project's guest kernel) per
 repetition, in which the same hot-adds run in the same order: a 4 GiB pc-dimm, a 16 GiB
 pc-dimm, virtio-mem from 0 to 16 GiB, then a 48 GiB pc-dimm backed by a sparse file (the large
-case of real hosts: the kernel adds all 384 blocks before it onlines the first). Repeated hot-adds into one guest get slower, so
-only the same position in the sequence is compared; the onliners take turns within each
+case of real hosts: the kernel adds all 384 blocks before it onlines the first). Repeated hot-adds
+into one guest get slower, so only the same position in the sequence is compared; the onliners take turns within each
 repetition so that a busy machine slows them alike. Times are this machine's, from the QMP
 command to the guest reporting the last block online (tests/vm/onlinetime.py).
 

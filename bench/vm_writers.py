@@ -25,11 +25,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "vm"))
 
+from harness import GiB, Guest, GuestConfig, HarnessError, find_assets  # noqa: E402
+from onlinetime import PROBE  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-
-from harness import HarnessError, GiB, Guest, GuestConfig, find_assets  # noqa: E402
-from onlinetime import PROBE  # noqa: E402
 
 
 def online_with_writers(guest: Guest, size: int, threads: int) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""Fault injection for the daemon's own tests (not plugin hooks). Off unless ``HOTPLUGD_TEST_HOOKS=1``: never set it in production.
+"""Fault injection for the daemon's own tests (not plugin hooks).
+
+Off unless ``HOTPLUGD_TEST_HOOKS=1``: never set it in production.
 
 With the hooks on, SIGUSR2 stalls the daemon's event loop on purpose: the
 signal task calls ``time.sleep`` in the loop itself, so nothing else runs,

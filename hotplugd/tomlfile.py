@@ -43,7 +43,8 @@ def check_file_permissions(path: Path, st: os.stat_result) -> None:
         return
     if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) or st.st_uid != 0:
         raise ConfigError(
-            f"refusing {path}: it is writable by users other than root (mode {stat.filemode(st.st_mode)}, uid {st.st_uid})",
+            f"refusing {path}: it is writable by users other than root "
+            f"(mode {stat.filemode(st.st_mode)}, uid {st.st_uid})",
             hint=f"chown root:root {path} && chmod 644 {path}",
         )
 

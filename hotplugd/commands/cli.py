@@ -1,4 +1,5 @@
-"""The command line: ``hotplugd run | plugins | status | check | check-config | restore-knobs``, and the plugins' commands.
+"""The command line: ``hotplugd run | plugins | status | check | check-config | restore-knobs``,
+and the plugins' commands.
 
 User errors (HotplugdError) print one message, no traceback, and exit with
 their code (78 for configuration errors, so systemd stops restarting).
@@ -18,12 +19,11 @@ from hotplugd.commands.contributed import CliContext, add_contributed
 from hotplugd.config import DEFAULT_PATH, LOG_LEVELS, Config, check_flag, load
 from hotplugd.errors import EXIT_FAILURE, ConfigError, HotplugdError
 from hotplugd.observe import logs
-from hotplugd.tomlfile import parse_override
 from hotplugd.plugin.commands import CommandRegistry
 from hotplugd.plugin.hooks import Hooks
 from hotplugd.plugin.manager import make_manager
 from hotplugd.plugin.validation import check_plugin_config
-
+from hotplugd.tomlfile import parse_override
 
 #: Exit codes every subcommand shares (sysexits' EX_CONFIG for anything wrong in a config or flag).
 _EXITS = {

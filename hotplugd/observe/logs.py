@@ -25,7 +25,8 @@ def configure(level: str = "info", fmt: str = "auto", stream=None) -> None:
     """(Re)configure structlog for this process; called by the CLI and on reload."""
     stream = stream or _CurrentStderr()
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    renderer = (structlog.processors.JSONRenderer() if use_json
+                else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -94,7 +94,8 @@ def serve_socket(sock: socket.socket, registry: CollectorRegistry, cfg: MetricsC
     return MetricsServer(http, _socket_name(sock))
 
 
-def serve(registry: CollectorRegistry, cfg: MetricsConfig, environ: dict[str, str] | None = None) -> MetricsServer | None:
+def serve(registry: CollectorRegistry, cfg: MetricsConfig,
+          environ: dict[str, str] | None = None) -> MetricsServer | None:
     """Serve ``registry``: on the first socket systemd passed, else bind ``cfg.address:cfg.port``."""
     fds = listen_fds(environ, unset=True)
     for fd in fds[1:]:

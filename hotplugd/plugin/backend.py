@@ -50,10 +50,10 @@ class Backend(abc.ABC):
         """The real concurrency of ``domain``'s kernel; by default :attr:`concurrency` for every domain."""
         return self.concurrency
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional: a backend with nothing to acquire keeps it
         """Acquire resources (sockets, connections). Raise BackendError if impossible."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 - optional, as start
         """Release resources. Called once, also after a failed start."""
 
     @abc.abstractmethod
@@ -150,7 +150,7 @@ class Backend(abc.ABC):
         """
         return []
 
-    def set_device_zone(self, zone: ZoneRequest | None) -> None:
+    def set_device_zone(self, zone: ZoneRequest | None) -> None:  # noqa: B027 - optional: only device onliners
         """The zone ``[zones.dax]`` gives devices' memory, set once before :meth:`start` (None: its
         policy is auto-movable, decided block by block). A backend that onlines a whole device in
         one write (the sysfs backend, where the kernel has ``daxX.Y/state``) writes this zone; the

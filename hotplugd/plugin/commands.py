@@ -155,8 +155,9 @@ class CommandRegistry:
         """Add subcommand ``name``: ``arguments(parser)`` adds its options, ``run(ctx)`` returns its exit code.
 
         ``help`` is its line in ``hotplugd --help``; ``description`` its ``hotplugd NAME --help`` text (what
-        it does), ``exit_status`` what each exit code means (``"0: ...; 78: a flag is wrong"``). A name the core or another plugin has is a
-        :class:`hotplugd.PluginError`, and so is a name that is not lower-case letters, digits and dashes.
+        it does), ``exit_status`` what each exit code means (``"0: ...; 78: a flag is wrong"``). A name the
+        core or another plugin has is a :class:`hotplugd.PluginError`, and so is a name that is not
+        lower-case letters, digits and dashes.
         """
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise PluginError(f"plugin {self._plugin!r}: command name {name!r} is not lower-case letters, digits "

@@ -1,4 +1,5 @@
-"""A private network namespace for uevent sockets: tests flood one, or make the kernel raise events, without touching the host.
+"""A private network namespace for uevent sockets: tests flood one, or make the kernel raise events,
+without touching the host.
 
 Netlink broadcasts stay inside their network namespace: datagrams a test sends
 to the uevent group of a fresh namespace reach only the sockets made there (no

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from .commands import Agent, request, unwrap
 from .errors import (
-    AgentAborted, AgentError, AgentProtocolError, AgentTimeout, AgentUnavailable, CommandFailed, failure_reason,
+    AgentAborted,
+    AgentError,
+    AgentProtocolError,
+    AgentTimeout,
+    AgentUnavailable,
+    CommandFailed,
+    failure_reason,
 )
 from .link import AgentLink, LinkOptions, poll_forever
 

@@ -133,7 +133,8 @@ async def set_online(client: Agent, indices: list[int], timeout: float) -> list[
 
 
 async def read_file(client: Agent, path: str, limit: int = 1 << 20) -> str | None:
-    """A guest file's text through guest-file-open/read/close; None when the guest refuses (or blocks those commands)."""
+    """A guest file's text through guest-file-open/read/close; None when the guest refuses (or blocks those
+    commands)."""
     try:
         handle = await client.execute("guest-file-open", {"path": path, "mode": "r"})
     except CommandFailed:

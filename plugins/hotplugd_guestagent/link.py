@@ -48,9 +48,9 @@ from anyio.abc import ObjectSendStream
 from hotplugd import Action, Block, BlockEvent, OnlineResult, Outcome, Rescan, Topology
 
 from . import commands
+from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, announced_together, diff, to_block
 from .commands import Agent
 from .errors import AgentAborted, AgentError, AgentProtocolError, CommandFailed, failure_reason
-from .blocks import DEFAULT_BLOCK_SIZE, GUEST_NODE, announced_together, diff, to_block
 from .results import map_result
 
 #: How stale the guest's MemAvailable may get (refreshed by the poller, never on the hot path).

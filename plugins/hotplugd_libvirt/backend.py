@@ -32,8 +32,18 @@ from hotplugd_guestagent.link import AgentLink, poll_forever
 from . import report
 from .dimms import is_dimm_added, is_memory_alias, start_learning
 from .hypervisor import (
-    AgentNotConnected, AgentState, Closed, Connection, ConnectionLost, DomainInfo, Hypervisor, HypervisorError,
-    HypervisorEvent, Lifecycle, MemoryChanged, MetadataChanged,
+    AgentNotConnected,
+    AgentState,
+    Closed,
+    Connection,
+    ConnectionLost,
+    DomainInfo,
+    Hypervisor,
+    HypervisorError,
+    HypervisorEvent,
+    Lifecycle,
+    MemoryChanged,
+    MetadataChanged,
 )
 from .settings import Settings
 from .transport import LibvirtAgent

@@ -25,8 +25,16 @@ import libvirt_qemu
 from hotplugd_guestagent.errors import AgentTimeout, AgentUnavailable, CommandFailed
 
 from .hypervisor import (
-    AgentNotConnected, AgentState, Closed, ConnectionLost, DomainInfo, HypervisorError, Lifecycle, MemoryChanged,
-    MetadataChanged, Sink,
+    AgentNotConnected,
+    AgentState,
+    Closed,
+    ConnectionLost,
+    DomainInfo,
+    HypervisorError,
+    Lifecycle,
+    MemoryChanged,
+    MetadataChanged,
+    Sink,
 )
 
 #: Keepalive: a probe every 5 s, the connection closed after 3 unanswered (libvirtd gone without a FIN).

@@ -29,10 +29,16 @@ import anyio
 import structlog
 from anyio.abc import SocketStream
 
-from hotplugd_guestagent.errors import (
-    AgentAborted, AgentError, AgentProtocolError, AgentTimeout, AgentUnavailable, CommandFailed, failure_reason,
-)
 from hotplugd_guestagent.commands import request, short, unwrap
+from hotplugd_guestagent.errors import (
+    AgentAborted,
+    AgentError,
+    AgentProtocolError,
+    AgentTimeout,
+    AgentUnavailable,
+    CommandFailed,
+    failure_reason,
+)
 from hotplugd_guestagent.framing import MAX_FRAME, FrameError, Framer
 
 log = structlog.get_logger("hotplugd.qga")

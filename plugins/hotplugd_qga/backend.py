@@ -10,9 +10,9 @@ import structlog
 from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
-
 from hotplugd_guestagent.blocks import removals
 from hotplugd_guestagent.fleet import census_of, online_by_guest, scan_all, topology_of
+
 from .discover import find_guests
 from .guest import GuestLink
 from .qmp import Monitor, QmpError

@@ -57,7 +57,8 @@ def port_id(value: Any) -> str:
 
 def glob_pattern(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"expected an absolute pattern of the guests' directories (e.g. \"/run/vms/*\"), got {value!r}")
+        raise ValueError("expected an absolute pattern of the guests' directories (e.g. \"/run/vms/*\"), "
+                         f"got {value!r}")
     return value.rstrip("/") or "/"
 
 

@@ -21,7 +21,6 @@ import structlog
 from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import BlockEvent, Rescan
-
 from hotplugd_guestagent.link import poll_forever
 
 from .dimms import DimmWatcher

@@ -86,7 +86,8 @@ def test_offline_bytes_take_precedence_over_timers():
 
 @pytest.mark.parametrize(
     ("ratio", "cpus", "concurrency", "expected"),
-    [(1.0, 8, 64, 8), (0.5, 8, 64, 4), (0.1, 8, 64, 1), (2.0, 4, 64, 8), (1.0, 8, 3, 3), (1.0, 8, 1, 1), (0.0, 8, 8, 1)],
+    [(1.0, 8, 64, 8), (0.5, 8, 64, 4), (0.1, 8, 64, 1), (2.0, 4, 64, 8), (1.0, 8, 3, 3), (1.0, 8, 1, 1),
+     (0.0, 8, 8, 1)],
 )
 def test_workers_per_node(ratio, cpus, concurrency, expected):
     assert node_workers(ratio, cpus, concurrency) == expected

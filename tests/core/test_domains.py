@@ -96,7 +96,8 @@ async def test_the_same_block_index_in_two_domains_is_two_blocks(make_daemon, ho
     await daemon.run(until_idle=True)
     assert backend.hosts["vm1"].online_indices() == {32, 33}
     assert backend.hosts["vm2"].online_indices() == {32}
-    onlined = {d: sample(hotplugd_metrics, "hotplugd_blocks_onlined_total", {"domain": d, "node": "0", "zone": "Normal"})
+    onlined = {d: sample(hotplugd_metrics, "hotplugd_blocks_onlined_total",
+                         {"domain": d, "node": "0", "zone": "Normal"})
                for d in ("vm1", "vm2")}
     assert onlined == {"vm1": 2, "vm2": 1}
 

@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import pytest
-from hotplugd_sysfs import SysfsBackend
 
 from hotplugd import hookimpl
 from hotplugd.commands.check import check
@@ -17,6 +16,7 @@ from hotplugd.model import Executor
 from hotplugd.plugin.hooks import Hooks
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import FakeBackend, FakeHost, running
+from hotplugd_sysfs import SysfsBackend
 
 
 class Watcher:

@@ -166,7 +166,8 @@ async def test_each_outcome_is_reported_once(make_daemon, hook_recorder, hotplug
     host = FakeHost({0: 4})
     backend = FakeBackend(host, concurrency=1)
     daemon = make_daemon(backend, retry_backoff=0.0001, retries=3)
-    host.script(1, OnlineResult(Outcome.TRANSIENT, errno=errno.EBUSY), OnlineResult(Outcome.TRANSIENT, errno=errno.ENOMEM))
+    host.script(1, OnlineResult(Outcome.TRANSIENT, errno=errno.EBUSY),
+                OnlineResult(Outcome.TRANSIENT, errno=errno.ENOMEM))
     host.script(2, OnlineResult(Outcome.PERMANENT, errno=errno.EINVAL))
     host.script(3, OnlineResult(Outcome.GONE, errno=errno.ENOENT))
     host.script(4, OnlineResult(Outcome.ALREADY_ONLINE, zone="Normal", errno=errno.EINVAL))
@@ -181,7 +182,8 @@ async def test_each_outcome_is_reported_once(make_daemon, hook_recorder, hotplug
     attempts = {r.block.index: r.attempts for r in hook_recorder.reports}
     assert attempts[1] == 3 and attempts[6] == 4
     assert daemon.scheduler.host.failed == {2: Outcome.PERMANENT, 5: Outcome.ERROR, 6: Outcome.TRANSIENT}
-    assert sample(hotplugd_metrics, "hotplugd_online_outcomes_total", {"outcome": "permanent", "errno": str(errno.EINVAL)}) == 1
+    permanent = {"outcome": "permanent", "errno": str(errno.EINVAL)}
+    assert sample(hotplugd_metrics, "hotplugd_online_outcomes_total", permanent) == 1
     assert sample(hotplugd_metrics, "hotplugd_online_retries_total") == 2 + 3
     assert daemon.scheduler.onlined == 2  # 1 and 7: block 4 was found online, another onliner's
 

@@ -234,7 +234,8 @@ def control_packages() -> set[str]:
     return set(re.findall(r"^Package:\s*(\S+)", (ROOT / "debian" / "control").read_text(), re.M))
 
 
-@pytest.mark.skipif(not (ROOT / "debian" / "control").exists(), reason="debian/control has not landed (issue 24, item 1)")
+@pytest.mark.skipif(not (ROOT / "debian" / "control").exists(),
+                    reason="debian/control has not landed (issue 24, item 1)")
 def test_the_image_installs_packages_debian_control_defines():
     """The daemon's and the library's packages, by the names debian/control gives them."""
     installs = containerfile_installs()

@@ -19,8 +19,17 @@ from typing import Any
 
 from hotplugd_guestagent.errors import AgentTimeout, AgentUnavailable, CommandFailed
 from hotplugd_libvirt.hypervisor import (
-    EVENT_STARTED, EVENT_STOPPED, AgentNotConnected, AgentState, Closed, ConnectionLost, DomainInfo, HypervisorEvent,
-    Lifecycle, MemoryChanged, Sink,
+    EVENT_STARTED,
+    EVENT_STOPPED,
+    AgentNotConnected,
+    AgentState,
+    Closed,
+    ConnectionLost,
+    DomainInfo,
+    HypervisorEvent,
+    Lifecycle,
+    MemoryChanged,
+    Sink,
 )
 
 BLOCK = 128 << 20

@@ -17,8 +17,6 @@ from hotplugd_libvirt import parse
 from hotplugd_libvirt.backend import LibvirtBackend
 from hotplugd_libvirt.hypervisor import Lifecycle, MemoryChanged
 
-
-
 NEVER = 3600
 FAST = {"poll_interval": NEVER, "discover_interval": NEVER, "resize_poll_interval": 0.01, "resize_quiet": 0.2,
         "reconnect_interval": 0.05, "reconnect_max": 0.2}

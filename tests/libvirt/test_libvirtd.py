@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 from domains import METADATA_URI
-from libvirt_env import GiB, HostHotplugd, LibvirtGuest, PrivateLibvirtd, boot_all, free_port, require_libvirt
-
 from harness.pytest_plugin import provisioned
+from libvirt_env import GiB, HostHotplugd, LibvirtGuest, PrivateLibvirtd, boot_all, free_port, require_libvirt
 
 pytestmark = [pytest.mark.vm]
 

@@ -44,7 +44,8 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
-def run_tool(argv: Sequence[str], stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_tool(argv: Sequence[str], stdin: str | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), input=stdin, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -41,7 +41,8 @@ async def test_queue_age_and_failed_blocks_are_read_at_scrape_time(make_daemon, 
         assert sample(hotplugd_metrics, "hotplugd_pending_bytes") == 3 * backend.host.block_size
         clock.advance(60)  # past max_defer: the phase runs
         daemon.scheduler.wake()
-        await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_pending_blocks") == 0 and not daemon.scheduler.host.in_phase)
+        await wait_until(lambda: sample(hotplugd_metrics, "hotplugd_pending_blocks") == 0
+                         and not daemon.scheduler.host.in_phase)
         backend.end()
     m = hotplugd_metrics
     assert sample(m, "hotplugd_pending_oldest_age_seconds") == 0
@@ -109,7 +110,8 @@ def test_census_counts_blocks_and_bytes_by_node_zone_and_state():
     metrics.add_census(lambda: blocks)
     get = metrics.registry.get_sample_value
     assert get("hotplugd_memory_blocks", {"domain": "host", "node": "0", "zone": "Normal", "state": "online"}) == 2
-    assert get("hotplugd_memory_bytes", {"domain": "host", "node": "0", "zone": "Normal", "state": "online"}) == 2 * size
+    online_normal = {"domain": "host", "node": "0", "zone": "Normal", "state": "online"}
+    assert get("hotplugd_memory_bytes", online_normal) == 2 * size
     assert get("hotplugd_memory_blocks", {"domain": "host", "node": "1", "zone": "Movable", "state": "online"}) == 1
     assert get("hotplugd_memory_blocks", {"domain": "host", "node": "1", "zone": "none", "state": "offline"}) == 1
     blocks.append(Block(4, size, 1, State.OFFLINE, ("Normal",)))  # read again at the next scrape

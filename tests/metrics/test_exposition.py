@@ -6,7 +6,6 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-
 from .live import BLOCK, live_daemon, scrape, simulated_config
 
 pytestmark = pytest.mark.asyncio

@@ -30,7 +30,7 @@ def check_through_prometheus(server: PrometheusServer) -> None:
     alerts = server.wait_alerts_settled()
     assert alerts == [], alerts
     # Every dashboard query is valid PromQL for this Prometheus and runs on the scraped data.
-    for where, expr in expressions(DASHBOARD).items():
+    for _where, expr in expressions(DASHBOARD).items():
         server.query(concrete(expr))  # raises on a PromQL error
     assert server.query('sum(hotplugd_memory_blocks{state="online"})'), "no census in Prometheus"
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 from rich.console import Console
-
-from functools import partial
 
 from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping

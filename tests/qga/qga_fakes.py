@@ -146,7 +146,8 @@ class FakeAgent:
         name, args = request.get("execute"), request.get("arguments") or {}
         handler = getattr(self, "_cmd_" + str(name).replace("-", "_"), None)
         if name in self.blocked:
-            reply: dict[str, Any] = {"error": {"class": "GenericError", "desc": f"The command {name} has been disabled"}}
+            disabled = f"The command {name} has been disabled"
+            reply: dict[str, Any] = {"error": {"class": "GenericError", "desc": disabled}}
         elif handler is None:
             reply = {"error": {"class": "CommandNotFound", "desc": f"The command {name} has not been found"}}
         else:

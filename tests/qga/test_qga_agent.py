@@ -8,8 +8,8 @@ import anyio
 import pytest
 from qga_fakes import FakeAgent, fake_vms
 
-from hotplugd_qga import AgentClient, AgentTimeout, AgentUnavailable, CommandFailed
 from hotplugd_guestagent.commands import list_blocks
+from hotplugd_qga import AgentClient, AgentTimeout, AgentUnavailable, CommandFailed
 
 pytestmark = pytest.mark.asyncio
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qga_run import started
 from qga_fakes import FakeVM, fake_vms
+from qga_run import started
 
 from hotplugd import Action, BlockEvent, Rescan, State, ZoneRequest
 from hotplugd.testing import running, wait_until
@@ -119,7 +119,8 @@ async def test_each_guest_is_a_domain_with_its_own_topology(tmp_path: Path) -> N
         assert await b.domain_topology("vm1") == vm1  # a guest's own, without the others'
         assert await b.domain_topology("unknown") == scan.topology.for_domain("unknown")
         assert [(x.domain, x.index, x.node, x.state) for x in scan.blocks] == [
-            *[("vm0", i, 0, State.ONLINE) for i in range(4)], ("vm1", 0, 0, State.ONLINE), ("vm1", 32, 0, State.OFFLINE)]
+            *[("vm0", i, 0, State.ONLINE) for i in range(4)], ("vm1", 0, 0, State.ONLINE),
+            ("vm1", 32, 0, State.OFFLINE)]
         assert sorted((x.domain, x.index) for x in b.census() or []) == sorted((x.domain, x.index) for x in scan.blocks)
         await b.stop()
 

@@ -8,14 +8,13 @@ from typing import Any
 
 import anyio
 import pytest
-from qga_run import started
 from qga_fakes import BLOCK, FakeVM, fake_vms
+from qga_run import started
 
 from hotplugd import Action, BlockEvent, Rescan, State
 from hotplugd.testing import running, wait_until
 from hotplugd_qga import QgaBackend, parse
 from hotplugd_qga.dimms import dimm_blocks, inserted_dimm
-
 
 #: Long enough that only the DIMM path (or an explicit wake) can explain what happens.
 NEVER = 3600

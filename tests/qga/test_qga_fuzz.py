@@ -23,8 +23,8 @@ from hostile import SYNC_REPLY, scripted_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hotplugd_qga.agent import AgentError, AgentProtocolError
 from hotplugd_guestagent.framing import MAX_FRAME
+from hotplugd_qga.agent import AgentError, AgentProtocolError
 from hotplugd_qga.guest import GuestLink
 from hotplugd_qga.qmp import Monitor, QmpError
 from hotplugd_qga.settings import GuestSettings, Settings

@@ -13,8 +13,8 @@ import pytest
 from hostile import SYNC_REPLY, repeated, scripted_client
 
 from hotplugd_guestagent import framing
-from hotplugd_qga.agent import MAX_STALE_REPLIES, AgentError, AgentProtocolError
 from hotplugd_guestagent.framing import MAX_DEPTH, MAX_FRAME
+from hotplugd_qga.agent import MAX_STALE_REPLIES, AgentError, AgentProtocolError
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.reliability]
 

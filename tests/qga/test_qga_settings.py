@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hotplugd_qga import QgaBackend, parse
-from hotplugd_qga.settings import GuestDirSettings, GuestSettings
 
 from hotplugd import ConfigError
 from hotplugd.config import from_mapping
 from hotplugd.plugin.manager import make_manager
 from hotplugd.plugin.validation import check_plugin_config
+from hotplugd_qga import QgaBackend, parse
+from hotplugd_qga.settings import GuestDirSettings, GuestSettings
 
 GUESTS = [{"name": "vm1", "qga": "/run/vm1/qga.sock", "qmp": "/run/vm1/qmp.sock", "port_id": "qgaport"},
           {"name": "vm2", "qga": "/run/vm2/qga.sock", "concurrency": 2}]
@@ -46,7 +46,8 @@ def test_guest_dirs_as_a_table_or_an_array_of_tables() -> None:
     ({"guest": [{"name": "vm1", "qga": "/" + "x" * 120}]}, "plugins.qga.guest[0].qga", "at most 107 bytes"),
     ({"guest": [{"name": "vm 1", "qga": "/a"}]}, "plugins.qga.guest[0].name", "without spaces"),
     ({"guest": [{"name": "vm1", "qga": "/a", "qgq": "/b"}]}, "plugins.qga.guest[0].qgq", "unknown key"),
-    ({"guest": [{"name": "a", "qga": "/s"}, {"name": "b", "qga": "/s"}]}, "plugins.qga.guest.qga", "used by guests 'a' and 'b'"),
+    ({"guest": [{"name": "a", "qga": "/s"}, {"name": "b", "qga": "/s"}]}, "plugins.qga.guest.qga",
+     "used by guests 'a' and 'b'"),
     ({"guest": [{"name": "a", "qga": "/s"}, {"name": "a", "qga": "/t"}]}, "plugins.qga.guest.name", "used by guests"),
     ({"guest": GUESTS, "poll_interval": "soon"}, "plugins.qga.poll_interval", "duration"),
     ({"guest": GUESTS, "max_batch": 0}, "plugins.qga.max_batch", "between 1 and 65536"),

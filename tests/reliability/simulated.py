@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import hotplugd_simulated
 
+import hotplugd_simulated
 from hotplugd.config import from_mapping
 from hotplugd.daemon import Daemon
 from hotplugd.observe.metrics import Metrics

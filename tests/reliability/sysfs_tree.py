@@ -8,10 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from hotplugd_sysfs import SysfsBackend
-from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
-from hotplugd_sysfs.netlink import open_uevent_socket
-
 from hotplugd import hookimpl
 from hotplugd.config import from_mapping
 from hotplugd.daemon import Daemon
@@ -21,6 +17,9 @@ from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
 from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd.testing.netns import Forger, in_new_netns
+from hotplugd_sysfs import SysfsBackend
+from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
+from hotplugd_sysfs.netlink import open_uevent_socket
 
 SMALL_RCVBUF = "64KiB"  # the smallest the plugin accepts
 

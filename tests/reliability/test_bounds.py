@@ -11,13 +11,13 @@ import errno
 
 import anyio
 import pytest
-from hotplugd_sysfs.netlink import MAX_BATCH, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
-from hotplugd_sysfs.uevent import encode
 
 from hotplugd import Outcome, Rescan
 from hotplugd.model import OnlineResult
 from hotplugd.testing import FakeBackend, FakeHost, HookRecorder, running, sample, wait_until
 from hotplugd.testing.netns import Forger, in_new_netns
+from hotplugd_sysfs.netlink import MAX_BATCH, Datagram, InjectedSource, NetlinkSource, open_uevent_socket
+from hotplugd_sysfs.uevent import encode
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio]
 

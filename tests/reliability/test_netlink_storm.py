@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import anyio
-import hotplugd_sysfs.backend
 import pytest
 
+import hotplugd_sysfs.backend
 from hotplugd.daemon import Daemon
 from hotplugd.testing import HookRecorder, sample, wait_until
 from hotplugd.testing.fakesysfs import FakeSysfs

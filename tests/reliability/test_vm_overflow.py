@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from harness import GiB, Guest, GuestConfig
 from harness.pytest_plugin import guest_fixture
 

@@ -6,7 +6,6 @@ import io
 from functools import partial
 
 import pytest
-from hotplugd_simulated.simulate import Summary, simulate
 from rich.console import Console
 
 from hotplugd.commands.cli import main
@@ -14,6 +13,7 @@ from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
+from hotplugd_simulated.simulate import Summary, simulate
 
 GiB = 1 << 30
 

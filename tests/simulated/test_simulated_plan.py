@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import io
 import re
-from functools import partial
 
 import anyio
 import pytest
-from hotplugd_simulated.backend import SimulatedBackend
-from hotplugd_simulated.simulate import simulate
 from rich.console import Console
 
 from hotplugd import BackendError, Executor
@@ -20,6 +17,8 @@ from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
+from hotplugd_simulated.backend import SimulatedBackend
+from hotplugd_simulated.simulate import simulate
 
 SMALL = 'plugins.simulated.scenario=[{kind="dimm", size="1GiB"}, {kind="virtio-mem", size="1GiB", node=1}]'
 

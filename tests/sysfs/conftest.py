@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-
 CAPTURES = Path(__file__).resolve().parent / "data" / "uevents"
 
 

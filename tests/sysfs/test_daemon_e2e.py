@@ -13,9 +13,6 @@ from typing import Any
 
 import anyio
 import pytest
-from hotplugd_sysfs import SysfsBackend
-from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
-from hotplugd_sysfs.netlink import NetlinkSource
 
 from hotplugd import hookimpl
 from hotplugd.config import from_mapping
@@ -24,6 +21,9 @@ from hotplugd.observe.metrics import Metrics
 from hotplugd.observe.notify import Notifier
 from hotplugd.plugin.manager import backend_registry, make_manager
 from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs import SysfsBackend
+from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
+from hotplugd_sysfs.netlink import NetlinkSource
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,7 +14,6 @@ import json
 import signal
 
 import pytest
-
 from harness import GiB, Guest, GuestConfig
 from harness.pytest_plugin import guest_fixture
 
@@ -30,7 +29,10 @@ CONFIG = GuestConfig(memhp_default_state="offline", memory="2G", cpus=2, slots=8
 WAIT_ONLINE = """
 want=$1; shift; n=0
 while [ $n -lt 1200 ]; do
-  ok=0; for i in "$@"; do [ "$(cat /sys/devices/system/memory/memory$i/state 2>/dev/null)" = online ] && ok=$((ok+1)); done
+  ok=0
+  for i in "$@"; do
+    [ "$(cat /sys/devices/system/memory/memory$i/state 2>/dev/null)" = online ] && ok=$((ok+1))
+  done
   [ $ok -ge $want ] && exit 0
   n=$((n+1)); sleep 0.05
 done

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from harness import Assets, GiB, Guest, GuestConfig
 from harness.pytest_plugin import boot, guest_fixture
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from harness import CommandResult, Guest, GuestError, GuestProcess
+from prometheus_client.parser import text_string_to_metric_families
 
 #: Python starts slowly in the guest (5 to 15 s to import hotplugd, more on a loaded machine).
 READY_TIMEOUT = 120.0

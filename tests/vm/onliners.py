@@ -132,7 +132,8 @@ def build_c_onliner(project: Path | None = None) -> Path:
     try:
         subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True, capture_output=True, text=True)
     except FileNotFoundError:
-        raise HarnessError(f"no C compiler ({compiler}) to build {source}: apt-get install gcc, or leave out 'c'") from None
+        raise HarnessError(f"no C compiler ({compiler}) to build {source}: apt-get install gcc, "
+                           "or leave out 'c'") from None
     except subprocess.CalledProcessError as exc:
         raise HarnessError(f"{compiler} failed on {source}:\n{exc.stderr}") from None
     return binary

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-
 from harness import GiB, Guest, GuestConfig, GuestProcess, HarnessError
 from harness.assets import Assets
 

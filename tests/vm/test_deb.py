@@ -97,6 +97,7 @@ def test_the_library_has_sysfs_and_simulated_and_no_qga_nor_libvirt(library: Pat
     assert "hotplugd_sysfs" in entry_points and "hotplugd_simulated" in entry_points
     assert "qga" not in entry_points and "libvirt" not in entry_points
     assert "pytest11" not in entry_points  # the pytest plugin is opt-in
-    depends = next(line for line in (library / "DEBIAN/control").read_text().splitlines() if line.startswith("Depends:"))
+    control = (library / "DEBIAN/control").read_text().splitlines()
+    depends = next(line for line in control if line.startswith("Depends:"))
     assert "qemu" not in depends and "python3-anyio" in depends
     assert not (library / "usr/bin").exists()

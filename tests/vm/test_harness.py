@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from harness import GiB, Guest, GuestConfig, GuestError, HarnessError, agent
 from harness.assets import Assets
 

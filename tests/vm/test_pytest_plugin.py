@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from harness import find_assets
 from harness.assets import HINT
 from harness.pytest_plugin import provisioned, require

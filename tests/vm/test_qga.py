@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from harness import GiB, Guest, GuestProcess
 from harness.assets import Assets
 from harness.pytest_plugin import require

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from daemonctl import GuestDaemon
 from harness import GiB, Guest, GuestConfig
 from harness.assets import Assets

@@ -190,7 +190,8 @@ def test_a_stalled_loop_is_killed_by_the_watchdog_and_restarted(sd: SystemdGuest
     assert len(result.blocks) == 8
     # The new instance's coldplug scan queued them.
     after = lines(sd.journal(SERVICE, cursor))
-    rescans = [line for line in after[first_index(after, "Failed with result 'watchdog'"):] if '"event": "rescan"' in line]
+    since_kill = after[first_index(after, "Failed with result 'watchdog'"):]
+    rescans = [line for line in since_kill if '"event": "rescan"' in line]
     assert rescans and '"queued": 0' not in rescans[0]
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hotplugd_ledger.plugin
 import pytest
-from hotplugd_ledger import LedgerBackend
 
+import hotplugd_ledger.plugin
 from hotplugd import BackendError, ConfigError, ZoneRequest
 from hotplugd.testing import running
+from hotplugd_ledger import LedgerBackend
 
 MiB = 1 << 20
 PLUGIN = [("ledger", hotplugd_ledger.plugin)]

@@ -232,10 +232,12 @@ class Guest:
         """Start Debian's ``/usr/sbin/qemu-ga`` in the guest (seen through the shared root) on its port."""
         if not self.config.qga:
             raise HarnessError("start_qga needs GuestConfig(qga=True)")
-        script = (f"for p in /sys/class/virtio-ports/*; do [ \"$(cat $p/name)\" = {QGA_PORT} ] && dev=/dev/${{p##*/}}; done; "
+        script = (f"for p in /sys/class/virtio-ports/*; do "
+                  f"[ \"$(cat $p/name)\" = {QGA_PORT} ] && dev=/dev/${{p##*/}}; done; "
                   f"[ -n \"$dev\" ] || {{ echo no {QGA_PORT} port >&2; exit 2; }}; "
                   f"mkdir -p /dev/virtio-ports && ln -sf $dev /dev/virtio-ports/{QGA_PORT} && "
-                  f"exec /usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/{QGA_PORT} -t /run -f /run/qemu-ga.pid")
+                  f"exec /usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/{QGA_PORT} "
+                  "-t /run -f /run/qemu-ga.pid")
         return self.agent.spawn(["/bin/sh", "-c", script])
 
     # -- the daemon under test -----------------------------------------------------------------

@@ -103,8 +103,8 @@ EOF
 ln -sf ../vmtest-agent.service $S/multi-user.target.wants/vmtest-agent.service
 echo "vmtest-init: switching to systemd; agent $PY $AGENT" >/dev/console
 exec switch_root $R /lib/systemd/systemd
-""".replace("@PREAMBLE@", initramfs.INIT_PREAMBLE).replace("@SHARE@", GUEST_SHARE).replace("@MASKED@", " ".join(MASKED)).replace(
-    "@TMP_AND_RUN@", initramfs.tmp_and_run("nosuid,nodev"))
+""".replace("@PREAMBLE@", initramfs.INIT_PREAMBLE).replace("@SHARE@", GUEST_SHARE).replace(
+    "@MASKED@", " ".join(MASKED)).replace("@TMP_AND_RUN@", initramfs.tmp_and_run("nosuid,nodev"))
 
 
 _FALSE = ("0", "no", "n", "false", "f", "off")
