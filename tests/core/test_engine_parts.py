@@ -279,8 +279,8 @@ async def test_domain_loop_defers_by_the_clock_then_retries_a_transient_failure_
 
         engine.clock.advance(5.0)
         domain.wake()
-        await wait_until(lambda: domain.book.failed_count == 1, what="the phase's transient failure")
-        assert domain.onlined == 0 and domain.snapshot.failed == 1
+        await wait_until(lambda: domain.snapshot.failed == 1, what="the phase's transient failure, published")
+        assert domain.onlined == 0 and domain.book.failed_count == 1
 
         engine.clock.advance(30.0)  # the retry is due: queued again, then past its settle
         domain.wake()
