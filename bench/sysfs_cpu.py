@@ -44,7 +44,7 @@ from hotplugd.observe.metrics import Metrics
 from hotplugd.observe.notify import Notifier
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import wait_until
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs.uevent import parse
 
 

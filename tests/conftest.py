@@ -23,5 +23,5 @@ if _VM_TESTS not in sys.path:
 
 # hotplugd.testing.pytest_plugin is opt-in (no pytest11 entry point: a host with hotplugd installed
 # must not load it into every pytest run); hotplugd's own tests opt in here, as plugin authors do.
-pytest_plugins = ["hotplugd.testing.pytest_plugin", "harness.pytest_plugin",
+pytest_plugins = ["hotplugd.testing.pytest_plugin", "hotplugd_sysfs.testing.pytest_plugin", "harness.pytest_plugin",
                   "pytester"]  # pytester: tests/vm/test_pytest_plugin.py

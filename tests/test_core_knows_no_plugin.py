@@ -36,8 +36,6 @@ KNOWN: dict[str, set[str]] = {
     "commands/cli.py": {"sysfs", "simulated", "qga", "root"},
     "commands/plan_text.py": {"sysfs", "simulated", "qga", "libvirt", "root"},
     "commands/status.py": {"simulated"},
-    # the sysfs plugin's fakes, until they move to the plugin (issue 25 item 1)
-    "testing/fakesysfs.py": {"root", "proc", "netlink", "udev_rules_dirs"},
 }
 
 

@@ -5,7 +5,6 @@ or ``pytest_plugins = ["hotplugd.testing.pytest_plugin"]`` in a top-level confte
 - ``hook_recorder``: a HookRecorder.
 - ``hotplugd_logs``: the structlog events logged during the test.
 - ``fake_host`` / ``fake_backend``: a programmable host and its backend (the event injector).
-- ``fake_sysfs``: a fake sysfs/procfs tree under ``tmp_path`` whose ``state`` writes act like the kernel.
 - ``make_daemon``: build a Daemon around a backend with fresh plugin manager and metrics;
   drive it with ``async with hotplugd.testing.running(daemon):``.
 """
@@ -28,7 +27,6 @@ from hotplugd.plugin.backend import Backend
 from hotplugd.plugin.manager import make_manager
 from hotplugd.plugin.spec import hookimpl
 from hotplugd.testing.fakehost import FakeBackend, FakeHost
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd.testing.recorder import HookRecorder
 
 
@@ -67,12 +65,6 @@ def fake_host() -> FakeHost:
 @pytest.fixture
 def fake_backend(fake_host: FakeHost) -> FakeBackend:
     return FakeBackend(fake_host)
-
-
-@pytest.fixture
-def fake_sysfs(tmp_path: Path) -> FakeSysfs:
-    """A fake ``/sys`` + ``/proc`` tree (one node, CPUs 0-3, no blocks yet); see :mod:`hotplugd.testing.fakesysfs`."""
-    return FakeSysfs(tmp_path / "host")
 
 
 class _Provides:

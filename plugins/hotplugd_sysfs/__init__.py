@@ -21,7 +21,7 @@ The ``[plugins.sysfs]`` table:
 - ``batch`` (default 32): blocks one online call writes back to back.
 - ``rcvbuf`` (default ``"32MiB"``): the netlink receive buffer.
 - ``netlink`` (default true): false opens no socket; events then come only from
-  ``SysfsBackend.feed()`` (tests on a fake tree, see :mod:`hotplugd.testing.fakesysfs`).
+  ``SysfsBackend.feed()`` (tests on a fake tree, see :mod:`hotplugd_sysfs.testing.fakesysfs`).
 - ``writer`` (default ``"process"``): who writes ``state``. ``"process"``: a small
   child process (:mod:`hotplugd_sysfs.writer_child`, standard library only), so
   that the writes, which block in the kernel, never wait for the daemon's

@@ -2,7 +2,7 @@
 
 Every path is built from the configured roots, so tests point them at a fake
 tree. All file access goes through one :class:`SysfsIO` object, the seam a
-test (or :mod:`hotplugd.testing.fakesysfs`) replaces to play the kernel.
+test (or :mod:`hotplugd_sysfs.testing.fakesysfs`) replaces to play the kernel.
 """
 
 from __future__ import annotations

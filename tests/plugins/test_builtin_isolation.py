@@ -20,7 +20,7 @@ from hotplugd.commands.contributed import Session
 from hotplugd.config import from_mapping
 from hotplugd.errors import EXIT_CONFIG, PluginError
 from hotplugd.plugin.manager import DISABLE_ENV, backend_registry, build_backend, make_manager
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 BUILT_INS = {"simulated": "hotplugd_simulated", "sysfs": "hotplugd_sysfs", "qga": "hotplugd_qga"}
 HOTPLUGD = Path(sys.executable).with_name("hotplugd")

@@ -35,7 +35,7 @@ import pytest
 from hotplugd import config as cfgmod
 from hotplugd.commands import cli
 from hotplugd.errors import ConfigError
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 #: Exit codes the subcommands document (`hotplugd COMMAND --help`).
 EXIT_CODES = {0, 1, 2, 3, 78}

@@ -15,11 +15,11 @@ from hotplugd.observe.metrics import Metrics
 from hotplugd.observe.notify import Notifier
 from hotplugd.plugin.manager import make_manager
 from hotplugd.testing import HookRecorder
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd.testing.netns import Forger, in_new_netns
 from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
 from hotplugd_sysfs.netlink import open_uevent_socket
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 SMALL_RCVBUF = "64KiB"  # the smallest the plugin accepts
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from hotplugd import Action, BlockEvent, Rescan
 from hotplugd.testing import HookRecorder
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs.intake import Intake
 from hotplugd_sysfs.netlink import Datagram
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs.uevent import MAX_UEVENT, encode
 
 from .sysfs_tree import FakeTreeSysfs, daemon_on

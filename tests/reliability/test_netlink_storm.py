@@ -18,7 +18,7 @@ import pytest
 import hotplugd_sysfs.backend
 from hotplugd.daemon import Daemon
 from hotplugd.testing import HookRecorder, sample, wait_until
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 from .sysfs_tree import FakeTreeSysfs, daemon_on
 

@@ -6,8 +6,8 @@ import pytest
 
 from hotplugd import parse_cpulist as count_cpus
 from hotplugd.commands.cli import main
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_simulated.whatif import read_shape
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 
 def snapshot(fake: FakeSysfs) -> dict[str, bytes]:

@@ -20,10 +20,10 @@ from hotplugd.daemon import Daemon
 from hotplugd.observe.metrics import Metrics
 from hotplugd.observe.notify import Notifier
 from hotplugd.plugin.manager import backend_registry, make_manager
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs import hotplugd_check_config as check_sysfs_table
 from hotplugd_sysfs.netlink import NetlinkSource
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 pytestmark = pytest.mark.asyncio
 

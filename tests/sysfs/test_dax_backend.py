@@ -13,10 +13,10 @@ from test_daemon_e2e import make
 
 from hotplugd import Action, BlockEvent, Executor
 from hotplugd.testing import wait_until
-from hotplugd.testing.fakedax import FakeDax
 from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs.intake import DaxUEvent, Intake, MemoryUEvent
 from hotplugd_sysfs.netlink import Datagram
+from hotplugd_sysfs.testing.fakedax import FakeDax
 
 pytestmark = pytest.mark.asyncio
 GiB = 1 << 30

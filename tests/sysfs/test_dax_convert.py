@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from hotplugd.testing.fakedax import FakeDax
 from hotplugd_sysfs.dax import DaxHost
 from hotplugd_sysfs.daxrules import parse_rules
 from hotplugd_sysfs.sysfs import Sysfs
+from hotplugd_sysfs.testing.fakedax import FakeDax
 
 GiB = 1 << 30
 

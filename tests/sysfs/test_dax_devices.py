@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from hotplugd.testing.fakedax import DAX_SIZE, DAX_START, FakeDax
 from hotplugd_sysfs import hotplugd_check_config
 from hotplugd_sysfs.daxdevices import read_devices
 from hotplugd_sysfs.daxrules import DaxRule, parse_rules
 from hotplugd_sysfs.daxusers import device_users
 from hotplugd_sysfs.sysfs import Sysfs
+from hotplugd_sysfs.testing.fakedax import DAX_SIZE, DAX_START, FakeDax
 
 UUID = "6ff6e8a0-1f2e-4d3c-8b7a-0123456789ab"
 GiB = 1 << 30

@@ -13,11 +13,11 @@ from test_daemon_e2e import make
 
 from hotplugd import Action, ZoneRequest
 from hotplugd.testing import wait_until
-from hotplugd.testing.fakedax import FakeDax
 from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs.dax import DaxHost
 from hotplugd_sysfs.daxrules import parse_rules
 from hotplugd_sysfs.sysfs import Sysfs
+from hotplugd_sysfs.testing.fakedax import FakeDax
 
 pytestmark = pytest.mark.asyncio
 NAMED = {"dax": [{"device": "dax0.0"}]}

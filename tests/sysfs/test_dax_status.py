@@ -14,8 +14,8 @@ from test_daemon_e2e import make
 from hotplugd.commands.status import status
 from hotplugd.config import from_mapping
 from hotplugd.testing import sample
-from hotplugd.testing.fakedax import FakeDax
 from hotplugd_sysfs import SysfsBackend
+from hotplugd_sysfs.testing.fakedax import FakeDax
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import sys
 import pytest
 import structlog
 
-from hotplugd.testing.fakedax import FakeDax
 from hotplugd_sysfs.dax import DaxHost
 from hotplugd_sysfs.daxrules import parse_rules
 from hotplugd_sysfs.daxusers import CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, device_users
 from hotplugd_sysfs.sysfs import Sysfs
+from hotplugd_sysfs.testing.fakedax import FakeDax
 
 PTRACE, DAC = 1 << CAP_SYS_PTRACE, 1 << CAP_DAC_READ_SEARCH
 

@@ -1,6 +1,6 @@
 """The fake sysfs tree's kernel: knob files, its own auto-online by the knobs, and the seed's kernel (Anolis).
 
-``hotplugd.testing.fakesysfs`` is public (plugin authors test on it too), so what
+``hotplugd_sysfs.testing.fakesysfs`` is public (plugin authors test on it too), so what
 it plays is pinned down here, each point against ``docs/facts/ANOLIS.md`` or
 mainline's ``mm/memory_hotplug.c``.
 """
@@ -12,8 +12,8 @@ import errno
 import pytest
 
 from hotplugd import Outcome, State, ZoneRequest
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs import SysfsBackend
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 GIB = 1 << 30
 

@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 from test_daemon_e2e import make
 
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 pytestmark = pytest.mark.asyncio
 

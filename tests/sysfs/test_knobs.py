@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from hotplugd import HOST_DOMAIN, KNOB_NAMES, BackendError, Block, State
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs import SysfsBackend
 from hotplugd_sysfs.knobpaths import KNOB_FILES
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from test_daemon_e2e import make
 
 from hotplugd.errors import ConfigError
 from hotplugd.testing import sample
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 pytestmark = pytest.mark.asyncio
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hotplugd import Block, State
-from hotplugd.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs.sysfs import NotRegistered, Sysfs, parse_cpulist, parse_meminfo, parse_zones
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 
 @pytest.fixture

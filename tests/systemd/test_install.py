@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from hotplugd.commands.restore import restore_order
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 from hotplugd_sysfs.udev import find_rules
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""A dax bus for :class:`~hotplugd.testing.fakesysfs.FakeSysfs`: devices, the device_dax and kmem drivers, tiers.
+"""A dax bus for :class:`~hotplugd_sysfs.testing.fakesysfs.FakeSysfs`: devices, the device_dax and kmem drivers, tiers.
 
 ::
 
@@ -36,7 +36,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from hotplugd.testing.fakesysfs import FakeSysfs, _encode, _oserror
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs, _encode, _oserror
 
 __all__ = ["DAX_SIZE", "DAX_START", "FakeDax"]
 

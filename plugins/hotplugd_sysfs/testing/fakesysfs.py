@@ -31,7 +31,7 @@ unwritable, as a read-only /sys does), and the fake kernel follows them:
   (``state`` online, no uevent). Writing ``online`` to a half-online block's
   ``state`` fails with EINVAL; writing 1 to its ``online`` changes nothing.
 
-Zones and knob values follow :mod:`hotplugd.testing.fakekernel`.
+Zones and knob values follow :mod:`hotplugd_sysfs.testing.fakekernel`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from hotplugd.model import Block, State
-from hotplugd.testing.fakekernel import KNOB_DEFAULTS, knob_value, online_zone, populated
+from hotplugd import Block, State
+from hotplugd_sysfs.testing.fakekernel import KNOB_DEFAULTS, knob_value, online_zone, populated
 
 __all__ = ["FakeSysfs", "FakeSysfsIO"]
 
@@ -142,7 +142,7 @@ class FakeSysfs:
         self.before_write: list[Callable[[int, str], None]] = []
         self.before_listdir: list[Callable[[Path], None]] = []
         self.before_read: list[Callable[[Path], None]] = []  # read_bytes and readlink (a denied /proc/PID file)
-        #: Other parts of the fake kernel (:mod:`hotplugd.testing.fakedax`): each takes a write it
+        #: Other parts of the fake kernel (:mod:`hotplugd_sysfs.testing.fakedax`): each takes a write it
         #: handles (True) or leaves it (False).
         self.store_hooks: list[Callable[[Path, str], bool]] = []
         self.kernel_events: list[bytes] = []  # what the kernel broadcast (online and offline events)

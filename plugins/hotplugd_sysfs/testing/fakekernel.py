@@ -1,6 +1,6 @@
 """The decisions of the fake sysfs tree's kernel: knob values, the zone of an online, the seed's deferral.
 
-Pure functions over plain data, so that :mod:`hotplugd.testing.fakesysfs` keeps
+Pure functions over plain data, so that :mod:`hotplugd_sysfs.testing.fakesysfs` keeps
 to files and events. Built from mainline's ``mm/memory_hotplug.c``, simplified,
 and from the Anolis code read in ``docs/facts/ANOLIS.md`` (the seed's kernel).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from hotplugd.model import KERNEL_ZONES, Block, NodeLedger
+from hotplugd import KERNEL_ZONES, Block, NodeLedger
 
 __all__ = ["AUTO_ONLINE_VALUES", "KNOB_DEFAULTS", "ONLINE_POLICIES", "knob_value", "online_zone", "populated"]
 
