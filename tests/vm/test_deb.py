@@ -73,7 +73,8 @@ def test_the_config_is_a_conffile_for_the_real_host(daemon: Path) -> None:
     config = (daemon / "etc/hotplugd/hotplugd.toml").read_text()
     reference = (REPO / "config/hotplugd.toml").read_text()
     expected = re.sub(r'^backend = "[^"]*"$', 'backend = "sysfs"', reference, count=1, flags=re.M)
-    expected = expected.replace("\n[plugins.qga]\n", "\n# [plugins.qga]                 # (not in the Debian package: it needs qemu.qmp)\n")
+    commented = "\n# [plugins.qga]                 # (not in the Debian package: it needs qemu.qmp)\n"
+    expected = expected.replace("\n[plugins.qga]\n", commented)
     assert config == expected != reference
     assert "\n[plugins.qga]" not in config  # the package has no qga plugin: its table would refuse the config
 
