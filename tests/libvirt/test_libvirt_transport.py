@@ -65,6 +65,7 @@ async def test_a_lost_connection_is_the_agent_unavailable() -> None:
 
 def test_libvirt_errors_map_to_the_agents() -> None:
     libvirt = pytest.importorskip("libvirt")
+    pytest.importorskip("libvirt_qemu")  # libvirt_api imports both: scripts/provision-libvirt builds them
     from hotplugd_libvirt.libvirt_api import agent_error
 
     def error(code: int, message: str) -> object:
