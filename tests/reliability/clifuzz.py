@@ -146,9 +146,14 @@ class Harness:
             if daemon.config.backend == "simulated":  # its scenario ends: the daemon goes idle
                 await real_run(daemon, **{**kwargs, "until_idle": True})
                 return
-            async with anyio.create_task_group() as tg:  # a real host's events never end: stop once ready
-                await tg.start(functools.partial(real_run, daemon))
-                daemon.scheduler.stop()
+            try:
+                async with anyio.create_task_group() as tg:  # a real host's events never end: stop once ready
+                    await tg.start(functools.partial(real_run, daemon))
+                    daemon.scheduler.stop()
+            except BaseExceptionGroup as group:  # this wrapper's own group: hand on the daemon's error as it is
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
 
         def fetch(where: str, timeout: float = 0.5) -> str | None:
             host = where.rsplit(":", 1)[0].strip("[]")
