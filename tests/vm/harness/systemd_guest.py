@@ -16,6 +16,11 @@ makes the journal volatile, and adds ``vmtest-agent.service``, which runs the ag
 the guest off when it ends. Its ``/tmp`` and ``/run`` are the guest's own tmpfs, the share is at
 ``/run/share`` as in the plain guest.
 
+``SystemdGuest(root=...)`` boots another root instead of this machine's (a Debian 13 root made by
+:mod:`.debroot`, where hotplugd's packages are installed as users install them): it is the overlay's
+lower layer, and the checkout, which it does not hold, is a read-only 9p export of its own mounted at
+the checkout's path (the agent runs from there).
+
 The checkout may be anywhere (CI clones anywhere): where hotplugd's unit hides it from the service
 (``PrivateTmp=``: /tmp, /var/tmp; ``ProtectHome=``: /home, /root, /run/user), the service runs it
 through the alias the initramfs binds at :data:`CHECKOUT_ALIAS` (see :meth:`SystemdGuest.guest_venv`).
@@ -47,6 +52,7 @@ MASKED = (
     "getty@.service", "serial-getty@.service", "console-getty.service", "systemd-timesyncd.service",
     "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount",
     "systemd-firstboot.service", "systemd-pstore.service", "remote-fs.target", "e2scrub_reap.service",
+    "getty-static.service",  # Debian 13's (tty2-tty6 without dbus and logind): a guest of its own root
 )
 #: Where the guest-side interpreter for daemons under hardened units lives (see :meth:`SystemdGuest.guest_venv`).
 GUEST_VENV = "/opt/hotplugd-venv"
@@ -66,6 +72,12 @@ mount -t tmpfs -o mode=755 tmpfs /rw || die "mount the overlay's tmpfs"
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot || die "mount overlay"
 R=/newroot
+# A root of its own (SystemdGuest(root=...)) has no checkout in it: the checkout comes over 9p, at its path.
+if grep -qw @CHECKOUT_ARG@ /proc/cmdline; then
+    CO="${AGENT%/tests/vm/harness/agent.py}"
+    mkdir -p "$R$CO" && mount -t 9p -o "trans=virtio,version=9p2000.L,ro,msize=512000,cache=$CACHE" checkout "$R$CO" \
+        || die "mount the checkout over 9p"
+fi
 # The guest's own kernel filesystems, never the host's seen over 9p.
 mount -t proc proc $R/proc || die "mount guest proc"
 mount -t sysfs sysfs $R/sys || die "mount guest sysfs"
@@ -103,7 +115,8 @@ EOF
 ln -sf ../vmtest-agent.service $S/multi-user.target.wants/vmtest-agent.service
 echo "vmtest-init: switching to systemd; agent $PY $AGENT" >/dev/console
 exec switch_root $R /lib/systemd/systemd
-""".replace("@PREAMBLE@", initramfs.INIT_PREAMBLE).replace("@SHARE@", GUEST_SHARE).replace(
+""".replace("@CHECKOUT_ARG@", "hotplugd.vmtest.checkout9p=1").replace(
+    "@PREAMBLE@", initramfs.INIT_PREAMBLE).replace("@SHARE@", GUEST_SHARE).replace(
     "@MASKED@", " ".join(MASKED)).replace("@TMP_AND_RUN@", initramfs.tmp_and_run("nosuid,nodev"))
 
 
@@ -245,13 +258,30 @@ class SystemdGuest(Guest):
     """A :class:`Guest` booted into systemd; :meth:`start` returns once the system is running."""
 
     def __init__(self, config: GuestConfig | None = None, assets: Assets | None = None,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, root: Path | None = None) -> None:
+        """``root``: the read-only lower layer under the overlay (default this machine's ``/``), e.g. a
+        Debian root made by :mod:`.debroot`; the checkout then comes over a 9p export of its own, at
+        its own path (it needs systemd, python3 and the agent's tools in that root)."""
         super().__init__(config, assets or find_systemd_assets(), workdir)
+        self.root = root
         self.running_seconds: float | None = None
         self._venv: str | None = None
 
     def kernel_cmdline(self) -> str:
-        return " ".join([super().kernel_cmdline(), *SYSTEMD_ARGS])
+        own_root = ["hotplugd.vmtest.checkout9p=1"] if self.root is not None else []
+        return " ".join([super().kernel_cmdline(), *SYSTEMD_ARGS, *own_root])
+
+    def qemu_argv(self) -> list[str]:
+        argv = super().qemu_argv()
+        if self.root is None:
+            return argv
+        if not (self.root / "lib/systemd/systemd").exists():
+            raise HarnessError(f"{self.root} has no lib/systemd/systemd to boot")
+        host_root = "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap"
+        argv[argv.index(host_root)] = host_root.replace("path=/,", f"path={self.root},")
+        return argv + ["-fsdev", f"local,id=checkout,path={self.assets.project},security_model=none,readonly=on,"
+                                 "multidevs=remap",
+                       "-device", "virtio-9p-pci,fsdev=checkout,mount_tag=checkout"]
 
     def start(self) -> SystemdGuest:
         """Boot, wait for the agent, then for ``systemctl is-system-running`` (running, or degraded: an error)."""
