@@ -82,7 +82,7 @@ def dimm_range(domain_xml: str, alias: str, block_size: int) -> range | None:
 
 async def block_exists(link: AgentLink, phys: int) -> bool:
     """Whether block ``phys`` exists in the guest: its ``state`` file opens (AgentError: cannot tell)."""
-    path = f"/sys/devices/system/memory/memory{phys}/state"
+    path = f"/sys/devices/system/memory/memory{phys}/state"  # the guest's, opened read-only by its agent
     try:
         handle = await link.client.execute("guest-file-open", {"path": path, "mode": "r"})
     except CommandFailed:
