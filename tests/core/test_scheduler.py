@@ -482,8 +482,10 @@ async def test_overlapping_phases_share_the_backend_concurrency(make_daemon, hoo
         backend.add(*range(100, 104), node=1)  # one slot left for node 1
         await wait_until(lambda: set(range(100, 104)) <= host.online_indices(), what="node 1's blocks")
         await wait_until(lambda: set(range(8)) <= host.online_indices(), what="node 0's blocks")
-    # node 1's phase, whichever number it got (on a loaded machine node 0's first block may settle alone)
-    assert [p.workers for p in hook_recorder.phases if 1 in p.workers] == [{1: 1}]
+    # node 1's phases, whichever numbers they got: on a loaded machine node 0's first block may settle alone,
+    # and node 1's four adds may arrive over more than the 1 ms settle (two phases); each had the one slot left
+    node1 = [p.workers for p in hook_recorder.phases if 1 in p.workers]
+    assert node1 and all(workers == {1: 1} for workers in node1), node1
     assert host.max_running <= 5
 
 
