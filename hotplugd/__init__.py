@@ -32,7 +32,7 @@ from hotplugd.model import (
     narrow,
     zone_matches,
 )
-from hotplugd.plugin.backend import Backend, BackendRegistry
+from hotplugd.plugin.backend import Backend, BackendRegistry, BackendSubject, HostBackend
 from hotplugd.plugin.commands import CommandContext, CommandRegistry, DaemonSession, PlanSummary
 from hotplugd.plugin.spec import hookimpl
 from hotplugd.schema import (
@@ -68,6 +68,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendRegistry",
+    "BackendSubject",
     "Block",
     "BlockEvent",
     "BlockReport",
@@ -78,6 +79,7 @@ __all__ = [
     "ConfigProblem",
     "DaemonSession",
     "Executor",
+    "HostBackend",
     "HotplugdError",
     "KernelKnobs",
     "OnlineResult",

@@ -1,9 +1,8 @@
 """The core knows no plugin: no built-in plugin's package, entry-point name, config key or backend-specific method
 appears in hotplugd/ (its code: identifiers, imports, attribute names and string constants; docstrings may
-mention them). What the core needs of a plugin it asks through a hook or the Backend contract.
-
-A few places still name a built-in backend; they are listed in KNOWN below, each one checked to be still
-there, so that the list only shrinks and anything new fails.
+mention them). What the core needs of a plugin it asks through a hook or the Backend contract: what a backend
+onlines (``BackendSubject``), which reads this host (``hotplugd_host_backend``), what a plugin installs
+(``hotplugd_install_files``).
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ import inspect
 import re
 from pathlib import Path
 
-import pytest
-
 from hotplugd import Backend
 from hotplugd.config import describe
 
@@ -28,16 +25,6 @@ BUILTINS = {"sysfs": "hotplugd_sysfs", "simulated": "hotplugd_simulated", "qga":
             "libvirt": "hotplugd_libvirt"}
 SHARED = ("hotplugd_guestagent",)  # a library of the guest plugins, no entry point
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-#: Where the core still names a built-in backend (file relative to hotplugd/ -> the words there): the CLI picks
-#: sysfs (and its root) for check/status when this host has memory blocks and names backends in its help; the
-#: plan's text describes each backend by its name (plan_text.py, and status.py for another daemon's backend).
-KNOWN: dict[str, set[str]] = {
-    "commands/cli.py": {"sysfs", "simulated", "qga", "root"},
-    "commands/plan_text.py": {"sysfs", "simulated", "qga", "libvirt", "root"},
-    "commands/status.py": {"simulated"},
-}
-
 
 def _docstrings(tree: ast.AST) -> set[int]:
     return {id(node.body[0].value) for node in ast.walk(tree)
@@ -150,13 +137,5 @@ def test_a_planted_mention_is_found(tmp_path, monkeypatch):
         planted.unlink()
 
 
-def test_the_core_names_no_plugin_beyond_the_known_places():
-    found = offences()
-    new = {path: words - KNOWN.get(path, set()) for path, words in found.items() if words - KNOWN.get(path, set())}
-    assert new == {}, "the core names a plugin: ask it through a hook or the Backend contract instead"
-
-
-@pytest.mark.parametrize("path", sorted(KNOWN))
-def test_the_known_places_are_still_there(path):
-    """A place fixed leaves the list: KNOWN names only what is still found."""
-    assert KNOWN[path] <= offences().get(path, set()), f"remove what is no longer found from KNOWN[{path!r}]"
+def test_the_core_names_no_plugin():
+    assert offences() == {}, "the core names a plugin: ask it through a hook or the Backend contract instead"

@@ -22,7 +22,7 @@ from typing import TextIO
 
 import anyio
 
-from hotplugd.commands.plan_text import plan_lines, read_plan, subject, where
+from hotplugd.commands.plan_text import plan_lines, read_plan, subject_line
 from hotplugd.config import Config
 from hotplugd.engine.plan import Plan, refuse_forced_kernel
 from hotplugd.errors import EXIT_CONFIG
@@ -53,6 +53,7 @@ def check(config: Config, hooks: Hooks, backend: Backend, out: TextIO | None = N
     """Print the plan and everything in its way; the exit code says the worst of it."""
     stream = out or sys.stdout
     name = config.backend
+    subject = hooks.backend_subject(name, config.plugins.get(name, {}))
 
     async def gather() -> tuple[Plan, list[str], list[str], list[str]]:
         plan = await read_plan(config, hooks, backend)
@@ -60,7 +61,7 @@ def check(config: Config, hooks: Hooks, backend: Backend, out: TextIO | None = N
         return plan, conflicts, await backend.inventory(), await backend.unknowns()
 
     plan, conflicts, inventory, unknowns = anyio.run(gather)
-    print(f"backend {name}: {subject(config, backend)}{note}", file=stream)
+    print(f"backend {name}: {subject_line(subject, backend)}{note}", file=stream)
     for line in [*plan_lines(plan), *zone_hook_lines(config, hooks), *inventory]:
         print(line, file=stream)
     refused = refuse_forced_kernel(config, plan)
@@ -74,7 +75,7 @@ def check(config: Config, hooks: Hooks, backend: Backend, out: TextIO | None = N
         for message in conflicts:
             print(f"- {message}", file=stream)
     elif not unknowns:
-        print(f"no conflicts: nothing else onlines memory on {where(config)} against the plan (backend {name})",
+        print(f"no conflicts: nothing else onlines memory on {subject.where} against the plan (backend {name})",
               file=stream)
     if refused is not None:
         return EXIT_REFUSED

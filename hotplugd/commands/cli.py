@@ -8,6 +8,7 @@ their code (78 for configuration errors, so systemd stops restarting).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,16 +20,18 @@ from hotplugd.commands.contributed import CliContext, add_contributed
 from hotplugd.config import DEFAULT_PATH, LOG_LEVELS, Config, check_flag, load
 from hotplugd.errors import EXIT_FAILURE, ConfigError, HotplugdError
 from hotplugd.observe import logs
+from hotplugd.plugin.backend import BackendRegistry
 from hotplugd.plugin.commands import CommandRegistry
 from hotplugd.plugin.hooks import Hooks
-from hotplugd.plugin.manager import make_manager
+from hotplugd.plugin.manager import NO_BACKEND, NO_BACKEND_HINT, make_manager
 from hotplugd.plugin.validation import check_plugin_config
 from hotplugd.tomlfile import parse_override
 
 #: Exit codes every subcommand shares (sysexits' EX_CONFIG for anything wrong in a config or flag).
+#: ``{choices}``: the installed backends to choose from (those reading this host, then the models).
 _EXITS = {
     "run": "0: stopped by SIGTERM/SIGINT; 1: failed (the error is printed); 2: usage error; 78: a config or flag is "
-           "wrong, or the plan cannot be honoured (no backend chosen: --backend sysfs or simulated)",
+           "wrong, or the plan cannot be honoured (no backend chosen: {choices})",
     "plugins": "0: listed; 2: usage error; 78: the config is wrong",
     "status": "0: the daemon answers; 3: it does not (as `systemctl status`); 2: usage error; "
               "78: a config or flag is wrong",
@@ -38,19 +41,19 @@ _EXITS = {
     "restore-knobs": "0: restored, or nothing recorded; 1: a knob could not be written back (the record is kept); "
                      "2: usage error; 78: a config or flag is wrong",
 }
+#: ``{needs}``: how each backend to choose from is chosen; ``{host}``: those that read this host.
 _DESCRIPTIONS = {
     "run": "Run the daemon: make the plan (who onlines: the kernel, set up and proven by hotplugd, or hotplugd "
            "itself), set the kernel's knobs, then online or verify every hot-added block. It needs a backend: "
-           "`--backend sysfs` (or backend = \"sysfs\" in the config) for this host's memory, `--backend simulated` "
-           "to try it on a modelled host.",
+           "{needs}.",
     "plugins": "List the plugins, their versions and hooks, and the backends they register.",
     "status": "The running daemon's memory blocks and view (who onlines, pending, phases, errors), read from its "
               "metrics endpoint; when it does not answer, this host's blocks. The first line names the backend: "
-              "with no config and no --backend, this host's own (sysfs) where it has memory sysfs.",
+              "with no config and no --backend, this host's own ({host}) where it has memory blocks.",
     "check": "The pre-flight: the plan (who onlines and why, each knob as it reads and as the plan sets it, which "
              "plugin's zone hook takes the onlining from the kernel), then what `run` would refuse, what cannot be "
              "known, and other onliners against the plan. Reads only. With no config and no --backend it reads "
-             "this host (sysfs) where it has memory sysfs.",
+             "this host ({host}) where it has memory blocks.",
     "check-config": "Validate a config (and the --set/flag values) without starting anything.",
     "restore-knobs": "On uninstall (the Debian package's prerm, systemd/install.py --uninstall), with the service "
                      "stopped: write the kernel's onlining knobs back as hotplugd first found them, from "
@@ -59,51 +62,76 @@ _DESCRIPTIONS = {
 }
 
 
-def _sub(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=_DESCRIPTIONS[name], epilog=f"exit status: {_EXITS[name]}")
+def choices_text(registry: BackendRegistry) -> str:
+    """``--backend A or B``: the backends to name where one must be chosen, as the plugins registered them."""
+    names = registry.choices()
+    return f"--backend {' or '.join(names)}" if names else "--backend NAME (`hotplugd plugins` lists them)"
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+def _needs(registry: BackendRegistry) -> str:
+    """How ``run`` is given each backend to choose from, in the words of what it onlines."""
+    parts = []
+    for name in registry.choices():
+        subject = registry.subject(name)
+        parts.append(f"`--backend {name}` (or backend = \"{name}\" in the config) for this host's memory"
+                     if subject.host else f"`--backend {name}` to try it on a modelled host")
+    return ", ".join(parts) or "`--backend NAME` (`hotplugd plugins` lists them)"
+
+
+def _sub(sub: argparse._SubParsersAction, name: str, help: str, registry: BackendRegistry) -> argparse.ArgumentParser:
+    host = " or ".join(n for n in registry.names() if registry.subject(n).host) or "none installed"
+    description = _DESCRIPTIONS[name].format(needs=_needs(registry), host=host)
+    return sub.add_parser(name, help=help, description=description,
+                          epilog=f"exit status: {_EXITS[name].format(choices=choices_text(registry))}")
+
+
+def _config_args(p: argparse.ArgumentParser, names: Sequence[str] = ()) -> None:
     p.add_argument("-c", "--config", type=Path, help=f"TOML config (default: {DEFAULT_PATH} if it exists)")
     p.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set scheduler.settle=0.1 (repeatable)")
-    p.add_argument("--backend", help="backend name (overrides `backend`): sysfs, simulated, qga, ...")
+    p.add_argument("--backend", help="backend name (overrides `backend`)" + (f": {', '.join(names)}" if names else ""))
     p.add_argument("--ratio", metavar="R", help="parallel_hotplug_ratio (overrides scheduler.parallel_hotplug_ratio)")
     p.add_argument("--log-level", metavar="LEVEL", help=f"{' | '.join(LOG_LEVELS)} (overrides log_level)")
 
 
-def build_parser(contributed: CommandRegistry | None = None) -> argparse.ArgumentParser:
-    """The core's commands, then the plugins' (``hotplugd_add_commands``: ``contributed``)."""
+def build_parser(contributed: CommandRegistry | None = None,
+                 backends: BackendRegistry | None = None) -> argparse.ArgumentParser:
+    """The core's commands, then the plugins' (``hotplugd_add_commands``: ``contributed``); the help names the
+    backends the plugins register (``backends``; by default those of every plugin installed)."""
+    registry = backends if backends is not None else Hooks(make_manager()).backends()
+    config_args = functools.partial(_config_args, names=registry.names())
     parser = argparse.ArgumentParser(prog="hotplugd",
                                      description="Online hot-added memory fast, safely and observably.",
                                      epilog="`hotplugd COMMAND --help` describes each command and its exit status.")
     parser.add_argument("--version", action="version", version=f"hotplugd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = _sub(sub, "run", "run the daemon (needs a backend: --backend sysfs or simulated)")
-    _config_args(run)
+    run = _sub(sub, "run", f"run the daemon (needs a backend: {choices_text(registry)})", registry)
+    config_args(run)
     run.add_argument("--ready-file", type=Path, help="write the pid here once ready, removed at exit (scripts, tests)")
 
-    plugins = _sub(sub, "plugins", "list plugins, their versions, hooks and backends")
+    plugins = _sub(sub, "plugins", "list plugins, their versions, hooks and backends", registry)
     plugins.add_argument("-c", "--config", type=Path, help="config (for disabled_plugins)")
 
-    status = _sub(sub, "status", "the running daemon's memory and view; this host's blocks when it does not answer")
-    _config_args(status)
+    status = _sub(sub, "status", "the running daemon's memory and view; this host's blocks when it does not answer",
+                  registry)
+    config_args(status)
 
     conflicts = _sub(sub, "check", "the pre-flight: the plan, and what would refuse or compete with it; "
-                                   "exit 1 on conflicts, 78 where run would refuse")
-    _config_args(conflicts)
+                                   "exit 1 on conflicts, 78 where run would refuse", registry)
+    config_args(conflicts)
 
-    check = _sub(sub, "check-config", "validate a config file and exit")
-    _config_args(check)
+    check = _sub(sub, "check-config", "validate a config file and exit", registry)
+    config_args(check)
 
     restore = _sub(sub, "restore-knobs", "on uninstall, with the service stopped: the kernel's onlining knobs "
-                                         "written back as hotplugd first found them; exit 1 if any could not be")
-    _config_args(restore)
+                                         "written back as hotplugd first found them; exit 1 if any could not be",
+                   registry)
+    config_args(restore)
     for p in sub.choices.values():
         p.formatter_class = argparse.RawDescriptionHelpFormatter
     if contributed is not None:
-        add_contributed(sub, contributed, _config_args)
+        add_contributed(sub, contributed, config_args)
     return parser
 
 
@@ -142,19 +170,20 @@ def _number(text: str) -> float | str:
         return text
 
 
-def reading_backend(config: Config) -> str:
-    """``check`` and ``status`` with no backend chosen read this host: sysfs where it has memory sysfs
-    (``plugins.sysfs.root``, default /sys), else a simulated host. Sets ``config.backend``; returns a note
-    for the first line saying why ("" when the backend was chosen)."""
+def reading_backend(config: Config, hooks: Hooks) -> str:
+    """``check`` and ``status`` with no backend chosen read this host: the backend a plugin says reads it
+    (``hotplugd_host_backend``; a model's plugin answers last, as the fallback). Sets ``config.backend``;
+    returns a note for the first line saying why ("" when the backend was chosen)."""
     if config.backend:
         return ""
-    root = config.plugins.get("sysfs", {}).get("root", "/sys")
-    memory = Path(root if isinstance(root, str) else "/sys", "devices/system/memory")
-    if memory.is_dir() and "sysfs" not in config.disabled_plugins:
-        config.backend = "sysfs"
-        return f" (no backend chosen: {memory} exists, so this host's own)"
-    config.backend = "simulated"
-    return f" (no backend chosen, and this machine has no {memory})"
+    answer, declined = hooks.host_backend(config)
+    if answer is None or answer.backend is None:
+        raise ConfigError(f"{NO_BACKEND}, and no plugin says it reads this machine"
+                          + "".join(f"; {reason}" for reason in declined), hint=NO_BACKEND_HINT)
+    config.backend = answer.backend
+    if answer.reason:
+        return f" (no backend chosen: {answer.reason})"
+    return " (no backend chosen" + "".join(f", and {reason}" for reason in declined) + ")"
 
 
 def _toml_string(text: str) -> str:
@@ -218,10 +247,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
-    note = reading_backend(config)
     pm = make_manager(config.disabled_plugins)
+    hooks = Hooks(pm)
+    note = reading_backend(config, hooks)
     check_plugin_config(pm, config)
-    return status(config, build_backend(pm, config), hooks=Hooks(pm), note=note)
+    return status(config, build_backend(pm, config), hooks=hooks, note=note)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -230,21 +260,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hotplugd.plugin.manager import build_backend
 
     config = config_from_args(args)
-    note = reading_backend(config)
     pm = make_manager(config.disabled_plugins)
+    hooks = Hooks(pm)
+    note = reading_backend(config, hooks)
     check_plugin_config(pm, config)
-    return check(config, Hooks(pm), build_backend(pm, config), note=note)
+    return check(config, hooks, build_backend(pm, config), note=note)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
     check_plugin_config(pm, config)
-    from hotplugd.plugin.manager import backend_registry
-
-    names = backend_registry(pm).names()
+    registry = Hooks(pm).backends()
+    names = registry.names()
     if not config.backend:
-        print(f"{config.source or 'defaults'}: OK (no backend chosen: `run` needs --backend sysfs or simulated; "
+        print(f"{config.source or 'defaults'}: OK (no backend chosen: `run` needs {choices_text(registry)}; "
               "`check` and `status` read this host)")
         return 0
     if config.backend not in names:
@@ -257,9 +287,15 @@ def cmd_restore_knobs(args: argparse.Namespace) -> int:
     from hotplugd.commands.restore import restore_knobs
     from hotplugd.plugin.manager import build_backend
 
-    # The record is of this host's kernel, whatever backend the config runs.
-    config = config_from_args(args, force_backend="sysfs")
+    # The record is of this host's kernel, whatever backend the config runs: the backend that reads it.
+    config = config_from_args(args)
     pm = make_manager(config.disabled_plugins)
+    registry = Hooks(pm).backends()
+    host = [name for name in registry.names() if registry.subject(name, config.plugins.get(name, {})).host]
+    if not host:
+        raise ConfigError("no installed backend reads this host's kernel knobs: nothing to restore them through",
+                          hint="`hotplugd plugins` lists the backends; one that reads this host is needed")
+    config.backend = host[0]
     check_plugin_config(pm, config)
     return restore_knobs(config, build_backend(pm, config))
 
@@ -270,8 +306,9 @@ COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "check-config": cmd_check_co
 
 def main(argv: Sequence[str] | None = None) -> int:
     logs.configure()  # to stderr: a plugin failing to load while the parser is built
-    contributed = Hooks(make_manager()).add_commands(reserved=list(COMMANDS))
-    args = build_parser(contributed).parse_args(argv)
+    hooks = Hooks(make_manager())
+    contributed = hooks.add_commands(reserved=list(COMMANDS))
+    args = build_parser(contributed, hooks.backends()).parse_args(argv)
     try:
         command = getattr(args, "contributed_command", None)
         if command is not None:

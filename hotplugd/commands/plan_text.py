@@ -5,42 +5,19 @@ from __future__ import annotations
 from hotplugd.config import Config
 from hotplugd.engine.plan import Plan, make_plan
 from hotplugd.model import HOST_DOMAIN, KNOB_NAMES, Executor
-from hotplugd.plugin.backend import Backend
+from hotplugd.plugin.backend import Backend, BackendSubject
 from hotplugd.plugin.hooks import Hooks
 
 _WHO = {Executor.KERNEL: "the kernel onlines (its own auto-online, set up by hotplugd; hotplugd verifies each block)",
         Executor.HOTPLUGD: "hotplugd onlines (the kernel's auto-online kept off)"}
 
 
-#: Backends that play a model of a host: never "this host".
-MODELLED = frozenset({"simulated"})
-
-
-def modelled(config: Config) -> bool:
-    """Whether the configured backend plays a modelled host rather than reading a real one."""
-    return config.backend in MODELLED
-
-
-def described(name: str, sysfs_root: str = "/sys") -> str:
-    """What backend ``name`` describes, from its name alone ("" for one this does not know)."""
-    return {"sysfs": f"this host (its memory under {sysfs_root})",
-            "qga": "the guests' memory, through their qemu-guest-agent",
-            "libvirt": "the guests' memory, through libvirt and their qemu-guest-agent",
-            "simulated": "a simulated host, not this machine"}.get(name, "")
-
-
-def subject(config: Config, backend: Backend) -> str:
-    """What the backend describes, for the first line of ``check`` and ``status``."""
-    text = described(config.backend, str(config.plugins.get("sysfs", {}).get("root", "/sys")))
-    if modelled(config):
-        return f"{text}: {backend.describe()}"
-    return text or backend.describe()
-
-
-def where(config: Config) -> str:
-    """Where the memory the plan is about lives, for a sentence ("nothing else onlines memory on ...")."""
-    return {"sysfs": "this host", "qga": "the guests", "libvirt": "the guests"}.get(config.backend,
-                                                          "the simulated host" if modelled(config) else "the host")
+def subject_line(subject: BackendSubject, backend: Backend) -> str:
+    """What the backend describes, for the first line of ``check`` and ``status`` (its plugin's words,
+    :class:`BackendSubject`; a model's with the modelled host's own description after them)."""
+    if subject.model and subject.text:
+        return f"{subject.text}: {backend.describe()}"
+    return subject.text or backend.describe()
 
 
 async def read_plan(config: Config, hooks: Hooks, backend: Backend) -> Plan:

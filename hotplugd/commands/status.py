@@ -15,7 +15,7 @@ import dataclasses
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from hotplugd.commands.plan_text import described, modelled, plan_lines, read_plan, subject
+from hotplugd.commands.plan_text import plan_lines, read_plan, subject_line
 from hotplugd.config import Config, MetricsConfig
 from hotplugd.errors import BackendError
 from hotplugd.model import HOST_DOMAIN, Block, Outcome
-from hotplugd.plugin.backend import Backend
+from hotplugd.plugin.backend import Backend, BackendSubject
 from hotplugd.plugin.hooks import Hooks
 from hotplugd.units import format_bytes
 
@@ -221,21 +221,27 @@ def status(config: Config, backend: Backend, console: Console | None = None, hoo
            note: str = "") -> int:
     """The daemon's census and view when it answers (0), else the host's own census where the backend reads a
     real one (3: not running). The first line names the backend the table describes: the daemon's own when it
-    answers with another than this command's (a simulated daemon is never shown as this host)."""
+    answers with another than this command's (a simulated daemon is never shown as this host). What a backend
+    onlines, and whether it is a model, its plugin says (``hooks``; without them: the backend's own describe(),
+    read as a real host's)."""
     console = console or Console()
 
     def say(text: str) -> None:
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 
+    def subject_of(name: str, options: Mapping[str, Any]) -> BackendSubject:
+        return BackendSubject() if hooks is None else hooks.backend_subject(name, options)
+
     where = endpoint(config.metrics)
     view, absent = _daemon(config, where)
+    subject = subject_of(config.backend, config.plugins.get(config.backend, {}))
     if view is not None and view.backend != config.backend:
         say(f"backend {view.backend}: the running daemon's on {where} "
-            f"({described(view.backend)}; this command's config says {config.backend or 'none'})")
+            f"({subject_of(view.backend, {}).text}; this command's config says {config.backend or 'none'})")
         real = False  # this host's plan and devices are not what the daemon onlines
     else:
-        say(f"backend {config.backend}: {subject(config, backend)}{note}")
-        real = not modelled(config)
+        say(f"backend {config.backend}: {subject_line(subject, backend)}{note}")
+        real = not subject.model
     if hooks is not None and real:
         for line in plan_lines(anyio.run(read_plan, config, hooks, backend)):
             say(line)
@@ -255,8 +261,8 @@ def status(config: Config, backend: Backend, console: Console | None = None, hoo
         else:
             render_census(console, census_rows(blocks), f"{config.backend} backend, read now")
     else:
-        say("no memory table: a simulated host exists only inside a running daemon "
-            "(`hotplugd run --backend simulated`, `hotplugd simulate`)")
+        say(subject.absent or f"no memory table: backend {config.backend} plays a model of a host, which exists "
+                              "only inside a running daemon")
     say(absent)
     return EXIT_NOT_RUNNING
 

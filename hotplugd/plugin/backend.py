@@ -192,11 +192,53 @@ BackendFactory = Callable[[Mapping[str, Any]], Backend]
 
 
 @dataclass(frozen=True, slots=True)
+class BackendSubject:
+    """What a backend onlines, as ``hotplugd check``, ``status`` and ``--help`` say it.
+
+    A plugin gives it with the backend: ``registry.add(name, factory, subject=...)``, a
+    ``BackendSubject`` or a function of the backend's config table (``[plugins.<name>]``)
+    returning one. The core never guesses it from a backend's name.
+    """
+
+    #: One line: what it onlines, given its table ("this host (its memory under /sys)"). "": the
+    #: backend's own :meth:`Backend.describe`.
+    text: str = ""
+    #: The place, in "nothing else onlines memory on <where> against the plan".
+    where: str = "the host"
+    #: A model of a host, never this machine: ``check`` and ``status`` read no plan, devices or
+    #: blocks of it (a model exists only inside a running daemon); ``run`` names it as the way to try.
+    model: bool = False
+    #: It reads this machine's own memory and kernel knobs: ``restore-knobs`` restores through it,
+    #: and ``run``'s help names it as the way to online this host's memory.
+    host: bool = False
+    #: A model's line in place of ``status``'s memory table when no daemon answers ("": a generic one).
+    absent: str = ""
+
+
+#: A backend's subject: fixed, or a function of its config table.
+SubjectOf = BackendSubject | Callable[[Mapping[str, Any]], BackendSubject]
+
+
+@dataclass(frozen=True, slots=True)
+class HostBackend:
+    """A plugin's answer to ``hotplugd_host_backend``: whether its backend reads the machine hotplugd runs on.
+
+    ``backend`` names it (None: not on this machine); ``reason`` says why, for the first line of
+    ``check`` and ``status`` ("/sys/devices/system/memory exists, so this host's own"; when
+    declining: "this machine has no /sys/devices/system/memory").
+    """
+
+    backend: str | None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class BackendEntry:
     name: str
     factory: BackendFactory
     plugin: str
     summary: str
+    subject: SubjectOf | None = None
 
 
 class BackendRegistry:
@@ -209,8 +251,11 @@ class BackendRegistry:
     def _registering_for(self, plugin: str) -> None:
         self._plugin = plugin
 
-    def add(self, name: str, factory: BackendFactory, *, summary: str = "") -> None:
-        """Register ``factory`` under ``name``. Two plugins claiming one name is an error."""
+    def add(self, name: str, factory: BackendFactory, *, summary: str = "", subject: SubjectOf | None = None) -> None:
+        """Register ``factory`` under ``name``. Two plugins claiming one name is an error.
+
+        ``subject`` says what the backend onlines (:class:`BackendSubject`, or a function of its
+        config table returning one); without it the backend's own ``describe()`` is shown."""
         if name in self._entries:
             other = self._entries[name].plugin
             raise ConfigError(
@@ -219,7 +264,7 @@ class BackendRegistry:
             )
         doc = summary or (factory.__doc__ or "").strip().splitlines()[0:1]
         self._entries[name] = BackendEntry(
-            name, factory, self._plugin, doc if isinstance(doc, str) else "".join(doc)
+            name, factory, self._plugin, doc if isinstance(doc, str) else "".join(doc), subject
         )
 
     def names(self) -> list[str]:
@@ -227,6 +272,30 @@ class BackendRegistry:
 
     def entries(self) -> list[BackendEntry]:
         return [self._entries[n] for n in self.names()]
+
+    def subject(self, name: str, options: Mapping[str, Any] | None = None) -> BackendSubject:
+        """What backend ``name`` onlines under its table ``options``; an unknown name, or a backend
+        registered without one, gets the generic :class:`BackendSubject`. A plugin's function that
+        raises is reported by the plugin's name (exit 78), as a factory refusing its options."""
+        entry = self._entries.get(name)
+        if entry is None or entry.subject is None:
+            return BackendSubject()
+        if isinstance(entry.subject, BackendSubject):
+            return entry.subject
+        try:
+            subject = entry.subject(options or {})
+        except Exception as exc:  # noqa: BLE001 - a plugin bug, reported by name without a traceback
+            raise PluginError(f"backend {name!r} (plugin {entry.plugin!r}) cannot say what it onlines: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(subject, BackendSubject):
+            raise PluginError(f"backend {name!r} (plugin {entry.plugin!r}) said what it onlines with "
+                              f"{subject!r}, not a BackendSubject")
+        return subject
+
+    def choices(self) -> list[str]:
+        """The backends to name where one must be chosen: those reading this host, then the models."""
+        subjects = {name: self.subject(name) for name in self.names()}
+        return [n for n, s in subjects.items() if s.host] + [n for n, s in subjects.items() if s.model and not s.host]
 
     def build(self, name: str, options: Mapping[str, Any]) -> Backend:
         """Build backend ``name``; an unknown name lists the installed ones."""

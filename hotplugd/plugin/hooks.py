@@ -18,10 +18,12 @@ from prometheus_client.registry import CollectorRegistry
 
 from hotplugd.config import Config, ConfigProblem
 from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
+from hotplugd.plugin.backend import BackendRegistry, BackendSubject, HostBackend
 from hotplugd.plugin.commands import CommandRegistry
 from hotplugd.plugin.manager import (
     BUILTIN,
     PluginManager,
+    backend_registry,
     call_checked,
     call_isolated,
     call_one,
@@ -80,6 +82,28 @@ class Hooks:
         declined = {impl.plugin_name for impl, answer in each_checked(self.pm.hook.hotplugd_chooses_zones,
                                                                       config=config) if answer is False}
         return [name for name in hooks if name not in declined]
+
+    def backends(self) -> BackendRegistry:
+        """Every plugin's backends (``hotplugd_register_backends``; a plugin that fails it is left out)."""
+        return backend_registry(self.pm)
+
+    def backend_subject(self, name: str, options: Mapping[str, Any] | None = None) -> BackendSubject:
+        """What backend ``name`` onlines under its table ``options``, as its plugin registered it."""
+        return self.backends().subject(name, options)
+
+    def host_backend(self, config: Config) -> tuple[HostBackend | None, list[str]]:
+        """The first ``hotplugd_host_backend`` answer naming a backend (None: none did), and the reasons
+        of the answers before it that named none. Every implementation is called; one that raises is a
+        PluginError naming its plugin."""
+        declined: list[str] = []
+        for _impl, answer in each_checked(self.pm.hook.hotplugd_host_backend, config=config):
+            if not isinstance(answer, HostBackend):
+                continue
+            if answer.backend:
+                return answer, declined
+            if answer.reason:
+                declined.append(answer.reason)
+        return None, declined
 
     def configure(self, config: Config, *, isolated: bool = False) -> None:
         """Hand each plugin its own ``[plugins.<name>]`` table (``hotplugd_configure``); at start a plugin

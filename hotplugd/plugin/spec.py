@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from hotplugd.config import Config, ConfigProblem
     from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
-    from hotplugd.plugin.backend import BackendRegistry
+    from hotplugd.plugin.backend import BackendRegistry, HostBackend
     from hotplugd.plugin.commands import CommandRegistry
 
 PROJECT = "hotplugd"
@@ -55,6 +55,24 @@ def hotplugd_register_backends(registry: BackendRegistry) -> None:
     :class:`hotplugd.plugin.backend.Backend`; only the configured backend is built.
     Every implementation is called, once per daemon (and by ``hotplugd plugins``);
     results are ignored. Two plugins registering the same name is a config error.
+    """
+
+
+@hookspec
+def hotplugd_host_backend(config: Config) -> HostBackend | None:
+    """Whether your backend reads the machine hotplugd runs on (``check``, ``status``: no backend chosen).
+
+    ``config`` is the :class:`hotplugd.config.Config` with no ``backend`` (neither the file nor
+    ``--backend`` chose one; your table: ``config.plugins.get("<name>", {})``). Return a
+    :class:`hotplugd.HostBackend`: ``HostBackend("mine", reason)`` when this machine is one your
+    backend reads (the ``sysfs`` plugin: its root has ``devices/system/memory``), or
+    ``HostBackend(None, reason)`` to say why it is not; None when you have no say. Every
+    implementation is called, in hook order (the last registered first; ``tryfirst``/``trylast``
+    change that); the first answer that names a backend chooses it, and the reasons of the
+    answers before it that named none are printed after "no backend chosen, and ...". A backend
+    that is a model answers ``trylast``, as the fallback (the ``simulated`` plugin). Never called
+    by ``run``, which needs a backend chosen. No I/O beyond a look at the filesystem. An
+    implementation that raises is a plugin error (exit 78).
     """
 
 

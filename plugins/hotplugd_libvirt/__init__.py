@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hotplugd import BackendRegistry, Config, ConfigError, ConfigProblem, hookimpl
+from hotplugd import BackendRegistry, BackendSubject, Config, ConfigError, ConfigProblem, hookimpl
 
 from .settings import Settings, parse
 
@@ -84,7 +84,9 @@ def _build(options: Mapping[str, Any]) -> LibvirtBackend:
 
 @hookimpl
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
-    registry.add("libvirt", _build, summary="guests onlined through libvirt's events and guest agent channel")
+    registry.add("libvirt", _build, summary="guests onlined through libvirt's events and guest agent channel",
+                 subject=BackendSubject("the guests' memory, through libvirt and their qemu-guest-agent",
+                                        "the guests"))
 
 
 @hookimpl

@@ -59,7 +59,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hotplugd import BackendRegistry, Config, ConfigProblem, hookimpl
+from hotplugd import BackendRegistry, BackendSubject, Config, ConfigProblem, hookimpl
 
 from .agent import AgentClient, AgentError, AgentTimeout, AgentUnavailable, CommandFailed
 from .discover import find_guests
@@ -91,7 +91,8 @@ def _build(options: Mapping[str, Any]) -> QgaBackend:
 
 @hookimpl
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
-    registry.add("qga", _build, summary="guests onlined from the hypervisor host through qemu-guest-agent")
+    registry.add("qga", _build, summary="guests onlined from the hypervisor host through qemu-guest-agent",
+                 subject=BackendSubject("the guests' memory, through their qemu-guest-agent", "the guests"))
 
 
 @hookimpl

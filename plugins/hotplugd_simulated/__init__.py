@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hotplugd import BackendRegistry, CommandRegistry, ConfigProblem, hookimpl
+from hotplugd import BackendRegistry, BackendSubject, CommandRegistry, ConfigProblem, HostBackend, hookimpl
 
 from .backend import SimulatedBackend
 from .settings import Settings, Step, parse
@@ -19,10 +19,21 @@ from .simulate import arguments, command
 __all__ = ["Settings", "SimulatedBackend", "Step"]
 
 
+SUBJECT = BackendSubject("a simulated host, not this machine", "the simulated host", model=True,
+                         absent="no memory table: a simulated host exists only inside a running daemon "
+                                "(`hotplugd run --backend simulated`, `hotplugd simulate`)")
+
+
 @hookimpl
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
     registry.add("simulated", SimulatedBackend.from_options,
-                 summary="a modelled host with hot-add scenarios, costs, locks and faults")
+                 summary="a modelled host with hot-add scenarios, costs, locks and faults", subject=SUBJECT)
+
+
+@hookimpl(trylast=True)
+def hotplugd_host_backend() -> HostBackend:
+    """The fallback where no plugin reads this machine: a modelled host, never called this one."""
+    return HostBackend("simulated")
 
 
 @hookimpl

@@ -42,9 +42,10 @@ Registered through the ``hotplugd`` entry-point group like any third-party plugi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from hotplugd import BackendRegistry, ConfigProblem, hookimpl
+from hotplugd import BackendRegistry, BackendSubject, Config, ConfigProblem, HostBackend, hookimpl
 
 from .backend import SysfsBackend
 from .intake import Drop, Intake, MemoryUEvent
@@ -56,10 +57,30 @@ __all__ = ["BlockInfo", "Drop", "Intake", "MemoryUEvent", "NotRegistered", "Sett
            "SysfsIO", "UEvent"]
 
 
+def _root(table: Mapping[str, Any]) -> str:
+    """The table's sysfs root, as check and status name it before the table is validated."""
+    root = table.get("root", "/sys")
+    return root if isinstance(root, str) else "/sys"
+
+
+def subject(options: Mapping[str, Any]) -> BackendSubject:
+    """This host's memory, under the configured sysfs root."""
+    return BackendSubject(f"this host (its memory under {_root(options)})", "this host", host=True)
+
+
 @hookimpl
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
     registry.add("sysfs", SysfsBackend.from_options,
-                 summary="a real Linux host: sysfs memory blocks, netlink uevents")
+                 summary="a real Linux host: sysfs memory blocks, netlink uevents", subject=subject)
+
+
+@hookimpl
+def hotplugd_host_backend(config: Config) -> HostBackend:
+    """This machine is ours where the root has memory blocks (a blocked plugin is never asked)."""
+    memory = Path(_root(config.plugins.get("sysfs", {})), "devices/system/memory")
+    if memory.is_dir():
+        return HostBackend("sysfs", f"{memory} exists, so this host's own")
+    return HostBackend(None, f"this machine has no {memory}")
 
 
 @hookimpl

@@ -25,6 +25,7 @@ from hotplugd.config import Config, MetricsConfig
 from hotplugd.config import load as cfgload
 from hotplugd.model import Block, PhaseInfo, State, Trigger
 from hotplugd.observe.metrics import Metrics
+from hotplugd.plugin.hooks import Hooks
 from hotplugd.plugin.manager import build_backend, make_manager
 from hotplugd.testing import sample
 from hotplugd.units import format_bytes
@@ -36,8 +37,8 @@ TRIGGERS = [t.value for t in Trigger]
 
 def render(config: Config) -> tuple[int, str]:
     console = Console(file=io.StringIO(), width=160, color_system=None)
-    backend = build_backend(make_manager(config.disabled_plugins), config)
-    code = status(config, backend, console)
+    pm = make_manager(config.disabled_plugins)
+    code = status(config, build_backend(pm, config), console, hooks=Hooks(pm))  # as `hotplugd status` does
     return code, console.file.getvalue()
 
 
