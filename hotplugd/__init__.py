@@ -34,6 +34,7 @@ from hotplugd.model import (
 )
 from hotplugd.plugin.backend import Backend, BackendRegistry, BackendSubject, HostBackend
 from hotplugd.plugin.commands import CommandContext, CommandRegistry, DaemonSession, PlanSummary
+from hotplugd.plugin.installing import InstallFiles
 from hotplugd.plugin.spec import hookimpl
 from hotplugd.schema import (
     ConfigProblem,
@@ -81,6 +82,7 @@ __all__ = [
     "Executor",
     "HostBackend",
     "HotplugdError",
+    "InstallFiles",
     "KernelKnobs",
     "OnlineResult",
     "NodeLedger",

@@ -11,29 +11,31 @@ What it does (each step is printed; ``--destdir`` installs into a staging tree i
    the ``hotplugd`` program is not ``/usr/bin/hotplugd``, a drop-in
    ``hotplugd.service.d/10-exec.conf`` points ``ExecStart=`` at it (the hardening stays as shipped).
 2. ``/etc/hotplugd/hotplugd.toml`` from ``config/hotplugd.toml`` with ``backend = "sysfs"``,
-   owned by root, mode 0644; an existing file is never overwritten. Where it names dax devices
-   (``[[plugins.sysfs.dax]]``), or with ``--dax``, the drop-in ``hotplugd.service.d/20-dax.conf``
-   (``systemd/hotplugd-dax.conf``) grants what proving a device unused needs (CAP_SYS_PTRACE,
-   CAP_DAC_READ_SEARCH: ``docs/dax.md``); otherwise a drop-in left from before is removed.
+   owned by root, mode 0644; an existing file is never overwritten.
 3. The docs the units' ``Documentation=`` names, into ``/usr/share/doc/hotplugd``.
-4. Distro udev rules that online memory blocks themselves (found by the same reader as
-   ``hotplugd check``): each rules file that has one gets a copy of the same name in
-   ``/etc/udev/rules.d`` with those lines commented out, which masks the distro's file and keeps
-   its other rules (CPU hot-add, say). Rules already in ``/etc`` are the operator's: reported only.
-5. Without ``--destdir``: ``systemctl daemon-reload``, ``udevadm control --reload`` and, with
-   ``--enable``, ``systemctl enable --now hotplugd.socket hotplugd.service``.
+4. What the plugins install beside the units, as the hotplugd program ``--exec`` names says it
+   (staged under ``--destdir``, that one; ``hotplugd install-files``: each plugin's
+   ``hotplugd_install_files`` hook, its steps printed).
+   The sysfs plugin's: a copy in ``/etc/udev/rules.d`` masking each distro udev rules file that
+   onlines memory blocks (those lines commented out, its other rules kept; ``--no-udev``: none),
+   and, where the config names dax devices (or with ``--dax``), the drop-in
+   ``hotplugd.service.d/20-dax.conf`` (``systemd/hotplugd-dax.conf``) granting what proving a
+   device unused needs (``docs/dax.md``).
+5. Without ``--destdir``: ``systemctl daemon-reload`` and, with ``--enable``,
+   ``systemctl enable --now hotplugd.socket hotplugd.service``.
+
+The program must run (it is asked before anything is written): install hotplugd first.
 
 ``--uninstall`` undoes it: stops and disables the units, writes back the kernel's onlining
 knobs as hotplugd found them before it first changed them (recorded in
-``<state_directory>/kernel-knobs.json``; ``--sysfs-root`` for a fake tree), removes the units,
-the drop-in, the docs and the udev masks (the distro's rules apply again), and keeps
-``/etc/hotplugd/hotplugd.toml``, the operator's.
+``<state_directory>/kernel-knobs.json``; ``--sysfs-root`` for a fake tree), removes what the
+plugins installed (``hotplugd install-files --uninstall``: the udev masks, the dax drop-in), the
+units, the drop-in and the docs, and keeps ``/etc/hotplugd/hotplugd.toml``, the operator's.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shlex
@@ -42,7 +44,6 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS = ("hotplugd.service", "hotplugd.socket")
@@ -50,30 +51,10 @@ SHIPPED_EXEC = "/usr/bin/hotplugd"
 CONFIG_PATH = "etc/hotplugd/hotplugd.toml"
 DOC_DIR = "usr/share/doc/hotplugd"
 DOCS = (REPO / "docs" / "install.md", REPO / "README.md")
-#: udev's rules directories, highest priority first; the first two belong to the operator.
-UDEV_DIRS = ("etc/udev/rules.d", "run/udev/rules.d", "usr/local/lib/udev/rules.d", "usr/lib/udev/rules.d",
-             "lib/udev/rules.d")
-UDEV_OVERRIDE_DIR = "etc/udev/rules.d"
-OPERATOR_UDEV_DIRS = ("etc/udev/rules.d", "run/udev/rules.d")
-MARK = "# hotplugd (systemd/install.py): disabled, hotplugd onlines memory blocks: "
-#: The first line of each udev mask install.py writes (uninstall removes exactly those files).
-COPY_PREFIX, COPY_SUFFIX = "# Copy of ", " without its memory onlining rules (systemd/install.py).\n"
 #: The unit's StateDirectory=hotplugd, and the config's default state_directory.
 STATE_DIRECTORY = "/var/lib/hotplugd"
-#: The drop-in that lets hotplugd read other processes' /proc/PID/{maps,fd} (dax conversions only).
-DAX_DROPIN = "hotplugd.service.d/20-dax.conf"
-
-
-def load_reader(name: str) -> ModuleType:
-    """``hotplugd_sysfs.<name>`` loaded from the checkout by path (it needs only the standard library)."""
-    path = REPO / "plugins" / "hotplugd_sysfs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"hotplugd_{name}_reader", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"install.py: cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+#: ``--dax``: what the plugins install for dax devices, ahead of the config naming one.
+DAX_FEATURE = "dax"
 
 
 def under(destdir: Path, path: str) -> Path:
@@ -160,31 +141,6 @@ def install_units(destdir: Path, unit_dir: str, exec_path: str) -> list[Path]:
     return written
 
 
-def names_dax_devices(config: Path) -> bool:
-    """Whether the config has ``[[plugins.sysfs.dax]]`` rules (an unreadable config: no)."""
-    try:
-        data = tomllib.loads(config.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False
-    sysfs = data.get("plugins", {}).get("sysfs", {}) if isinstance(data.get("plugins"), dict) else {}
-    return isinstance(sysfs, dict) and bool(sysfs.get("dax"))
-
-
-def install_dax_dropin(destdir: Path, unit_dir: str, wanted: bool) -> Path | None:
-    """Install the dax drop-in when wanted; remove one install.py wrote before when not."""
-    dropin = under(destdir, unit_dir) / DAX_DROPIN
-    if not wanted:
-        if dropin.exists():
-            dropin.unlink()
-            say(f"removed {dropin} (the config names no dax device: no capability is needed)")
-        return None
-    dropin.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO / "systemd" / "hotplugd-dax.conf", dropin)
-    os.chmod(dropin, 0o644)
-    say(f"wrote {dropin} (dax devices: CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to prove them unused)")
-    return dropin
-
-
 def default_config() -> str:
     """The reference config with the real host's backend."""
     text = (REPO / "config" / "hotplugd.toml").read_text()
@@ -220,40 +176,36 @@ def install_docs(destdir: Path) -> None:
     say(f"wrote {target}")
 
 
-def disabled_copy(text: str, first_lines: set[int]) -> str:
-    """``text`` with the rules starting at ``first_lines`` (1-based, continuations too) commented out."""
-    out, continuing = [], False
-    for number, line in enumerate(text.splitlines(), 1):
-        if number in first_lines or continuing:
-            out.append(MARK + line if number in first_lines else "# " + line)
-            continuing = line.rstrip().endswith("\\")
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
+def plugin_files(exec_path: str, destdir: Path, unit_dir: str, *flags: str) -> bool:
+    """``hotplugd install-files``: what the plugins install beside the units, each step said; False when it failed."""
+    argv = [program(exec_path, destdir), "install-files", "--root", str(destdir), "--unit-dir", unit_dir, *flags]
+    say("$ " + shlex.join(argv))
+    try:
+        done = subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as exc:
+        say(f"cannot run {argv[0]} to ask its plugins what they install: {exc.strerror or exc}")
+        return False
+    for line in done.stdout.splitlines():
+        say(line)
+    if done.returncode != 0:
+        say(f"{argv[0]} install-files failed (exit {done.returncode})")
+    return done.returncode == 0
 
 
-def disable_udev_rules(destdir: Path, udev: ModuleType) -> list[Path]:
-    """Mask each distro rules file that onlines memory with a copy whose memory rules are commented out."""
-    dirs = [under(destdir, d) for d in UDEV_DIRS]
-    operator = {under(destdir, d) for d in OPERATOR_UDEV_DIRS}
-    by_file: dict[Path, set[int]] = {}
-    for hit in udev.find_rules(dirs):
-        if hit.path.parent in operator:
-            say(f"left alone (the operator's own rule, remove it by hand): {hit}")
-            continue
-        by_file.setdefault(hit.path, set()).add(hit.line)
-    written = []
-    for path, lines in sorted(by_file.items()):
-        target = under(destdir, UDEV_OVERRIDE_DIR) / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f"{COPY_PREFIX}{path.relative_to(destdir)}{COPY_SUFFIX}"
-                          + disabled_copy(path.read_text(errors="replace"), lines))
-        os.chmod(target, 0o644)
-        say(f"masked {path} with {target} ({len(lines)} rule{'s' if len(lines) != 1 else ''} disabled)")
-        written.append(target)
-    if not by_file:
-        say("no distro udev rule onlines memory")
-    return written
+def program(exec_path: str, destdir: Path) -> str:
+    """The hotplugd to run here: ``--exec``'s, or with ``--destdir`` the one staged there where it is."""
+    staged = under(destdir, exec_path)
+    live = destdir.resolve() == Path("/")
+    return str(staged) if not live and staged.is_file() and os.access(staged, os.X_OK) else exec_path
+
+
+def runnable(exec_path: str, destdir: Path) -> str | None:
+    """Why the program cannot be asked what its plugins install, or None."""
+    path = program(exec_path, destdir)
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        return (f"--exec {exec_path}: no such program (here or under --destdir); install.py asks the hotplugd it "
+                f"installs the units for what its plugins install: install hotplugd first (docs/install.md)")
+    return None
 
 
 def run(argv: list[str], check: bool = True) -> None:
@@ -290,10 +242,10 @@ def restore_knobs(exec_path: str, destdir: Path, sysfs_root: Path) -> bool:
     return done.returncode == 0
 
 
-def remove_files(destdir: Path, unit_dir: str) -> list[Path]:
-    """The units, the drop-in, the docs and the udev masks install.py wrote; the removed masks returned."""
+def remove_files(destdir: Path, unit_dir: str) -> None:
+    """The units, the ExecStart= drop-in and the docs install.py wrote (the plugins' files are theirs to remove)."""
     units = under(destdir, unit_dir)
-    for path in [*(units / name for name in UNITS), units / "hotplugd.service.d" / "10-exec.conf", units / DAX_DROPIN]:
+    for path in [*(units / name for name in UNITS), units / "hotplugd.service.d" / "10-exec.conf"]:
         if path.exists():
             path.unlink()
             say(f"removed {path}")
@@ -304,30 +256,21 @@ def remove_files(destdir: Path, unit_dir: str) -> list[Path]:
     if docs.is_dir():
         shutil.rmtree(docs)
         say(f"removed {docs}")
-    masks = []
-    rules = under(destdir, UDEV_OVERRIDE_DIR)
-    for path in sorted(rules.glob("*.rules")) if rules.is_dir() else []:
-        first = path.read_text(errors="replace").partition("\n")[0] + "\n"
-        if first.startswith(COPY_PREFIX) and first.endswith(COPY_SUFFIX):
-            path.unlink()
-            say(f"removed {path} (the distro's rules file applies again)")
-            masks.append(path)
-    return masks
 
 
 def uninstall(opts: argparse.Namespace, live: bool) -> int:
-    """Stop, restore the kernel's knobs, remove what install() wrote; 1 when a knob could not be restored."""
+    """Stop, restore the kernel's knobs, remove what install() and the plugins wrote; 1 when a knob could not
+    be restored or the plugins' files not removed."""
     if live:
         run(["systemctl", "disable", "--now", *UNITS], check=False)
     sysfs_root = opts.sysfs_root or (Path("/sys") if live else under(opts.destdir, "sys"))
     restored = restore_knobs(opts.exec_path, opts.destdir, sysfs_root)
-    masks = remove_files(opts.destdir, opts.unit_dir)
+    removed = plugin_files(opts.exec_path, opts.destdir, opts.unit_dir, "--uninstall")
+    remove_files(opts.destdir, opts.unit_dir)
     say(f"kept {under(opts.destdir, CONFIG_PATH)} (the operator's; remove it by hand)")
     if live:
         run(["systemctl", "daemon-reload"])
-        if masks:
-            run(["udevadm", "control", "--reload"])
-    return 0 if restored else 1
+    return 0 if restored and removed else 1
 
 
 def main(args: list[str] | None = None) -> int:
@@ -338,8 +281,10 @@ def main(args: list[str] | None = None) -> int:
     parser.add_argument("--unit-dir", default="/etc/systemd/system", help="where the units go")
     parser.add_argument("--dax", action="store_true",
                         help="install the dax drop-in (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH) even if the config "
-                             "names no dax device yet")
-    parser.add_argument("--no-udev", action="store_true", help="leave udev rules alone")
+                             "names no dax device yet (--with dax)")
+    parser.add_argument("--with", dest="features", action="append", default=[], metavar="NAME",
+                        help="what a plugin installs for NAME, ahead of the config naming it (repeatable)")
+    parser.add_argument("--no-udev", action="store_true", help="leave udev rules alone (--without udev)")
     parser.add_argument("--enable", action="store_true", help="enable and start the socket and the service")
     parser.add_argument("--uninstall", action="store_true",
                         help="stop hotplugd, restore the kernel's onlining knobs as it found them, remove what "
@@ -355,18 +300,19 @@ def main(args: list[str] | None = None) -> int:
     live = opts.destdir.resolve() == Path("/")
     if opts.uninstall:
         return uninstall(opts, live)
-    reason = hidden_program(opts.exec_path, (REPO / "systemd" / "hotplugd.service").read_text())
+    reason = hidden_program(opts.exec_path, (REPO / "systemd" / "hotplugd.service").read_text()) or runnable(
+        opts.exec_path, opts.destdir)
     if reason:
         parser.error(reason)
     install_units(opts.destdir, opts.unit_dir, opts.exec_path)
-    config = install_config(opts.destdir)
-    install_dax_dropin(opts.destdir, opts.unit_dir, opts.dax or names_dax_devices(config))
+    install_config(opts.destdir)
     install_docs(opts.destdir)
-    masked = [] if opts.no_udev else disable_udev_rules(opts.destdir, load_reader("udev"))
+    features = [*opts.features, *([DAX_FEATURE] if opts.dax else [])]
+    flags = [*(f"--with={name}" for name in features), *(["--without=udev"] if opts.no_udev else [])]
+    if not plugin_files(opts.exec_path, opts.destdir, opts.unit_dir, *flags):
+        return 1
     if live:
         run(["systemctl", "daemon-reload"])
-        if masked:
-            run(["udevadm", "control", "--reload"])
         if opts.enable:
             run(["systemctl", "enable", "--now", *UNITS])
     elif opts.enable:

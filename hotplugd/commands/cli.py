@@ -1,4 +1,4 @@
-"""The command line: ``hotplugd run | plugins | status | check | check-config | restore-knobs``,
+"""The command line: ``hotplugd run | plugins | status | check | check-config | restore-knobs | install-files``,
 and the plugins' commands.
 
 User errors (HotplugdError) print one message, no traceback, and exit with
@@ -40,6 +40,8 @@ _EXITS = {
     "check-config": "0: valid; 2: usage error; 78: invalid (every problem is named)",
     "restore-knobs": "0: restored, or nothing recorded; 1: a knob could not be written back (the record is kept); "
                      "2: usage error; 78: a config or flag is wrong",
+    "install-files": "0: done; 1: a file could not be written or removed (named; the other steps are done); "
+                     "2: usage error; 78: the config or a plugin is wrong (nothing is written)",
 }
 #: ``{needs}``: how each backend to choose from is chosen; ``{host}``: those that read this host.
 _DESCRIPTIONS = {
@@ -59,6 +61,10 @@ _DESCRIPTIONS = {
                      "stopped: write the kernel's onlining knobs back as hotplugd first found them, from "
                      "<state_directory>/kernel-knobs.json, then remove the record (and the state directory when "
                      "it held nothing else). This host's knobs, whatever backend the config runs.",
+    "install-files": "What the plugins install beside hotplugd's units (hotplugd_install_files), written under "
+                     "--root and said step by step: systemd/install.py runs it with the hotplugd it installs the "
+                     "units for. The config is <root>/etc/hotplugd/hotplugd.toml where it exists (--config: "
+                     "another). With --uninstall, what they wrote is removed.",
 }
 
 
@@ -128,6 +134,18 @@ def build_parser(contributed: CommandRegistry | None = None,
                                          "written back as hotplugd first found them; exit 1 if any could not be",
                    registry)
     config_args(restore)
+
+    files = _sub(sub, "install-files", "what the plugins install beside the units (systemd/install.py runs it)",
+                 registry)
+    files.add_argument("-c", "--config", type=Path,
+                       help="the config to install for (default: ROOT/etc/hotplugd/hotplugd.toml if it exists)")
+    files.add_argument("--root", type=Path, default=Path("/"), help="install under this root (default /)")
+    files.add_argument("--unit-dir", default="/etc/systemd/system", help="where hotplugd.service is installed")
+    files.add_argument("--with", dest="features", action="append", default=[], metavar="NAME",
+                       help="install what a plugin's NAME needs ahead of the config naming it (repeatable)")
+    files.add_argument("--without", dest="skip", action="append", default=[], metavar="NAME",
+                       help="leave a plugin's NAME alone (repeatable)")
+    files.add_argument("--uninstall", action="store_true", help="remove what the plugins install")
     for p in sub.choices.values():
         p.formatter_class = argparse.RawDescriptionHelpFormatter
     if contributed is not None:
@@ -300,8 +318,24 @@ def cmd_restore_knobs(args: argparse.Namespace) -> int:
     return restore_knobs(config, build_backend(pm, config))
 
 
+def cmd_install_files(args: argparse.Namespace) -> int:
+    from hotplugd.commands.install_files import install_files, under
+
+    if not args.root.is_absolute():
+        raise ConfigError(f"--root {str(args.root)!r}: an absolute path is needed")
+    if args.uninstall:  # every plugin removes what it may have written, whatever the config says now
+        config, pm = Config(), make_manager()
+    else:
+        path = args.config or under(args.root, DEFAULT_PATH)
+        config = load(path if args.config or path.is_file() else None)
+        pm = make_manager(config.disabled_plugins)
+        check_plugin_config(pm, config)
+    return install_files(config, Hooks(pm), args.root, args.unit_dir, args.features, args.skip,
+                         uninstall=args.uninstall)
+
+
 COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "check-config": cmd_check_config, "check": cmd_check,
-            "status": cmd_status, "restore-knobs": cmd_restore_knobs}
+            "status": cmd_status, "restore-knobs": cmd_restore_knobs, "install-files": cmd_install_files}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from hotplugd.config import Config, ConfigProblem
 from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
 from hotplugd.plugin.backend import BackendRegistry, BackendSubject, HostBackend
 from hotplugd.plugin.commands import CommandRegistry
+from hotplugd.plugin.installing import InstallFiles
 from hotplugd.plugin.manager import (
     BUILTIN,
     PluginManager,
@@ -104,6 +105,14 @@ class Hooks:
             if answer.reason:
                 declined.append(answer.reason)
         return None, declined
+
+    def install_files(self, files: InstallFiles, config: Config) -> InstallFiles:
+        """Every plugin's files (``hotplugd_install_files``), each step remembering its plugin; one that
+        raises is a PluginError naming it."""
+        for impl in reversed(self.pm.hook.hotplugd_install_files.get_hookimpls()):
+            files._registering_for(impl.plugin_name)
+            call_one(impl, "hotplugd_install_files", {"files": files, "config": config}, isolate=False)
+        return files
 
     def configure(self, config: Config, *, isolated: bool = False) -> None:
         """Hand each plugin its own ``[plugins.<name>]`` table (``hotplugd_configure``); at start a plugin

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from hotplugd.model import Block, BlockReport, NodeLedger, PhaseInfo, ZoneRequest
     from hotplugd.plugin.backend import BackendRegistry, HostBackend
     from hotplugd.plugin.commands import CommandRegistry
+    from hotplugd.plugin.installing import InstallFiles
 
 PROJECT = "hotplugd"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -92,6 +93,25 @@ def hotplugd_add_commands(commands: CommandRegistry) -> None:
     config is read); results are ignored. Isolated per plugin: an implementation that
     raises, a name already taken, or options that fail or clash leave out that plugin's
     commands only, logged with its name.
+    """
+
+
+@hookspec
+def hotplugd_install_files(files: InstallFiles, config: Config) -> None:
+    """Say what your plugin installs beside hotplugd's units, and what it removes again on uninstall.
+
+    ``files`` is a :class:`hotplugd.InstallFiles`: ``files.write(path, text, said=..., reload=...)``,
+    ``files.remove(path, said=...)``, ``files.say(message)``; ``files.root`` is the install root
+    (``/`` or a staging tree; ``files.under("/etc/...")`` is a path under it), ``files.unit_dir``
+    where ``hotplugd.service`` goes (under the root: drop-ins in ``hotplugd.service.d``),
+    ``files.features`` what the operator asked to install ahead of the config
+    (``install.py --with NAME``), ``files.skip`` what to leave alone (``--without NAME``), and
+    ``files.uninstall`` whether this is the uninstall (say what to remove of what you wrote).
+    ``config`` is the installed config (defaults where there is none yet; on uninstall, always
+    the defaults). ``hotplugd install-files``, run by ``systemd/install.py``, carries the steps
+    out in order and prints each. Every implementation is called, once; results are ignored.
+    Read only: the command writes. An implementation that raises is a plugin error (exit 78) and
+    nothing is written.
     """
 
 

@@ -45,8 +45,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hotplugd import BackendRegistry, BackendSubject, Config, ConfigProblem, HostBackend, hookimpl
+from hotplugd import BackendRegistry, BackendSubject, Config, ConfigProblem, HostBackend, InstallFiles, hookimpl
 
+from . import installs
 from .backend import SysfsBackend
 from .intake import Drop, Intake, MemoryUEvent
 from .settings import Settings, parse
@@ -88,3 +89,9 @@ def hotplugd_check_config(plugins: Mapping[str, Mapping[str, Any]]) -> list[Conf
     problems: list[ConfigProblem] = []
     parse(plugins.get("sysfs", {}), problems)
     return problems
+
+
+@hookimpl
+def hotplugd_install_files(files: InstallFiles, config: Config) -> None:
+    """Masks of distro udev rules that online memory, and the dax drop-in where the config converts devices."""
+    installs.install_files(files, config)

@@ -35,12 +35,28 @@ LABEL="vm_hotadd_end"
 OPERATOR_RULE = 'SUBSYSTEM=="memory", ACTION=="add", ATTR{state}="online_movable"\n'
 
 
+#: Where the staged hotplugd is (``--exec``): install.py asks it what the plugins install.
+STAGED = "/opt/hotplugd/bin/hotplugd"
+
+
+def stage_hotplugd(root: Path) -> Path:
+    """``root``/opt/hotplugd/bin/hotplugd: the hotplugd under test, staged where ``--exec`` names it."""
+    path = root / STAGED.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec {HOTPLUGD} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 def install(root: Path, *args: str) -> str:
+    """install.py into ``root`` for the hotplugd staged there, whose plugins say what they install."""
     # Any python3 works (standard library only): run it with the system's, not the venv's.
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    done = subprocess.run([python, str(INSTALL), "--destdir", str(root), *args],
+    stage_hotplugd(root)
+    program = [] if "--exec" in args else ["--exec", STAGED]
+    done = subprocess.run([python, str(INSTALL), "--destdir", str(root), *program, *args],
                           capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
@@ -60,9 +76,27 @@ def test_units_are_copied_unchanged_with_an_execstart_dropin(tmp_path: Path) -> 
 
 
 def test_the_shipped_path_needs_no_dropin_and_a_stale_one_goes(tmp_path: Path) -> None:
-    install(tmp_path, "--exec", "/opt/hotplugd/bin/hotplugd")
     install(tmp_path)
+    assert (tmp_path / "etc/systemd/system/hotplugd.service.d/10-exec.conf").exists()
+    # /usr/bin/hotplugd is the Debian package's, which installs its units itself: the step alone here.
+    load_install().install_units(tmp_path, "/etc/systemd/system", "/usr/bin/hotplugd")
     assert not (tmp_path / "etc/systemd/system/hotplugd.service.d/10-exec.conf").exists()
+
+
+def test_a_program_that_cannot_be_asked_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """The plugins of the hotplugd the units run say what they need installed: without it, nothing is."""
+    done = subprocess.run([sys.executable, str(INSTALL), "--destdir", str(tmp_path), "--exec",
+                           "/opt/nowhere/bin/hotplugd"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "--exec /opt/nowhere/bin/hotplugd: no such program" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "etc").exists()
+
+
+def test_the_plugins_files_come_from_the_program_it_installs_for(tmp_path: Path) -> None:
+    """install.py loads no plugin file: it runs `hotplugd install-files` and says each step the plugins gave."""
+    out = install(tmp_path)
+    assert f"$ {tmp_path}{STAGED} install-files --root {tmp_path} --unit-dir /etc/systemd/system" in out
+    assert "install: no distro udev rule onlines memory" in out
+    assert "load_reader" not in INSTALL.read_text() and "hotplugd_sysfs" not in INSTALL.read_text()
 
 
 DAX_DROPIN = "etc/systemd/system/hotplugd.service.d/20-dax.conf"
@@ -81,6 +115,9 @@ def test_the_dax_dropin_comes_only_with_dax_rules_or_dax(tmp_path: Path) -> None
     config.write_text(config.read_text().replace(DAX_RULE, ""))
     assert "removed" in install(tmp_path) and not (tmp_path / DAX_DROPIN).exists()  # rules gone: so is the grant
     install(tmp_path, "--dax")  # devices to come: granted ahead
+    assert (tmp_path / DAX_DROPIN).exists()
+    install(tmp_path)
+    install(tmp_path, "--with", "dax")  # the same, by the plugin's feature name
     assert (tmp_path / DAX_DROPIN).exists()
     uninstall(tmp_path)
     assert not (tmp_path / DAX_DROPIN).exists() and not (tmp_path / DAX_DROPIN).parent.exists()
@@ -121,6 +158,15 @@ def test_a_distro_memory_rule_is_masked_and_the_rest_of_its_file_kept(tmp_path: 
     assert not any("memory" in line or "TEST==" in line and "state" in line for line in active)
     assert any(line.startswith('SUBSYSTEM=="cpu"') for line in active)
     assert 'LABEL="vm_hotadd_apply"' in active and 'LABEL="vm_hotadd_end"' in active
+
+
+def test_no_udev_leaves_the_distros_rules_alone(tmp_path: Path) -> None:
+    vendor = tmp_path / "usr/lib/udev/rules.d"
+    vendor.mkdir(parents=True)
+    (vendor / "40-vm-hotadd.rules").write_text(UBUNTU_RULES)
+    out = install(tmp_path, "--no-udev")
+    assert not (tmp_path / "etc/udev/rules.d").exists() and "masked" not in out
+    assert len(find_rules(udev_dirs(tmp_path))) == 1
 
 
 def test_the_operators_own_rule_is_reported_not_touched(tmp_path: Path) -> None:
@@ -178,7 +224,7 @@ def test_uninstall_restores_the_knobs_and_removes_what_install_wrote(tmp_path: P
     vendor = tmp_path / "usr/lib/udev/rules.d"
     vendor.mkdir(parents=True)
     (vendor / "40-vm-hotadd.rules").write_text(UBUNTU_RULES)
-    install(tmp_path, "--exec", "/opt/hotplugd/bin/hotplugd")
+    install(tmp_path, "--dax")
     fake = as_hotplugd_left_it(tmp_path, {"host": FOUND, "recorded_at": "2026-12-01T23:00:00+00:00"})
     out = uninstall(tmp_path)
     assert {name: fake.knob(name) for name in FOUND} == FOUND
