@@ -3,8 +3,11 @@
 A plugin is a Python package that hotplugd finds through the ``hotplugd`` entry-point group, exactly as it
 finds its own built-in backends (``sysfs``, ``simulated``, ``qga``, ``libvirt``). A plugin can add a
 **backend** (what reads a host's memory blocks and onlines them), choose each block's **zone**, **observe**
-phases and block outcomes, export **Prometheus metrics**, contribute **subcommands**, and take a **config
-table** of its own, ``[plugins.<name>]``, validated at start.
+phases and block outcomes, export **Prometheus metrics**, contribute **subcommands**, say what it
+**installs** beside the units (``hotplugd install-files``), and take a **config table** of its own,
+``[plugins.<name>]``, validated at start. A backend says what it onlines (``subject=``, a
+:class:`hotplugd.BackendSubject`) and whether it reads the machine hotplugd runs on
+(``hotplugd_host_backend``): the core names no backend.
 
 The entry point's name is the plugin's name (``hotplugd plugins``, ``disabled_plugins``, the config table);
 its value is the module holding the hooks::
@@ -55,5 +58,6 @@ contract, isolation of a failing plugin, every hook, validating a table, testing
 
 This package is hotplugd's side of it: ``spec`` (the hook specifications), ``manager`` (loading by entry
 point, ``disabled_plugins``), ``hooks`` (calling them, a failing plugin isolated), ``backend`` (the Backend
-contract and registry), ``commands`` (contributed subcommands), ``validation`` and ``builtin``.
+contract and registry), ``commands`` (contributed subcommands), ``installing`` (what plugins install),
+``validation`` and ``builtin``.
 """
