@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from harness.pytest_plugin import require
 
-from hotplugd.testing.fakesysfs import FakeSysfs
+from hotplugd_sysfs.testing import FakeSysfs
 
 from .manifests import CONTAINERFILE, ROOT, Deploy, expand, render
 
