@@ -15,8 +15,8 @@ import json
 import os
 import re
 import shlex
-import stat
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
