@@ -138,8 +138,8 @@ def _headline() -> dict[str, list[float]]:
     page first, then its history): each onliner's median x kernel auto-online on dimm 4, dimm 16 and virtio-mem."""
     for page in ("README.md", "HISTORY.md"):
         for table in (ROOT / "bench" / page).read_text().split("\n\n"):
-            if not (table.startswith("| median") and all(f"\n| {row}" in table
-                                                           for row in ("C loop", "hotplugd onlining itself", "udev rule"))):
+            rows_needed = ("C loop", "hotplugd onlining itself", "udev rule")
+            if not (table.startswith("| median") and all(f"\n| {row}" in table for row in rows_needed)):
                 continue
             rows = {}
             for line in table.splitlines()[2:]:
