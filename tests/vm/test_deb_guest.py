@@ -16,20 +16,16 @@ never a process the test starts:
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from harness import Assets, GiB, GuestConfig, debroot
-from harness.errors import NotProvisioned
-from harness.pytest_plugin import provisioned
-from harness.systemd_guest import SystemdGuest, find_systemd_assets
+from debguest import apt_install, debian_guest
+from harness import Assets, GiB, GuestConfig
+from harness.systemd_guest import SystemdGuest
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[2]
 SERVICE, SOCKET = "hotplugd.service", "hotplugd.socket"
 METRICS_URL = "http://127.0.0.1:10964/metrics"
 KNOBS = ("/sys/devices/system/memory/auto_online_blocks", "/sys/module/memory_hotplug/parameters/online_policy",
@@ -40,23 +36,12 @@ EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 TIMES: dict[str, float] = {}
 
 
-def built() -> tuple[Path, Path]:
-    if shutil.which("debootstrap") is None:
-        raise NotProvisioned("debootstrap is not installed: run scripts/provision-deb")
-    return debroot.ensure_root(REPO), debroot.build(REPO)
-
-
 @pytest.fixture(scope="module")
 def deb(vm_assets: Assets) -> Iterator[SystemdGuest]:
     """The Debian 13 root booted to ``running``, the packages in its share (not installed yet)."""
-    assets = provisioned(find_systemd_assets, vm_assets)
-    root, out = provisioned(built)
+    guest = debian_guest(vm_assets, GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
+                                                virtio_mem=False))
     t0 = time.monotonic()
-    guest = SystemdGuest(GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
-                                     virtio_mem=False), assets, root=root)
-    guest.share.mkdir(parents=True, exist_ok=True)
-    for deb_file in out.glob("*.deb"):
-        shutil.copy(deb_file, guest.share / deb_file.name)
     try:
         guest.start()
         TIMES["boot to running"] = time.monotonic() - t0
@@ -98,10 +83,8 @@ STATE: dict[str, object] = {}
 def test_apt_install_starts_the_unit_and_check_prints_the_plan(deb: SystemdGuest) -> None:
     STATE["knobs"] = knobs(deb)
     STATE["files"] = files(deb)
-    debs = sorted(f"{deb.guest_share}/{p.name}" for p in deb.share.glob("*.deb"))
     t0 = time.monotonic()
-    done = deb.agent.run(["apt-get", "install", "-y", "--no-install-recommends", *debs], timeout=600, check=False,
-                         env={"DEBIAN_FRONTEND": "noninteractive"})
+    done = apt_install(deb)
     TIMES["apt install"] = time.monotonic() - t0
     assert done.returncode == 0, done.stdout + done.stderr
     state = deb.show(SERVICE, "ActiveState", "SubState", "Type", "UnitFileState", "StatusText", "FragmentPath")

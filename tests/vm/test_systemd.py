@@ -1,10 +1,12 @@
 """hotplugd's units under a real systemd (PID 1 in a QEMU guest), checked through systemctl and the journal.
 
 One guest boot for all seven checks, in order (each leaves the service as the next expects
-it, and each starts it again if it is not). The units are installed by ``systemd/install.py``
-exactly as shipped; the only drop-ins are the installer's ``ExecStart=`` (the program is the
-checkout, run by a guest-side venv: see :meth:`SystemdGuest.guest_venv`) and this test's
-``50-vmtest.conf`` (the test-only stall hook and a 6 s watchdog). The hardening is untouched.
+it, and each starts it again if it is not). The guest is the clean Debian 13 root with hotplugd's
+packages, built from this checkout, installed by ``apt`` as a user installs them
+(:mod:`debguest`): the unit is the package's, the program the package's ``/usr/bin/hotplugd`` on
+Debian's own Python libraries. The only drop-in is this test's ``50-vmtest.conf`` (the test-only
+stall hook and a 6 s watchdog); the hardening is untouched. The other way in, ``systemd/install.py``
+from a checkout with a venv (no package), runs check 1 in ``test_checkout_paths.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from debguest import apt_install, debian_guest
 from harness import Assets, GiB, GuestConfig
-from harness.pytest_plugin import provisioned
-from harness.systemd_guest import SystemdGuest, find_systemd_assets
+from harness.systemd_guest import SystemdGuest
 
 pytestmark = pytest.mark.vm
 
@@ -60,15 +62,16 @@ class Timer:
 
 @pytest.fixture(scope="module")
 def sd(vm_assets: Assets) -> Iterator[SystemdGuest]:
-    """The guest, booted to ``running``, with hotplugd's units and default config installed."""
-    assets = provisioned(find_systemd_assets, vm_assets)
-    with Timer("boot to running"):
-        guest = SystemdGuest(GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
-                                         virtio_mem=False), assets)
-        guest.start()
+    """The Debian guest, booted to ``running``, with hotplugd's packages installed and its units stopped."""
+    guest = debian_guest(vm_assets, GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
+                                                virtio_mem=False))
     try:
+        with Timer("boot to running"):
+            guest.start()
         with Timer("install"):
-            install(guest)
+            done = apt_install(guest)
+            assert done.returncode == 0, done.stdout + done.stderr
+            configure(guest)
         yield guest
     finally:
         guest.close()
@@ -77,16 +80,23 @@ def sd(vm_assets: Assets) -> Iterator[SystemdGuest]:
 
 def install(guest: SystemdGuest) -> None:
     """The units and default config, installed by the guest's checkout's ``systemd/install.py`` with
-    ``ExecStart=`` the guest venv (:meth:`SystemdGuest.guest_venv`), and this test's drop-in."""
+    ``ExecStart=`` the guest venv (:meth:`SystemdGuest.guest_venv`): the recipe where no package exists."""
     repo = guest.assets.project
     program = guest.guest_venv()
     guest.agent.run(["/usr/bin/python3", str(repo / "systemd" / "install.py"), "--exec", program], timeout=120)
+    configure(guest)
+
+
+def configure(guest: SystemdGuest) -> None:
+    """This test's config and drop-in on the installed units, which are left stopped (the package starts
+    them): check 1 starts them."""
     # These checks watch hotplugd's own onlining (a stop in the middle of its work, its counters):
     # the plan is pinned to it. Where the kernel onlines instead: tests/vm/test_kernel_mode.py.
     guest.agent.write_file(CONFIG, set_key(guest.agent.read_file(CONFIG), "onliner", '"hotplugd"'))
     guest.agent.run(["mkdir", "-p", f"/etc/systemd/system/{SERVICE}.d"])
     guest.agent.write_file(f"/etc/systemd/system/{SERVICE}.d/50-vmtest.conf", DROPIN)
     guest.systemctl("daemon-reload")
+    guest.systemctl("stop", SERVICE, SOCKET, timeout=120)
 
 
 def new_blocks(sd: SystemdGuest, before: set[int]) -> list:
