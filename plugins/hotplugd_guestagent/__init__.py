@@ -11,7 +11,10 @@ here is independent of how requests reach the agent (the agent's socket for
 - :mod:`.results`: one block's answer as the core's ``OnlineResult``;
 - :mod:`.blocks`: a guest's blocks as core blocks, and events from two listings;
 - :mod:`.link`: :class:`AgentLink`, one guest: health and backoff, batching of
-  ``guest-set-memory-blocks``, false-success detection, the poll loop.
+  ``guest-set-memory-blocks``, false-success detection;
+- :mod:`.fleet`: :class:`GuestFleet`, the base of both backends: their guests' links, each guest's task
+  (its poll loop) in the daemon's task group, guests appearing and going away, scans, topology, onlining;
+- :mod:`.validators`: what both backends' tables share (``concurrency``, guest names, the guest list and backoff).
 
 The guest's agent is the tenant's: every reply is untrusted (docs/qga.md, "Hostile guests").
 """
@@ -28,7 +31,9 @@ from .errors import (
     CommandFailed,
     failure_reason,
 )
-from .link import AgentLink, LinkOptions, poll_forever
+from .fleet import GuestFleet, poll_forever
+from .link import AgentLink, LinkOptions, backoff
 
 __all__ = ["Agent", "AgentAborted", "AgentError", "AgentLink", "AgentProtocolError", "AgentTimeout",
-           "AgentUnavailable", "CommandFailed", "LinkOptions", "failure_reason", "poll_forever", "request", "unwrap"]
+           "AgentUnavailable", "CommandFailed", "GuestFleet", "LinkOptions", "backoff", "failure_reason",
+           "poll_forever", "request", "unwrap"]

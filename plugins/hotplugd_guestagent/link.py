@@ -87,6 +87,12 @@ class LinkOptions(Protocol):
     def verify(self) -> bool: ...  # re-read the block list after each batch
 
 
+def backoff(options: LinkOptions, failures: int) -> float:
+    """How long to leave alone what failed ``failures`` times in a row (an agent, a monitor, libvirtd):
+    ``reconnect_interval``, doubled after each further failure, up to ``reconnect_max``."""
+    return min(options.reconnect_max, options.reconnect_interval * 2 ** max(0, failures - 1))
+
+
 class AgentLink:
     """One guest (one domain of the core's model, named by the guest's name) and everything known of it."""
 
@@ -137,7 +143,7 @@ class AgentLink:
 
     def backoff(self) -> float:
         """How long to leave the agent alone after its latest failure."""
-        return min(self.options.reconnect_max, self.options.reconnect_interval * 2 ** max(0, self.failures - 1))
+        return backoff(self.options, self.failures)
 
     def _failed(self, during: str, exc: Exception, down_for: float | None = None) -> None:
         if isinstance(exc, AgentAborted):  # given up on a port event, which port_changed() accounts for
@@ -386,11 +392,3 @@ class AgentLink:
             elif result.response == commands.SUCCESS and entry.result.outcome is Outcome.ERROR:
                 self.log.warning(f"{self.kind}_false_success", guest=self.name, blocks=[entry.phys], count=1,
                             detail="the agent reported success, the read-back shows the block offline")
-
-
-async def poll_forever(link: AgentLink, send: ObjectSendStream[BlockEvent | Rescan]) -> None:
-    """Forever: wait for the guest's next poll, list its blocks, send what changed."""
-    while True:
-        await link.next_poll()
-        for event in await link.refresh():
-            await send.send(event)

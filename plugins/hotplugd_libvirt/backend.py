@@ -6,28 +6,27 @@ posted to the loop (:meth:`LibvirtBackend._sink`) into a bounded inbox, which
 one task of the backend's task group reads. A full inbox is not an error:
 the events are dropped and the domain list and every guest are read again.
 
-Tasks in the backend's task group (:meth:`events`): one poller per selected
-domain (the shared :func:`~hotplugd_guestagent.link.poll_forever`), the inbox
-reader, the connection keeper (reconnect with backoff after libvirtd went
-away; every domain read again then) and the reconciler (the domain list read
-again on lifecycle and metadata events, and every ``discover_interval``).
+Tasks in the backend's task group (the shared
+:class:`~hotplugd_guestagent.fleet.GuestFleet`'s :meth:`events`): one poller
+per selected domain, the inbox reader, the connection keeper (reconnect with
+backoff after libvirtd went away; every domain read again then) and the
+fleet's watch, which reconciles (the domain list read again on lifecycle and
+metadata events, and every ``discover_interval``). Scans, topology and
+onlining are the fleet's too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import ObjectSendStream, TaskGroup
 
-from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
-from hotplugd_guestagent.blocks import removals
-from hotplugd_guestagent.fleet import census_of, online_by_guest, scan_all, topology_of
-from hotplugd_guestagent.link import AgentLink, poll_forever
+from hotplugd_guestagent.fleet import GuestFleet, scan_all
+from hotplugd_guestagent.link import AgentLink, backoff
 
 from . import report
 from .dimms import is_dimm_added, is_memory_alias, start_learning
@@ -50,22 +49,20 @@ from .transport import LibvirtAgent
 
 log = structlog.get_logger("hotplugd.libvirt")
 
-#: Block events buffered between the pollers and the daemon's intake.
-EVENT_BUFFER = 4096
 #: libvirt events buffered between libvirt's thread and the inbox reader (more: dropped, all read again).
 INBOX = 1024
 
 
-class LibvirtBackend(Backend):
+class LibvirtBackend(GuestFleet[AgentLink]):
     """Selected running domains of one libvirt URI; each is a domain of the core, named by the domain's name."""
 
+    kind = "libvirt"
+    member = "domain"
+    settings: Settings
+
     def __init__(self, settings: Settings, hypervisor: Hypervisor) -> None:
-        self.settings = settings
+        super().__init__(settings, settings.parallel_domains)
         self.hypervisor = hypervisor
-        self.concurrency = settings.concurrency
-        self.parallel_domains = settings.parallel_domains
-        self.batch_size = settings.max_batch
-        self.links: dict[str, AgentLink] = {}
         self.ids: dict[str, str] = {}  # domain name -> its identity when selected (a restarted domain is new)
         self.unselected: list[str] = []  # running domains the config does not select (never touched)
         self.conn: Connection | None = None
@@ -81,12 +78,7 @@ class LibvirtBackend(Backend):
         self._agent_connected: dict[str, anyio.Event] = {}  # requests waiting for AGENT_LIFECYCLE connected
         self._device_sizes: dict[tuple[str, str], int] = {}  # virtio-mem sizes last told (domain, alias)
         self._learning: set[tuple[str, str]] = set()  # DIMMs whose blocks are being learned (domain, alias)
-        self._reconcile_wanted: anyio.Event | None = None
         self._revisit_all = False
-        self._scopes: dict[str, anyio.CancelScope] = {}
-        self._tasks: TaskGroup | None = None
-        self._send: ObjectSendStream[BlockEvent | Rescan] | None = None
-        self._zone_warned = False
 
     def __repr__(self) -> str:
         state = "CONNECTED" if self.conn is not None else "DISCONNECTED"
@@ -96,9 +88,6 @@ class LibvirtBackend(Backend):
         parallel = self.parallel_domains or "all"
         return (f"libvirt({self.settings.uri}: {len(self.links)} domains: {', '.join(self.links) or '-'}; "
                 f"concurrency per domain={self.concurrency}; domains at once={parallel})")
-
-    def domain_concurrency(self, domain: str) -> int:
-        return self.settings.concurrency
 
     def dropped_counts(self) -> dict[str, int]:
         return {"libvirt_inbox_full": self.dropped_events} if self.dropped_events else {}
@@ -156,7 +145,7 @@ class LibvirtBackend(Backend):
         except anyio.WouldBlock:  # a storm: read everything again once it is over
             self.dropped_events += 1
             self._revisit_all = True
-            self._want_reconcile()
+            self.want_rediscover()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
 
@@ -198,7 +187,7 @@ class LibvirtBackend(Backend):
             await self._thread(conn.close)
 
     def backoff(self) -> float:
-        return min(self.settings.reconnect_max, self.settings.reconnect_interval * 2 ** max(0, self.failures - 1))
+        return backoff(self.settings, self.failures)
 
     async def _keep_connected(self) -> None:
         """Forever: reconnect (with backoff) whenever the connection is gone."""
@@ -231,7 +220,7 @@ class LibvirtBackend(Backend):
         for name in list(self.links):
             info = selected.get(name)
             if info is None or info.identity != self.ids.get(name):
-                await self._drop(name, "stopped" if info is None else "replaced")
+                await self.drop(name, reason="stopped" if info is None else "replaced")
         for name, info in selected.items():
             link = self.links.get(name)
             if link is None:
@@ -241,38 +230,17 @@ class LibvirtBackend(Backend):
 
     def _add(self, info: DomainInfo) -> None:
         agent = LibvirtAgent(info.name, self._agent_call, self.settings.timeout)
-        link = self.links[info.name] = AgentLink(info.name, self.settings, agent, kind="libvirt")
         self.ids[info.name] = info.identity
         log.info("libvirt_domain_managed", domain=info.name, uuid=info.uuid)
-        if self._tasks is not None:
-            link.wake()  # list its blocks at once: they arrive as adds (coldplug)
-            self._launch(link)
+        self.adopt(AgentLink(info.name, self.settings, agent, kind="libvirt"))  # listed at once (coldplug)
 
-    async def _drop(self, name: str, why: str) -> None:
-        """Stop managing a domain (stopped, migrated away, deselected): its blocks are removed, and a rescan
-        drops its empty domain in the core."""
-        link = self.links.pop(name)
-        self.ids.pop(name, None)
-        scope = self._scopes.pop(name, None)
-        if scope is not None:
-            scope.cancel()
-        log.info("libvirt_domain_gone", domain=name, reason=why)
-        if self._send is not None:
-            for event in removals(name, link.snapshot):
-                await self._send.send(event)
-            await self._send.send(Rescan("guest_gone"))
+    async def release(self, link: AgentLink) -> None:
+        self.ids.pop(link.name, None)
 
-    def _want_reconcile(self) -> None:
-        if self._reconcile_wanted is not None:
-            self._reconcile_wanted.set()
-
-    async def _reconcile_forever(self) -> None:
-        while True:
-            wanted = self._reconcile_wanted = anyio.Event()
-            with anyio.move_on_after(self.settings.discover_interval):
-                await wanted.wait()
-            revisit, self._revisit_all = self._revisit_all, False
-            await self.reconcile(revisit=revisit)
+    async def rediscover(self) -> None:
+        """The fleet's watch: on lifecycle and metadata events (coalesced) and every ``discover_interval``."""
+        revisit, self._revisit_all = self._revisit_all, False
+        await self.reconcile(revisit=revisit)
 
     # -- libvirt's events ------------------------------------------------------------------------
 
@@ -285,7 +253,7 @@ class LibvirtBackend(Backend):
         if isinstance(event, Closed):
             self._connection_lost(self.conn, f"libvirt closed the connection (reason {event.reason})")
         elif isinstance(event, Lifecycle | MetadataChanged):
-            self._want_reconcile()  # coalesced: one listing for a burst of events
+            self.want_rediscover()  # coalesced: one listing for a burst of events
         elif (link := self.links.get(event.domain)) is None:
             return  # a domain not managed: never touched
         elif isinstance(event, AgentState):
@@ -329,70 +297,14 @@ class LibvirtBackend(Backend):
             await self._connect()
 
     async def stop(self) -> None:
-        for scope in self._scopes.values():
-            scope.cancel()
+        await super().stop()
         conn, self.conn = self.conn, None
         if conn is not None:
             await self._close(conn)
 
-    def events(self) -> AsyncIterator[BlockEvent | Rescan]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[BlockEvent | Rescan]:
-        send, receive = anyio.create_memory_object_stream[BlockEvent | Rescan](EVENT_BUFFER)
-        async with anyio.create_task_group() as tg:
-            self._tasks, self._send = tg, send
-            try:
-                for link in list(self.links.values()):
-                    self._launch(link)
-                tg.start_soon(self._read_inbox)
-                tg.start_soon(self._keep_connected)
-                tg.start_soon(self._reconcile_forever)
-                async with receive:
-                    async for event in receive:
-                        yield event
-            finally:
-                self._tasks, self._send = None, None
-                send.close()
-                tg.cancel_scope.cancel()
-
-    def _launch(self, link: AgentLink) -> None:
-        assert self._tasks is not None and self._send is not None
-        scope = self._scopes[link.name] = anyio.CancelScope()
-        self._tasks.start_soon(self._run_link, link, scope, self._send.clone())
-
-    @staticmethod
-    async def _run_link(link: AgentLink, scope: anyio.CancelScope, send: ObjectSendStream[BlockEvent | Rescan]) -> None:
-        with scope:
-            async with send:
-                await poll_forever(link, send)
-
-    # -- reading and onlining ---------------------------------------------------------------------
-
-    async def scan(self) -> Scan:
-        return Scan(await scan_all(self.links.values()), await self.topology())
-
-    async def topology(self) -> Topology:
-        return topology_of(self.links.values())
-
-    async def domain_topology(self, domain: str) -> Topology:
-        link = self.links.get(domain)
-        return link.topology() if link is not None else (await self.topology()).for_domain(domain)
-
-    def census(self) -> Iterable[Block] | None:
-        return census_of(list(self.links.values()))
-
-    def _check_zone(self, zone: ZoneRequest) -> None:
-        if zone is not ZoneRequest.AUTO and not self._zone_warned:
-            self._zone_warned = True
-            log.warning("libvirt_zone_ignored", requested=zone.value,
-                        detail="the agent writes `online`: each guest's kernel picks the zone")
-
-    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
-        return (await self.online_many([(block, zone)]))[0]
-
-    async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
-        return await online_by_guest(self.links, items, self._check_zone)
+    def background(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        """Beside the domains' pollers and the fleet's watch: the inbox reader and the connection keeper."""
+        return (self._read_inbox, self._keep_connected)
 
     # -- hotplugd check ---------------------------------------------------------------------------
 

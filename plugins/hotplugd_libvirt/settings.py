@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hotplugd import ConfigProblem, boolean, duration, read_table, setting, whole
-from hotplugd_guestagent.validators import concurrency
+from hotplugd_guestagent.validators import concurrency, fleet_problems, name_problem
 
 HINT = "the keys are documented in docs/libvirt.md and `python -m pydoc hotplugd_libvirt`"
 DEFAULT_URI = "qemu:///system"
@@ -24,8 +24,7 @@ def _uri(value: Any) -> str:
 
 def _patterns(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(p, str) and p.strip() and not any(c.isspace() for c in p)
-                                              for p in items):
+    if not isinstance(items, list) or any(name_problem(p) for p in items):
         raise ValueError(f"expected a list of domain names or glob patterns (e.g. [\"vm1\", \"web-*\"]), got {value!r}")
     return tuple(items)
 
@@ -85,15 +84,12 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None,
           require_selection: bool = True) -> Settings:
     """Settings from the plugin's table. Problems are appended, or raised as one ConfigError when not collected."""
     def check(settings: Settings) -> list[ConfigProblem]:
-        out = []
-        if require_selection and not settings.domains and not settings.metadata and not (
-                isinstance(table, Mapping) and (table.get("domains") or table.get("metadata"))):
-            out.append(ConfigProblem("plugins.libvirt.domains", "no domain selected",
-                                     'name the domains to manage: domains = ["vm1", "web-*"] (or ["*"] for all), '
-                                     'and/or metadata = "<namespace URI>" to select those carrying that element'))
-        if settings.reconnect_max < settings.reconnect_interval:
-            out.append(ConfigProblem("plugins.libvirt.reconnect_max", "is shorter than reconnect_interval",
-                                     "the wait starts at reconnect_interval and doubles up to reconnect_max"))
-        return out
+        named = settings.domains or settings.metadata or (
+            isinstance(table, Mapping) and (table.get("domains") or table.get("metadata")))
+        unnamed = None if named or not require_selection else ConfigProblem(
+            "plugins.libvirt.domains", "no domain selected",
+            'name the domains to manage: domains = ["vm1", "web-*"] (or ["*"] for all), '
+            'and/or metadata = "<namespace URI>" to select those carrying that element')
+        return fleet_problems(settings, "plugins.libvirt", unnamed)
 
     return read_table(Settings, table, "plugins.libvirt", problems, hint=HINT, check=check)

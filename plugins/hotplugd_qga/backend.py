@@ -1,17 +1,23 @@
-"""The qga backend: the core's Backend contract over many guests, one domain per guest, from the hypervisor host."""
+"""The qga backend: the core's Backend contract over many guests, one domain per guest, from the hypervisor host.
+
+The guests' tasks, scans, topology and onlining are the shared
+:class:`~hotplugd_guestagent.fleet.GuestFleet`'s; what is qga's: the guests
+come from ``[[plugins.qga.guest]]`` and ``guest_dirs`` (looked at again every
+``discover_interval``), and each guest's task runs its poller beside the
+listener of the daemon's own QMP monitor (:mod:`.watch`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import ObjectSendStream, TaskGroup
+from anyio.abc import ObjectSendStream
 
-from hotplugd import Backend, Block, BlockEvent, OnlineResult, Rescan, Scan, Topology, ZoneRequest
-from hotplugd_guestagent.blocks import removals
-from hotplugd_guestagent.fleet import census_of, online_by_guest, scan_all, topology_of
+from hotplugd import BlockEvent, Rescan
+from hotplugd_guestagent.fleet import GuestFleet
 
 from .discover import find_guests
 from .guest import GuestLink
@@ -21,11 +27,8 @@ from .watch import run_guest
 
 log = structlog.get_logger("hotplugd.qga")
 
-#: Events buffered between the guests' pollers and the daemon's intake.
-EVENT_BUFFER = 4096
 
-
-class QgaBackend(Backend):
+class QgaBackend(GuestFleet[GuestLink]):
     """Guests' memory blocks through their qemu-guest-agent; each guest is a domain named by the guest's name.
 
     ``concurrency`` and :meth:`domain_concurrency` are per guest (its kernel onlines
@@ -34,24 +37,26 @@ class QgaBackend(Backend):
     guest in one ``guest-set-memory-blocks`` per ``max_batch`` (``batch_size``).
     """
 
+    kind = "qga"
+    member = "guest"
+    settings: Settings
+
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.concurrency = settings.concurrency
-        self.parallel_domains = settings.parallel_guests
-        self.batch_size = settings.max_batch
-        self.guests: dict[str, GuestLink] = {g.name: GuestLink(g, settings) for g in settings.guests}
-        self._configured = frozenset(self.guests)  # [[plugins.qga.guest]]: never dropped
+        super().__init__(settings, settings.parallel_guests)
+        self.links.update((g.name, GuestLink(g, settings)) for g in settings.guests)
+        self._configured = frozenset(self.links)  # [[plugins.qga.guest]]: never dropped
         self._monitors: dict[str, Monitor] = {}
-        self._scopes: dict[str, anyio.CancelScope] = {}
-        self._tasks: TaskGroup | None = None
-        self._send: ObjectSendStream[BlockEvent | Rescan] | None = None
         self._skipped: set[str] = set()  # guest directories already logged as skipped
-        self._zone_warned = False
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> QgaBackend:
         """Build from the ``[plugins.qga]`` table (an invalid one raises ConfigError)."""
         return cls(parse(options))
+
+    @property
+    def guests(self) -> dict[str, GuestLink]:
+        """The guests by name (the fleet's ``links``)."""
+        return self.links
 
     def __repr__(self) -> str:
         return f"<QgaBackend guests={list(self.guests)} concurrency={self.concurrency}>"
@@ -83,15 +88,25 @@ class QgaBackend(Backend):
             log.warning("qmp_monitor_unavailable", guest=guest.name, path=guest.settings.qmp, error=str(exc))
 
     async def stop(self) -> None:
-        for scope in self._scopes.values():
-            scope.cancel()
+        await super().stop()
         for monitor in self._monitors.values():
             await monitor.aclose()
         self._monitors.clear()
         for guest in self.guests.values():
             await guest.client.close()
 
+    async def run_link(self, link: GuestLink, send: ObjectSendStream[BlockEvent | Rescan]) -> None:
+        """The guest's poller and (with a ``qmp`` socket) its listener, on the monitor :meth:`start` connected."""
+        await run_guest(link, send, self._monitors.pop(link.name, None))
+
     # -- guests that come and go ------------------------------------------------------------
+
+    @property
+    def watches_guests(self) -> bool:
+        return bool(self.settings.guest_dirs)
+
+    async def rediscover(self) -> None:
+        await self.discover()
 
     async def discover(self) -> None:
         """Look at ``guest_dirs`` again: pick up the guests that appeared, drop those that went away."""
@@ -103,52 +118,19 @@ class QgaBackend(Backend):
         self._skipped = set(found.skipped)
         for name, guest in list(self.guests.items()):
             if name not in self._configured and found.guests.get(name) != guest.settings:
-                await self._drop(name)
+                await self.drop(name)
         for name, settings in found.guests.items():
             if name not in self.guests:
-                guest = self.guests[name] = GuestLink(settings, self.settings)
                 log.info("qga_guest_found", guest=name, qga=settings.qga, qmp=settings.qmp or None)
-                if self._tasks is not None:
-                    guest.wake()  # appeared at run time: list its blocks at once (they arrive as adds)
-                    self._launch(guest)
+                self.adopt(GuestLink(settings, self.settings))
 
-    async def _drop(self, name: str) -> None:
-        """Stop watching a guest that went away; its blocks are removed, and a rescan drops its domain."""
-        guest = self.guests.pop(name)
-        scope = self._scopes.pop(name, None)
-        if scope is not None:
-            scope.cancel()
-        monitor = self._monitors.pop(name, None)
+    async def release(self, link: GuestLink) -> None:
+        monitor = self._monitors.pop(link.name, None)
         if monitor is not None:
             await monitor.aclose()
-        await guest.client.close()
-        log.info("qga_guest_gone", guest=name)
-        if self._send is not None:
-            for event in removals(name, guest.snapshot):
-                await self._send.send(event)
-            await self._send.send(Rescan("guest_gone"))
+        await link.client.close()
 
-    async def _discover_forever(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.discover_interval)
-            await self.discover()
-
-    # -- reading the guests -----------------------------------------------------------------
-
-    async def scan(self) -> Scan:
-        return Scan(await scan_all(self.guests.values()), await self.topology())
-
-    async def topology(self) -> Topology:
-        """Each guest's own topology (``domains``), from what the pollers last read: no agent round trip."""
-        return topology_of(self.guests.values())
-
-    async def domain_topology(self, domain: str) -> Topology:
-        """One guest's topology alone: each guest's domain refreshes its own, not all of them."""
-        guest = self.guests.get(domain)
-        return guest.topology() if guest is not None else (await self.topology()).for_domain(domain)
-
-    def census(self) -> Iterable[Block] | None:
-        return census_of(self.guests.values())
+    # -- hotplugd check ---------------------------------------------------------------------
 
     async def conflicts(self) -> list[str]:
         """Guests whose own kernel onlines hot-added memory (``auto_online_blocks`` not ``offline``)."""
@@ -175,54 +157,3 @@ class QgaBackend(Backend):
         return sorted(f"guest {guest.name}: its agent does not answer ({guest.down_reason or 'no reply'}): "
                       "cannot tell whether its kernel onlines hot-added memory itself"
                       for guest in self.guests.values() if guest.auto_online is None)
-
-    # -- events ---------------------------------------------------------------------------
-
-    def events(self) -> AsyncIterator[BlockEvent | Rescan]:
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[BlockEvent | Rescan]:
-        send, receive = anyio.create_memory_object_stream[BlockEvent | Rescan](EVENT_BUFFER)
-        async with anyio.create_task_group() as tg:
-            self._tasks, self._send = tg, send
-            try:
-                for guest in list(self.guests.values()):
-                    self._launch(guest)
-                if self.settings.guest_dirs:
-                    tg.start_soon(self._discover_forever)
-                async with receive:
-                    async for event in receive:
-                        yield event
-            finally:
-                self._tasks, self._send = None, None
-                send.close()
-                tg.cancel_scope.cancel()
-
-    def _launch(self, guest: GuestLink) -> None:
-        """Start the guest's poller and listener, in a scope of their own (cancelled when it goes away)."""
-        assert self._tasks is not None and self._send is not None
-        scope = self._scopes[guest.name] = anyio.CancelScope()
-        self._tasks.start_soon(self._run_guest, guest, scope, self._send.clone())
-
-    async def _run_guest(self, guest: GuestLink, scope: anyio.CancelScope,
-                         send: ObjectSendStream[BlockEvent | Rescan]) -> None:
-        with scope:
-            try:
-                await run_guest(guest, send, self._monitors.pop(guest.name, None))
-            finally:
-                send.close()
-
-    # -- onlining -------------------------------------------------------------------------
-
-    def _check_zone(self, zone: ZoneRequest) -> None:
-        if zone is not ZoneRequest.AUTO and not self._zone_warned:
-            self._zone_warned = True
-            log.warning("qga_zone_ignored", requested=zone.value,
-                        detail="the agent writes `online`: each guest's kernel picks the zone")
-
-    async def online(self, block: Block, zone: ZoneRequest) -> OnlineResult:
-        return (await self.online_many([(block, zone)]))[0]
-
-    async def online_many(self, items: Sequence[tuple[Block, ZoneRequest]]) -> list[OnlineResult]:
-        """A run of blocks: one ``guest-set-memory-blocks`` per guest (and per ``max_batch`` blocks)."""
-        return await online_by_guest(self.guests, items, self._check_zone)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hotplugd import ConfigProblem, boolean, duration, read_table, setting, tables_of, whole
+from hotplugd_guestagent.validators import fleet_problems
 
 from .validators import HINT, concurrency, glob_pattern, name, optional_socket, port_id, relative_path, socket
 
@@ -98,16 +99,12 @@ def parse(table: Mapping[str, Any], problems: list[ConfigProblem] | None = None,
           require_guests: bool = True) -> Settings:
     """Settings from the plugin's table. Problems are appended, or raised as one ConfigError when not collected."""
     def check(settings: Settings) -> list[ConfigProblem]:
-        out = _duplicates(settings.guests)
-        if require_guests and isinstance(table, Mapping) and not table.get("guest") and not table.get("guest_dirs"):
-            out.append(ConfigProblem("plugins.qga.guest", "no guest configured",
-                                     'add [[plugins.qga.guest]] tables with name = "..." and '
-                                     'qga = "/path/to/qga.sock", '
-                                     'or guest_dirs = { glob = "/run/vms/*", qga = "qga.sock" }'))
-        if settings.reconnect_max < settings.reconnect_interval:
-            out.append(ConfigProblem("plugins.qga.reconnect_max", "is shorter than reconnect_interval",
-                                     "the wait starts at reconnect_interval and doubles up to reconnect_max"))
-        return out
+        named = not isinstance(table, Mapping) or table.get("guest") or table.get("guest_dirs")
+        unnamed = None if named or not require_guests else ConfigProblem(
+            "plugins.qga.guest", "no guest configured",
+            'add [[plugins.qga.guest]] tables with name = "..." and qga = "/path/to/qga.sock", '
+            'or guest_dirs = { glob = "/run/vms/*", qga = "qga.sock" }')
+        return _duplicates(settings.guests) + fleet_problems(settings, "plugins.qga", unnamed)
 
     return read_table(Settings, table, "plugins.qga", problems, hint=HINT, check=check)
 

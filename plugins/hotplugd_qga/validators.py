@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hotplugd_guestagent.validators import MAX_GUEST_CONCURRENCY, concurrency
+from hotplugd_guestagent.validators import MAX_GUEST_CONCURRENCY, concurrency, name_problem
 
 __all__ = ["HINT", "MAX_GUEST_CONCURRENCY", "concurrency", "glob_pattern", "name", "name_problem", "optional_socket",
            "port_id", "relative_path", "socket", "socket_path_problem"]
@@ -34,13 +34,6 @@ def socket(value: Any) -> str:
 
 def optional_socket(value: Any) -> str:
     return "" if value == "" else socket(value)
-
-
-def name_problem(value: Any) -> str | None:
-    """What is wrong with ``value`` as a guest name (a metrics label, a log field), or None."""
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
-        return f"expected a non-empty name without spaces, got {value!r}"
-    return None
 
 
 def name(value: Any) -> str:

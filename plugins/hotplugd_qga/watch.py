@@ -11,7 +11,8 @@ is the fallback), ``MEMORY_DEVICE_SIZE_CHANGE`` for virtio-mem into fast polling
 (at most one event a second per device, and virtio-mem stops plugging at 1 GiB
 left offline), and ``VSERPORT_CHANGE`` of the agent's port (the agent is up or
 down). Both send on the guest's clone of the backend's event stream.
-:func:`run_guest` runs both; the backend cancels it when the guest goes away.
+:func:`run_guest` runs both, as the guest's task in the shared fleet
+(:class:`~hotplugd_guestagent.fleet.GuestFleet`), which cancels it when the guest goes away.
 """
 
 from __future__ import annotations
@@ -21,18 +22,14 @@ import structlog
 from anyio.abc import ObjectSendStream, TaskGroup
 
 from hotplugd import BlockEvent, Rescan
-from hotplugd_guestagent.link import poll_forever
+from hotplugd_guestagent.fleet import poll_forever
+from hotplugd_guestagent.link import backoff
 
 from .dimms import DimmWatcher
 from .guest import GuestLink
 from .qmp import Monitor, QmpError
 
 log = structlog.get_logger("hotplugd.qga")
-
-
-async def poll_guest(guest: GuestLink, send: ObjectSendStream[BlockEvent | Rescan]) -> None:
-    """Forever: wait for the next poll, list the guest's blocks, send what changed."""
-    await poll_forever(guest, send)
 
 
 async def listen_guest(guest: GuestLink, monitor: Monitor | None, send: ObjectSendStream[BlockEvent | Rescan],
@@ -57,7 +54,7 @@ async def listen_guest(guest: GuestLink, monitor: Monitor | None, send: ObjectSe
             if monitor is not None:
                 await monitor.aclose()
             monitor = None
-        await anyio.sleep(min(options.reconnect_max, options.reconnect_interval * 2 ** max(0, failures - 1)))
+        await anyio.sleep(backoff(options, failures))
 
 
 async def run_guest(guest: GuestLink, send: ObjectSendStream[BlockEvent | Rescan], monitor: Monitor | None) -> None:
@@ -65,4 +62,4 @@ async def run_guest(guest: GuestLink, send: ObjectSendStream[BlockEvent | Rescan
     async with send, anyio.create_task_group() as tg:
         if guest.settings.qmp:
             tg.start_soon(listen_guest, guest, monitor, send, tg)
-        await poll_guest(guest, send)
+        await poll_forever(guest, send)

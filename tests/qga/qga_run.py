@@ -1,4 +1,4 @@
-"""Running a qga backend outside a daemon, for the backend-level tests."""
+"""Running a qga backend (or any guest fleet) outside a daemon, for the backend-level tests."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from hotplugd import BlockEvent, Rescan
-from hotplugd_qga import QgaBackend
+from hotplugd import Backend, BlockEvent, Rescan
 
 
 @asynccontextmanager
-async def started(b: QgaBackend) -> AsyncIterator[list[BlockEvent | Rescan]]:
+async def started(b: Backend) -> AsyncIterator[list[BlockEvent | Rescan]]:
     """Start the backend, scan, and collect its events in the background until the block ends."""
     seen: list[BlockEvent | Rescan] = []
 
