@@ -214,3 +214,15 @@ async def test_the_sysfs_backend_on_the_seed_kernel(anolis):
     anolis.finish_deferred()
     [_, done] = await backend.verify(blocks)
     assert (done.state, done.zone) == (State.ONLINE, "Normal")
+
+
+def test_the_kit_s_public_names_import_from_where_third_parties_import_them():
+    """fakesysfs.py was split by concept (the tree, its kernel in fakehotplug.py, its io in fakeio.py): the names
+    plugin authors import from ``hotplugd_sysfs.testing`` and ``hotplugd_sysfs.testing.fakesysfs`` still work."""
+    from hotplugd_sysfs import testing
+    from hotplugd_sysfs.testing import fakedax, fakehotplug, fakeio, fakesysfs
+
+    assert testing.FakeSysfs is fakesysfs.FakeSysfs and testing.FakeDax is fakedax.FakeDax
+    assert testing.FakeSysfsIO is fakesysfs.FakeSysfsIO is fakeio.FakeSysfsIO
+    assert issubclass(fakesysfs.FakeSysfs, fakehotplug.KernelHotplug)
+    assert set(fakesysfs.__all__) == {"FakeSysfs", "FakeSysfsIO"} and set(testing.__all__) >= {"FakeSysfs", "FakeDax"}

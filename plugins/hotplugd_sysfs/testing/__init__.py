@@ -6,7 +6,9 @@ plugin that reads one:
 
 - :mod:`hotplugd_sysfs.testing.fakesysfs`: :class:`FakeSysfs`, a fake ``/sys`` + ``/proc`` tree under a
   directory whose ``state`` writes act like the kernel (its knobs, zones, the seed's deferred onlining), and
-  its uevents as the kernel sends them;
+  its uevents as the kernel sends them; the tree's files are that module's, its kernel
+  :mod:`hotplugd_sysfs.testing.fakehotplug`'s (hot-adds, writes to ``state`` and the knobs, the final phase),
+  its file seam :mod:`hotplugd_sysfs.testing.fakeio`'s (:class:`FakeSysfsIO`, the backend's ``io``);
 - :mod:`hotplugd_sysfs.testing.fakedax`: :class:`FakeDax`, a dax bus on that tree (devices, the device_dax and
   kmem drivers, processes mapping a device);
 - :mod:`hotplugd_sysfs.testing.fakekernel`: the fake kernel's decisions (knob values, an online's zone);
@@ -24,6 +26,7 @@ plugin that reads one:
 """
 
 from hotplugd_sysfs.testing.fakedax import FakeDax
+from hotplugd_sysfs.testing.fakeio import FakeSysfsIO
 from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
-__all__ = ["FakeDax", "FakeSysfs"]
+__all__ = ["FakeDax", "FakeSysfs", "FakeSysfsIO"]

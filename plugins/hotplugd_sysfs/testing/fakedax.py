@@ -36,7 +36,8 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from hotplugd_sysfs.testing.fakesysfs import FakeSysfs, _encode, _oserror
+from hotplugd_sysfs.testing.fakeio import encode, oserror
+from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 __all__ = ["DAX_SIZE", "DAX_START", "FakeDax"]
 
@@ -164,7 +165,7 @@ class FakeDax:
 
         def deny(path: Path) -> None:
             if path in denied or path.parent in denied:
-                raise _oserror(code, path)
+                raise oserror(code, path)
 
         self.fake.before_read.append(deny)
         self.fake.before_listdir.append(deny)
@@ -220,7 +221,7 @@ class FakeDax:
     def _emit(self, action: str, name: str, **env: str) -> bytes:
         devpath = "/" + str(self.device_dir(name).relative_to(self.fake.sys))
         self.fake._seqnum += 1
-        data = _encode(action, devpath, {"SUBSYSTEM": "dax", **env, "SEQNUM": str(self.fake._seqnum)})
+        data = encode(action, devpath, {"SUBSYSTEM": "dax", **env, "SEQNUM": str(self.fake._seqnum)})
         self._broadcast([data])
         return data
 
@@ -245,11 +246,11 @@ class FakeDax:
             return True
         if path.name == "memmap_on_memory" and parent.parent.parent == self.region:
             if not (parent / "memmap_on_memory").exists():
-                raise _oserror(errno.ENOENT, path)
+                raise oserror(errno.ENOENT, path)
             if value.strip() not in ("0", "1"):
-                raise _oserror(errno.EINVAL, path)
+                raise oserror(errno.EINVAL, path)
             if self.driver(parent.name) == KMEM:
-                raise _oserror(errno.EBUSY, path)
+                raise oserror(errno.EBUSY, path)
             (parent / "memmap_on_memory").write_text(value.strip() + "\n")
             return True
         return False
@@ -267,16 +268,16 @@ class FakeDax:
 
     def _unbind(self, driver: str, name: str, path: Path) -> None:
         if name not in self.names() or self.driver(name) != driver:
-            raise _oserror(errno.ENODEV, path)
+            raise oserror(errno.ENODEV, path)
         (self.device_dir(name) / "driver").unlink()
         (self.device_dir(name) / "state").unlink(missing_ok=True)  # kmem's attribute goes with it
         self._emit("unbind", name)
 
     def _bind(self, driver: str, name: str, path: Path) -> None:
         if name not in self.names() or (driver == KMEM and name not in self.ids[KMEM]):
-            raise _oserror(errno.ENODEV, path)
+            raise oserror(errno.ENODEV, path)
         if self.driver(name):
-            raise _oserror(errno.EBUSY, path)
+            raise oserror(errno.EBUSY, path)
         self._probe(name, driver)
 
     def _probe(self, name: str, driver: str) -> None:
@@ -284,7 +285,7 @@ class FakeDax:
         real = self.device_dir(name)
         if driver == KMEM:
             if self.refusals[name]:
-                raise _oserror(self.refusals[name].popleft(), self.drivers / KMEM / "bind")
+                raise oserror(self.refusals[name].popleft(), self.drivers / KMEM / "bind")
             node = int((real / "target_node").read_text())
             fresh = [i for i in self.blocks(name) if i not in set(self.fake.indices())]
             self._broadcast(self.fake.hot_add(fresh, node))
@@ -302,16 +303,16 @@ class FakeDax:
         """
         current = self.state(name)
         if current is None:
-            raise _oserror(errno.ENOENT, path)
+            raise oserror(errno.ENOENT, path)
         if value not in ("unplugged", "online", "online_kernel", "online_movable"):
-            raise _oserror(errno.EINVAL, path)
+            raise oserror(errno.EINVAL, path)
         self.state_writes.append((name, value))
         if value == current:
             return
         if value != "unplugged" and current != "unplugged":
-            raise _oserror(errno.EBUSY, path)
+            raise oserror(errno.EBUSY, path)
         if self.state_refusals[name]:
-            raise _oserror(self.state_refusals[name].popleft(), path)
+            raise oserror(self.state_refusals[name].popleft(), path)
         real = self.device_dir(name)
         present = [i for i in self.blocks(name) if i in set(self.fake.indices())]
         events = []

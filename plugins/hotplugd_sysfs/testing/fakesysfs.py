@@ -9,11 +9,13 @@ reuses its layout)::
     fake.fail(65, errno.EBUSY)                     # next write to memory65 fails once
     backend.feed(fake.uevent("add", 64))           # the kernel's raw bytes
 
-Writes go through :class:`FakeSysfsIO`, which does what ``state_store`` does:
-an ``online*`` write to an offline block sets ``state`` to ``online`` and
-``valid_zones`` to the zone joined; a write to an online block fails with
-EINVAL; a write to a removed block with ENOENT. Nothing is ever written
-outside the tree.
+Writes go through :class:`FakeSysfsIO` (:mod:`hotplugd_sysfs.testing.fakeio`) to
+the fake kernel, :class:`~hotplugd_sysfs.testing.fakehotplug.KernelHotplug` (a
+base of :class:`FakeSysfs`: this module is the tree's files, that one the
+kernel), which does what ``state_store`` does: an ``online*`` write to an
+offline block sets ``state`` to ``online`` and ``valid_zones`` to the zone
+joined; a write to an online block fails with EINVAL; a write to a removed
+block with ENOENT. Nothing is ever written outside the tree.
 
 The kernel's onlining knobs are files too (``auto_online_blocks``, the
 ``memory_hotplug`` parameters; :meth:`FakeSysfs.set_read_only` makes some
@@ -36,9 +38,6 @@ Zones and knob values follow :mod:`hotplugd_sysfs.testing.fakekernel`.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 import shutil
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
@@ -46,81 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from hotplugd import Block, State
-from hotplugd_sysfs.testing.fakekernel import KNOB_DEFAULTS, knob_value, online_zone, populated
+from hotplugd_sysfs.testing.fakehotplug import KernelHotplug
+from hotplugd_sysfs.testing.fakeio import FakeSysfsIO
+from hotplugd_sysfs.testing.fakekernel import KNOB_DEFAULTS
 
 __all__ = ["FakeSysfs", "FakeSysfsIO"]
 
-_ONLINE_TYPES = ("online", "online_kernel", "online_movable")
 
-
-def _oserror(code: int, path: object) -> OSError:
-    """The error a syscall on ``path`` fails with."""
-    return OSError(code, os.strerror(code), str(path))
-
-
-def _encode(action: str, devpath: str, env: dict[str, str]) -> bytes:
-    items = {"ACTION": action, "DEVPATH": devpath, **env}
-    return f"{action}@{devpath}".encode() + b"\0" + b"".join(f"{k}={v}".encode() + b"\0" for k, v in items.items())
-
-
-class FakeSysfsIO:
-    """The file seam of the sysfs backend (``read``/``write``/``listdir``/``writable``), playing the kernel."""
-
-    def __init__(self, fake: FakeSysfs) -> None:
-        self.fake = fake
-
-    def read(self, path: Path) -> str:
-        path = Path(path)
-        self.fake.reads += 1
-        if path.name == "valid_zones" and not self.fake.registered(path.parent):
-            # 6.1's valid_zones_show() dereferences NODE_DATA(NUMA_NO_NODE) here: a kernel oops.
-            raise AssertionError(f"read {path} before the block was linked to its node (kernel oops)")
-        with open(path, encoding="ascii") as fh:
-            return fh.read()
-
-    def listdir(self, path: str | Path) -> list[str]:
-        for hook in list(self.fake.before_listdir):
-            hook(Path(path))
-        return os.listdir(path)
-
-    def read_bytes(self, path: Path) -> bytes:
-        for hook in list(self.fake.before_read):
-            hook(Path(path))
-        with open(path, "rb") as fh:
-            return fh.read()
-
-    def readlink(self, path: Path) -> str:
-        for hook in list(self.fake.before_read):
-            hook(Path(path))
-        return os.readlink(path)
-
-    def lexists(self, path: str | Path) -> bool:
-        return os.path.lexists(path)
-
-    def writable(self, path: Path) -> bool:
-        return self.fake.writable and Path(path) not in self.fake.read_only
-
-    def write(self, path: Path, value: str) -> None:
-        path = Path(path)
-        if not path.is_relative_to(self.fake.base):
-            raise AssertionError(f"write outside the fake tree: {path}")  # never touch the real /sys
-        if path in self.fake.read_only:
-            raise _oserror(errno.EROFS, path)
-        index = self.fake.index_of(path)
-        if index is None:
-            self.fake.store(path, value)
-            return
-        self.fake.writes.append((index, value))
-        for hook in list(self.fake.before_write):
-            hook(index, value)
-        queued = self.fake.errors.get(index)
-        if queued:
-            code = queued.popleft()
-            raise _oserror(code, path)
-        self.fake.kernel_state_store(index, value.strip())
-
-
-class FakeSysfs:
+class FakeSysfs(KernelHotplug):
     """The tree: ``<base>/sys/devices/system/{memory,node}``, ``<base>/sys/module/memory_hotplug``,
     ``<base>/proc/{meminfo,cmdline}`` and the three udev rules directories under ``<base>``."""
 
@@ -317,132 +249,3 @@ class FakeSysfs:
             return None
         digits = path.parent.name[6:]
         return int(digits) if digits.isdigit() else None
-
-    # -- the kernel -----------------------------------------------------------------
-
-    def fail(self, index: int, *codes: int) -> None:
-        """The next writes to ``memoryN/state`` fail with these errnos, one each, in order."""
-        self.errors[index].extend(codes)
-
-    def uevent(self, action: str, index: int, *, synthetic: bool = False, seqnum: int | None = None) -> bytes:
-        """The datagram the kernel broadcasts for ``memoryN`` (``SYNTH_UUID=0`` when synthetic)."""
-        if seqnum is None:
-            self._seqnum += 1
-            seqnum = self._seqnum
-        env = {"SUBSYSTEM": "memory", "SEQNUM": str(seqnum)}
-        if synthetic:
-            env["SYNTH_UUID"] = "0"
-        return _encode(action, f"/devices/system/memory/memory{index}", env)
-
-    def hot_add(self, indices: Iterable[int], node: int = 0, *, left_offline: Iterable[int] = (),
-                zones: Iterable[str] = ("Normal", "Movable")) -> list[bytes]:
-        """Add offline blocks, as one ``add_memory()``: their ``add`` uevents, in order, then the kernel's own onlines.
-
-        While ``auto_online_blocks`` is not ``offline`` the kernel onlines each block
-        (or holds it half-online, on the seed's kernel) and its ``online`` uevent
-        follows the adds. A block in ``left_offline``, or whose zone is not valid,
-        stays offline: a failed auto-online, a block the kernel left to user space.
-        ``zones``: each block's ``valid_zones`` while offline.
-        """
-        added = self.add_blocks(indices, node, zones=tuple(zones))
-        events = [self.uevent("add", i) for i in added]
-        mode = self.knob("auto_online_blocks") or "offline"
-        if mode != "offline":
-            skip = set(left_offline)
-            for index in added:
-                if index not in skip:
-                    with contextlib.suppress(OSError):  # online_memory_block() failed: the block stays offline
-                        events.append(self.kernel_online(index, mode))
-        return events
-
-    def finish_deferred(self) -> list[int]:
-        """The seed's kernel's final phase: each half-online block's ``state`` reads online. No uevent.
-
-        Like ``deferred_online_memory()``, it does nothing while ``auto_online_blocks``
-        reads ``offline``. The blocks finished, ascending.
-        """
-        if (self.knob("auto_online_blocks") or "offline") == "offline":
-            return []
-        done = sorted(self.deferred)
-        for index in done:
-            _, zone = self.deferred[index]
-            self.set_state(index, "online", (zone,))
-        return done
-
-    def store(self, path: Path, value: str) -> None:
-        """A write to a file other than ``memoryN/state``: a knob, ``memoryN/online``, anything else."""
-        name = next((n for n in KNOB_DEFAULTS if self.knob_file(n) == path), None)
-        if name is not None:
-            if not path.exists():  # a parameter this kernel lacks
-                raise _oserror(errno.ENOENT, path)
-            try:
-                stored = knob_value(name, value)
-            except ValueError:
-                raise _oserror(errno.EINVAL, path) from None
-            self.knob_writes.append((name, value))
-            path.write_text(stored + "\n")
-        elif path.name == "online" and path.parent.parent == self.memory:
-            self.kernel_online_store(int(path.parent.name[6:]), value.strip())
-        elif not any(hook(path, value) for hook in self.store_hooks):
-            path.write_text(value)
-
-    def kernel_state_store(self, index: int, value: str) -> None:
-        """What ``state_store`` does with a write that got through (no injected error)."""
-        directory = self.memory / f"memory{index}"
-        if not directory.exists():
-            raise _oserror(errno.ENOENT, directory / "state")
-        if value not in (*_ONLINE_TYPES, "offline"):
-            raise _oserror(errno.EINVAL, directory / "state")
-        current = self.state(index)
-        if value == "offline":
-            if current == "offline":
-                raise _oserror(errno.EINVAL, directory / "state")
-            self.set_state(index, "offline", ("Normal", "Movable"))
-            self.kernel_events.append(self.uevent("offline", index))
-            return
-        if current == "online" or index in self.deferred:  # device_online(): online already
-            raise _oserror(errno.EINVAL, directory / "state")
-        self.kernel_online(index, value)
-
-    def kernel_online_store(self, index: int, value: str) -> None:
-        """What a write to ``memoryN/online`` does: 1 onlines (a plain ``online``), 0 offlines.
-
-        Already there: success, no change (a half-online block takes 1 so). 0 to a
-        half-online block: EBUSY (the seed's kernel's answer is not known).
-        """
-        path = self.memory / f"memory{index}" / "online"
-        if value not in ("0", "1"):
-            raise _oserror(errno.EINVAL, path)
-        if value == self.online_flag(index):
-            return
-        if index in self.deferred:
-            raise _oserror(errno.EBUSY, path)
-        if value == "1":
-            self.kernel_online(index, "online")
-        else:
-            self.kernel_state_store(index, "offline")
-
-    def kernel_online(self, index: int, online_type: str) -> bytes:
-        """``online_pages()`` of an offline block: the zone the knobs pick, or half-online on the seed's kernel.
-
-        EINVAL when the zone is not one ``valid_zones`` lists. Returns (and
-        records in ``kernel_events``) the ``online`` uevent.
-        """
-        block = self.block(index)
-        knobs = self._knobs() if online_type == "online" else {}
-        zone = online_zone(online_type, knobs, block, self.online_blocks())
-        if block.valid_zones and zone not in block.valid_zones:
-            raise _oserror(errno.EINVAL, self.memory / f"memory{index}" / "state")
-        ratio = self.knob("parallel_hotplug_ratio")
-        if ratio not in (None, "0") and populated(zone, block.node, self.online_blocks(), self.deferred):
-            self.set_half_online(index, zone)
-        else:
-            self.set_state(index, "online", (zone,))
-        event = self.uevent("online", index)
-        self.kernel_events.append(event)
-        return event
-
-    def _knobs(self) -> dict[str, str]:
-        """The knobs a plain ``online`` consults (explicit zones need none)."""
-        return {name: value for name in ("online_policy", "auto_movable_ratio", "auto_movable_numa_aware")
-                if (value := self.knob(name)) is not None}
