@@ -1,8 +1,13 @@
 """The daemon: one anyio task group owning the intake, the scheduler, signals and the watchdog.
 
 Start-up order matters: the backend binds its event source first, the intake
-starts reading, the coldplug scan queues every offline block, and only then
-does the daemon report ready.
+starts reading, the plan is applied, the coldplug scan queues every offline block,
+and only then does the daemon report ready. Where the plan has the kernel online
+but its auto-online read ``offline`` until then (every boot, with the kernel's
+default), the blocks that scan found offline were added before and no kernel
+onlines them: they are onlined at once, and READY waits for them (at most
+:data:`START_ONLINE_BOUND`), so that a unit ordered before ``sysinit.target``
+has memory present at boot online before the rest of the boot starts.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import anyio
 import structlog
+from anyio import CancelScope
 from anyio.abc import TaskStatus
 
 from hotplugd import __version__
@@ -41,6 +47,14 @@ STATUS_INTERVAL = 1.0
 #: The most the backend's ``stop()`` may take at shutdown: well within the unit's TimeoutStopSec (30 s),
 #: so the final textfile and the ``stopped`` line are still written when a backend hangs.
 STOP_TIMEOUT = 10.0
+#: The most READY waits for the blocks found offline at start that no kernel onlines: well within systemd's
+#: default start timeout (90 s) after the daemon's own start-up. Past it READY is sent and they go on onlining.
+START_ONLINE_BOUND = 30.0
+
+
+def since_boot() -> float:
+    """Seconds since this machine booted (CLOCK_BOOTTIME, as /proc/uptime): where the log puts the plan in the boot."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def user_error(group: BaseExceptionGroup) -> HotplugdError | None:
@@ -69,6 +83,7 @@ class Daemon:
         serve_metrics: bool = True,
         ready_file: Path | None = None,
         faults: FaultInjection | None = None,
+        boot_clock: Callable[[], float] = since_boot,
     ) -> None:
         check_plugin_config(pm, config)
         self.config = config
@@ -87,6 +102,7 @@ class Daemon:
         #: Who onlines the host's blocks (set at start and on every reload).
         self.plan = Plan(Executor.HOTPLUGD, "not planned yet")
         self.faults = faults or FaultInjection.from_environ()
+        self.boot_clock = boot_clock
         self._signals = 0
         self._status_sent = ""
 
@@ -116,9 +132,11 @@ class Daemon:
                 tg.start_soon(self._intake)
                 self.plan = await self._apply_plan(self.config)
                 await self._report_conflicts()
-                await self.scheduler.rescan(RescanReason.START)
+                await self.scheduler.rescan(RescanReason.START, kernel_off=self._kernel_off_until_now())
                 if self.serve_metrics:
                     self.metrics_server = serve(m.registry, self.config.metrics)
+                tg.start_soon(self._schedule, tg.cancel_scope)
+                await self._online_found_at_start()
                 self._announce_ready()
                 ready = True
                 task_status.started()
@@ -128,8 +146,8 @@ class Daemon:
                     tg.start_soon(self._on_change, self._status)
                 if self.config.metrics.textfile:
                     tg.start_soon(self._on_change, self._textfile)
-                await self.scheduler.run(until_idle=until_idle)
-                tg.cancel_scope.cancel()
+                if until_idle:
+                    self.scheduler.finish_when_idle()
         except BaseExceptionGroup as group:
             error = user_error(group)
             if error is None:
@@ -148,6 +166,39 @@ class Daemon:
             if self.ready_file is not None and ready:
                 self.ready_file.unlink(missing_ok=True)
             log.info("stopped", status=self.scheduler.status())
+
+    async def _schedule(self, scope: CancelScope) -> None:
+        """The scheduler, from the start-up scan on (its phases may come before READY); its end ends the daemon."""
+        await self.scheduler.run()
+        scope.cancel()
+
+    def _kernel_off_until_now(self) -> tuple[str, ...]:
+        """The host, when the plan has its kernel online but its auto-online read ``offline`` before the plan
+        (every boot, with the kernel's default): blocks offline now were added before, and no kernel onlines them."""
+        found = self.plan.found
+        off = self.plan.executor is Executor.KERNEL and found is not None and \
+            found.get("auto_online_blocks") == "offline"
+        return (HOST_DOMAIN,) if off else ()
+
+    async def _online_found_at_start(self) -> None:
+        """Wait (at most :data:`START_ONLINE_BOUND`) until the blocks found offline at start that no kernel
+        onlines are through their phase, and log when that was relative to boot."""
+        scheduler = self.scheduler
+        blocks = scheduler.left_from_start
+        if not blocks:
+            return
+        t0 = anyio.current_time()
+        log.info("start_online", blocks=blocks, since_boot=round(self.boot_clock(), 3),
+                 detail="found offline at start with the kernel's auto-online off: onlined before READY")
+        with anyio.move_on_after(START_ONLINE_BOUND):
+            while scheduler.left_from_start and not scheduler.stopping:
+                await scheduler.changes.wait_past(scheduler.changes.version)
+        left = scheduler.left_from_start
+        (log.warning if left else log.info)(
+            "start_onlined", blocks=blocks, left=left, seconds=round(anyio.current_time() - t0, 3),
+            since_boot=round(self.boot_clock(), 3), status=scheduler.status(),
+            **({"detail": f"still offline after {START_ONLINE_BOUND:g} s: READY now, they go on onlining"}
+               if left and not scheduler.stopping else {}))
 
     async def _intake(self) -> None:
         async for event in self.backend.events():
@@ -180,7 +231,8 @@ class Daemon:
                             consequence="an uninstall cannot restore the kernel's knobs as found")
             await self.backend.set_kernel_knobs(changes, HOST_DOMAIN)
         self.metrics.plan(HOST_DOMAIN, plan.executor.value)
-        log.info("plan", domain=HOST_DOMAIN, onliner=plan.executor.value, reason=plan.reason, written=changes)
+        log.info("plan", domain=HOST_DOMAIN, onliner=plan.executor.value, reason=plan.reason, written=changes,
+                 since_boot=round(self.boot_clock(), 3))
         return plan
 
     async def _report_conflicts(self) -> None:
@@ -191,7 +243,8 @@ class Daemon:
 
     def _announce_ready(self) -> None:
         address = self.metrics_server.address if self.metrics_server else None
-        log.info("ready", backend=self.backend.describe(), metrics=address, status=self.scheduler.status())
+        log.info("ready", backend=self.backend.describe(), metrics=address, status=self.scheduler.status(),
+                 since_boot=round(self.boot_clock(), 3))
         self._status_sent = self.status_line()
         self.notifier.ready(self._status_sent)
         if self.ready_file is not None:

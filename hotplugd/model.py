@@ -263,6 +263,10 @@ class Trigger(enum.StrEnum):
     #: The kernel onlines this domain's blocks, but these waited ``scheduler.kernel_grace_max`` while its
     #: events kept coming (a stuck or never-quiet kernel).
     KERNEL_BOUND = "kernel_grace_max"
+    #: The kernel onlines this domain's blocks, but these were found offline by the start-up scan while
+    #: its auto-online read ``offline`` (before the plan turned it on): added before, no kernel onlines
+    #: them, so hotplugd takes them at once, before it reports ready (memory present at boot).
+    KERNEL_OFF = "kernel_off_at_start"
 
 
 @dataclass

@@ -122,9 +122,10 @@ class BlockBook:
 
     # -- events ------------------------------------------------------------------------
 
-    def queue_block(self, block: Block, now: float, *, fresh: bool = False) -> bool:
-        """Queue ``block`` (again; ``fresh``: from an add event); False when the queue is full (``overflowed``)."""
-        if not self.queue.add(block, now, fresh=fresh):
+    def queue_block(self, block: Block, now: float, *, fresh: bool = False, kernel_off: bool = False) -> bool:
+        """Queue ``block`` (again; ``fresh``: from an add event; ``kernel_off``: see :class:`Waiting`); False when
+        the queue is full (``overflowed``)."""
+        if not self.queue.add(block, now, fresh=fresh, kernel_off=kernel_off):
             return False
         self._set(block.index, Record(Stage.QUEUED, block))
         return True
@@ -271,11 +272,13 @@ class BlockBook:
 
     # -- scans -------------------------------------------------------------------------
 
-    def apply_scan(self, blocks: Iterable[Block], reason: RescanReason, now: float) -> None:
+    def apply_scan(self, blocks: Iterable[Block], reason: RescanReason, now: float, *,
+                   kernel_off: bool = False) -> None:
         """What a full scan says: online blocks are known online, failures get another chance
         (a permanent one only on an operator's request), blocks the seed's kernel holds half-online
         are watched, and every offline block nobody holds is queued, in index order, while the
-        queue has room (where the kernel onlines, it waits ``kernel_grace`` there first)."""
+        queue has room (where the kernel onlines, it waits ``kernel_grace`` there first, unless ``kernel_off``:
+        the start-up scan with the kernel's auto-online off until then, which no kernel onlines)."""
         blocks = list(blocks)
         offline = {b.index for b in blocks if b.state is State.OFFLINE}
         for index, record in list(self._records.items()):
@@ -295,5 +298,5 @@ class BlockBook:
         for block in sorted(blocks, key=lambda b: b.index):
             if block.state is not State.OFFLINE or block.index in self._records:
                 continue
-            if not self.queue_block(block, now):
+            if not self.queue_block(block, now, kernel_off=kernel_off):
                 break  # full: the rescan after the next phase takes the rest

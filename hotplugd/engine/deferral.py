@@ -24,6 +24,9 @@ not left before the kernel's walk (its ``online`` events, ascending) has passed
 it: under load a kernel may pause longer than the grace between two blocks of
 one DIMM. ``kernel_grace_max`` from the oldest queued block's add bounds both,
 so a kernel that never goes quiet, or stops mid-walk, is still noticed.
+Blocks the start-up scan found offline while the kernel's auto-online still
+read ``offline`` (before the plan turned it on: memory present at boot) were
+added before it, and no kernel will online them: they are taken at once.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ PRESSING = frozenset({Trigger.QUEUE_FULL, Trigger.MEMMAP_SHARE})
 #: Triggers of a domain that does not defer at all: they depend on no MemAvailable.
 UNDEFERRED = frozenset({Trigger.RATIO_0, Trigger.SERIAL})
 #: Triggers of hotplugd taking over blocks the kernel was to online.
-TAKEOVER = frozenset({Trigger.KERNEL_LEFT, Trigger.KERNEL_BOUND})
+TAKEOVER = frozenset({Trigger.KERNEL_LEFT, Trigger.KERNEL_BOUND, Trigger.KERNEL_OFF})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,9 @@ def _quiet_since(queue: PendingQueue, now: float) -> tuple[float, float]:
 def _kernel_left(cfg: SchedulerConfig, queue: PendingQueue, now: float) -> Decision:
     """Where the kernel onlines: take the queue once the domain was quiet for ``kernel_grace`` and the
     kernel's walk has passed every block it announced (it is done and left these), or once the oldest
-    waited ``kernel_grace_max``."""
+    waited ``kernel_grace_max``. Blocks found at start with the kernel's onlining off: at once."""
+    if queue.kernel_off:
+        return Decision(Trigger.KERNEL_OFF)
     oldest, quiet = _quiet_since(queue, now)
     ahead = queue.ahead_of_kernel  # a slow kernel may pause longer than the grace mid-walk
     if now >= quiet + cfg.kernel_grace and not ahead:
@@ -122,8 +127,11 @@ def takeover(trigger: Trigger, batch: Sequence[Waiting], last_event: float | Non
     """Why hotplugd takes over ``batch``, blocks of a domain the kernel onlines: log fields."""
     oldest = min((w.since for w in batch), default=now)
     quiet = oldest if last_event is None else max(oldest, last_event)
-    reason = ("no memory event for kernel_grace: the kernel left these offline" if trigger is Trigger.KERNEL_LEFT
-              else "waited kernel_grace_max: the kernel's events kept coming, or its walk stopped short of these")
+    reason = {Trigger.KERNEL_LEFT: "no memory event for kernel_grace: the kernel left these offline",
+              Trigger.KERNEL_OFF: "found offline at start while the kernel's auto-online was off: no kernel "
+                                  "onlines them",
+              }.get(trigger, "waited kernel_grace_max: the kernel's events kept coming, or its walk stopped short "
+                             "of these")
     return {"reason": reason, "blocks": len(batch), "quiet_seconds": round(now - quiet, 3),
             "oldest_waited_seconds": round(now - oldest, 3)}
 

@@ -162,15 +162,17 @@ class DomainScheduler:
         elif not event.synthetic:
             self.hotadd.added(block)
 
-    def apply_scan(self, blocks: Iterable[Block], topology: Topology, reason: RescanReason) -> None:
-        """Queue every offline block of the domain's scan, exactly like fresh adds."""
+    def apply_scan(self, blocks: Iterable[Block], topology: Topology, reason: RescanReason, *,
+                   kernel_off: bool = False) -> None:
+        """Queue every offline block of the domain's scan, exactly like fresh adds (``kernel_off``: the start-up
+        scan, its kernel's auto-online off until the plan: where the kernel onlines, taken at once)."""
         blocks = list(blocks)
         self.topology = topology
         self._topology_at = self.ctx.clock()
         self.onliner.ledger = NodeLedger.from_blocks(blocks)
         if reason is RescanReason.OVERFLOW:  # events were lost in a storm: the kernel is at work
             self.queue.last_event = self.ctx.clock()
-        self.book.apply_scan(blocks, reason, self.ctx.clock())
+        self.book.apply_scan(blocks, reason, self.ctx.clock(), kernel_off=kernel_off)
         self.wake()
 
     # -- the loop -------------------------------------------------------------
@@ -291,7 +293,7 @@ class DomainScheduler:
         """
         if trigger in TAKEOVER:
             why = takeover(trigger, batch, self.queue.last_event, self.ctx.clock())
-            (log.info if trigger is Trigger.KERNEL_LEFT else log.warning)("kernel_takeover", domain=self.name, **why)
+            (log.warning if trigger is Trigger.KERNEL_BOUND else log.info)("kernel_takeover", domain=self.name, **why)
         try:
             async with self._phase_slot():
                 result = await self.phase.run(batch, trigger.value, topology, budget)

@@ -14,6 +14,9 @@ class Waiting:
     #: Announced by an ``add`` event while hotplugd ran (not found by a scan, not a retry): where the
     #: kernel onlines, its walk over the hot-add may still be on its way to it.
     fresh: bool = False
+    #: Found offline by the start-up scan while the kernel's auto-online was off (before the plan turned
+    #: it on): added before, so no kernel onlines it. Where the kernel onlines, it is taken at once.
+    kernel_off: bool = False
 
 
 class PendingQueue:
@@ -40,6 +43,8 @@ class PendingQueue:
         #: Until when the backend's promise of more adds (``BlockEvent.more``) holds phases back.
         self.held_until: float | None = None
         self.overflowed = False
+        #: How many queued blocks are ``kernel_off`` (found at start with the kernel's onlining off).
+        self.kernel_off = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -50,14 +55,16 @@ class PendingQueue:
     def __repr__(self) -> str:
         return f"<PendingQueue {len(self)} blocks, {self.bytes >> 20} MiB>"
 
-    def add(self, block: Block, now: float, *, fresh: bool = False) -> bool:
-        """Queue ``block`` (``fresh``: from an add event); a block already queued keeps its place. False when full."""
+    def add(self, block: Block, now: float, *, fresh: bool = False, kernel_off: bool = False) -> bool:
+        """Queue ``block`` (``fresh``: from an add event; ``kernel_off``: found at start with the kernel's
+        onlining off); a block already queued keeps its place. False when full."""
         if block.index in self._items:
             return True
         if len(self._items) >= self.limit:
             self.overflowed = True
             return False
-        waiting = Waiting(block, now, fresh)
+        waiting = Waiting(block, now, fresh, kernel_off)
+        self.kernel_off += kernel_off
         if fresh and (self._fresh_top is None or block.index > self._fresh_top):
             self._fresh_top = block.index
         self._items[block.index] = waiting
@@ -79,6 +86,7 @@ class PendingQueue:
         if not node:
             del self._nodes[waiting.block.node]
         self.bytes -= waiting.block.size
+        self.kernel_off -= waiting.kernel_off
         if index == self._fresh_top:
             self._recount_fresh()
         return waiting
@@ -90,6 +98,7 @@ class PendingQueue:
             self._items.clear()
             self._nodes.clear()
             self.bytes = 0
+            self.kernel_off = 0
             self._fresh_top = None
             return taken
         taken = []
@@ -98,12 +107,17 @@ class PendingQueue:
         for waiting in taken:
             del self._items[waiting.block.index]
             self.bytes -= waiting.block.size
+            self.kernel_off -= waiting.kernel_off
         taken.sort(key=lambda w: w.since)
         self._recount_fresh()
         return taken
 
     def _recount_fresh(self) -> None:
         self._fresh_top = max((i for i, w in self._items.items() if w.fresh), default=None)
+
+    def kernel_off_indices(self) -> set[int]:
+        """The queued blocks found at start with the kernel's onlining off (``Waiting.kernel_off``)."""
+        return {index for index, waiting in self._items.items() if waiting.kernel_off} if self.kernel_off else set()
 
     @property
     def ahead_of_kernel(self) -> bool:

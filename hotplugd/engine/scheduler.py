@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractAsyncContextManager, nullcontext
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 
+from hotplugd.engine.book import Stage
 from hotplugd.engine.context import EngineContext
 from hotplugd.engine.domain import DomainScheduler
 from hotplugd.engine.phase import PhaseResult
@@ -68,6 +69,9 @@ class Scheduler:
         self.source_done = False  # the event stream ended (a finished simulation)
         self._until_idle = False
         self.stopping = False
+        #: The blocks of the start-up scan that no kernel onlines (found offline with its onlining off), by
+        #: domain: the daemon reports ready once they are through their phase.
+        self.found_at_start: dict[str, set[int]] = {}
 
     def __repr__(self) -> str:
         state = "STOPPING" if self.stopping else "RUNNING"
@@ -123,8 +127,13 @@ class Scheduler:
         self.ctx.metrics.child(self.ctx.metrics.uevents, event.action.value).inc()
         self.domain(event.domain).handle(event)  # wakes the domain; the dispatcher has nothing to do per event
 
-    async def rescan(self, reason: RescanReason) -> None:
-        """Scan the backend; every domain queues its offline blocks, exactly like fresh adds."""
+    async def rescan(self, reason: RescanReason, *, kernel_off: Collection[str] = ()) -> None:
+        """Scan the backend; every domain queues its offline blocks, exactly like fresh adds.
+
+        ``kernel_off``: the domains whose kernel onlines by the plan but whose auto-online read ``offline``
+        until the plan set it (the start-up scan): their offline blocks were added before, no kernel onlines
+        them, and they are taken at once (:attr:`found_at_start`).
+        """
         reason = RescanReason(reason)
         scan = await self.ctx.backend.scan()
         self._last_scan = scan.topology
@@ -132,12 +141,22 @@ class Scheduler:
         for block in scan.blocks:
             by_domain[block.domain].append(block)
         for name in by_domain.keys() | self.domains.keys():
-            self.domain(name).apply_scan(by_domain.get(name, ()), scan.topology.for_domain(name), reason)
+            domain, off = self.domain(name), name in kernel_off
+            domain.apply_scan(by_domain.get(name, ()), scan.topology.for_domain(name), reason, kernel_off=off)
+            if off:
+                self.found_at_start[name] = domain.queue.kernel_off_indices()
         for name in [n for n, d in self.domains.items() if n not in by_domain and d.idle and not d.book.failed_count]:
             self.domains.pop(name).stop()  # a guest that went away: its loop ends, its name is free again
         self.ctx.metrics.rescans.labels(reason.value).inc()
         self.publish()
         log.info("rescan", reason=reason, blocks=len(scan.blocks), domains=len(by_domain), queued=self.pending)
+
+    @property
+    def left_from_start(self) -> int:
+        """How many of :attr:`found_at_start` are still queued or in a phase (0 once each is online or failed)."""
+        waiting = (Stage.QUEUED, Stage.IN_PHASE, Stage.REMOVED)
+        return sum(1 for name, indices in self.found_at_start.items() if (domain := self.domains.get(name))
+                   for index in indices if domain.book.stage(index) in waiting)
 
     def reconfigured(self) -> None:
         """Apply a reloaded config's queue bound to every domain (new domains read it when made)."""
@@ -161,9 +180,9 @@ class Scheduler:
     async def run(self, *, until_idle: bool = False) -> None:
         """Run every domain's phases, and the rescans, until stopped.
 
-        With ``until_idle``: until the event source ended and every domain is done.
+        With ``until_idle`` (or :meth:`finish_when_idle`): until the event source ended and every domain is done.
         """
-        self._until_idle = until_idle
+        self._until_idle = self._until_idle or until_idle
         async with anyio.create_task_group() as tg:
             self._tasks = tg
             for domain in list(self.domains.values()):
@@ -174,7 +193,7 @@ class Scheduler:
                         reason, self._rescan_reason = self._rescan_reason, None
                         await self.rescan(reason)
                         continue
-                    if until_idle and self.source_done and self.idle:
+                    if self._until_idle and self.source_done and self.idle:
                         break
                     await self._wake.wait()
                     self._wake = anyio.Event()
@@ -182,6 +201,11 @@ class Scheduler:
                 self._tasks = None
                 self.stop()
                 self.publish()
+
+    def finish_when_idle(self) -> None:
+        """End :meth:`run` once the event source ended and every domain is done (the daemon, once ready)."""
+        self._until_idle = True
+        self._wake.set()
 
     # -- what the metrics and the status line read ------------------------------
 

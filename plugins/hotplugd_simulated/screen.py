@@ -29,7 +29,8 @@ KERNEL_ORDER = ("mainline", "per-block", "anolis")
 TRIGGERS = {"ratio_0": "ratio 0: no deferral", "serial": "no deferral: the kernel onlines one block at a time",
             "queue_full": "the queue's bound", "offline_bytes": "the offline bytes' bound",
             "memmap_share": "the memmap share's bound", "max_defer": "max_defer", "settle": "the hot-add settled",
-            "kernel_left_offline": "blocks the kernel left offline"}
+            "kernel_left_offline": "blocks the kernel left offline", "kernel_grace_max": "the kernel's grace's bound",
+            "kernel_off_at_start": "blocks found offline at start, the kernel's onlining off"}
 
 
 def plural(n: int, word: str) -> str:

@@ -230,3 +230,19 @@ async def test_where_hotplugd_onlines_a_block_found_online_is_not_counted_as_its
     assert daemon.scheduler.host.onlined == 1
     assert sample(hotplugd_metrics, "hotplugd_blocks_verified_total") == 1
     assert sample(hotplugd_metrics, "hotplugd_kernel_onlined_blocks_total", HOST) == 0
+
+
+def test_blocks_found_at_start_with_the_kernels_onlining_off_are_taken_at_once():
+    # boot memory found offline by the start-up scan while auto_online_blocks still read offline:
+    # added before the plan turned the kernel's onlining on, so no kernel onlines it; no grace
+    queue = PendingQueue(1000)
+    queue.add(Block(4, MiB), 100.0, kernel_off=True)
+    queue.add(Block(5, MiB), 100.0, kernel_off=True)
+    queue.last_event = None
+    assert decide(cfg(), queue, 100.0, KERNEL, 8).trigger is Trigger.KERNEL_OFF
+    assert queue.kernel_off_indices() == {4, 5}
+    queue.discard(4)
+    assert queue.kernel_off == 1
+    assert [w.block.index for w in queue.take()] == [5] and queue.kernel_off == 0
+    queue.add(Block(6, MiB), 101.0)  # found by a later scan (the kernel's onlining on by then): the grace again
+    assert decide(cfg(), queue, 101.0, KERNEL, 8).wait == pytest.approx(2.0)
