@@ -143,6 +143,18 @@ def test_an_existing_config_is_never_overwritten(tmp_path: Path) -> None:
     assert f"kept {config}" in out
 
 
+def test_an_invalid_existing_config_is_named_and_fails_the_install(tmp_path: Path) -> None:
+    """The plugins are asked under the config the service will run: one it would refuse fails here first."""
+    config = tmp_path / "etc/hotplugd/hotplugd.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('backend = "sysfs"\n[plugins.sysfs]\nconcurrency = 0\n')
+    stage_hotplugd(tmp_path)
+    done = subprocess.run([sys.executable, str(INSTALL), "--destdir", str(tmp_path), "--exec", STAGED],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "plugins.sysfs.concurrency" in done.stdout and "(exit 78)" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 def test_a_distro_memory_rule_is_masked_and_the_rest_of_its_file_kept(tmp_path: Path) -> None:
     vendor = tmp_path / "usr/lib/udev/rules.d"
     vendor.mkdir(parents=True)
