@@ -123,7 +123,7 @@ class AgentLink:
         self.listing_lock = anyio.Lock()  # held while the snapshot is read and replaced (dimms.py too)
         self._batch_lock = anyio.Lock()
         self._waiting: list[_Entry] = []
-        self._claimed: set[int] = set()  # blocks the agent said it onlined, until a listing confirms them
+        self._claimed: dict[int, int] = {}  # blocks the agent said it onlined -> its batch, until a listing judges
 
     def __repr__(self) -> str:
         state = "UP" if self.available else f"DOWN {self.down_reason or ''}".rstrip()
@@ -296,6 +296,7 @@ class AgentLink:
         async with self.listing_lock:
             try:
                 await self._describe()
+                judged = self.batches  # the batches answered before this listing is asked for
                 current = await commands.list_blocks(self.client)
                 await self._meminfo()
             except AgentError as exc:
@@ -305,15 +306,19 @@ class AgentLink:
             previous, self.snapshot = self.snapshot or {}, current
             replay, self._replay = self._replay, False
         events = diff(self.name, self.block_size or DEFAULT_BLOCK_SIZE, previous, current, replay)
-        events += self._check_claims(current)
+        events += self._check_claims(current, judged)
         if current.keys() - previous.keys() and self.clock() < max(self.resizing_until, self.awaiting_until):
             self.awaiting_until = -math.inf  # the awaited blocks are coming
             self.resizing_until = self.clock() + self.options.resize_quiet  # still growing
         return events
 
-    def _check_claims(self, current: dict[int, bool]) -> list[BlockEvent]:
-        """``offline`` for each block the agent claimed to online that this listing shows offline (a lie)."""
-        claimed, self._claimed = self._claimed, set()
+    def _check_claims(self, current: dict[int, bool], judged: int) -> list[BlockEvent]:
+        """``offline`` for each block the agent claimed to online that this listing shows offline (a lie). Only the
+        claims of the first ``judged`` batches: a batch answered after the listing was asked for (while the poll
+        read MemAvailable, say) may have onlined blocks it shows offline; the next listing judges those."""
+        claimed = [phys for phys, batch in self._claimed.items() if batch <= judged]
+        for phys in claimed:
+            del self._claimed[phys]
         lied = sorted(phys for phys in claimed if current.get(phys) is False)
         if not lied:
             return []
@@ -388,7 +393,7 @@ class AgentLink:
                 self.log.warning(f"{self.kind}_reply_mismatch", guest=self.name, block=entry.phys,
                                  answered=result.phys_index)
             elif entry.result.outcome is Outcome.ONLINED:
-                self._claimed.add(entry.phys)  # checked by the next listing
+                self._claimed[entry.phys] = self.batches  # judged by the next listing asked for after it
             elif result.response == commands.SUCCESS and entry.result.outcome is Outcome.ERROR:
                 self.log.warning(f"{self.kind}_false_success", guest=self.name, blocks=[entry.phys], count=1,
                             detail="the agent reported success, the read-back shows the block offline")

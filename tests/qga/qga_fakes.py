@@ -1,4 +1,5 @@
-"""A fake qemu-guest-agent on a unix socket, and fake guests (agent and QMP monitor), for the qga backend's tests.
+"""A fake qemu-guest-agent on a unix socket, and fake guests (agent and QMP monitor), for the qga backend's tests;
+an agent in memory (:class:`MemoryAgent`) for the shared links' and fleet's.
 
 They follow the wire facts of ``docs/facts/QGA.md``: the agent answers a stray
 ``0xFF`` with a parse error, prefixes the ``guest-sync-delimited`` reply with
@@ -21,9 +22,63 @@ import anyio
 from anyio.abc import SocketStream, TaskGroup, TaskStatus
 from fake_monitor import FakeMonitor
 
-__all__ = ["BLOCK", "FakeAgent", "FakeMonitor", "FakeVM", "Overlap", "VMDirs", "fake_vms", "vm_dirs"]
+from hotplugd_guestagent.errors import CommandFailed
+
+__all__ = ["BLOCK", "AgentOptions", "FakeAgent", "FakeMonitor", "FakeVM", "MemoryAgent", "Overlap", "VMDirs",
+           "fake_vms", "vm_dirs"]
 
 BLOCK = 128 << 20
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """A guest backend's settings as its links and fleet read them (FleetOptions), for :class:`MemoryAgent` tests."""
+
+    timeout: float = 1.0
+    online_timeout_per_block: float = 0.1
+    poll_interval: float = 3600.0  # no fallback poll in these tests: only wake-ups list a guest
+    resize_poll_interval: float = 0.01
+    resize_quiet: float = 0.0
+    reconnect_interval: float = 1.0
+    reconnect_max: float = 30.0
+    max_batch: int = 256
+    verify: bool = False
+    concurrency: int = 1
+    discover_interval: float = 3600.0
+
+
+class MemoryAgent:
+    """A guest's agent in memory, for tests of the shared links and fleet without sockets: its blocks
+    (phys-index -> online), the commands it was sent; ``gate`` (when set) holds every request for ``/proc/meminfo``
+    until it is set, so that a test can run another request in between (the socket client would queue it)."""
+
+    def __init__(self, blocks: dict[int, bool]) -> None:
+        self.blocks = blocks
+        self.requests: list[str] = []
+        self.gate: anyio.Event | None = None
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None, *,
+                      timeout: float | None = None) -> Any:
+        self.requests.append(command)
+        if command == "guest-get-memory-blocks":
+            return [{"phys-index": p, "online": on, "can-offline": True} for p, on in self.blocks.items()]
+        if command == "guest-set-memory-blocks":
+            for item in (arguments or {})["mem-blks"]:
+                self.blocks[item["phys-index"]] = True
+            return [{"phys-index": item["phys-index"], "response": "success"} for item in (arguments or {})["mem-blks"]]
+        if command == "guest-get-memory-block-info":
+            return {"size": BLOCK}
+        if command == "guest-get-vcpus":
+            return [{"logical-id": 0, "online": True}]
+        if command == "guest-file-open" and (arguments or {}).get("path") == "/proc/meminfo" and self.gate:
+            await self.gate.wait()
+        raise CommandFailed(command, "CommandNotFound", "not in this fake")  # files: none readable
+
+    def abort(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
 
 @dataclass
