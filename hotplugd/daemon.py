@@ -47,8 +47,8 @@ STATUS_INTERVAL = 1.0
 #: The most the backend's ``stop()`` may take at shutdown: well within the unit's TimeoutStopSec (30 s),
 #: so the final textfile and the ``stopped`` line are still written when a backend hangs.
 STOP_TIMEOUT = 10.0
-#: The most READY waits for the blocks found offline at start that no kernel onlines: well within systemd's
-#: default start timeout (90 s) after the daemon's own start-up. Past it READY is sent and they go on onlining.
+#: The most READY waits for the blocks found offline at start that no kernel onlines: well within the unit's
+#: TimeoutStartSec (180 s) after the daemon's own start-up. Past it READY is sent and they go on onlining.
 START_ONLINE_BOUND = 30.0
 
 
