@@ -14,8 +14,10 @@ by apt in the root. It is cached: rebuilt only when missing or when :data:`PACKA
 build log and lintian's output in ``.vm/trixie/out``, rebuilt when a source file changed. The
 build tree is removed from the root afterwards, so the root stays the clean system the guest
 boots (:class:`harness.systemd_guest.SystemdGuest` ``root=``): installing the packages there is the
-test's job. Every chroot runs in a mount namespace of its own (``unshare --mount``) with the
-root's /proc, /dev/pts and /tmp mounted in it: they go when it ends, nothing stays mounted.
+test's job; :func:`installed` makes a copy of the root with them installed, for a guest that boots
+with hotplugd's unit from the start (``tests/vm/test_deb_boot.py``). Every chroot runs in a mount
+namespace of its own (``unshare --mount``) with the root's /proc, /dev/pts and /tmp mounted in it: they
+go when it ends, nothing stays mounted.
 
 Standard library only (``scripts/provision-deb`` runs it with the system's python3).
 """
@@ -242,6 +244,38 @@ def build(project: Path | None = None, *, force: bool = False) -> Path:
             raise RuntimeError(f"lintian failed (exit {lint.returncode}):\n{lint.stdout}")
         stamp.write_text(digest + "\n")
         return out
+
+
+def installed(project: Path | None = None) -> Path:
+    """``.vm/trixie/installed``: a copy of the clean root with the packages :func:`build` made installed by apt
+    (in a chroot: the units enabled as the package enables them, nothing started), for a guest that boots with
+    hotplugd from the start. Rebuilt when the root or the packages changed; the clean root stays as it was."""
+    project = project or project_root()
+    root, out = ensure_root(project), build(project)  # each takes the lock itself: not under ours
+    base = vm_dir(project)
+    target, stamp = base / "installed", base / "installed.stamp"
+    debs = sorted(out.glob("*.deb"))
+    digest = hashlib.sha256(json.dumps([root_digest(), (base / "out.stamp").read_text().strip(),
+                                        [p.name for p in debs]]).encode()).hexdigest()[:16]
+    with Locked(base):
+        if target.is_dir() and stamp.is_file() and stamp.read_text().strip() == digest:
+            return target
+        stamp.unlink(missing_ok=True)
+        part = base / "installed.partial"
+        for old in (target, part):
+            if old.exists():
+                shutil.rmtree(old)
+        t0 = time.monotonic()
+        run(["cp", "-a", "--reflink=auto", str(root), str(part)])
+        (part / "root" / "debs").mkdir()
+        for deb in debs:
+            shutil.copy2(deb, part / "root" / "debs" / deb.name)
+        chroot(part, "apt-get install -y -q --no-install-recommends /root/debs/*.deb && rm -r /root/debs",
+               log_to=base / "installed.log")
+        part.rename(target)
+        stamp.write_text(digest + "\n")
+        log(f"installed {', '.join(p.name for p in debs)} into a copy of the root: {time.monotonic() - t0:.0f} s")
+        return target
 
 
 def main() -> int:
