@@ -112,6 +112,8 @@ def test_hotplugd_run_onlines_the_example_host_until_sigterm(venv: Path, tmp_pat
     check = _run([venv / "bin" / "hotplugd", "check-config", "--config", config])
     assert check.returncode == 0, check.stderr
     assert "OK (backend ledger)" in check.stdout
+    plan = _run([venv / "bin" / "hotplugd", "check", "--config", config])
+    assert f"the host described by {host}, written back as a ledger" in plan.stdout, plan.stdout + plan.stderr
 
     ready = tmp_path / "ready"
     proc = subprocess.Popen([venv / "bin" / "hotplugd", "run", "--config", config, "--ready-file", ready],

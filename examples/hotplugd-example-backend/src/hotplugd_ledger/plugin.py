@@ -11,6 +11,7 @@ from typing import Any
 
 from hotplugd import (
     BackendRegistry,
+    BackendSubject,
     Block,
     Config,
     ConfigProblem,
@@ -25,7 +26,16 @@ from .options import NAME, parse
 
 @hookimpl
 def hotplugd_register_backends(registry: BackendRegistry) -> None:
-    registry.add(NAME, LedgerBackend.from_options, summary="a host described by a JSON file, written back as a ledger")
+    registry.add(NAME, LedgerBackend.from_options, summary="a host described by a JSON file, written back as a ledger",
+                 subject=subject)
+
+
+def subject(options: Mapping[str, Any]) -> BackendSubject:
+    """What ``hotplugd check`` and ``status`` say this backend onlines, given ``[plugins.ledger]``: a model of a
+    host (never this machine), so they read no plan or blocks of it outside a running daemon."""
+    return BackendSubject(text=f"the host described by {options.get('host', 'a JSON file')}, written back as a ledger",
+                          where="the ledger's host", model=True,
+                          absent="no memory table: the ledger's host is read by a running daemon (hotplugd run)")
 
 
 @hookimpl
