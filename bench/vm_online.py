@@ -145,9 +145,19 @@ def run_guest(onliner: Onliner) -> tuple[list[Timing], dict[str, Any]]:
                          virtio_mem=True, virtio_mem_max=16 * GiB)
     with Guest(config, find_assets()) as guest:
         onliner.start(guest)
-        timings = [time_online(guest, w, timeout=600) for w in WORKLOADS]
+        timings = [timed(guest, onliner, w) for w in WORKLOADS]
         info = onliner.stop(guest)
     return timings, info
+
+
+def timed(guest: Guest, onliner: Onliner, workload: Workload) -> Timing:
+    """One hot-add timed; for hotplugd, also the daemon's CPU seconds in the guest from right before the
+    hot-add until it is idle again (``probe["daemon_cpu"]``: its read-back may end after the probe's answer)."""
+    cpu = onliner.cpu_seconds(guest) if isinstance(onliner, HotplugdOnliner) else None
+    timing = time_online(guest, workload, timeout=600)
+    if cpu is not None:
+        timing.probe["daemon_cpu"] = round(onliner.settled_cpu(guest) - cpu, 2)
+    return timing
 
 
 def check(key: str, info: dict[str, Any]) -> None:
@@ -277,9 +287,11 @@ def measured_commit(commit: str | None) -> str:
 
 
 def timeline(results: dict[str, dict[str, list[Timing]]], names: dict[str, str]) -> Table:
-    """The guest's own clock (medians): first ``add`` to first online, per block after, last online to the end."""
+    """The guest's own clock (medians): first ``add`` to first online, per block after, last online to the end;
+    and hotplugd's CPU seconds in the guest per hot-add (the daemon and its writer, until idle again)."""
     t = Table(title="guest-side timeline (medians, ms)")
-    for col in ("workload", "onliner", "first add → first online", "per block after", "last online → end"):
+    for col in ("workload", "onliner", "first add → first online", "per block after", "last online → end",
+                "daemon CPU s", "daemon CPU ms/block"):
         t.add_column(col, justify="left" if col in ("workload", "onliner") else "right")
     for w in WORKLOADS:
         for key, per in results.items():
@@ -289,7 +301,11 @@ def timeline(results: dict[str, dict[str, list[Timing]]], names: dict[str, str])
             first = statistics.median(p["first_online"] - p["first_add"] for p in probes)
             step = statistics.median((p["last_online"] - p["first_online"]) / max(p["count"] - 1, 1) for p in probes)
             end = statistics.median(p["end"] - p["last_online"] for p in probes)
-            t.add_row(w.label, names.get(key, key), f"{first * 1000:.0f}", f"{step * 1000:.1f}", f"{end * 1000:.0f}")
+            cpus = [p["daemon_cpu"] for p in probes if "daemon_cpu" in p]
+            cpu = statistics.median(cpus) if cpus else None
+            blocks = statistics.median(p["count"] for p in probes)
+            t.add_row(w.label, names.get(key, key), f"{first * 1000:.0f}", f"{step * 1000:.1f}", f"{end * 1000:.0f}",
+                      f"{cpu:.2f}" if cpu is not None else "", f"{cpu / blocks * 1000:.1f}" if cpu is not None else "")
     return t
 
 

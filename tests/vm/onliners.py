@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,29 @@ class HotplugdOnliner:
     def start(self, guest: Guest) -> None:
         self.daemon = GuestDaemon.start(guest, *self.args, textfile=False)
 
+    def cpu_seconds(self, guest: Guest) -> float:
+        """The daemon's CPU seconds so far (user + system, every thread, and its child processes: the
+        writer), from ``/proc/PID/stat`` in the guest (clock ticks of 1/100 s)."""
+        if self.daemon is None:
+            raise HarnessError("hotplugd was not started")
+        pid = self.daemon.proc.pid
+        out = guest.agent.run(["/bin/sh", "-c", f"cat /proc/{pid}/stat; for c in $(pgrep -P {pid}); do "
+                                                f"cat /proc/$c/stat 2>/dev/null; done"]).stdout
+        return sum(stat_cpu(line) for line in out.splitlines() if line.strip())
+
+    def settled_cpu(self, guest: Guest, quiet: float = 1.0, limit: float = 30.0) -> float:
+        """:meth:`cpu_seconds` once the daemon has stopped using CPU (less than a tick's worth over
+        ``quiet`` seconds; at most ``limit`` seconds): its read-back of a hot-add may end after the probe's."""
+        deadline = time.monotonic() + limit
+        last = self.cpu_seconds(guest)
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self.cpu_seconds(guest)
+            if now - last < 0.015:
+                return now
+            last = now
+        return last
+
     def stop(self, guest: Guest) -> dict[str, Any]:
         """Stop it; ``status`` is its last word, e.g. ``pending 0 blocks, onlined 288, failed 0``."""
         if self.daemon is None:
@@ -68,6 +92,12 @@ class HotplugdOnliner:
         status = self.daemon.final_status()
         self.daemon = None
         return {"status": status}
+
+
+def stat_cpu(line: str) -> float:
+    """utime + stime of one ``/proc/PID/stat`` line, in seconds (the fields after the command's ``)``)."""
+    fields = line.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
 
 
 class _LoopOnliner:
