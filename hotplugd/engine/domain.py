@@ -58,6 +58,7 @@ class DomainScheduler:
         self.topology: Topology | None = None
         self._topology_at = 0.0
         self._refreshing = False
+        self._replanned = False  # a reload may have changed who onlines: the next decision reads the topology
         self._wake = anyio.Event()
         self.stopping = False
         self.busy_nodes: set[int] = set()  # nodes with a running phase
@@ -191,8 +192,14 @@ class DomainScheduler:
     def _stale(self) -> bool:
         return self.topology is None or self.ctx.clock() - self._topology_at > TOPOLOGY_MAX_AGE
 
+    def replanned(self) -> None:
+        """The plan was applied again (a reload): the next decision reads the kernel's topology first."""
+        self._replanned = True
+        self.wake()
+
     async def _refresh_topology(self) -> Topology:
         self._refreshing = True
+        self._replanned = False
         try:
             self.topology = await self.ctx.backend.domain_topology(self.name)
             self._topology_at = self.ctx.clock()
@@ -206,12 +213,17 @@ class DomainScheduler:
         A decision not to defer (ratio 0, a serial domain) depends on no
         MemAvailable: it is taken on the last topology, which is refreshed
         beside the phase rather than before it (a worker-thread read on the
-        way to the first write of a hot-add). Any other is taken on a fresh one.
+        way to the first write of a hot-add). So does waiting for the kernel
+        where it onlines: that is taken on the last topology, not refreshed.
+        Any other is taken on a fresh one.
         """
         cfg, topology = self.ctx.config.scheduler, self.topology
         if topology is not None:
             decision = decide(cfg, self.queue, self.ctx.clock(), topology, self.concurrency)
-            if not self._stale():
+            kernel_wait = topology.kernel_onlines and decision.trigger is None
+            if not self._replanned and (not self._stale() or kernel_wait):
+                # Waiting for the kernel depends on no MemAvailable: not read again at each turn of its walk
+                # (a worker-thread call, on the CPUs the walk needs); a takeover reads it fresh.
                 return topology, decision
             if decision.trigger in UNDEFERRED:
                 if not self._refreshing:

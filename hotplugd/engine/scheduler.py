@@ -159,9 +159,10 @@ class Scheduler:
                    for index in indices if domain.book.stage(index) in waiting)
 
     def reconfigured(self) -> None:
-        """Apply a reloaded config's queue bound to every domain (new domains read it when made)."""
+        """Apply a reloaded config's queue bound and plan to every domain (new domains read them when made)."""
         for domain in self.domains.values():
             domain.queue.limit = self.ctx.config.scheduler.max_pending_blocks
+            domain.replanned()
 
     # -- the loop -------------------------------------------------------------
 

@@ -41,6 +41,13 @@ from .writers import Writers
 
 log = structlog.get_logger("hotplugd.sysfs")
 
+#: Where the kernel onlines (its auto-online is on), how long the intake leaves the socket alone after a
+#: batch with the kernel's own memory events: the kernel's walk over a hot-add sends one ``online`` event
+#: a block, and reading each at once costs a wake-up and a turn of every loop per block, on the CPUs the
+#: kernel needs for its walk. Left alone, the events queue up in the socket and are read, applied and
+#: read back (proved) in one go. Nothing waits on them there: the kernel onlines, hotplugd proves.
+KERNEL_PACE = 0.1
+
 
 class Source(Protocol):
     async def receive(self) -> Batch | None: ...
@@ -68,6 +75,9 @@ class SysfsBackend(Backend):
         self._source: Source | None = None if self.settings.netlink else self._injected
         self.writers = Writers(self.sysfs) if self.settings.writer == "process" and io is None else None
         self.dax = DaxHost(self.sysfs, Path(self.settings.proc), self.settings.dax)
+        #: The kernel's auto-online is on (``auto_online_blocks`` as last read): its events are paced.
+        self.kernel_onlines = False
+        self.pace = KERNEL_PACE
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], io: SysfsIO | None = None) -> SysfsBackend:
@@ -88,6 +98,7 @@ class SysfsBackend(Backend):
     async def start(self) -> None:
         """Check write access, start the writer, then bind the uevent socket (before the daemon's coldplug scan)."""
         await anyio.to_thread.run_sync(self._check_access)
+        self.kernel_onlines = await anyio.to_thread.run_sync(self._auto_online)
         if self.writers is not None:
             await self.writers.start()
         if self.settings.netlink:
@@ -129,10 +140,18 @@ class SysfsBackend(Backend):
 
     def _scan(self) -> tuple[tuple[list[BlockInfo], list[int]], Topology]:
         self.dax.reconcile()  # named devdax devices become memory blocks first: this scan sees them
-        return self.sysfs.scan(), self.sysfs.topology()
+        return self.sysfs.scan(), self._topology()
 
     async def topology(self) -> Topology:
-        return await anyio.to_thread.run_sync(self.sysfs.topology)
+        return await anyio.to_thread.run_sync(self._topology)
+
+    def _topology(self) -> Topology:
+        topology = self.sysfs.topology()
+        self.kernel_onlines = topology.kernel_onlines
+        return topology
+
+    def _auto_online(self) -> bool:
+        return self.sysfs.auto_online_blocks() != "offline"
 
     def census(self) -> Iterable[Block]:
         self.dax.refresh()
@@ -178,7 +197,10 @@ class SysfsBackend(Backend):
         """Write the knobs in order, from one worker-thread call (:func:`.knobs.write_knobs`)."""
         if domain != HOST_DOMAIN:
             raise BackendError(f"the sysfs backend has only the {HOST_DOMAIN!r} domain, not {domain!r}")
-        await anyio.to_thread.run_sync(write_knobs, self.sysfs, dict(values))
+        try:
+            await anyio.to_thread.run_sync(write_knobs, self.sysfs, dict(values))
+        finally:
+            self.kernel_onlines = await anyio.to_thread.run_sync(self._auto_online)
 
     async def verify(self, blocks: Sequence[Block]) -> list[Block | None]:
         """Just these blocks read back (``state``, ``online``, ``valid_zones``), in one worker-thread call."""
@@ -195,12 +217,16 @@ class SysfsBackend(Backend):
     async def _events(self) -> AsyncIterator[BlockEvent | Rescan]:
         if self._source is None:
             raise BackendError("the sysfs backend's events() was read before start()")
+        kernels = False  # the last batch had the kernel's own memory events
         while True:
+            if kernels and self.kernel_onlines:
+                await self._pause()  # the kernel onlines: let its next events queue up (KERNEL_PACE)
             batch = await self._source.receive()
             if batch is None:
                 return
             arrivals = Arrivals(self.sysfs)
             sources_read = False
+            kernels = False
             # Decoded one at a time, so that a hot-add's first block is queued before the rest
             # of its events are parsed; a replay has the rest parsed at once (one sysfs read).
             items: deque[Datagram | MemoryUEvent | DaxUEvent] = deque(batch.datagrams)
@@ -214,6 +240,7 @@ class SysfsBackend(Backend):
                     continue
                 if self._quiet(uevent):
                     continue
+                kernels = kernels or not uevent.synthetic
                 if uevent.action is Action.ADD and uevent.synthetic and not arrivals.replays_read:
                     items = deque(e for e in map(self._decoded, items) if e is not None)
                     await arrivals.read_replayed([uevent.index, *(e.index for e in items if e.action is Action.ADD
@@ -230,10 +257,11 @@ class SysfsBackend(Backend):
                         block = self.dax.label([block])[0]
                     if block is not None:
                         yield BlockEvent(Action.ADD, uevent.index, block, uevent.synthetic)
-                        if items:
+                        if items and not self.kernel_onlines:
                             # Let the scheduler start onlining the first blocks of a big hot-add
                             # while the rest of its events are read (the consumer never awaits;
                             # after a batch's last event, waiting for the next batch yields).
+                            # Where the kernel onlines there is nothing to start.
                             await anyio.lowlevel.checkpoint()
                 elif not uevent.synthetic:  # a replayed remove/online/offline reports no change
                     yield BlockEvent(uevent.action, uevent.index)
@@ -243,6 +271,9 @@ class SysfsBackend(Backend):
             if batch.overflow:
                 log.warning("uevents_lost", reason="ENOBUFS")
                 yield Rescan("overflow")
+
+    async def _pause(self) -> None:
+        await anyio.sleep(self.pace)
 
     def _quiet(self, uevent: MemoryUEvent) -> bool:
         """A block of a dax device being onlined whole or going away (:class:`.daxstate.Quiet`): dropped."""

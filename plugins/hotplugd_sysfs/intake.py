@@ -40,6 +40,9 @@ class MemoryUEvent:
     seqnum: int | None = None
 
 
+#: Action by its uevent name: a dict lookup per event, not the enum's call.
+_ACTIONS = {action.value: action for action in Action}
+
 #: The body field every dax bus uevent has (the cheap check after the memory triage).
 _DAX_MARK = b"\0SUBSYSTEM=dax\0"
 _DAX_NAME = re.compile(r"dax\d+\.\d+")
@@ -91,9 +94,8 @@ class Intake:
         if event is None or index is None:
             self._drop(Drop.MALFORMED, datagram)
             return None
-        try:
-            action = Action(event.action)
-        except ValueError:  # change, move, bind...: nothing to do
+        action = _ACTIONS.get(event.action)
+        if action is None:  # change, move, bind...: nothing to do
             self.skipped += 1
             return None
         return MemoryUEvent(action, index, event.synthetic, event.seqnum)

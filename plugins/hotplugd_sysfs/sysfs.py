@@ -23,8 +23,12 @@ __all__ = ["REGISTER_WAIT", "BlockInfo", "NotRegistered", "Sysfs", "SysfsIO", "i
            "parse_meminfo", "parse_zones"]
 
 _MEMORY_DIR = re.compile(r"memory(\d+)")
+_STATES = {state.value: state for state in State}
 _NODE_DIR = re.compile(r"node(\d+)")
 
+
+#: What one ``read(2)`` of an attribute asks for: a page, the most a sysfs attribute holds.
+_PAGE = 4096
 
 #: How long a scan waits for blocks announced but not yet linked to their node.
 REGISTER_WAIT = 2.0
@@ -42,15 +46,22 @@ class SysfsIO:
     """The host's files. Each call is one syscall-sized operation; errors are ``OSError`` with errno."""
 
     def read(self, path: Path) -> str:
-        """The whole file (a sysfs attribute is at most a page: one ``read(2)``, twice as fast as ``open()``)."""
+        """The whole file (a sysfs attribute is at most a page: one ``read(2)``, twice as fast as ``open()``).
+
+        A read shorter than asked for has all there is (sysfs hands an attribute out whole, a small
+        file is read whole): no second ``read(2)`` to see the end of it, a syscall saved per attribute.
+        """
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            chunks = [os.read(fd, 4096)]
-            while chunks[-1]:
-                chunks.append(os.read(fd, 4096))
+            data = os.read(fd, _PAGE)
+            if len(data) == _PAGE:  # a larger file (procfs): read on to its end
+                chunks = [data]
+                while chunks[-1]:
+                    chunks.append(os.read(fd, _PAGE))
+                data = b"".join(chunks)
         finally:
             os.close(fd)
-        return b"".join(chunks).decode("ascii", errors="replace")
+        return data.decode("ascii", errors="replace")
 
     def write(self, path: Path, value: str) -> None:
         """One ``write(2)`` of ``value``, as sysfs attributes expect."""
@@ -190,7 +201,8 @@ class Sysfs:
         final phase. ``online`` is read only for an offline block. OSError when gone.
         """
         base = self.block_dir(index)
-        state = State(self.attr(base / "state"))
+        text = self.attr(base / "state")
+        state = _STATES.get(text) or State(text)  # a dict lookup per read back; the enum names anything else
         if state is State.OFFLINE and self.attr(base / "online") == "1":
             return State.KERNEL_DEFERRED
         return state

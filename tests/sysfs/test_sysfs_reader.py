@@ -150,3 +150,20 @@ def test_without_numa_every_block_is_on_node_0(tmp_path):
     sysfs = sysfs_of(fake)
     assert sysfs.read_block(3).node == 0
     assert sysfs.cpus_per_node().keys() == {0}
+
+
+@pytest.mark.parametrize(("size", "calls"), [(0, 1), (7, 1), (4095, 1), (4096, 2), (4097, 3), (12288, 4)])
+def test_an_attribute_is_read_whole_with_one_read_when_it_is_shorter_than_a_page(tmp_path, monkeypatch, size, calls):
+    """A read shorter than asked for has all there is: no second read(2) to find the end (a syscall per
+    attribute, on the guests' read-back of every block); a page or more is read on to its end."""
+    import os
+
+    from hotplugd_sysfs.sysfs import SysfsIO
+
+    path = tmp_path / "attr"
+    path.write_bytes(b"x" * size)
+    reads = []
+    real = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real(fd, n))
+    assert SysfsIO().read(path) == "x" * size
+    assert len(reads) == calls
