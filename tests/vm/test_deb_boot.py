@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Assets, GuestConfig, debroot
-from harness.errors import NotProvisioned
-from harness.pytest_plugin import provisioned
-from harness.systemd_guest import SystemdGuest, find_systemd_assets
+from debguest import debian_guest, metrics_text, running
+from harness import Assets, GuestConfig
+from harness.systemd_guest import SystemdGuest
 
 pytestmark = pytest.mark.vm
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "hotplugd.service"
-METRICS_URL = "http://127.0.0.1:10964/metrics"
 #: Two 1 GiB DIMMs plugged at start (ids of their own: the harness's hot-adds number theirs from 0).
 DIMMS = 2
 BOOT_DIMMS = tuple(arg for n in range(DIMMS) for arg in (
@@ -42,29 +39,15 @@ EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 TIMES: dict[str, float] = {}
 
 
-def installed_root() -> Path:
-    if shutil.which("debootstrap") is None:
-        raise NotProvisioned("debootstrap is not installed: run scripts/provision-deb")
-    return debroot.installed(REPO)
-
-
 @pytest.fixture(scope="module")
 def booted(vm_assets: Assets) -> Iterator[SystemdGuest]:
     """The installed root booted to ``running`` with the DIMMs plugged from the start."""
-    assets = provisioned(find_systemd_assets, vm_assets)
     t0 = time.monotonic()
-    root = provisioned(installed_root)
+    guest = debian_guest(vm_assets, GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
+                                                virtio_mem=False, qemu_args=BOOT_DIMMS), installed=True)
     TIMES["installed root"] = time.monotonic() - t0
-    guest = SystemdGuest(GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
-                                     virtio_mem=False, qemu_args=BOOT_DIMMS), assets, root=root)
-    t0 = time.monotonic()
-    try:
-        guest.start()
-        TIMES["boot to running"] = time.monotonic() - t0
+    with running(guest, TIMES, "debian boot guest"):
         yield guest
-    finally:
-        guest.close()
-        print("\ndebian boot guest timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMES.items()))
 
 
 def hotplugd_log(guest: SystemdGuest) -> dict[str, dict[str, Any]]:
@@ -88,10 +71,8 @@ def monotonic(guest: SystemdGuest, unit: str, prop: str = "ActiveEnterTimestampM
 
 
 def scrape(guest: SystemdGuest) -> dict[str, float]:
-    text = guest.agent.run(["python3", "-c", f"import urllib.request; print(urllib.request.urlopen("
-                                             f"{METRICS_URL!r}, timeout=30).read().decode())"], timeout=90).stdout
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line and not line.startswith("#")}
+            for line in metrics_text(guest).splitlines() if line and not line.startswith("#")}
 
 
 def test_memory_plugged_at_boot_is_online_by_multi_user_target(booted: SystemdGuest) -> None:

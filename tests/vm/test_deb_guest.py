@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from debguest import apt_install, debian_guest
+from debguest import apt_install, debian_guest, metrics_text, running
 from harness import Assets, GiB, GuestConfig
 from harness.systemd_guest import SystemdGuest
 
@@ -41,14 +41,8 @@ def deb(vm_assets: Assets) -> Iterator[SystemdGuest]:
     """The Debian 13 root booted to ``running``, the packages in its share (not installed yet)."""
     guest = debian_guest(vm_assets, GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
                                                 virtio_mem=False))
-    t0 = time.monotonic()
-    try:
-        guest.start()
-        TIMES["boot to running"] = time.monotonic() - t0
+    with running(guest, TIMES, "debian guest"):
         yield guest
-    finally:
-        guest.close()
-        print("\ndebian guest timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMES.items()))
 
 
 def knobs(guest: SystemdGuest) -> dict[str, str]:
@@ -57,10 +51,8 @@ def knobs(guest: SystemdGuest) -> dict[str, str]:
 
 def scrape(guest: SystemdGuest) -> dict[str, float]:
     """The daemon's metrics through hotplugd.socket, summed per metric name."""
-    text = guest.agent.run(["python3", "-c", f"import urllib.request; print(urllib.request.urlopen("
-                                             f"{METRICS_URL!r}, timeout=30).read().decode())"], timeout=90).stdout
     sums: dict[str, float] = {}
-    for line in text.splitlines():
+    for line in metrics_text(guest).splitlines():
         if line and not line.startswith("#"):
             name = line.split("{", 1)[0].split(" ", 1)[0]
             sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])

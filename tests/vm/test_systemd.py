@@ -2,11 +2,12 @@
 
 One guest boot for all seven checks, in order (each leaves the service as the next expects
 it, and each starts it again if it is not). The guest is the clean Debian 13 root with hotplugd's
-packages, built from this checkout, installed by ``apt`` as a user installs them
-(:mod:`debguest`): the unit is the package's, the program the package's ``/usr/bin/hotplugd`` on
-Debian's own Python libraries. The only drop-in is this test's ``50-vmtest.conf`` (the test-only
-stall hook and a 6 s watchdog); the hardening is untouched. The other way in, ``systemd/install.py``
-from a checkout with a venv (no package), runs check 1 in ``test_checkout_paths.py``.
+packages, built from this checkout, installed by ``apt`` before the boot (:mod:`debguest`; the
+install itself is ``test_deb_guest.py``'s): the unit is the package's, the program the package's
+``/usr/bin/hotplugd`` on Debian's own Python libraries. The only drop-in is this test's
+``50-vmtest.conf`` (the test-only stall hook and a 6 s watchdog); the hardening is untouched. The
+other way in, ``systemd/install.py`` from a checkout with a venv (no package), runs check 1 in
+``test_checkout_paths.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from debguest import apt_install, debian_guest
+from debguest import debian_guest, running
 from harness import Assets, GiB, GuestConfig
 from harness.systemd_guest import SystemdGuest
 
@@ -62,20 +63,13 @@ class Timer:
 
 @pytest.fixture(scope="module")
 def sd(vm_assets: Assets) -> Iterator[SystemdGuest]:
-    """The Debian guest, booted to ``running``, with hotplugd's packages installed and its units stopped."""
+    """The Debian guest, booted to ``running`` with hotplugd's packages installed, its units stopped."""
     guest = debian_guest(vm_assets, GuestConfig(memhp_default_state="offline", memory="2G", slots=8, maxmem="64G",
-                                                virtio_mem=False))
-    try:
-        with Timer("boot to running"):
-            guest.start()
-        with Timer("install"):
-            done = apt_install(guest)
-            assert done.returncode == 0, done.stdout + done.stderr
+                                                virtio_mem=False), installed=True)
+    with running(guest, Timer.steps, "systemd guest"):
+        with Timer("configure"):
             configure(guest)
         yield guest
-    finally:
-        guest.close()
-        print("\nsystemd guest timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in Timer.steps.items()))
 
 
 def install(guest: SystemdGuest) -> None:
