@@ -124,7 +124,10 @@ def _confirm(sysfs: Sysfs, block: Block, zone: ZoneRequest) -> OnlineResult:
     if zones is None:
         return _gone_after()
     if len(zones) > 1:
-        state, zones = _reread(sysfs, block)
+        try:
+            state, zones = _reread(sysfs, block)
+        except ValueError as exc:  # a state no kernel spells: this block's error, said plainly, not a traceback
+            return OnlineResult(Outcome.ERROR, detail=str(exc))
         if state is None:
             return _gone_after()
         if state is State.KERNEL_DEFERRED:  # the seed's kernel took the write but holds the block

@@ -198,11 +198,14 @@ class Sysfs:
         """``state``; :attr:`State.KERNEL_DEFERRED` when it reads offline while ``online`` reads 1.
 
         The seed's kernel (Anolis) leaves a block so between its PREPARE step and its
-        final phase. ``online`` is read only for an offline block. OSError when gone.
+        final phase. ``online`` is read only for an offline block. OSError when gone; ValueError,
+        naming the file and what it reads, for a state no kernel spells.
         """
         base = self.block_dir(index)
         text = self.attr(base / "state")
-        state = _STATES.get(text) or State(text)  # a dict lookup per read back; the enum names anything else
+        state = _STATES.get(text)  # a dict lookup per read back
+        if state is None:
+            raise ValueError(f"{base / 'state'} reads {text[:40]!r}, which is no memory block state")
         if state is State.OFFLINE and self.attr(base / "online") == "1":
             return State.KERNEL_DEFERRED
         return state

@@ -86,6 +86,23 @@ def test_offline_again_right_after_the_write_is_an_error(host, monkeypatch):
     assert result.outcome is Outcome.ERROR and "state reads 'offline'" in result.detail
 
 
+def test_a_state_no_kernel_spells_is_this_blocks_error_naming_the_file(host, monkeypatch):
+    """What a plain file written over without truncation reads ("online" over "offline"): an error outcome
+    naming the file and its text, never an exception out of the backend (the daemon logged a traceback)."""
+    fake, sysfs = host
+    block = sysfs.read_block(8)
+    real = fake.io.write
+
+    def write_garbled(path, value):
+        real(path, value)
+        fake.set_state(8, "onlinee", ("Normal", "Movable"))
+
+    monkeypatch.setattr(fake.io, "write", write_garbled)
+    result = online_block(sysfs, block, ZoneRequest.AUTO)
+    assert result.outcome is Outcome.ERROR
+    assert "memory8/state reads 'onlinee', which is no memory block state" in result.detail
+
+
 def test_a_refused_zone_of_a_block_with_unknown_zones_is_narrowed_and_written_again(host):
     fake, sysfs = host
     fake.set_state(10, "offline", ("Normal",))  # the kernel refuses online_movable here
