@@ -35,6 +35,7 @@ import pytest
 from hotplugd import config as cfgmod
 from hotplugd.commands import cli
 from hotplugd.errors import ConfigError
+from hotplugd_sysfs.backend import SysfsBackend
 from hotplugd_sysfs.testing.fakesysfs import FakeSysfs
 
 #: Exit codes the subcommands document (`hotplugd COMMAND --help`).
@@ -132,7 +133,9 @@ class Harness:
     @contextlib.contextmanager
     def patched(self) -> Iterator[None]:
         """The seams: config loading fenced, run until idle, metrics asked on loopback only, the
-        entry-point list and the plugin managers built once (they do not depend on the flags)."""
+        entry-point list and the plugin managers built once (they do not depend on the flags), and the sysfs
+        backend's files read and written through the fake kernel (plain files written over would read
+        ``onlinee``; since blocks found offline at start are onlined at once, runs write them)."""
         from hotplugd.commands import status as status_mod
         from hotplugd.daemon import Daemon
 
@@ -159,7 +162,12 @@ class Harness:
             host = where.rsplit(":", 1)[0].strip("[]")
             return real_fetch(where, 0.5) if host in ("127.0.0.1", "::1", "localhost") else None
 
+        def sysfs_on_the_fake(cls: type[SysfsBackend], options: Any, io: Any = None) -> SysfsBackend:
+            return real_sysfs(options, self.fake.io)  # the fake kernel's seam: a write to state onlines, as sysfs
+
+        real_sysfs = SysfsBackend.from_options
         with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(SysfsBackend, "from_options", classmethod(sysfs_on_the_fake))
             mp.setattr(importlib.metadata, "entry_points", functools.cache(importlib.metadata.entry_points))
             mp.setattr(cli, "make_manager", lambda disabled=(): managers(tuple(disabled)))
             mp.setattr(cli, "load", load)
