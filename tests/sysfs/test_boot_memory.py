@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from structlog.testing import capture_logs
 from test_daemon_e2e import make
 
 from hotplugd import daemon as daemon_module
@@ -38,22 +37,22 @@ class AtReady(Notifier):
         return super().ready(status)
 
 
-async def start(daemon) -> list[dict]:
-    with capture_logs() as logs:
-        async with anyio.create_task_group() as tg:
-            with anyio.fail_after(10):
-                await tg.start(daemon.run)
-            tg.cancel_scope.cancel()
-    return logs
+async def start(daemon) -> None:
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(10):
+            await tg.start(daemon.run)
+        tg.cancel_scope.cancel()
 
 
-async def test_boot_memory_left_by_a_kernel_with_onlining_off_is_online_before_ready(fake_sysfs, hook_recorder):
+async def test_boot_memory_left_by_a_kernel_with_onlining_off_is_online_before_ready(fake_sysfs, hook_recorder,
+                                                                                    hotplugd_logs):
     fake_sysfs.add_blocks(range(0, 16), state="online", zones=("Normal",))
     fake_sysfs.add_blocks(BOOT)  # plugged at boot, the kernel's onlining off (its default): offline
     probe = AtReady(fake_sysfs)
     daemon, _ = make(fake_sysfs, hook_recorder, notifier=probe, scheduler=KERNEL_PLAN)
     daemon.boot_clock = iter([4.25, 4.5, 4.75, 5.0]).__next__  # plan, start_online, start_onlined, ready
-    logs = await start(daemon)
+    await start(daemon)
+    logs = hotplugd_logs
     assert fake_sysfs.knob("auto_online_blocks") == "online"  # the plan: the kernel onlines what comes next
     assert probe.online == set(range(0, 32)) and probe.writes == list(BOOT)  # all 16 online at READY, by hotplugd
     assert [p.trigger for p in hook_recorder.phases] == ["kernel_off_at_start"]
@@ -67,31 +66,34 @@ async def test_boot_memory_left_by_a_kernel_with_onlining_off_is_online_before_r
     assert order.index("plan") < order.index("start_online") < order.index("start_onlined") < order.index("ready")
 
 
-async def test_after_a_restart_with_the_kernels_onlining_on_blocks_found_offline_get_the_grace(fake_sysfs,
-                                                                                              hook_recorder):
+async def test_after_a_restart_with_the_kernels_onlining_on_blocks_found_offline_get_the_grace(
+        fake_sysfs, hook_recorder, hotplugd_logs):
     fake_sysfs.set_auto_online("online")  # set by the run before (knobs stay set): a DIMM may be mid-add
     fake_sysfs.set_param("online_policy", "contig-zones")
     fake_sysfs.add_blocks(BOOT)
     probe = AtReady(fake_sysfs)
     daemon, _ = make(fake_sysfs, hook_recorder, notifier=probe, scheduler=KERNEL_PLAN)
-    logs = await start(daemon)
+    await start(daemon)
+    logs = hotplugd_logs
     assert probe.online == set() and probe.writes == []  # queued, waiting for the kernel's grace
     assert len(daemon.scheduler.host.queue) == 16 and hook_recorder.phases == []
     assert "start_online" not in [e["event"] for e in logs]
     assert isinstance([e for e in logs if e["event"] == "ready"][0]["since_boot"], float)
 
 
-async def test_where_hotplugd_onlines_ready_does_not_wait_for_the_start_up_scan(fake_sysfs):
+async def test_where_hotplugd_onlines_ready_does_not_wait_for_the_start_up_scan(fake_sysfs, hotplugd_logs):
     fake_sysfs.add_blocks(range(16, 20))  # 512 MiB: below max_offline_bytes
     probe = AtReady(fake_sysfs)
     daemon, _ = make(fake_sysfs, notifier=probe,
                      scheduler={"onliner": "hotplugd", "defer": "always", "settle": 30.0, "max_defer": 60.0})
-    logs = await start(daemon)
+    await start(daemon)
+    logs = hotplugd_logs
     assert probe.online == set() and len(daemon.scheduler.host.queue) == 4  # its deferral decides, as before
     assert "start_online" not in [e["event"] for e in logs]
 
 
-async def test_ready_waits_for_the_blocks_found_at_start_no_longer_than_its_bound(fake_sysfs, monkeypatch):
+async def test_ready_waits_for_the_blocks_found_at_start_no_longer_than_its_bound(fake_sysfs, monkeypatch,
+                                                                                  hotplugd_logs):
     monkeypatch.setattr(daemon_module, "START_ONLINE_BOUND", 0.3)
     fake_sysfs.add_blocks(BOOT)
     probe = AtReady(fake_sysfs)
@@ -102,7 +104,8 @@ async def test_ready_waits_for_the_blocks_found_at_start_no_longer_than_its_boun
         await hold.wait()  # an online call that does not return
 
     monkeypatch.setattr(daemon.scheduler.host.phase, "run", stuck_phase)
-    logs = await start(daemon)
+    await start(daemon)
+    logs = hotplugd_logs
     [done] = [e for e in logs if e["event"] == "start_onlined"]
     assert done["left"] == 16 and done["log_level"] == "warning" and "READY now" in done["detail"]
     assert probe.online == set()  # READY came anyway, after the bound
