@@ -13,7 +13,6 @@ import errno
 
 import anyio
 import pytest
-from structlog.testing import capture_logs
 
 from hotplugd.config import SchedulerConfig, from_mapping
 from hotplugd.engine.deferral import decide
@@ -148,22 +147,23 @@ async def test_a_dimm_whose_adds_outlast_the_grace_is_left_to_the_kernel(make_da
 
 
 @pytestmark_async
-async def test_what_the_kernel_left_is_taken_once_it_is_quiet_and_the_log_says_why(make_daemon, hook_recorder):
+async def test_what_the_kernel_left_is_taken_once_it_is_quiet_and_the_log_says_why(make_daemon, hook_recorder,
+                                                                                          hotplugd_logs):
     clock = ManualClock()
     host = FakeHost(kernel_onlines=True)
     backend = FakeBackend(host)
     daemon = make_daemon(backend, clock=clock)
-    with capture_logs() as logs:
-        async with running(daemon, until_idle=False):
-            backend.add(1, 2, 3)
-            await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
-            await tick(daemon, clock, 1.5)
-            kernel_onlines(host, backend, 3)  # the kernel is still at work at 1.5 s; its walk passed 1 and 2
-            await wait_until(lambda: 3 not in daemon.scheduler.host.queue)
-            await tick(daemon, clock, 1.0)
-            assert host.calls == []  # 2.5 s since the adds, 1 s of quiet
-            await tick(daemon, clock, 1.5)
-            await wait_until(lambda: host.online_indices() == {1, 2, 3})
+    logs = hotplugd_logs
+    async with running(daemon, until_idle=False):
+        backend.add(1, 2, 3)
+        await wait_until(lambda: len(daemon.scheduler.host.queue) == 3)
+        await tick(daemon, clock, 1.5)
+        kernel_onlines(host, backend, 3)  # the kernel is still at work at 1.5 s; its walk passed 1 and 2
+        await wait_until(lambda: 3 not in daemon.scheduler.host.queue)
+        await tick(daemon, clock, 1.0)
+        assert host.calls == []  # 2.5 s since the adds, 1 s of quiet
+        await tick(daemon, clock, 1.5)
+        await wait_until(lambda: host.online_indices() == {1, 2, 3})
     assert sorted(index for index, _ in host.calls) == [1, 2]
     assert [p.trigger for p in hook_recorder.phases] == ["kernel_left_offline"]
     [takeover] = [e for e in logs if e["event"] == "kernel_takeover"]
@@ -173,22 +173,22 @@ async def test_what_the_kernel_left_is_taken_once_it_is_quiet_and_the_log_says_w
 
 
 @pytestmark_async
-async def test_a_never_quiet_kernel_is_taken_over_at_the_bound(make_daemon, hook_recorder):
+async def test_a_never_quiet_kernel_is_taken_over_at_the_bound(make_daemon, hook_recorder, hotplugd_logs):
     clock = ManualClock()
     host = FakeHost(kernel_onlines=True)
     backend = FakeBackend(host)
     daemon = make_daemon(backend, clock=clock, kernel_grace_max=5.0)
-    with capture_logs() as logs:
-        async with running(daemon, until_idle=False):
-            backend.add(0)
-            await wait_until(lambda: 0 in daemon.scheduler.host.queue)
-            for index in range(100, 106):  # other blocks keep coming, one a second
-                await tick(daemon, clock, 1.0)
-                backend.add(index)
-                await wait_until(lambda i=index: i in daemon.scheduler.host.queue)
-                if host.calls:
-                    break
-            await wait_until(lambda: 0 in host.online_indices())
+    logs = hotplugd_logs
+    async with running(daemon, until_idle=False):
+        backend.add(0)
+        await wait_until(lambda: 0 in daemon.scheduler.host.queue)
+        for index in range(100, 106):  # other blocks keep coming, one a second
+            await tick(daemon, clock, 1.0)
+            backend.add(index)
+            await wait_until(lambda i=index: i in daemon.scheduler.host.queue)
+            if host.calls:
+                break
+        await wait_until(lambda: 0 in host.online_indices())
     assert hook_recorder.phases[0].trigger == "kernel_grace_max"
     [takeover] = [e for e in logs if e["event"] == "kernel_takeover"]
     assert takeover["log_level"] == "warning" and takeover["oldest_waited_seconds"] == pytest.approx(5.0)
