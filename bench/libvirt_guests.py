@@ -51,7 +51,7 @@ sys.path[:0] = [str(ROOT / "tests" / "vm"), str(ROOT / "tests" / "libvirt")]
 
 from harness import GiB, HarnessError, find_assets  # noqa: E402
 from libvirt_env import HostHotplugd, LibvirtGuest, PrivateLibvirtd, boot_all, require_libvirt  # noqa: E402
-from onlinetime import PROBE, Probe, Workload  # noqa: E402
+from onlinetime import PROBE, Probe, Workload, time_at_once, time_one_after_another  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -94,17 +94,9 @@ def turn(key: str, guests: Sequence[LibvirtGuest], libvirtd: PrivateLibvirtd, si
     try:
         probes = [arm(g, size, timeout, serial_ids.pop()) for g in guests]
         if one_by_one:
-            total = 0.0
-            for p in probes:
-                t0 = time.perf_counter()
-                p.hot_add()
-                total += p.wait(timeout) - t0
-            return total
+            return time_one_after_another(probes, timeout)
         with ThreadPoolExecutor(len(probes)) as waiters:
-            t0 = time.perf_counter()
-            for p in probes:
-                p.hot_add()
-            return max(f.result() for f in [waiters.submit(p.wait, timeout) for p in probes]) - t0
+            return time_at_once(probes, waiters, timeout)
     finally:
         if daemon is not None:
             code = daemon.stop()

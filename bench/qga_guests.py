@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "tests" / "vm"))
 
 from harness import GiB, Guest, HarnessError, find_assets  # noqa: E402
 from harness.assets import Assets  # noqa: E402
-from onlinetime import Probe, Workload, arm  # noqa: E402
+from onlinetime import Workload, arm, time_at_once, time_one_after_another  # noqa: E402
 from qga_host import QEMU_GA, QEMU_GA_MISSING, QGA_GUEST, HostDaemon, boot_guests  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -71,24 +71,6 @@ class Onliner:
     memhp_default_state: str
     settings: dict[str, Any] | None = None
     sequential: bool = False  # hot-add the guests one after the other and sum the times
-
-
-def time_at_once(probes: Sequence[Probe], waiters: Executor, timeout: float) -> float:
-    """Hot-add into every guest back to back; seconds until the last guest's last block is online."""
-    t0 = time.perf_counter()
-    for p in probes:
-        p.hot_add()
-    return max(f.result() for f in [waiters.submit(p.wait, timeout) for p in probes]) - t0
-
-
-def time_one_after_another(probes: Sequence[Probe], timeout: float) -> float:
-    """Hot-add into each guest once the previous one is all online; the sum of the times."""
-    total = 0.0
-    for p in probes:
-        t0 = time.perf_counter()
-        p.hot_add()
-        total += p.wait(timeout) - t0
-    return total
 
 
 @contextmanager

@@ -15,7 +15,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,24 @@ def arm(guest: Guest, workload: Workload, timeout: float) -> Probe:
                               "--ready", ready, "--out", fifo, "--timeout", str(timeout)])
     guest.agent.wait_path(ready, 60)
     return Probe(guest, workload, fifo, proc, hot_add, count)
+
+
+def time_at_once(probes: Sequence[Probe], waiters: Executor, timeout: float) -> float:
+    """Hot-add into every guest back to back; seconds until the last guest's last block is online."""
+    t0 = time.perf_counter()
+    for p in probes:
+        p.hot_add()
+    return max(f.result() for f in [waiters.submit(p.wait, timeout) for p in probes]) - t0
+
+
+def time_one_after_another(probes: Sequence[Probe], timeout: float) -> float:
+    """Hot-add into each guest once the previous one is all online; the sum of the times."""
+    total = 0.0
+    for p in probes:
+        t0 = time.perf_counter()
+        p.hot_add()
+        total += p.wait(timeout) - t0
+    return total
 
 
 def time_online(guest: Guest, workload: Workload, timeout: float = 180) -> Timing:
