@@ -190,7 +190,7 @@ class Sysfs:
             # The kernel announces a block before it links it to its node; until then
             # mem->nid is NUMA_NO_NODE and reading valid_zones oopses (6.1 zone_for_pfn_range).
             raise NotRegistered(index)
-        state = State(self.attr(base / "state"))
+        state = self._state(base)
         zones = parse_zones(self.attr(base / "valid_zones"))
         return Block(index, self.block_size, node, state, zones)
 
@@ -202,12 +202,17 @@ class Sysfs:
         naming the file and what it reads, for a state no kernel spells.
         """
         base = self.block_dir(index)
+        state = self._state(base)
+        if state is State.OFFLINE and self.attr(base / "online") == "1":
+            return State.KERNEL_DEFERRED
+        return state
+
+    def _state(self, base: Path) -> State:
+        """``base/state`` as a :class:`State`; ValueError naming the file and its text for one no kernel spells."""
         text = self.attr(base / "state")
         state = _STATES.get(text)  # a dict lookup per read back
         if state is None:
             raise ValueError(f"{base / 'state'} reads {text[:40]!r}, which is no memory block state")
-        if state is State.OFFLINE and self.attr(base / "online") == "1":
-            return State.KERNEL_DEFERRED
         return state
 
     def verify_block(self, block: Block) -> Block | None:
