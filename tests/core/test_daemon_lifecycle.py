@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from structlog.testing import capture_logs
 
 import hotplugd.daemon
 from hotplugd.errors import BackendError
@@ -23,25 +22,25 @@ class HangingStop(FakeBackend):
         await anyio.sleep_forever()  # a backend bug: stop() never returns
 
 
-async def test_a_backend_whose_start_fails_is_stopped(make_daemon):
+async def test_a_backend_whose_start_fails_is_stopped(make_daemon, hotplugd_logs):
     backend = FailingStart()
     daemon = make_daemon(backend)
-    with capture_logs() as logs, pytest.raises(BackendError, match="cannot bind"):
+    with pytest.raises(BackendError, match="cannot bind"):
         await daemon.run(until_idle=True)
     assert backend.stopped  # the contract: stop() runs, also after a failed start
-    assert [e["event"] for e in logs][-1] == "stopped"
+    assert [e["event"] for e in hotplugd_logs][-1] == "stopped"
 
 
-async def test_a_backend_whose_stop_hangs_does_not_hang_the_shutdown(make_daemon, monkeypatch, tmp_path):
+async def test_a_backend_whose_stop_hangs_does_not_hang_the_shutdown(make_daemon, monkeypatch, tmp_path,
+                                                                    hotplugd_logs):
     monkeypatch.setattr(hotplugd.daemon, "STOP_TIMEOUT", 0.05)
     backend = HangingStop()
     textfile = tmp_path / "hotplugd.prom"
     daemon = make_daemon(backend, {"metrics": {"enabled": False, "textfile": str(textfile)}})
     backend.add(1)
     backend.end()
-    with capture_logs() as logs:
-        with anyio.fail_after(30):  # without the bound: forever
-            await daemon.run(until_idle=True)
-    events = [e["event"] for e in logs]
+    with anyio.fail_after(30):  # without the bound: forever
+        await daemon.run(until_idle=True)
+    events = [e["event"] for e in hotplugd_logs]
     assert "backend_stop_timeout" in events and events[-1] == "stopped"
     assert "hotplugd_blocks_onlined_total" in textfile.read_text()  # the final textfile is still written
