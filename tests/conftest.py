@@ -7,8 +7,11 @@ pytest reads ``pytest_plugins`` only in this top-level conftest.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import structlog
 from hypothesis import settings
 
 # No per-example deadline: a test never judges wall-clock time, and a loaded machine (CI, a package
@@ -25,3 +28,13 @@ if _VM_TESTS not in sys.path:
 # must not load it into every pytest run); hotplugd's own tests opt in here, as plugin authors do.
 pytest_plugins = ["hotplugd.testing.pytest_plugin", "hotplugd_sysfs.testing.pytest_plugin", "harness.pytest_plugin",
                   "pytester"]  # pytester: tests/vm/test_pytest_plugin.py
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_per_test() -> Iterator[None]:
+    """Each test leaves structlog configured as it found it: a test that runs ``hotplugd`` in-process
+    (its ``logs.configure``) left a level filter behind that made the next tests' ``capture_logs`` miss
+    every info line, so tests passed alone and failed in the full suite."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
